@@ -1,0 +1,289 @@
+"""The archive: a ``ModelSpec`` plus its tensors, stored as one standard ``.safetensors`` file.
+
+The spec travels as JSON in the header's ``__metadata__`` under ``weightio.spec``, next to
+``weightio.format_version``; tensors are named ``<layer>.<param>`` in canonical layout. Any
+safetensors reader gets the tensors; weightio also gets the model. Loading reads the header only;
+tensor bytes are memory-mapped and touched when used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightio.atomic import atomic_write
+from weightio.dtypes import as_little_endian, dtype_name
+from weightio.errors import IntegrityError, MalformedFileError, SourceNotFoundError, SpecValidationError
+from weightio.safetensors_io import MappedTensors, build_header, read_header, tensor_bytes, write_tensors
+from weightio.spec import FORMAT_VERSION, ModelSpec, TensorRef, spec_from_json
+
+META_FORMAT_VERSION = "weightio.format_version"
+META_SPEC = "weightio.spec"
+SUPPORTED_MAJOR = FORMAT_VERSION.split(".")[0]
+
+
+class TensorMap(Mapping[str, np.ndarray]):
+    """A read-only mapping from tensor name to numpy array; arrays are read-only too."""
+
+    def __init__(self, names: list[str], getter: Any) -> None:
+        self._names = list(names)
+        self._index = set(self._names)
+        self._getter = getter
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._index:
+            raise KeyError(name)
+        return self._getter(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return f"TensorMap({len(self)} tensors)"
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.setflags(write=False)
+    return view
+
+
+def sha256_of(array: np.ndarray) -> str:
+    """Hex sha256 of a tensor's stored bytes (C order, little-endian)."""
+    digest = hashlib.sha256()
+    data = tensor_bytes(array)
+    step = 16 * 1024 * 1024
+    for start in range(0, len(data), step):
+        digest.update(data[start : start + step])
+    return digest.hexdigest()
+
+
+class Archive:
+    """A model in neutral form: ``spec`` (a validated ``ModelSpec``) and ``tensors``.
+
+    Build one from arrays with ``Archive(spec, arrays)``; every tensor the spec references must
+    be present with the declared shape and dtype, and no other. ``weightio.load`` returns one
+    backed by a memory-mapped file.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        tensors: Mapping[str, np.ndarray],
+        *,
+        path: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self.path = path
+        if isinstance(tensors, TensorMap):
+            self.tensors: Mapping[str, np.ndarray] = tensors
+        else:
+            arrays = {name: _frozen(as_little_endian(np.asarray(a))) for name, a in tensors.items()}
+            self.tensors = TensorMap(list(arrays), arrays.__getitem__)
+        _check_spec_against_tensors(spec, self.tensors, file=path)
+
+    def __repr__(self) -> str:
+        where = f", path='{self.path}'" if self.path else ""
+        return (
+            f"Archive(name={self.spec.name!r}, layers={len(self.spec.layers)}, "
+            f"tensors={len(self.tensors)}{where})"
+        )
+
+    def tensor(self, layer: str, param: str) -> np.ndarray:
+        """Return the array of ``param`` of ``layer`` (canonical names)."""
+        ref = self.spec.layer(layer).tensor_refs()[param]
+        return self.tensors[ref.key]
+
+    @property
+    def parameter_count(self) -> int:
+        """Total number of parameter elements."""
+        return sum(int(np.prod(ref.shape)) for _, _, ref in self.spec.tensor_refs())
+
+    def with_spec(self, spec: ModelSpec) -> Archive:
+        """Return an archive with the same tensors and a new spec (validated against them)."""
+        return Archive(spec, self.tensors, path=self.path)
+
+    def verify(self) -> list[str]:
+        """Check every tensor against its recorded sha256; return the names checked.
+
+        Raises:
+            IntegrityError: naming every tensor whose bytes differ from when it was archived.
+        """
+        bad: list[str] = []
+        checked: list[str] = []
+        for _, _, ref in self.spec.tensor_refs():
+            if ref.sha256 is None:
+                raise IntegrityError(
+                    "no checksum was recorded for this tensor; save the archive to record them",
+                    file=self.path,
+                    tensor=ref.key,
+                )
+            if sha256_of(self.tensors[ref.key]) != ref.sha256:
+                bad.append(ref.key)
+            checked.append(ref.key)
+        if bad:
+            raise IntegrityError(
+                f"{len(bad)} tensor(s) do not match their recorded sha256: {', '.join(bad)}; "
+                "the file is corrupt or was modified, re-create it from the source",
+                file=self.path,
+                tensor=bad[0],
+            )
+        return checked
+
+
+def _check_spec_against_tensors(
+    spec: ModelSpec, tensors: Mapping[str, np.ndarray], *, file: object | None
+) -> None:
+    problems: list[str] = []
+    referenced: set[str] = set()
+    for layer, param, ref in spec.tensor_refs():
+        referenced.add(ref.key)
+        if ref.key not in tensors:
+            problems.append(f"layer {layer.name!r} {param}: tensor {ref.key!r} is missing")
+            continue
+        array = tensors[ref.key]
+        if tuple(array.shape) != tuple(ref.shape):
+            problems.append(
+                f"layer {layer.name!r} {param}: spec says shape {list(ref.shape)}, "
+                f"tensor {ref.key!r} has {list(array.shape)}"
+            )
+        name = dtype_name(array.dtype, tensor=ref.key)
+        if name != ref.dtype:
+            problems.append(
+                f"layer {layer.name!r} {param}: spec says dtype {ref.dtype}, "
+                f"tensor {ref.key!r} is {name}"
+            )
+    extra = [key for key in tensors if key not in referenced]
+    if extra:
+        problems.append(f"tensors not referenced by any layer: {', '.join(extra[:10])}")
+    if problems:
+        raise SpecValidationError(
+            "spec and tensors disagree: " + "; ".join(problems),
+            file=file,
+            layer=_first_layer(problems),
+        )
+
+
+def _first_layer(problems: list[str]) -> str | None:
+    first = problems[0]
+    if first.startswith("layer '"):
+        return first.split("'")[1]
+    return None
+
+
+def save(archive: Archive, path: os.PathLike[str] | str) -> Path:
+    """Write ``archive`` to ``path`` atomically, recording each tensor's sha256 in the spec.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    layers = []
+    for layer in archive.spec.layers:
+        updates: dict[str, Any] = {}
+        refs = layer.tensor_refs()
+        hashed = {
+            param: ref.model_copy(update={"sha256": sha256_of(archive.tensors[ref.key])})
+            for param, ref in refs.items()
+        }
+        if getattr(layer, "kind", None) == "opaque":
+            updates["tensors"] = hashed
+        else:
+            updates.update(hashed)
+        layers.append(layer.model_copy(update=updates))
+    spec = archive.spec.model_copy(update={"layers": layers})
+    spec = ModelSpec.model_validate(spec.model_dump())  # re-validate the updated copy
+    metadata = {
+        META_FORMAT_VERSION: FORMAT_VERSION,
+        META_SPEC: spec.model_dump_json(exclude_none=True),
+    }
+    order = [ref.key for _, _, ref in spec.tensor_refs()]
+    header, ordered = build_header(((key, archive.tensors[key]) for key in order), metadata)
+    with atomic_write(path) as handle:
+        write_tensors(handle, header, ordered)
+    archive.spec = spec
+    return path
+
+
+def load(path: os.PathLike[str] | str, *, verify: bool = False) -> Archive:
+    """Open a weightio archive: the header is read now, tensors are mapped and read on use.
+
+    Args:
+        path: A ``.safetensors`` file written by weightio.
+        verify: Also check every tensor's sha256 now (reads all the bytes).
+
+    Raises:
+        SourceNotFoundError: no such file.
+        MalformedFileError: not a safetensors file, or not a weightio archive.
+        SpecValidationError: the spec is invalid or disagrees with the header.
+        IntegrityError: with ``verify=True``, a tensor's bytes changed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFoundError("no such archive file", file=path)
+    with open(path, "rb") as handle:
+        header = read_header(handle, path)
+    meta = header.metadata
+    if META_SPEC not in meta:
+        raise MalformedFileError(
+            "this safetensors file carries no weightio spec (a plain state dict?); "
+            "import it with weightio.read() or `weightio convert`",
+            file=path,
+        )
+    version = meta.get(META_FORMAT_VERSION)
+    if version is None:
+        raise SpecValidationError(f"header metadata lacks {META_FORMAT_VERSION!r}", file=path)
+    if version.split(".")[0] != SUPPORTED_MAJOR:
+        raise SpecValidationError(
+            f"archive format {version} is not readable by this weightio (reads "
+            f"{SUPPORTED_MAJOR}.x); upgrade weightio",
+            file=path,
+        )
+    spec = spec_from_json(meta[META_SPEC], file=path)
+    mapped = MappedTensors(path, header)
+    tensors = TensorMap(list(header.entries), mapped.get)
+    _check_header_against_spec(spec, header.entries, path)
+    archive = Archive(spec, tensors, path=path)
+    if verify:
+        archive.verify()
+    return archive
+
+
+def _check_header_against_spec(spec: ModelSpec, entries: Mapping[str, Any], path: Path) -> None:
+    """Compare the spec with the header alone, so a bad archive fails before any data is read."""
+    problems: list[str] = []
+    referenced: set[str] = set()
+    first_layer = None
+    for layer, param, ref in spec.tensor_refs():
+        referenced.add(ref.key)
+        entry = entries.get(ref.key)
+        if entry is None:
+            problems.append(f"layer {layer.name!r} {param}: tensor {ref.key!r} is missing")
+        elif entry.dtype != ref.dtype or tuple(entry.shape) != tuple(ref.shape):
+            problems.append(
+                f"layer {layer.name!r} {param}: spec says {ref.describe()}, "
+                f"file holds {entry.dtype}{list(entry.shape)}"
+            )
+        else:
+            continue
+        first_layer = first_layer or layer.name
+    extra = [key for key in entries if key not in referenced]
+    if extra:
+        problems.append(f"tensors not referenced by any layer: {', '.join(extra[:10])}")
+    if problems:
+        raise SpecValidationError(
+            "spec and tensors disagree: " + "; ".join(problems), file=path, layer=first_layer
+        )
+
+
+def tensor_ref(key: str, array: np.ndarray) -> TensorRef:
+    """Make the ``TensorRef`` describing ``array`` stored under ``key``."""
+    return TensorRef(key=key, shape=tuple(int(d) for d in array.shape), dtype=dtype_name(array.dtype, tensor=key))

@@ -1,0 +1,132 @@
+"""The one way weightio writes a file: whole or not at all.
+
+A temp file beside the target (same folder, so the rename never crosses a filesystem), written,
+flushed and fsynced, given the mode a normal ``open`` would have given it, renamed over the target
+with ``os.replace`` (atomic on POSIX), then the folder fsynced so the rename itself is durable.
+On any failure the temp file is removed and the target is exactly as it was. A crash leaves at most
+a ``.<name>.weightio-tmp-*`` file, which the next write to that target removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from weightio.errors import WeightioError, WriteError
+
+TEMP_MARKER = ".weightio-tmp-"
+
+
+def _check_target(target: Path) -> None:
+    if target.is_dir():
+        raise WriteError("the target is a folder; name a file to write", file=target)
+    parent = target.parent
+    if not parent.is_dir():
+        raise WriteError(f"the folder {str(parent)!r} does not exist; create it first", file=target)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WriteError(f"the folder {str(parent)!r} is not writable", file=target)
+
+
+def _new_file_mode(target: Path) -> int:
+    """Mode the file should end with: the replaced file's, else 0o666 minus the umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Remove temp files an earlier, killed write to this target left behind."""
+    prefix = f".{target.name}{TEMP_MARKER}"
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent):
+            if entry.name.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    # Only stale ones: a concurrent writer's temp is younger than a minute.
+                    if time.time() - entry.stat().st_mtime > 60:
+                        os.unlink(entry.path)
+
+
+def _fsync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(target: os.PathLike[str] | str, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path beside ``target``; on success it becomes ``target`` atomically.
+
+    For libraries that insist on writing to a path themselves (``keras.Model.save``). ``suffix``
+    keeps an extension such a library checks for.
+    """
+    target = Path(target)
+    _check_target(target)
+    _remove_stale_temps(target)
+    temp = target.parent / f".{target.name}{TEMP_MARKER}{secrets.token_hex(6)}{suffix}"
+    try:
+        yield temp
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(temp, _new_file_mode(target))
+        os.replace(temp, target)
+        _fsync_folder(target.parent)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        if isinstance(exc, OSError) and not isinstance(exc, WeightioError):
+            raise _write_error(exc, target) from exc
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(target: os.PathLike[str] | str) -> Iterator[BinaryIO]:
+    """Yield a binary file; when the block ends without error it replaces ``target`` atomically."""
+    target = Path(target)
+    _check_target(target)
+    _remove_stale_temps(target)
+    temp = target.parent / f".{target.name}{TEMP_MARKER}{secrets.token_hex(6)}"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise _write_error(exc, target) from exc
+    handle = os.fdopen(fd, "wb")
+    try:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        os.chmod(temp, _new_file_mode(target))
+        os.replace(temp, target)
+        _fsync_folder(target.parent)
+    except BaseException as exc:
+        handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        if isinstance(exc, OSError) and not isinstance(exc, WeightioError):
+            raise _write_error(exc, target) from exc
+        raise
+
+
+def _write_error(exc: OSError, target: Path) -> WriteError:
+    reason = {
+        errno.ENOSPC: "the disk is full",
+        errno.EFBIG: "the file is larger than this process may write",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "the filesystem is read-only",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return WriteError(f"writing failed ({reason}); the target was left unchanged", file=target)

@@ -1,0 +1,146 @@
+"""One exception hierarchy for everything weightio refuses.
+
+Every error says *where* (file, layer, tensor), *what* went wrong and *what to do*. Each class
+also subclasses the builtin a caller would naturally catch (``ValueError``, ``FileNotFoundError``,
+``ImportError`` …), so code written against the builtins keeps working. The CLI maps
+``exit_code`` to the process exit status: 1 for a failed check, 2 for bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "WeightioError",
+    "SourceNotFoundError",
+    "UnsupportedSourceError",
+    "MalformedFileError",
+    "ResourceLimitError",
+    "ExternalReferenceError",
+    "UnsafeFormatError",
+    "UnsupportedDtypeError",
+    "UnsupportedTensorError",
+    "SpecValidationError",
+    "UnsupportedLayerError",
+    "TraceError",
+    "WeightsOnlyArchiveError",
+    "StructureMismatchError",
+    "MissingFrameworkError",
+    "IntegrityError",
+    "VerificationError",
+    "WriteError",
+]
+
+
+class WeightioError(Exception):
+    """Base of every error weightio raises on purpose.
+
+    Args:
+        message: What went wrong and what to do about it.
+        file: The file involved, if any.
+        layer: The layer involved, if any.
+        tensor: The tensor involved, if any.
+    """
+
+    exit_code: int = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: object | None = None,
+        layer: str | None = None,
+        tensor: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = None if file is None else str(file)
+        self.layer = layer
+        self.tensor = tensor
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.file is not None:
+            where.append(f"file '{self.file}'")
+        if self.layer is not None:
+            where.append(f"layer '{self.layer}'")
+        if self.tensor is not None:
+            where.append(f"tensor '{self.tensor}'")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+    def __reduce__(self):  # keep errors picklable across processes (pytest-xdist, multiprocessing)
+        return (_rebuild, (type(self), self.message, self.file, self.layer, self.tensor))
+
+
+def _rebuild(cls, message, file, layer, tensor):  # type: ignore[no-untyped-def]
+    return cls(message, file=file, layer=layer, tensor=tensor)
+
+
+class SourceNotFoundError(WeightioError, FileNotFoundError):
+    """The file or folder named as a source does not exist."""
+
+
+class UnsupportedSourceError(WeightioError, TypeError):
+    """weightio cannot tell what kind of model or file it was given."""
+
+
+class MalformedFileError(WeightioError, ValueError):
+    """A file's bytes do not follow its format (truncated, inconsistent header, bad JSON…)."""
+
+
+class ResourceLimitError(WeightioError, ValueError):
+    """A file declares sizes beyond what weightio will allocate or read."""
+
+
+class ExternalReferenceError(WeightioError, ValueError):
+    """A file points outside itself (links, external storage, paths that escape)."""
+
+
+class UnsafeFormatError(WeightioError, ValueError):
+    """Reading the file would execute code from it; weightio refuses."""
+
+
+class UnsupportedDtypeError(WeightioError, TypeError):
+    """A tensor dtype weightio does not store, or a cast that would change numbers."""
+
+
+class UnsupportedTensorError(WeightioError, TypeError):
+    """A tensor weightio cannot store bit-exact (quantized, sparse, meta, subclass)."""
+
+
+class SpecValidationError(WeightioError, ValueError):
+    """The layer spec is inconsistent with itself or with the stored tensors."""
+
+
+class UnsupportedLayerError(WeightioError, NotImplementedError):
+    """A layer or operation that has no exact mapping to the target."""
+
+
+class TraceError(WeightioError, ValueError):
+    """A PyTorch module could not be traced into a graph weightio can read."""
+
+
+class WeightsOnlyArchiveError(WeightioError, ValueError):
+    """The archive holds weights without an architecture, so no runnable model can be built."""
+
+
+class StructureMismatchError(WeightioError, ValueError):
+    """``load_into``: the archive and the target model do not have the same structure."""
+
+
+class MissingFrameworkError(WeightioError, ImportError):
+    """An optional framework is needed and not installed."""
+
+
+class IntegrityError(WeightioError, ValueError):
+    """Stored bytes do not match the checksums recorded when the archive was written."""
+
+    exit_code = 1
+
+
+class VerificationError(WeightioError, AssertionError):
+    """A converted model does not compute the same numbers as its source."""
+
+    exit_code = 1
+
+
+class WriteError(WeightioError, OSError):
+    """Writing an output failed; the target was left as it was."""

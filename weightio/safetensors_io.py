@@ -1,0 +1,235 @@
+"""Reading and writing the safetensors container, checked by us before anything is allocated.
+
+The format: 8 bytes little-endian header length N, N bytes of UTF-8 JSON (an object mapping tensor
+names to ``{dtype, shape, data_offsets}`` plus an optional ``__metadata__`` of string pairs), then
+the tensor bytes. We parse it ourselves rather than through the safetensors library so that every
+number is checked with Python ints first, errors are ours and typed, bf16/f8 map to ``ml_dtypes``,
+and writing can stream tensor by tensor through the atomic writer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from weightio.dtypes import as_little_endian, dtype_name, numpy_dtype
+from weightio.errors import MalformedFileError, ResourceLimitError
+
+#: Largest header weightio will read (the safetensors library uses the same bound).
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+_ALIGN = 8
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor as the header declares it; offsets are relative to the data section."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed, checked safetensors header."""
+
+    entries: dict[str, TensorEntry]
+    metadata: dict[str, str]
+    data_start: int
+    file_size: int
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _plain_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def read_header(handle: BinaryIO, file: Path) -> Header:
+    """Read and check the header of an open safetensors file."""
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    handle.seek(0)
+    if size < 8:
+        raise MalformedFileError(
+            f"file is {size} bytes, too short for a safetensors header", file=file
+        )
+    length = int.from_bytes(handle.read(8), "little")
+    if length > MAX_HEADER_BYTES:
+        if length > size - 8:
+            raise MalformedFileError(
+                f"header claims {length} bytes but the file has {size - 8} after the length",
+                file=file,
+            )
+        raise ResourceLimitError(
+            f"header of {length} bytes exceeds the {MAX_HEADER_BYTES}-byte limit", file=file
+        )
+    if length > size - 8 or length < 2:
+        raise MalformedFileError(
+            f"header claims {length} bytes but the file has {size - 8} after the length",
+            file=file,
+        )
+    raw = handle.read(length)
+    try:
+        text = raw.decode("utf-8")
+        data = json.loads(text, object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedFileError(f"header is not valid UTF-8 JSON ({exc})", file=file) from None
+    if not isinstance(data, dict):
+        raise MalformedFileError("header must be a JSON object", file=file)
+
+    metadata = data.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise MalformedFileError("__metadata__ must map strings to strings", file=file)
+
+    data_start = 8 + length
+    data_size = size - data_start
+    entries = {name: _check_entry(name, value, file) for name, value in data.items()}
+    cursor = 0
+    for entry in sorted(entries.values(), key=lambda e: (e.begin, e.end)):
+        if entry.begin != cursor:
+            what = "overlap" if entry.begin < cursor else "leave a gap"
+            raise MalformedFileError(
+                f"data offsets {what} at byte {entry.begin} (expected {cursor})",
+                file=file,
+                tensor=entry.name,
+            )
+        cursor = entry.end
+    if cursor != data_size:
+        detail = "the file is truncated" if cursor > data_size else "bytes trail the last tensor"
+        raise MalformedFileError(
+            f"tensor data covers {cursor} bytes but the file holds {data_size}: {detail}",
+            file=file,
+        )
+    return Header(entries=entries, metadata=dict(metadata), data_start=data_start, file_size=size)
+
+
+def _check_entry(name: str, value: Any, file: Path) -> TensorEntry:
+    if not isinstance(value, dict) or set(value) - {"dtype", "shape", "data_offsets"}:
+        raise MalformedFileError(
+            "entry must be an object with dtype, shape and data_offsets", file=file, tensor=name
+        )
+    dtype = value.get("dtype")
+    shape = value.get("shape")
+    offsets = value.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise MalformedFileError("dtype must be a string", file=file, tensor=name)
+    itemsize = numpy_dtype(dtype, tensor=name).itemsize  # UnsupportedDtypeError if unknown
+    if not isinstance(shape, list) or not all(_plain_int(d) for d in shape):
+        raise MalformedFileError(
+            f"shape must be a list of non-negative integers. Received: {shape!r}",
+            file=file,
+            tensor=name,
+        )
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_plain_int(o) for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise MalformedFileError(
+            f"data_offsets must be [begin, end] with 0 <= begin <= end. Received: {offsets!r}",
+            file=file,
+            tensor=name,
+        )
+    nbytes = math.prod(shape) * itemsize
+    if offsets[1] - offsets[0] != nbytes:
+        raise MalformedFileError(
+            f"{dtype}{shape} needs {nbytes} bytes but data_offsets span {offsets[1] - offsets[0]}",
+            file=file,
+            tensor=name,
+        )
+    return TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
+
+
+class MappedTensors:
+    """Read-only numpy views of a safetensors file's tensors, memory-mapped, made on access."""
+
+    def __init__(self, path: Path, header: Header) -> None:
+        self._path = path
+        self._header = header
+        self._mmap: mmap.mmap | None = None
+
+    def _buffer(self) -> mmap.mmap:
+        if self._mmap is None:
+            with open(self._path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size != self._header.file_size:
+                    raise MalformedFileError(
+                        "the file changed size since its header was read; load it again",
+                        file=self._path,
+                    )
+                self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._mmap
+
+    def get(self, name: str) -> np.ndarray:
+        """Return tensor ``name`` as a read-only array backed by the file."""
+        entry = self._header.entries[name]
+        dtype = numpy_dtype(entry.dtype, tensor=name)
+        if entry.end == entry.begin:
+            array = np.empty(entry.shape, dtype=dtype)
+            array.setflags(write=False)
+            return array
+        start = self._header.data_start + entry.begin
+        count = (entry.end - entry.begin) // dtype.itemsize
+        return np.frombuffer(self._buffer(), dtype=dtype, count=count, offset=start).reshape(
+            entry.shape
+        )
+
+
+def build_header(
+    tensors: Iterable[tuple[str, np.ndarray]], metadata: dict[str, str]
+) -> tuple[bytes, list[tuple[str, np.ndarray]]]:
+    """Lay out the header for ``tensors`` (in the given order) and return it with the arrays."""
+    layout: dict[str, Any] = {"__metadata__": metadata}
+    ordered: list[tuple[str, np.ndarray]] = []
+    offset = 0
+    for name, array in tensors:
+        array = as_little_endian(np.asarray(array))
+        nbytes = array.nbytes
+        layout[name] = {
+            "dtype": dtype_name(array.dtype, tensor=name),
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+        ordered.append((name, array))
+    body = json.dumps(layout, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    body += b" " * (-(8 + len(body)) % _ALIGN)
+    return len(body).to_bytes(8, "little") + body, ordered
+
+
+def tensor_bytes(array: np.ndarray) -> memoryview:
+    """Return the stored bytes of ``array`` (C order, little-endian) without copying if possible."""
+    array = as_little_endian(np.ascontiguousarray(array))
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
+def write_tensors(handle: BinaryIO, header: bytes, tensors: list[tuple[str, np.ndarray]]) -> None:
+    """Write a header and the tensor bytes, one tensor at a time."""
+    handle.write(header)
+    for _, array in tensors:
+        handle.write(tensor_bytes(array))

@@ -1,0 +1,51 @@
+"""Weights-only archives: a bare state dict (names -> arrays) with no architecture.
+
+Parameters are grouped into ``opaque`` layers by the name before their last dot (``fc1.weight``
+and ``fc1.bias`` -> layer ``fc1``), and keep their original names, so the archive's tensor keys
+are exactly the state dict's keys. Nothing is guessed about what a layer computes: such an archive
+is good for archiving, inspecting, diffing and ``load_into``, and is refused by ``to_keras``,
+``to_torch`` and ``run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from weightio.archive import Archive, tensor_ref
+from weightio.dtypes import as_little_endian
+from weightio.spec import ModelSpec, OpaqueLayer, Provenance
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``'encoder.fc1.weight'`` -> ``('encoder.fc1', 'weight')``; a dotless key is its own layer."""
+    layer, dot, param = key.rpartition(".")
+    return (layer, param) if dot and layer else (key, key)
+
+
+def archive_from_state_dict(
+    arrays: Mapping[str, np.ndarray],
+    *,
+    name: str,
+    provenance: Provenance,
+    source_class: str | None = None,
+) -> Archive:
+    """Build a weights-only archive whose tensor keys are the state dict's keys, in order."""
+    groups: dict[str, dict[str, np.ndarray]] = {}
+    for key, array in arrays.items():
+        layer, param = split_key(key)
+        groups.setdefault(layer, {})[param] = as_little_endian(np.asarray(array))
+    layers = []
+    stored: dict[str, np.ndarray] = {}
+    for layer_name, params in groups.items():
+        refs = {}
+        for param, array in params.items():
+            key = param if layer_name == param else f"{layer_name}.{param}"
+            refs[param] = tensor_ref(key, array)
+            stored[key] = array
+        layers.append(
+            OpaqueLayer(name=layer_name, tensors=refs, source_class=source_class, config={})
+        )
+    spec = ModelSpec(name=name, provenance=provenance, weights_only=True, layers=layers)
+    return Archive(spec, stored)
