@@ -27,6 +27,7 @@ __all__ = [
     "IntegrityError",
     "VerificationError",
     "WriteError",
+    "InvalidInputError",
 ]
 
 
@@ -144,3 +145,7 @@ class VerificationError(WeightioError, AssertionError):
 
 class WriteError(WeightioError, OSError):
     """Writing an output failed; the target was left as it was."""
+
+
+class InvalidInputError(WeightioError, ValueError):
+    """An input array given to ``run``/``explain`` does not fit the model's declared inputs."""

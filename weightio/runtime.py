@@ -17,7 +17,7 @@ import numpy as np
 from weightio.activations import apply_activation
 from weightio.archive import Archive
 from weightio.dtypes import FLOAT_DTYPE_NAMES, numpy_dtype
-from weightio.errors import MalformedFileError, UnsupportedLayerError, WeightsOnlyArchiveError
+from weightio.errors import InvalidInputError, UnsupportedLayerError, WeightsOnlyArchiveError
 from weightio.registry import Registry
 from weightio.spec import (
     ActivationLayer,
@@ -86,14 +86,14 @@ def bind_inputs(spec: ModelSpec, x: InputLike) -> dict[str, np.ndarray]:
     if isinstance(x, Mapping):
         missing = [inp.name for inp in spec.inputs if inp.name not in x]
         if missing:
-            raise MalformedFileError(f"inputs missing: {', '.join(missing)}")
+            raise InvalidInputError(f"inputs missing: {', '.join(missing)}")
         arrays = [np.asarray(x[inp.name]) for inp in spec.inputs]
     elif isinstance(x, np.ndarray) or not isinstance(x, Sequence):
         arrays = [np.asarray(x)]
     else:
         arrays = [np.asarray(a) for a in x]
     if len(arrays) != len(spec.inputs):
-        raise MalformedFileError(
+        raise InvalidInputError(
             f"the model takes {len(spec.inputs)} input(s), got {len(arrays)}. "
             f"Inputs: {', '.join(i.name for i in spec.inputs)}"
         )
@@ -102,7 +102,7 @@ def bind_inputs(spec: ModelSpec, x: InputLike) -> dict[str, np.ndarray]:
         want = tuple(inp.shape)
         got = tuple(array.shape[1:])
         if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
-            raise MalformedFileError(
+            raise InvalidInputError(
                 f"input {inp.name!r} must have shape (batch, {', '.join(map(str, want))}); "
                 f"received {tuple(array.shape)}"
             )

@@ -1,10 +1,3 @@
-"""The installed weightio version, without importing anything heavy."""
+"""The weightio version: one literal, read by pyproject.toml too (no import cost at start-up)."""
 
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("weightio")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
+__version__ = "0.1.0"

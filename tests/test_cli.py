@@ -1,0 +1,116 @@
+"""CLI verbs: --help for each, one failure each, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightio
+from weightio.adapters.common import provenance
+from weightio.archive import tensor_ref
+from weightio.spec import DenseLayer, InputSpec, ModelSpec, OutputSpec, json_schema
+
+VERBS = ["convert", "inspect", "run", "verify", "schema"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "weightio", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def archive_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, 3)).astype("f4")
+    b = rng.standard_normal(2).astype("f4")
+    spec = ModelSpec(
+        name="tiny",
+        provenance=provenance("weightio", framework_version=None, source_class=None),
+        inputs=[InputSpec(name="x", shape=(3,))],
+        layers=[DenseLayer(name="fc", units=2, in_features=3, weight=tensor_ref("fc.weight", w), bias=tensor_ref("fc.bias", b))],
+        outputs=[OutputSpec(name="y", layer="fc")],
+    )
+    path = tmp_path_factory.mktemp("cli") / "tiny.safetensors"
+    weightio.save(weightio.Archive(spec, {"fc.weight": w, "fc.bias": b}), path)
+    return path
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb: str) -> None:
+    result = cli(verb, "--help")
+    assert result.returncode == 0
+    assert "Usage" in result.stdout
+
+
+def test_top_level_help_and_version() -> None:
+    assert all(verb in cli("--help").stdout for verb in VERBS)
+    assert cli("--version").stdout.strip() == f"weightio {weightio.__version__}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["convert", "missing.keras", "out.pt2"],
+        ["inspect", "missing.safetensors"],
+        ["run", "missing.safetensors", "--input", "x.npy"],
+        ["verify", "missing.safetensors"],
+        ["convert", "model.weird", "out.zzz"],
+    ],
+    ids=["convert", "inspect", "run", "verify", "convert-bad-target"],
+)
+def test_expected_failures_are_one_line_exit_2(args: list[str], tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "weightio", *args], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_usage_exits_2() -> None:
+    assert cli("convert").returncode == 2
+
+
+def test_inspect_json_and_table(archive_path: Path) -> None:
+    data = json.loads(cli("inspect", str(archive_path), "--json").stdout)
+    assert data["parameter_count"] == 8
+    assert data["layers"][0]["tensors"][0] == {
+        "param": "weight", "key": "fc.weight", "shape": [2, 3], "dtype": "F32", "count": 6
+    }
+    assert "fc" in cli("inspect", str(archive_path)).stdout
+
+
+def test_run_matches_python_api(archive_path: Path, tmp_path: Path) -> None:
+    x = np.random.default_rng(1).standard_normal((4, 3)).astype("f4")
+    np.save(tmp_path / "x.npy", x)
+    result = cli("run", str(archive_path), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy"))
+    assert result.returncode == 0, result.stderr
+    expected = weightio.run(weightio.load(archive_path), x)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+def test_run_refuses_pickled_npy(archive_path: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    result = cli("run", str(archive_path), "--input", str(tmp_path / "x.npy"))
+    assert result.returncode == 2 and "cannot read the input" in result.stderr
+
+
+def test_verify_ok_and_corrupt(archive_path: Path, tmp_path: Path) -> None:
+    assert cli("verify", str(archive_path)).returncode == 0
+    corrupt = tmp_path / "corrupt.safetensors"
+    raw = bytearray(archive_path.read_bytes())
+    raw[-2] ^= 0x01
+    corrupt.write_bytes(bytes(raw))
+    result = cli("verify", str(corrupt))
+    assert result.returncode == 1
+    assert "fc.bias" in result.stderr
+
+
+def test_schema_prints_the_model_schema() -> None:
+    assert json.loads(cli("schema").stdout) == json_schema()

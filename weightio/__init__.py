@@ -1,0 +1,64 @@
+"""weightio: a framework-neutral archive for model weights, with verified converters.
+
+Public API::
+
+    archive = weightio.read(model_or_path)          # Keras, PyTorch, state dicts, files
+    weightio.save(archive, "model.safetensors")     # one standard safetensors file
+    archive = weightio.load("model.safetensors")    # header now, tensors memory-mapped
+    y = weightio.run(archive, x)                    # numpy reference forward pass
+    model = weightio.to_torch(archive)              # or to_keras(archive)
+    weightio.load_into(archive, existing_model)
+    weightio.convert(src, "model.pt2")              # read, build, verify outputs, write
+
+Attributes are imported on first use (PEP 562), so ``import weightio`` and ``weightio --help``
+load no framework and stay fast; each adapter imports its framework only when called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from weightio.version import __version__
+
+_LAZY = {
+    "Archive": "weightio.archive",
+    "save": "weightio.archive",
+    "load": "weightio.archive",
+    "read": "weightio.reading",
+    "run": "weightio.runtime",
+    "convert": "weightio.convert",
+    "ConversionResult": "weightio.convert",
+    "to_keras": "weightio.writing",
+    "to_torch": "weightio.writing",
+    "load_into": "weightio.writing",
+    "verify": "weightio.writing",
+    "ModelSpec": "weightio.spec",
+    "errors": "weightio.errors",
+    "spec": "weightio.spec",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from weightio import errors, spec
+    from weightio.archive import Archive, load, save
+    from weightio.convert import ConversionResult, convert
+    from weightio.reading import read
+    from weightio.runtime import run
+    from weightio.spec import ModelSpec
+    from weightio.writing import load_into, to_keras, to_torch, verify
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'weightio' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name == f"weightio.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

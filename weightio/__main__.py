@@ -1,0 +1,5 @@
+"""``python -m weightio`` runs the same CLI as ``weightio``."""
+
+from weightio.cli import main
+
+main()

@@ -1,0 +1,208 @@
+"""The ``weightio`` command: thin verbs over the public API.
+
+Each verb parses, calls the API, renders. Every expected failure is a ``WeightioError`` and
+becomes one line on stderr and the error's exit code (1 a check failed, 2 bad usage or input),
+never a traceback. Heavy modules (pydantic, numpy, frameworks) are imported inside the verbs, so
+``weightio --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from weightio.version import __version__
+
+app = typer.Typer(
+    name="weightio",
+    help=(
+        "Move model weights between Keras, PyTorch and a neutral safetensors archive, "
+        "and prove the result computes the same numbers."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn weightio errors into one stderr line and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from weightio.errors import WeightioError
+
+        try:
+            return fn(*args, **kwargs)
+        except WeightioError as exc:
+            raise _fail(str(exc).replace("\n", " "), exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"weightio {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """Move model weights between frameworks through one verified, neutral archive."""
+
+
+@app.command()
+@handles_errors
+def convert(
+    source: Annotated[Path, typer.Argument(help="Model file: .keras, .h5, .pt, .safetensors …")],
+    destination: Annotated[
+        Path, typer.Argument(help="Output: .safetensors (archive), .keras, .pt2 or .pt")
+    ],
+    to: Annotated[
+        Optional[str], typer.Option(help="Target when the extension does not say: archive, keras, pt2, pt.")
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Compare outputs before writing.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the probe inputs.")] = 0,
+    samples: Annotated[int, typer.Option(help="Batch size of the probe.")] = 8,
+    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance (default by dtype).")] = None,
+    rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance (default by dtype).")] = None,
+    key: Annotated[
+        Optional[str], typer.Option(help="Key of the state dict inside a training checkpoint.")
+    ] = None,
+) -> None:
+    """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
+    from weightio.convert import convert as do_convert
+
+    options = {"key": key} if key is not None else {}
+    result = do_convert(
+        source, destination, to=to, verify=verify, seed=seed, samples=samples,
+        atol=atol, rtol=rtol, **options,
+    )
+    for line in result.summary():
+        typer.echo(line)
+
+
+@app.command()
+@handles_errors
+def inspect(
+    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Show the layers of SOURCE: kind, parameter shapes, dtypes and counts."""
+    from weightio.inspection import inspect_archive
+    from weightio.reading import read
+
+    report = inspect_archive(read(source))
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report.name} ({report.source_framework})")
+    for column in ("layer", "kind", "parameters", "dtype", "count", "detail"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for layer in report.layers:
+        shapes = ", ".join(f"{t.param}{t.shape}" for t in layer.tensors) or "-"
+        dtypes = ", ".join(sorted({t.dtype for t in layer.tensors})) or "-"
+        table.add_row(layer.name, layer.kind, shapes, dtypes, f"{layer.parameter_count:,}", layer.detail)
+    console = Console()
+    console.print(table)
+    sizes = ", ".join(f"{d}: {n:,} bytes" for d, n in report.bytes_by_dtype.items()) or "no tensors"
+    console.print(f"{report.parameter_count:,} parameters; {sizes}")
+    if report.weights_only:
+        console.print("weights only: no architecture (read from a bare state dict)")
+
+
+@app.command()
+@handles_errors
+def run(
+    source: Annotated[Path, typer.Argument(help="Archive or model file.")],
+    input_path: Annotated[
+        Path, typer.Option("--input", help=".npy file with a batch of inputs (no pickles).")
+    ],
+    output: Annotated[Optional[Path], typer.Option(help="Write the output to this .npy file.")] = None,
+) -> None:
+    """Compute the model's output for --input with the numpy reference runtime."""
+    import numpy as np
+
+    from weightio.atomic import atomic_write
+    from weightio.errors import InvalidInputError
+    from weightio.reading import read
+    from weightio.runtime import run as run_model
+
+    try:
+        x = np.load(input_path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read the input as a .npy array ({exc})", file=input_path) from None
+    result = run_model(read(source), x)
+    outputs = result if isinstance(result, list) else [result]
+    if output is not None:
+        with atomic_write(output) as handle:
+            np.save(handle, outputs[0], allow_pickle=False)
+        typer.echo(f"wrote {output}")
+    else:
+        for out in outputs:
+            typer.echo(np.array2string(out, threshold=200))
+
+
+@app.command()
+@handles_errors
+def verify(
+    archive: Annotated[Path, typer.Argument(help="A weightio .safetensors archive.")],
+) -> None:
+    """Check every tensor of ARCHIVE against the sha256 recorded when it was written."""
+    from weightio.writing import verify as do_verify
+
+    loaded = do_verify(archive)
+    count = len(loaded.tensors)
+    typer.echo(f"ok: {count} tensor(s) in {archive} match their recorded sha256")
+    for record in loaded.spec.verification:
+        worst = max((c.worst_abs for c in record.checks), default=0.0)
+        typer.echo(
+            f"recorded proof: {record.target} checked on {record.samples} seeded samples "
+            f"(seed {record.seed}), worst abs diff {worst:.3g}, {'passed' if record.passed else 'FAILED'}"
+        )
+
+
+@app.command()
+def schema(
+    out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of the archive's model spec."""
+    from weightio.spec import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        from weightio.atomic import atomic_write
+
+        with atomic_write(out) as handle:
+            handle.write(text.encode())
+
+
+def main() -> None:
+    """Entry point of the ``weightio`` script and ``python -m weightio``."""
+    app()

@@ -1,0 +1,170 @@
+"""``weightio.convert``: read a source, build the target, prove they agree, then write.
+
+Nothing is written until verification has passed: a failed check raises ``VerificationError``
+and leaves no output file. The archive records the proof (probe seed, tolerances, worst errors),
+so anyone can see later what was shown.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from weightio.archive import Archive, save
+from weightio.errors import UnsupportedSourceError, VerificationError, WeightsOnlyArchiveError
+from weightio.reading import open_source
+from weightio.spec import VerificationRecord
+from weightio.verification import describe, probe_inputs, verify_conversion
+
+Target = Literal["archive", "keras", "pt2", "pt"]
+
+_TARGET_BY_SUFFIX: dict[str, Target] = {
+    ".safetensors": "archive",
+    ".keras": "keras",
+    ".pt2": "pt2",
+    ".pt": "pt",
+    ".pth": "pt",
+}
+
+
+@dataclass
+class ConversionResult:
+    """What ``convert`` did: where it wrote, which target, the archive and the proof."""
+
+    destination: Path
+    target: Target
+    archive: Archive
+    verification: VerificationRecord | None
+
+    def summary(self) -> list[str]:
+        """Human-readable lines: the figures per output and where the result went."""
+        lines = describe(self.verification) if self.verification else ["verification skipped"]
+        return [*lines, f"wrote {self.destination} ({self.target})"]
+
+
+def target_for(destination: os.PathLike[str] | str, to: str | None = None) -> Target:
+    """Pick the target from ``to`` or the destination's extension."""
+    if to is not None:
+        if to not in ("archive", "keras", "pt2", "pt"):
+            raise UnsupportedSourceError(
+                f"unknown target {to!r}; choose archive, keras, pt2 or pt"
+            )
+        return to  # type: ignore[return-value]
+    suffix = Path(destination).suffix.lower()
+    try:
+        return _TARGET_BY_SUFFIX[suffix]
+    except KeyError:
+        raise UnsupportedSourceError(
+            f"cannot tell the target from {suffix or 'no extension'!r}; use .safetensors "
+            "(archive), .keras, .pt2 (torch.export) or .pt (state dict), or pass to=",
+            file=destination,
+        ) from None
+
+
+def convert(
+    source: Any,
+    destination: os.PathLike[str] | str,
+    *,
+    to: str | None = None,
+    verify: bool = True,
+    seed: int = 0,
+    samples: int = 8,
+    atol: float | None = None,
+    rtol: float | None = None,
+    **options: Any,
+) -> ConversionResult:
+    """Convert ``source`` into ``destination``, verifying outputs before writing anything.
+
+    Args:
+        source: Anything ``weightio.read`` accepts.
+        destination: Output path; its extension picks the target unless ``to`` is given:
+            ``.safetensors`` archive, ``.keras``, ``.pt2`` (torch.export), ``.pt`` state dict.
+        to: ``"archive"``, ``"keras"``, ``"pt2"`` or ``"pt"``.
+        verify: Run source, target and the numpy runtime on seeded inputs and compare.
+        seed: Seed of the probe inputs.
+        samples: Batch size of the probe.
+        atol: Absolute tolerance (scaled by the output's magnitude); default by dtype.
+        rtol: Relative tolerance; default by dtype.
+        **options: Passed to the reader (``example_input=``, ``key=``).
+
+    Raises:
+        VerificationError: the outputs differ beyond tolerance; nothing was written.
+    """
+    destination = Path(destination)
+    target = target_for(destination, to)
+    src = open_source(source, **options)
+    archive = src.archive
+    native, runner = _build_target(archive, target)
+
+    record = None
+    if verify and not archive.spec.weights_only:
+        record = verify_conversion(
+            archive,
+            target=target if target != "archive" else "archive",
+            source_name=src.framework if src.runner else None,
+            source_runner=src.runner,
+            target_runner=runner,
+            seed=seed,
+            samples=samples,
+            atol=atol,
+            rtol=rtol,
+        )
+        if not record.passed:
+            raise VerificationError(
+                "converted model differs from its source beyond tolerance; nothing was written. "
+                + " | ".join(describe(record)),
+                file=destination,
+            )
+        archive = archive.with_spec(
+            archive.spec.model_copy(update={"verification": [*archive.spec.verification, record]})
+        )
+
+    _write(archive, native, target, destination, seed=seed)
+    return ConversionResult(destination, target, archive, record)
+
+
+def _build_target(archive: Archive, target: Target) -> tuple[Any, Any]:
+    """Build the native target model and a runner for it (None for a plain archive)."""
+    if target == "archive":
+        return None, None
+    if archive.spec.weights_only:
+        if target == "pt":
+            return None, None  # a state dict needs no architecture
+        raise WeightsOnlyArchiveError(
+            "this source holds weights only (a bare state dict) with no architecture, so no "
+            f"{target} model can be built; convert it to .safetensors or .pt, or copy it into "
+            "a model with weightio.load_into",
+        )
+    if target == "keras":
+        from weightio.adapters import keras as keras_adapter
+
+        model = keras_adapter.to_keras(archive)
+        return model, lambda xs: keras_adapter.run_keras(model, xs)
+    from weightio.adapters import torch as torch_adapter
+
+    module = torch_adapter.to_torch(archive)
+    return module, lambda xs: torch_adapter.run_torch(module, xs)
+
+
+def _write(archive: Archive, native: Any, target: Target, destination: Path, *, seed: int) -> None:
+    if target == "archive":
+        save(archive, destination)
+    elif target == "keras":
+        from weightio.adapters import keras as keras_adapter
+
+        keras_adapter.save_keras(native, destination)
+    elif target == "pt" and native is None:
+        from weightio.adapters import torch as torch_adapter
+
+        torch_adapter.save_archive_state_dict(archive, destination)
+    elif target == "pt":
+        from weightio.adapters import torch as torch_adapter
+
+        torch_adapter.save_state_dict(native, destination)
+    else:
+        from weightio.adapters import torch as torch_adapter
+
+        example = tuple(probe_inputs(archive.spec, seed=seed, samples=2))
+        torch_adapter.save_pt2(native, destination, example)

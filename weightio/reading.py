@@ -1,0 +1,182 @@
+"""``weightio.read``: turn anything a user points at into an ``Archive``.
+
+The source's kind is decided from its Python type (by class *module name*, so no framework is
+imported to ask) or from its file extension. Each kind goes to one adapter. Alongside the
+archive, ``open_source`` keeps a way to run the source itself, so conversions can be verified
+against the original and not just against our own reading of it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightio.archive import Archive, load
+from weightio.errors import SourceNotFoundError, UnsafeFormatError, UnsupportedSourceError
+from weightio.safetensors_io import MappedTensors, read_header
+
+Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+
+
+@dataclass
+class Source:
+    """A read source: its archive, and a runner for the original model when there is one."""
+
+    archive: Archive
+    framework: str
+    runner: Runner | None = None
+    native: Any = None
+
+
+def _framework_of(obj: object) -> str | None:
+    """Which framework a live object belongs to, judged by its classes' modules (no imports)."""
+    for cls in type(obj).__mro__:
+        module = cls.__module__ or ""
+        if module.startswith("torch.nn"):
+            return "torch"
+        if module.startswith(("keras.", "tf_keras.")) or module == "keras":
+            return "keras"
+        if module.startswith("sklearn."):
+            return "sklearn"
+    return None
+
+
+def open_source(source: Any, **options: Any) -> Source:
+    """Read ``source`` and keep a runner for it; see ``read`` for what is accepted."""
+    if isinstance(source, Archive):
+        return Source(source, "weightio")
+    if isinstance(source, (str, os.PathLike)):
+        return _open_path(Path(source), **options)
+    framework = _framework_of(source)
+    if framework == "torch":
+        from weightio.adapters import torch as torch_adapter
+
+        archive = torch_adapter.read_torch_module(source, **options)
+        return Source(archive, "torch", lambda xs: torch_adapter.run_torch(source, xs), source)
+    if framework == "keras":
+        from weightio.adapters import keras as keras_adapter
+
+        _no_options(options, "a Keras model")
+        archive = keras_adapter.read_keras_model(source)
+        return Source(archive, "keras", lambda xs: keras_adapter.run_keras(source, xs), source)
+    if framework == "sklearn":
+        raise UnsupportedSourceError(
+            f"scikit-learn estimators ({type(source).__name__}) are not supported yet"
+        )
+    if isinstance(source, Mapping):
+        return Source(_read_state_dict(source, **options), "torch")
+    raise UnsupportedSourceError(
+        f"cannot read a {type(source).__module__}.{type(source).__qualname__}; weightio reads "
+        "keras.Model, torch.nn.Module, state dicts, weightio archives and files "
+        f"({', '.join(KERAS_SUFFIXES + TORCH_SUFFIXES)}, .safetensors)"
+    )
+
+
+def _no_options(options: dict[str, Any], what: str) -> None:
+    if options:
+        raise UnsupportedSourceError(
+            f"options {', '.join(sorted(options))} do not apply to {what}"
+        )
+
+
+def _read_state_dict(state_dict: Mapping[str, Any], **options: Any) -> Archive:
+    """numpy arrays stay framework-free; anything else (torch tensors) goes to the torch adapter."""
+    if state_dict and all(isinstance(v, np.ndarray) for v in state_dict.values()):
+        from weightio.adapters.common import provenance
+        from weightio.weights_only import archive_from_state_dict
+
+        _no_options({k: v for k, v in options.items() if k != "name"}, "a dict of arrays")
+        return archive_from_state_dict(
+            state_dict,
+            name=options.get("name", "state_dict"),
+            provenance=provenance("unknown", framework_version=None, source_class="dict"),
+        )
+    from weightio.adapters import torch as torch_adapter
+
+    return torch_adapter.read_state_dict(state_dict, **options)
+
+
+def _open_path(path: Path, **options: Any) -> Source:
+    if not path.exists():
+        raise SourceNotFoundError("no such file or folder", file=path)
+    if path.is_dir():
+        raise UnsupportedSourceError(
+            "is a folder; name a model file (.keras, .h5, .pt, .safetensors …)", file=path
+        )
+    name = path.name.lower()
+    if name.endswith(".weights.h5"):
+        raise UnsupportedSourceError(
+            "a .weights.h5 file holds weights without the architecture; read the .keras model "
+            "(or the live keras.Model) instead",
+            file=path,
+        )
+    suffix = path.suffix.lower()
+    if suffix in KERAS_SUFFIXES:
+        from weightio.adapters import keras as keras_adapter
+
+        _no_options(options, "a Keras file")
+        archive, model = keras_adapter.read_keras_file(path)
+        return Source(archive, "keras", lambda xs: keras_adapter.run_keras(model, xs), model)
+    if suffix in TORCH_SUFFIXES:
+        from weightio.adapters import torch as torch_adapter
+
+        return Source(torch_adapter.read_torch_file(path, **options), "torch")
+    if suffix == ".safetensors":
+        return Source(_read_safetensors(path, **options), "weightio")
+    if suffix in PICKLE_SUFFIXES:
+        raise UnsafeFormatError(
+            "pickle files run code when loaded, so weightio does not open them; export the "
+            "model in a data-only format (.keras, .pt state dict, .safetensors, .skops)",
+            file=path,
+        )
+    raise UnsupportedSourceError(
+        f"unknown file type {suffix or '(no extension)'!r}; weightio reads "
+        f"{', '.join(KERAS_SUFFIXES + TORCH_SUFFIXES)} and .safetensors",
+        file=path,
+    )
+
+
+def _read_safetensors(path: Path, **options: Any) -> Archive:
+    """A weightio archive loads as itself; a plain safetensors state dict reads weights-only."""
+    with open(path, "rb") as handle:
+        header = read_header(handle, path)
+    if "weightio.spec" in header.metadata:
+        _no_options(options, "a weightio archive")
+        return load(path)
+    from weightio.adapters.common import provenance
+    from weightio.weights_only import archive_from_state_dict
+
+    mapped = MappedTensors(path, header)
+    arrays = {name: mapped.get(name) for name in header.entries}
+    return archive_from_state_dict(
+        arrays,
+        name=options.get("name", path.stem),
+        provenance=provenance(
+            "safetensors", framework_version=None, source_class=None, source_file=path
+        ),
+    )
+
+
+def read(source: Any, **options: Any) -> Archive:
+    """Read a model or checkpoint into an ``Archive``.
+
+    Args:
+        source: A ``keras.Model``; a ``torch.nn.Module``; a state dict (names to tensors or
+            arrays); a weightio ``Archive``; or a path to ``.keras``, ``.h5``, ``.pt``,
+            ``.pth``, ``.bin`` or ``.safetensors`` (a weightio archive or a plain state dict).
+        **options: Passed to the adapter: ``example_input=`` for a module whose input shape
+            cannot be inferred, ``key=`` to pick the state dict inside a training checkpoint.
+
+    Returns:
+        The archive. Bare state dicts give a weights-only archive (``spec.weights_only``).
+    """
+    return open_source(source, **options).archive
