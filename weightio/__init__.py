@@ -27,8 +27,8 @@ _LAZY = {
     "load": "weightio.archive",
     "read": "weightio.reading",
     "run": "weightio.runtime",
-    "convert": "weightio.convert",
-    "ConversionResult": "weightio.convert",
+    "convert": "weightio.converting",
+    "ConversionResult": "weightio.converting",
     "to_keras": "weightio.writing",
     "to_torch": "weightio.writing",
     "load_into": "weightio.writing",
@@ -43,7 +43,7 @@ __all__ = ["__version__", *sorted(_LAZY)]
 if TYPE_CHECKING:  # pragma: no cover
     from weightio import errors, spec
     from weightio.archive import Archive, load, save
-    from weightio.convert import ConversionResult, convert
+    from weightio.converting import ConversionResult, convert
     from weightio.reading import read
     from weightio.runtime import run
     from weightio.spec import ModelSpec

@@ -92,7 +92,7 @@ def convert(
     ] = None,
 ) -> None:
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
-    from weightio.convert import convert as do_convert
+    from weightio.converting import convert as do_convert
 
     options = {"key": key} if key is not None else {}
     result = do_convert(
