@@ -23,7 +23,7 @@ from weightio.adapters.keras import (  # noqa: E402
     save_keras,
     to_keras,
 )
-from weightio.adapters.keras_mapping import KERAS_ACTIVATIONS, OPAQUE_REASONS_KEY  # noqa: E402
+from weightio.adapters.keras_mapping import KERAS_ACTIVATIONS  # noqa: E402
 from weightio.archive import load, save  # noqa: E402
 from weightio.errors import (  # noqa: E402
     MalformedFileError,
@@ -367,7 +367,7 @@ def test_unknown_activation_is_kept_opaque_and_refused_by_name():
     archive = read_keras_model(model)
     layer = archive.spec.layer("expo")
     assert layer.kind == "opaque" and layer.config["activation"] == "exponential"
-    assert "exponential" in archive.spec.extra[OPAQUE_REASONS_KEY]["expo"]
+    assert "exponential" in (archive.spec.layer("expo").reason or "")
     assert set(layer.tensors) == {"var_0", "var_1"}
     with pytest.raises(UnsupportedLayerError, match="exponential") as info:
         to_keras(archive)
@@ -568,7 +568,7 @@ def test_custom_activation_function_is_kept_opaque():
     archive = read_keras_model(model)
     assert archive.spec.layer("custom").kind == "opaque"
     # Keras serializes a registered function as the string "package>name".
-    assert "weightio_test>doubled_relu" in archive.spec.extra[OPAQUE_REASONS_KEY]["custom"]
+    assert "weightio_test>doubled_relu" in (archive.spec.layer("custom").reason or "")
     with pytest.raises(UnsupportedLayerError) as info:
         to_keras(archive)
     assert info.value.layer == "custom"

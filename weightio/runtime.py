@@ -60,9 +60,10 @@ def _identity(
 
 @RUNTIME.register("opaque")
 def _opaque(layer: OpaqueLayer, params: Mapping[str, np.ndarray], xs: list[np.ndarray]) -> np.ndarray:
+    why = f" ({layer.reason})" if layer.reason else ""
     raise UnsupportedLayerError(
         f"weightio does not know how to compute {layer.source_class or 'this layer'} "
-        "(kept as 'opaque'); the archive can be inspected and diffed but not run",
+        f"(kept as 'opaque'{why}); the archive can be inspected and diffed but not run",
         layer=layer.name,
     )
 

@@ -8,8 +8,7 @@ Input: the serialized model config (``keras.saving.serialize_keras_object(model)
 Every string in a config is treated as data: a module or class named there is never imported.
 A layer class with no mapping, or a known class whose configuration has no *exact* canonical
 equivalent (``ReLU(threshold=0.5)``, an activation the spec lacks, a custom activation), is kept
-as ``opaque`` with its raw tensors; the reason is recorded in
-``spec.extra["keras.opaque_reasons"]``.
+as ``opaque`` with its raw tensors and the reason in the layer's ``reason``.
 Reading never fails for an unknown layer, so any model can still be archived, inspected and diffed;
 converting or running it fails naming the layer. Only what would store wrong or misleading numbers
 is refused outright (quantized layers, shared layers, malformed wiring).
@@ -58,11 +57,9 @@ from weightio.spec import (
     spec_from_data,
 )
 
-#: Where the reasons for keeping layers opaque are recorded in ``ModelSpec.extra``.
 __all__ = [
     "KERAS_ACTIVATIONS",
     "KERAS_READ",
-    "OPAQUE_REASONS_KEY",
     "KerasLayerEntry",
     "NotExact",
     "activation_from_keras",
@@ -70,7 +67,6 @@ __all__ = [
     "read_layer",
 ]
 
-OPAQUE_REASONS_KEY = "keras.opaque_reasons"
 
 
 @dataclass
@@ -264,14 +260,16 @@ def plain_json(value: Any) -> Any:
     return repr(value)
 
 
-def opaque_layer(entry: KerasLayerEntry, tensors: TensorCollector) -> OpaqueLayer:
+def opaque_layer(entry: KerasLayerEntry, tensors: TensorCollector, reason: str) -> OpaqueLayer:
     """Keep a layer as-is: its config as data, its arrays as ``var_0, var_1…`` in weight order."""
     refs = {f"var_{i}": tensors.add(entry.name, f"var_{i}", w) for i, w in enumerate(entry.weights)}
-    return OpaqueLayer(**_base(entry), config=plain_json(entry.config), tensors=refs)
+    return OpaqueLayer(
+        **_base(entry), reason=reason, config=plain_json(entry.config), tensors=refs
+    )
 
 
-def read_layer(entry: KerasLayerEntry, tensors: TensorCollector) -> tuple[LayerBase, str | None]:
-    """Map one layer; return it and, when kept opaque, why.
+def read_layer(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """Map one layer, or keep it opaque with the reason why.
 
     Each mapping writes into a scratch collector merged only on success, so a mapping that gives
     up half-way leaves no stray tensors behind.
@@ -293,9 +291,9 @@ def read_layer(entry: KerasLayerEntry, tensors: TensorCollector) -> tuple[LayerB
                 if key in tensors.arrays:
                     raise MalformedFileError(f"tensor {key!r} collected twice", layer=entry.name)
                 tensors.arrays[key] = array
-            return layer, None
+            return layer
     entry.transforms.clear()
-    return opaque_layer(entry, tensors), reason
+    return opaque_layer(entry, tensors, reason)
 
 
 # -- graph ------------------------------------------------------------------------------------
@@ -332,7 +330,6 @@ def archive_from_keras_config(
 
     inputs: list[InputSpec] = []
     layers: list[LayerBase] = []
-    reasons: dict[str, str] = {}
     transforms: list[str] = []
     tensors = TensorCollector()
     for raw in layer_configs:
@@ -351,11 +348,8 @@ def archive_from_keras_config(
             weights=[np.asarray(w) for w in layer_weights.get(name, [])],
             inputs=None if sequential else functional_inputs(raw, name),
         )
-        layer, reason = read_layer(entry, tensors)
-        layers.append(layer)
+        layers.append(read_layer(entry, tensors))
         transforms.extend(entry.transforms)
-        if reason is not None:
-            reasons[name] = reason
 
     if sequential and not inputs:
         built = sequential_build_input(model_config)
@@ -387,7 +381,6 @@ def archive_from_keras_config(
         "inputs": [i.model_dump() for i in inputs],
         "layers": [layer.model_dump() for layer in layers],
         "outputs": [o.model_dump() for o in outputs],
-        "extra": {OPAQUE_REASONS_KEY: reasons} if reasons else {},
     }
     spec: ModelSpec = spec_from_data(spec_data)
     return Archive(spec, tensors.arrays)

@@ -17,7 +17,6 @@ import numpy as np
 
 from weightio.adapters.common import require
 from weightio.adapters.keras_activations import KERAS_ACTIVATIONS
-from weightio.adapters.keras_mapping import OPAQUE_REASONS_KEY
 from weightio.archive import Archive
 from weightio.errors import UnsupportedLayerError, WeightsOnlyArchiveError
 from weightio.layouts import dense_weight_to_keras
@@ -187,8 +186,7 @@ def _identity(layer: IdentityLayer, ctx: WriteContext) -> list[Any]:
 @KERAS_WRITE.register("opaque")
 def _opaque(layer: OpaqueLayer, ctx: WriteContext) -> list[Any]:
     """Refuse, naming the layer, its source class and why it was kept opaque."""
-    reason = ctx.archive.spec.extra.get(OPAQUE_REASONS_KEY, {}).get(layer.name)
-    why = f" ({reason})" if reason else ""
+    why = f" ({layer.reason})" if layer.reason else ""
     raise UnsupportedLayerError(
         f"{layer.source_class or 'this layer'} was kept as 'opaque'{why}; weightio cannot build "
         "it in Keras. Replace or remove that layer in the source model",

@@ -227,7 +227,8 @@ def _opaque(module: Any, ctx: ReadContext) -> LayerBase:
     tensors = {}
     for param, value in module.state_dict(keep_vars=True).items():
         tensors[param] = ctx.tensor(param, value)
-    return OpaqueLayer(**ctx.base(), config=config, tensors=tensors)
+    reason = f"weightio has no mapping for {qualified_name(type(module))} yet"
+    return OpaqueLayer(**ctx.base(), reason=reason, config=config, tensors=tensors)
 
 
 class _Namer:

@@ -111,6 +111,9 @@ class OpaqueLayer(LayerBase):
     """
 
     kind: Literal["opaque"] = "opaque"
+    reason: str | None = Field(
+        default=None, description="Why the reader kept this layer opaque, for error messages."
+    )
     config: dict[str, Any] = Field(default_factory=dict)
     tensors: dict[str, TensorRef] = Field(default_factory=dict)
 
