@@ -6,7 +6,7 @@ Public API::
     weightio.save(archive, "model.safetensors")     # one standard safetensors file
     archive = weightio.load("model.safetensors")    # header now, tensors memory-mapped
     y = weightio.run(archive, x)                    # numpy reference forward pass
-    model = weightio.to_torch(archive)              # or to_keras(archive)
+    model = weightio.to_torch(archive)              # or to_keras(archive), to_sklearn(archive)
     weightio.load_into(archive, existing_model)
     weightio.convert(src, "model.pt2")              # read, build, verify outputs, write
 
@@ -31,6 +31,7 @@ _LAZY = {
     "ConversionResult": "weightio.converting",
     "to_keras": "weightio.writing",
     "to_torch": "weightio.writing",
+    "to_sklearn": "weightio.writing",
     "load_into": "weightio.writing",
     "verify": "weightio.writing",
     "ModelSpec": "weightio.spec",
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio.reading import read
     from weightio.runtime import run
     from weightio.spec import ModelSpec
-    from weightio.writing import load_into, to_keras, to_torch, verify
+    from weightio.writing import load_into, to_keras, to_sklearn, to_torch, verify
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from weightio.archive import Archive, load
-from weightio.errors import SourceNotFoundError, UnsafeFormatError, UnsupportedSourceError
+from weightio.errors import SourceNotFoundError, UnsupportedSourceError
 from weightio.safetensors_io import MappedTensors, read_header
 
 Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -25,6 +25,7 @@ Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+SKLEARN_SUFFIXES = (".skops",)
 
 
 @dataclass
@@ -69,9 +70,7 @@ def open_source(source: Any, **options: Any) -> Source:
         archive = keras_adapter.read_keras_model(source)
         return Source(archive, "keras", lambda xs: keras_adapter.run_keras(source, xs), source)
     if framework == "sklearn":
-        raise UnsupportedSourceError(
-            f"scikit-learn estimators ({type(source).__name__}) are not supported yet"
-        )
+        return _sklearn_source(source, **options)
     if isinstance(source, Mapping):
         return Source(_read_state_dict(source, **options), "torch")
     raise UnsupportedSourceError(
@@ -132,17 +131,53 @@ def _open_path(path: Path, **options: Any) -> Source:
         return Source(torch_adapter.read_torch_file(path, **options), "torch")
     if suffix == ".safetensors":
         return Source(_read_safetensors(path, **options), "weightio")
-    if suffix in PICKLE_SUFFIXES:
-        raise UnsafeFormatError(
-            "pickle files run code when loaded, so weightio does not open them; export the "
-            "model in a data-only format (.keras, .pt state dict, .safetensors, .skops)",
-            file=path,
-        )
+    if suffix in PICKLE_SUFFIXES or suffix == ".skops":
+        return _sklearn_file(path, suffix, **options)
     raise UnsupportedSourceError(
         f"unknown file type {suffix or '(no extension)'!r}; weightio reads "
-        f"{', '.join(KERAS_SUFFIXES + TORCH_SUFFIXES)} and .safetensors",
+        f"{', '.join(KERAS_SUFFIXES + TORCH_SUFFIXES + SKLEARN_SUFFIXES)}, .safetensors "
+        "and (with trust_pickle=True) .pkl/.joblib",
         file=path,
     )
+
+
+def _sklearn_source(estimator: Any, *, source_file: Path | None = None, **options: Any) -> Source:
+    """A fitted estimator or Pipeline; its runner calls the method the archive's output mirrors."""
+    from weightio.adapters import sklearn as sklearn_adapter
+
+    unknown = sorted(set(options) - {"head", "dtype", "name"})
+    if unknown:
+        raise UnsupportedSourceError(
+            f"options {', '.join(unknown)} do not apply to a scikit-learn estimator "
+            "(it takes head=, dtype=, name=)"
+        )
+    archive = sklearn_adapter.read_sklearn_estimator(estimator, source_file=source_file, **options)
+    role = sklearn_adapter.archive_role(archive)
+    return Source(
+        archive,
+        "sklearn",
+        lambda xs: sklearn_adapter.run_sklearn(estimator, xs, role),
+        estimator,
+    )
+
+
+def _sklearn_file(path: Path, suffix: str, **options: Any) -> Source:
+    """``.skops`` through skops' audit; pickles only with ``trust_pickle=True``."""
+    from weightio.adapters import sklearn_files
+
+    trust_pickle = bool(options.pop("trust_pickle", False))
+    trusted = options.pop("trusted", None)
+    if suffix == ".skops":
+        estimator = sklearn_files.load_skops(path, trusted=trusted)
+    else:
+        estimator = sklearn_files.load_pickle(path, trust_pickle=trust_pickle)
+    if _framework_of(estimator) != "sklearn":
+        raise UnsupportedSourceError(
+            f"the file holds a {type(estimator).__module__}.{type(estimator).__qualname__}, "
+            "not a scikit-learn estimator",
+            file=path,
+        )
+    return _sklearn_source(estimator, source_file=path, **options)
 
 
 def _read_safetensors(path: Path, **options: Any) -> Archive:
@@ -170,11 +205,16 @@ def read(source: Any, **options: Any) -> Archive:
     """Read a model or checkpoint into an ``Archive``.
 
     Args:
-        source: A ``keras.Model``; a ``torch.nn.Module``; a state dict (names to tensors or
-            arrays); a weightio ``Archive``; or a path to ``.keras``, ``.h5``, ``.pt``,
-            ``.pth``, ``.bin`` or ``.safetensors`` (a weightio archive or a plain state dict).
+        source: A ``keras.Model``; a ``torch.nn.Module``; a fitted scikit-learn estimator or
+            Pipeline; a state dict (names to tensors or arrays); a weightio ``Archive``; or a
+            path to ``.keras``, ``.h5``, ``.pt``, ``.pth``, ``.bin``, ``.skops``,
+            ``.safetensors`` (a weightio archive or a plain state dict), or ``.pkl``/``.joblib``
+            (with ``trust_pickle=True``).
         **options: Passed to the adapter: ``example_input=`` for a module whose input shape
-            cannot be inferred, ``key=`` to pick the state dict inside a training checkpoint.
+            cannot be inferred, ``key=`` to pick the state dict inside a training checkpoint;
+            for scikit-learn ``head=`` (``"predict_proba"`` default for classifiers that have
+            it, ``"decision_function"``), ``dtype=`` (e.g. ``"float32"``), ``trust_pickle=True``
+            to unpickle a file you trust, ``trusted=[...]`` extra types for a ``.skops`` file.
 
     Returns:
         The archive. Bare state dicts give a weights-only archive (``spec.weights_only``).

@@ -58,6 +58,24 @@ def _identity(
     return xs[0]
 
 
+@RUNTIME.register("affine")
+def _affine(layer: LayerBase, params: Mapping[str, np.ndarray], xs: list[np.ndarray]) -> np.ndarray:
+    return xs[0] * params["scale"] + params["offset"]
+
+
+@RUNTIME.register("binary_proba")
+def _binary_proba(
+    layer: LayerBase, params: Mapping[str, np.ndarray], xs: list[np.ndarray]
+) -> np.ndarray:
+    p = xs[0]
+    if p.shape[-1] != 1:
+        raise InvalidInputError(
+            f"binary_proba layer {layer.name!r} needs one probability column, got shape "
+            f"{tuple(p.shape)}"
+        )
+    return np.concatenate([1.0 - p, p], axis=-1)
+
+
 @RUNTIME.register("opaque")
 def _opaque(layer: OpaqueLayer, params: Mapping[str, np.ndarray], xs: list[np.ndarray]) -> np.ndarray:
     why = f" ({layer.reason})" if layer.reason else ""

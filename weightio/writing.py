@@ -34,6 +34,22 @@ def to_torch(archive: Archive) -> Any:
     return torch_adapter.to_torch(archive)
 
 
+def to_sklearn(archive: Archive, *, classes: Any = None) -> Any:
+    """Build a fitted scikit-learn estimator (or Pipeline) computing what the archive describes.
+
+    Leading affine layers become scalers; one dense layer a linear model; a dense stack with one
+    shared hidden activation (relu, tanh, logistic, identity) an MLPRegressor/MLPClassifier.
+    ``classes=`` gives class labels to an archive that has none (making it a classifier).
+
+    Raises:
+        UnsupportedLayerError: a layer scikit-learn cannot express (mixed hidden activations,
+            convolutions, …), named.
+    """
+    from weightio.adapters import sklearn_write
+
+    return sklearn_write.to_sklearn(archive, classes=classes)
+
+
 def load_into(archive: Archive, model: Any) -> Any:
     """Copy the archive's weights into an existing model of the same structure; return it.
 

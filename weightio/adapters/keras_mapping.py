@@ -45,6 +45,7 @@ from weightio.registry import Registry
 from weightio.spec import (
     ActivationFn,
     ActivationLayer,
+    AffineLayer,
     DenseLayer,
     DropoutLayer,
     IdentityLayer,
@@ -240,6 +241,49 @@ def _identity(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     """``Identity``: passes its input through."""
     _expect_weights(entry, 0)
     return IdentityLayer(**_base(entry))
+
+
+_RESCALING_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
+
+
+def _config_array(value: Any, what: str) -> np.ndarray:
+    """A config number, list or serialized ``__numpy__`` array, as a float64 array."""
+    if isinstance(value, dict) and value.get("class_name") == "__numpy__":
+        value = (value.get("config") or {}).get("value")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise NotExact(f"Rescaling {what}={short(value)} is not numeric") from None
+    return array
+
+
+@KERAS_READ.register("Rescaling", produces=("affine",))
+def _rescaling(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """``Rescaling(scale, offset)`` with per-feature arrays -> ``affine`` in the compute dtype.
+
+    Keras casts ``scale`` and ``offset`` to the layer's compute dtype before use, so the archive
+    stores exactly those cast values. A scalar scale (image rescaling) stays opaque: the feature
+    count is not in the layer's config.
+    """
+    _expect_weights(entry, 0)
+    _, policy = policy_name(entry.config.get("dtype"))
+    dtype = _RESCALING_DTYPES.get(policy or "float32")
+    if dtype is None:
+        raise NotExact(f"Rescaling computes in {policy!r}; weightio maps float16/32/64 only")
+    scale = _config_array(entry.config.get("scale"), "scale")
+    offset = _config_array(entry.config.get("offset", 0.0), "offset")
+    if scale.ndim != 1:
+        raise NotExact("a Rescaling with a scalar or multi-axis scale has no per-feature form")
+    if offset.ndim == 0:
+        offset = np.full_like(scale, float(offset))
+    if offset.shape != scale.shape:
+        raise NotExact(f"Rescaling offset shape {list(offset.shape)} differs from scale's")
+    return AffineLayer(
+        **_base(entry),
+        features=int(scale.shape[0]),
+        scale=tensors.add(entry.name, "scale", scale.astype(dtype)),
+        offset=tensors.add(entry.name, "offset", offset.astype(dtype)),
+    )
 
 
 # -- opaque ---------------------------------------------------------------------------------

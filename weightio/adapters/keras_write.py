@@ -183,6 +183,47 @@ def _identity(layer: IdentityLayer, ctx: WriteContext) -> list[Any]:
     return [ctx.keras.layers.Identity(name=ctx.names.by_spec[layer.name], dtype=ctx.dtype)]
 
 
+@KERAS_WRITE.register("affine")
+def _affine(layer: Any, ctx: WriteContext) -> list[Any]:
+    """``Rescaling(scale=[...], offset=[...])``: Keras computes ``x * scale + offset`` itself."""
+    scale = np.array(ctx.archive.tensors[layer.scale.key])
+    offset = np.array(ctx.archive.tensors[layer.offset.key])
+    if layer.scale.dtype not in _KERAS_FLOAT:
+        raise UnsupportedLayerError(
+            f"affine parameters are {layer.scale.dtype}; Keras Rescaling computes in floats only",
+            layer=layer.name,
+        )
+    if ctx.keras.backend.image_data_format() == "channels_first":
+        raise UnsupportedLayerError(
+            "Keras Rescaling reshapes per-feature scales for images when image_data_format is "
+            "'channels_first'; set it to 'channels_last' to build this model",
+            layer=layer.name,
+        )
+    dtype = _KERAS_FLOAT[layer.scale.dtype]
+    ctx.dtype = dtype
+    return [
+        ctx.keras.layers.Rescaling(
+            scale=scale, offset=offset, dtype=dtype, name=ctx.names.by_spec[layer.name]
+        )
+    ]
+
+
+@KERAS_WRITE.register("binary_proba")
+def _binary_proba(layer: Any, ctx: WriteContext) -> list[Any]:
+    """``[1 - p, p]`` as a frozen ``Dense(2)``: kernel ``[[-1, 1]]``, bias ``[1, 0]``.
+
+    With one input each output is one exact product (by +-1) plus the bias: exactly ``1 - p``
+    and ``p``. Keras has no standard layer for it, and a ``Lambda`` would not load safely.
+    """
+    dense = ctx.keras.layers.Dense(
+        2, use_bias=True, dtype=ctx.dtype, trainable=False, name=ctx.names.by_spec[layer.name]
+    )
+    dense.build((None, 1))
+    # -1, 1 and 0 are exact in every float dtype; Keras casts them to the layer's.
+    dense.set_weights([np.array([[-1.0, 1.0]], np.float32), np.array([1.0, 0.0], np.float32)])
+    return [dense]
+
+
 @KERAS_WRITE.register("opaque")
 def _opaque(layer: OpaqueLayer, ctx: WriteContext) -> list[Any]:
     """Refuse, naming the layer, its source class and why it was kept opaque."""

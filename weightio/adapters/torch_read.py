@@ -75,7 +75,15 @@ def _eval_mode(module: Any) -> Iterator[None]:
 def _trace(module: Any) -> Any:
     torch = torch_module("reading PyTorch modules")
     try:
-        return torch.fx.symbolic_trace(module)
+        from weightio.adapters.torch_modules import LEAF_MODULES
+
+        class _Tracer(torch.fx.Tracer):  # weightio's own modules are leaves, like torch.nn's
+            def is_leaf_module(self, m: Any, qualname: str) -> bool:
+                return isinstance(m, LEAF_MODULES) or super().is_leaf_module(m, qualname)
+
+        tracer = _Tracer()
+        graph = tracer.trace(module)
+        return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # fx raises many types; each means "not traceable as written"
         raise TraceError(
             f"torch.fx could not trace {qualified_name(module)} ({type(exc).__name__}: {exc}). "
@@ -140,6 +148,10 @@ def _inferred_shape(placeholder: Any, root: Any) -> tuple[tuple[int, ...], Any] 
             sub = root.get_submodule(node.target)
             if isinstance(sub, torch.nn.Linear):
                 return (int(sub.in_features),), sub.weight.dtype
+            from weightio.adapters.torch_modules import Affine
+
+            if isinstance(sub, Affine):
+                return (sub.features,), sub.scale.dtype
             if node_key(node, root) not in TORCH_READ:
                 continue  # an opaque module may reshape: stop following this path
         elif node.op not in ("call_function", "call_method"):

@@ -22,6 +22,7 @@ from weightio.registry import Registry
 from weightio.spec import (
     ActivationFn,
     ActivationLayer,
+    AffineLayer,
     DenseLayer,
     DropoutLayer,
     IdentityLayer,
@@ -84,6 +85,16 @@ def _linear(module: Any, ctx: ReadContext) -> LayerBase:
         use_bias=bias is not None,
         weight=ctx.tensor("weight", module.weight),  # [out, in]: torch is canonical already
         bias=None if bias is None else ctx.tensor("bias", bias),
+    )
+
+
+@TORCH_READ.register("weightio.adapters.torch_modules.Affine", produces=("affine",))
+def _affine(module: Any, ctx: ReadContext) -> LayerBase:
+    return AffineLayer(
+        **ctx.base(),
+        features=int(module.features),
+        scale=ctx.tensor("scale", module.scale),
+        offset=ctx.tensor("offset", module.offset),
     )
 
 

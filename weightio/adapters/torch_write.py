@@ -107,6 +107,50 @@ def _identity(layer: Any, archive: Archive) -> list[Any]:
     return [torch_module("building PyTorch modules").nn.Identity()]
 
 
+@TORCH_WRITE.register("affine")
+def _affine(layer: Any, archive: Archive) -> list[Any]:
+    """weightio's ``Affine`` module: ``x * scale + offset``, exact in train and eval mode."""
+    from weightio.adapters.torch_modules import Affine
+
+    scale = numpy_to_tensor(np.array(archive.tensor(layer.name, "scale")))
+    offset = numpy_to_tensor(np.array(archive.tensor(layer.name, "offset")))
+    return [Affine(scale, offset)]
+
+
+@TORCH_WRITE.register("binary_proba")
+def _binary_proba(layer: Any, archive: Archive) -> list[Any]:
+    """``[1 - p, p]`` as a frozen ``nn.Linear(1, 2)``: weight ``[[-1], [1]]``, bias ``[1, 0]``.
+
+    With one input feature each output is one exact product (by +-1) plus the bias: exactly
+    ``1 - p`` and ``p``. The parameters are frozen so fine-tuning cannot change the meaning.
+    """
+    torch = torch_module("building PyTorch modules")
+    dtype = _flowing_float_dtype(archive, layer.name)
+    linear = torch.nn.Linear(1, 2, bias=True, device="meta", dtype=dtype)
+    linear.weight = torch.nn.Parameter(
+        torch.tensor([[-1.0], [1.0]], dtype=dtype), requires_grad=False
+    )
+    linear.bias = torch.nn.Parameter(torch.tensor([1.0, 0.0], dtype=dtype), requires_grad=False)
+    return [linear]
+
+
+def _flowing_float_dtype(archive: Archive, layer_name: str) -> Any:
+    """The float dtype reaching ``layer_name``: that of the nearest parameter before it."""
+    torch = torch_module("building PyTorch modules")
+    dtype = None
+    for layer in archive.spec.layers:
+        if layer.name == layer_name:
+            break
+        for ref in layer.tensor_refs().values():
+            if ref.dtype in ("F16", "BF16", "F32", "F64"):
+                dtype = ref.dtype
+    if dtype is None:
+        dtype = next((i.dtype for i in archive.spec.inputs if i.dtype.startswith(("F", "BF"))), "F32")
+    return {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}[
+        dtype
+    ]
+
+
 @TORCH_WRITE.register("opaque")
 def _opaque(layer: Any, archive: Archive) -> list[Any]:
     raise UnsupportedLayerError(

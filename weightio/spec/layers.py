@@ -102,6 +102,46 @@ class IdentityLayer(LayerBase):
     kind: Literal["identity"] = "identity"
 
 
+class AffineLayer(LayerBase):
+    """Elementwise ``y = x * scale + offset`` over the last axis (feature scaling).
+
+    The neutral form of scikit-learn's StandardScaler, MinMaxScaler and MaxAbsScaler and of a
+    Keras ``Rescaling`` with per-feature arrays. ``scale`` and ``offset`` are ``[features]``.
+    """
+
+    kind: Literal["affine"] = "affine"
+    features: int = Field(gt=0)
+    scale: TensorRef
+    offset: TensorRef
+
+    tensor_fields: ClassVar[tuple[str, ...]] = ("scale", "offset")
+
+    @model_validator(mode="after")
+    def _shapes_agree(self) -> AffineLayer:
+        for param in ("scale", "offset"):
+            ref: TensorRef = getattr(self, param)
+            if tuple(ref.shape) != (self.features,):
+                raise ValueError(
+                    f"affine {param} shape {list(ref.shape)} disagrees with "
+                    f"[features] = [{self.features}]"
+                )
+        if self.scale.dtype != self.offset.dtype:
+            raise ValueError(
+                f"affine offset dtype {self.offset.dtype} differs from scale dtype {self.scale.dtype}"
+            )
+        return self
+
+
+class BinaryProbaLayer(LayerBase):
+    """``[batch, 1]`` probability ``p`` -> ``[batch, 2]`` columns ``[1 - p, p]``.
+
+    How a binary classifier's single probability becomes the two columns scikit-learn's
+    ``predict_proba`` returns, exactly (``1 - p`` is one rounding, as in scikit-learn).
+    """
+
+    kind: Literal["binary_proba"] = "binary_proba"
+
+
 class OpaqueLayer(LayerBase):
     """A layer weightio does not know: its raw tensors and the source's description.
 
@@ -123,12 +163,28 @@ class OpaqueLayer(LayerBase):
 
 
 Layer = Annotated[
-    Union[DenseLayer, ActivationLayer, DropoutLayer, IdentityLayer, OpaqueLayer],
+    Union[
+        DenseLayer,
+        ActivationLayer,
+        DropoutLayer,
+        IdentityLayer,
+        AffineLayer,
+        BinaryProbaLayer,
+        OpaqueLayer,
+    ],
     Field(discriminator="kind"),
 ]
 
 #: Every layer model by its ``kind`` tag.
 LAYER_KINDS: dict[str, type[LayerBase]] = {
     cls.model_fields["kind"].default: cls
-    for cls in (DenseLayer, ActivationLayer, DropoutLayer, IdentityLayer, OpaqueLayer)
+    for cls in (
+        DenseLayer,
+        ActivationLayer,
+        DropoutLayer,
+        IdentityLayer,
+        AffineLayer,
+        BinaryProbaLayer,
+        OpaqueLayer,
+    )
 }

@@ -42,12 +42,24 @@ class InputSpec(SpecModel):
     layout: Layout = "features_last"
 
 
+#: What an output means, in scikit-learn's words (``None``: a plain network output).
+OutputRole = Literal["predict", "predict_proba", "decision_function", "transform"]
+
+
 class OutputSpec(SpecModel):
-    """One model output: the layer that produces it, and class labels for classifiers."""
+    """One model output: the layer that produces it, and class labels for classifiers.
+
+    ``role`` says which estimator method the output reproduces (``predict_proba`` columns are
+    ordered as ``class_labels``); readers of plain networks leave it unset.
+    """
 
     name: str = Field(min_length=1)
     layer: str = Field(min_length=1, description="Name of the layer (or input) producing it.")
     class_labels: list[int | float | str | bool] | None = None
+    role: OutputRole | None = Field(
+        default=None,
+        description="Which scikit-learn method this output reproduces, when known.",
+    )
 
 
 class OutputCheck(SpecModel):
