@@ -33,6 +33,8 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_TRUST_PICKLE_HELP = "Allow unpickling a .pkl/.joblib you trust (runs its code)."
+
 
 def _fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
@@ -90,11 +92,19 @@ def convert(
     key: Annotated[
         Optional[str], typer.Option(help="Key of the state dict inside a training checkpoint.")
     ] = None,
+    head: Annotated[
+        Optional[str],
+        typer.Option(help="scikit-learn classifiers: predict_proba (default) or decision_function."),
+    ] = None,
+    trust_pickle: Annotated[
+        bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)
+    ] = False,
 ) -> None:
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
     from weightio.converting import convert as do_convert
 
     options = {"key": key} if key is not None else {}
+    options.update(_sklearn_options(head, trust_pickle))
     result = do_convert(
         source, destination, to=to, verify=verify, seed=seed, samples=samples,
         atol=atol, rtol=rtol, **options,
@@ -103,17 +113,28 @@ def convert(
         typer.echo(line)
 
 
+def _sklearn_options(head: Optional[str], trust_pickle: bool) -> dict[str, Any]:
+    """Reader options for scikit-learn files, only when given (other readers reject them)."""
+    options: dict[str, Any] = {}
+    if head is not None:
+        options["head"] = head
+    if trust_pickle:
+        options["trust_pickle"] = True
+    return options
+
+
 @app.command()
 @handles_errors
 def inspect(
     source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)] = False,
 ) -> None:
     """Show the layers of SOURCE: kind, parameter shapes, dtypes and counts."""
     from weightio.inspection import inspect_archive
     from weightio.reading import read
 
-    report = inspect_archive(read(source))
+    report = inspect_archive(read(source, **_sklearn_options(None, trust_pickle)))
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
@@ -143,6 +164,7 @@ def run(
         Path, typer.Option("--input", help=".npy file with a batch of inputs (no pickles).")
     ],
     output: Annotated[Optional[Path], typer.Option(help="Write the output to this .npy file.")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)] = False,
 ) -> None:
     """Compute the model's output for --input with the numpy reference runtime."""
     import numpy as np
@@ -156,7 +178,7 @@ def run(
         x = np.load(input_path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read the input as a .npy array ({exc})", file=input_path) from None
-    result = run_model(read(source), x)
+    result = run_model(read(source, **_sklearn_options(None, trust_pickle)), x)
     outputs = result if isinstance(result, list) else [result]
     if output is not None:
         with atomic_write(output) as handle:

@@ -18,7 +18,7 @@ from weightio.reading import open_source
 from weightio.spec import VerificationRecord
 from weightio.verification import describe, probe_inputs, verify_conversion
 
-Target = Literal["archive", "keras", "pt2", "pt"]
+Target = Literal["archive", "keras", "pt2", "pt", "skops", "joblib"]
 
 _TARGET_BY_SUFFIX: dict[str, Target] = {
     ".safetensors": "archive",
@@ -26,6 +26,8 @@ _TARGET_BY_SUFFIX: dict[str, Target] = {
     ".pt2": "pt2",
     ".pt": "pt",
     ".pth": "pt",
+    ".skops": "skops",
+    ".joblib": "joblib",
 }
 
 
@@ -47,9 +49,9 @@ class ConversionResult:
 def target_for(destination: os.PathLike[str] | str, to: str | None = None) -> Target:
     """Pick the target from ``to`` or the destination's extension."""
     if to is not None:
-        if to not in ("archive", "keras", "pt2", "pt"):
+        if to not in ("archive", "keras", "pt2", "pt", "skops", "joblib"):
             raise UnsupportedSourceError(
-                f"unknown target {to!r}; choose archive, keras, pt2 or pt"
+                f"unknown target {to!r}; choose archive, keras, pt2, pt, skops or joblib"
             )
         return to  # type: ignore[return-value]
     suffix = Path(destination).suffix.lower()
@@ -58,7 +60,8 @@ def target_for(destination: os.PathLike[str] | str, to: str | None = None) -> Ta
     except KeyError:
         raise UnsupportedSourceError(
             f"cannot tell the target from {suffix or 'no extension'!r}; use .safetensors "
-            "(archive), .keras, .pt2 (torch.export) or .pt (state dict), or pass to=",
+            "(archive), .keras, .pt2 (torch.export), .pt (state dict), .skops or .joblib "
+            "(scikit-learn), or pass to=",
             file=destination,
         ) from None
 
@@ -81,13 +84,15 @@ def convert(
         source: Anything ``weightio.read`` accepts.
         destination: Output path; its extension picks the target unless ``to`` is given:
             ``.safetensors`` archive, ``.keras``, ``.pt2`` (torch.export), ``.pt`` state dict.
-        to: ``"archive"``, ``"keras"``, ``"pt2"`` or ``"pt"``.
+            ``.skops`` / ``.joblib`` (a fitted scikit-learn estimator, see ``to_sklearn``).
+        to: ``"archive"``, ``"keras"``, ``"pt2"``, ``"pt"``, ``"skops"`` or ``"joblib"``.
         verify: Run source, target and the numpy runtime on seeded inputs and compare.
         seed: Seed of the probe inputs.
         samples: Batch size of the probe.
         atol: Absolute tolerance (scaled by the output's magnitude); default by dtype.
         rtol: Relative tolerance; default by dtype.
-        **options: Passed to the reader (``example_input=``, ``key=``).
+        **options: Passed to the reader (``example_input=``, ``key=``; for scikit-learn
+            sources ``head=``, ``dtype=``, ``trust_pickle=``).
 
     Raises:
         VerificationError: the outputs differ beyond tolerance; nothing was written.
@@ -137,6 +142,11 @@ def _build_target(archive: Archive, target: Target) -> tuple[Any, Any]:
             f"{target} model can be built; convert it to .safetensors or .pt, or copy it into "
             "a model with weightio.load_into",
         )
+    if target in ("skops", "joblib"):
+        from weightio.adapters import sklearn as sklearn_adapter
+
+        estimator = sklearn_adapter.to_sklearn(archive)
+        return estimator, sklearn_adapter.runner_for(estimator, archive)
     if target == "keras":
         from weightio.adapters import keras as keras_adapter
 
@@ -151,6 +161,10 @@ def _build_target(archive: Archive, target: Target) -> tuple[Any, Any]:
 def _write(archive: Archive, native: Any, target: Target, destination: Path, *, seed: int) -> None:
     if target == "archive":
         save(archive, destination)
+    elif target in ("skops", "joblib"):
+        from weightio.adapters import sklearn_files
+
+        sklearn_files.save_estimator(native, destination)
     elif target == "keras":
         from weightio.adapters import keras as keras_adapter
 

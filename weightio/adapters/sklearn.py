@@ -35,7 +35,8 @@ _PIPELINE = "sklearn.pipeline.Pipeline"
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """``MLPClassifier`` -> ``mlp_classifier``, ``LinearSVC`` -> ``linear_svc``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 def _layer_name(step: str) -> str:
@@ -182,3 +183,23 @@ def run_sklearn(estimator: Any, inputs: list[np.ndarray], role: str) -> list[np.
 def archive_role(archive: Archive) -> str:
     """The role of the archive's single output (``predict`` when unrecorded)."""
     return archive.spec.outputs[0].role or "predict"
+
+
+def to_sklearn(archive: Archive, *, classes: Any = None) -> Any:
+    """See ``weightio.to_sklearn``."""
+    from weightio.adapters.sklearn_write import to_sklearn as build
+
+    return build(archive, classes=classes)
+
+
+def runner_for(estimator: Any, archive: Archive) -> Any:
+    """A runner calling the method that reproduces the archive's output.
+
+    An archive without a recorded role (read from Keras or PyTorch) is compared through
+    ``predict_proba`` for a classifier and ``predict`` otherwise.
+    """
+    role = archive.spec.outputs[0].role
+    if role is None:
+        base = require("sklearn.base", purpose="running scikit-learn estimators")
+        role = "predict_proba" if base.is_classifier(estimator) else "predict"
+    return lambda xs: run_sklearn(estimator, xs, role)

@@ -60,7 +60,7 @@ def _arr(archive: Archive, ref: Any) -> np.ndarray:
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 def _name(hint: dict[str, Any], est: Any) -> str:

@@ -37,31 +37,6 @@ CheckFn = Callable[[Any], None]
 #: Spec kind -> a check that the layer's settings are expressible in scikit-learn.
 SKLEARN_WRITE: Registry[CheckFn] = Registry("sklearn", "write")
 
-#: Spec activation name -> sklearn MLP activation name.
-_MLP_NAMES = {"relu": "relu", "tanh": "tanh", "sigmoid": "logistic", "linear": "identity"}
-
-_LINEAR_REGRESSORS = {
-    "sklearn.linear_model.LinearRegression",
-    "sklearn.linear_model.Ridge",
-    "sklearn.linear_model.Lasso",
-    "sklearn.linear_model.ElasticNet",
-    "sklearn.linear_model.SGDRegressor",
-    "sklearn.svm.LinearSVR",
-}
-_LINEAR_CLASSIFIERS = {
-    "sklearn.linear_model.LogisticRegression",
-    "sklearn.linear_model.SGDClassifier",
-    "sklearn.linear_model.RidgeClassifier",
-    "sklearn.linear_model.Perceptron",
-    "sklearn.svm.LinearSVC",
-}
-_SCALERS = {
-    "sklearn.preprocessing.StandardScaler",
-    "sklearn.preprocessing.MinMaxScaler",
-    "sklearn.preprocessing.MaxAbsScaler",
-}
-
-
 @SKLEARN_WRITE.register("affine")
 def _check_affine(layer: Any) -> None:
     """A leading affine becomes a scaler."""
