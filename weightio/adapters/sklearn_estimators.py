@@ -49,8 +49,9 @@ def _make(public: str, hint: dict[str, Any], **overrides: Any) -> Any:
     est = cls()
     accepted = est.get_params(deep=False)
     params = {k: v for k, v in (hint.get("params") or {}).items() if k in accepted}
-    if "hidden_layer_sizes" in params:
-        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    for key, value in params.items():  # JSON made the tuples lists
+        if isinstance(value, list):
+            params[key] = tuple(value)
     params.update({k: v for k, v in overrides.items() if k in accepted})
     return est.set_params(**params)
 
