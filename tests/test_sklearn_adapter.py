@@ -330,3 +330,33 @@ def test_regressor_with_an_output_activation_needs_classes() -> None:
     X = np.random.default_rng(1).standard_normal((10, 4)).astype(np.float32)
     assert_close(run_torch(net, [X])[0], clf.predict_proba(X))
     assert set(clf.predict(X)) <= {"a", "b", "c"}
+
+
+def test_every_spec_kind_runs_and_writes_to_keras_and_torch() -> None:
+    from weightio.adapters.keras_write import KERAS_WRITE
+    from weightio.adapters.sklearn_read import SKLEARN_READ
+    from weightio.adapters.sklearn_write import SKLEARN_WRITE
+    from weightio.adapters.torch_write import TORCH_WRITE
+    from weightio.runtime import RUNTIME
+    from weightio.spec import LAYER_KINDS
+
+    for registry in (RUNTIME, KERAS_WRITE, TORCH_WRITE):
+        assert set(LAYER_KINDS) <= set(registry.keys()), registry.framework
+    assert SKLEARN_READ.kinds() <= set(LAYER_KINDS)
+    assert {"affine", "dense", "activation", "binary_proba"} <= set(SKLEARN_WRITE.keys())
+    assert len(SKLEARN_READ.keys()) == 18
+
+
+def test_import_weightio_and_reading_an_archive_stay_free_of_sklearn(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    X, y = load_iris(return_X_y=True)
+    weightio.save(weightio.read(LogisticRegression(max_iter=500).fit(X, y)), tmp_path / "a.safetensors")
+    code = (
+        "import sys, numpy as np, weightio\n"
+        f"a = weightio.load({str(tmp_path / 'a.safetensors')!r})\n"
+        "weightio.run(a, np.ones((2, 4)))\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('sklearn', 'skops', 'torch')]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
