@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import weightio
-from tests.conftest import assert_close
+from conftest import assert_close
 from weightio.errors import UnsupportedLayerError, UnsupportedSourceError
 
 sklearn = pytest.importorskip("sklearn")

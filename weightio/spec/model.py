@@ -101,7 +101,10 @@ class ModelSpec(SpecModel):
     outputs: list[OutputSpec] = Field(default_factory=list)
     verification: list[VerificationRecord] = Field(default_factory=list)
     extra: dict[str, Any] = Field(
-        default_factory=dict, description="Free-form JSON data for tools; never interpreted."
+        default_factory=dict, description=(
+            "JSON data for tools, namespaced by adapter (e.g. 'sklearn': the source estimator "
+            "classes, so to_sklearn can rebuild a Ridge as a Ridge). Never used to compute outputs."
+        ),
     )
 
     @model_validator(mode="after")
