@@ -245,6 +245,49 @@ def explain(source: Any, x: InputLike, *, sample: int = 0) -> Explanation:
     return explanation
 
 
+def parse_input(text: str, spec: ModelSpec) -> np.ndarray:
+    """Turn ``--input`` into an array: a ``.npy`` path, or numbers typed on the command line.
+
+    ``'10'``, ``'1,2,3'``, ``'1 2 3'`` or JSON (``'[[1, 2, 3]]'``) for a single-input model; the
+    values take the model input's declared dtype, as the framework would receive them. ``.npy``
+    files are read without pickles.
+    """
+    from pathlib import Path
+
+    from weightio.dtypes import numpy_dtype
+    from weightio.errors import SourceNotFoundError
+
+    if text.lower().endswith(".npy"):
+        path = Path(text)
+        if not path.is_file():
+            raise SourceNotFoundError("no such input file", file=path)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read the input as a .npy array ({exc})", file=path) from None
+    if len(spec.inputs) != 1:
+        raise InvalidInputError(
+            f"the model takes {len(spec.inputs)} inputs; give them as one .npy file per model "
+            "through the Python API (weightio.explain(archive, [x1, x2, ...]))"
+        )
+    dtype = numpy_dtype(spec.inputs[0].dtype)
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = [part for part in text.replace(",", " ").split() if part]
+    try:
+        array = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"cannot read {text!r} as numbers; give e.g. '10', '1,2,3' or a .npy file"
+        ) from None
+    if array.ndim == 0:
+        array = array.reshape(1)
+    return array.astype(dtype)
+
+
 class _CallableModule(types.ModuleType):
     """``weightio.explain(...)`` works even after ``import weightio.explain`` bound the module."""
 

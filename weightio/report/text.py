@@ -17,6 +17,22 @@ def fmt(value: float | None, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def console() -> Console:
+    """A rich console on stdout; wide when piped, so tables are not squeezed to 80 columns."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def shape_text(shape: list[int] | None) -> str:
+    """``[8, 3, 3, 3]`` -> ``8×3×3×3`` (``scalar`` for ``[]``, ``-`` for none)."""
+    if shape is None:
+        return "-"
+    return "×".join(map(str, shape)) or "scalar"
+
+
 def print_inspection(report: Inspection, console: Console) -> None:
     """The ``inspect`` table: one row per layer, or one per tensor when stats were read."""
     from rich.table import Table
@@ -44,7 +60,7 @@ def print_inspection(report: Inspection, console: Console) -> None:
                 s = t.stats
                 assert s is not None
                 table.add_row(
-                    t.key, layer.kind, str(t.shape), t.dtype, f"{t.count:,}", fmt(s.mean), fmt(s.std),
+                    t.key, layer.kind, shape_text(t.shape), t.dtype, f"{t.count:,}", fmt(s.mean), fmt(s.std),
                     fmt(s.min), fmt(s.max), fmt(s.l2), f"{s.zero_fraction:.1%}",
                     f"{s.nan_count}/{s.inf_count}",
                 )
@@ -70,9 +86,9 @@ def print_diff(report: DiffReport, console: Console) -> None:
     styles = {"identical": "green", "changed": "yellow"}
     for e in report.entries:
         name = e.name if e.name_b in (None, e.name) else f"{e.name} ↔ {e.name_b}"
-        shape = str(e.shape_a if e.shape_a is not None else e.shape_b)
+        shape = shape_text(e.shape_a if e.shape_a is not None else e.shape_b)
         if e.shape_a is not None and e.shape_b is not None and e.shape_a != e.shape_b:
-            shape = f"{e.shape_a} → {e.shape_b}"
+            shape = f"{shape_text(e.shape_a)} → {shape_text(e.shape_b)}"
         if e.dtype_a and e.dtype_b and e.dtype_a != e.dtype_b:
             shape += f" {e.dtype_a}→{e.dtype_b}"
         table.add_row(
