@@ -37,8 +37,10 @@ def line_model():
     keras.utils.set_random_seed(1)
     x = np.linspace(-10, 10, 200, dtype="float32")[:, None]
     model = keras.Sequential(
-        [keras.Input(shape=(1,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)]
-    )
+        [keras.Input(shape=(1,), name="x"), keras.layers.Dense(16, activation="relu", name="hidden"),
+         keras.layers.Dense(1, name="out")],
+        name="line",
+    )  # explicit names: Keras' automatic ones depend on what the process built before
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
     model.fit(x, 2 * x + 5, epochs=60, batch_size=32, verbose=0)
     return model
@@ -62,7 +64,7 @@ def test_keras_model_and_its_torch_conversion_diff_identical(line_model) -> None
 
 
 def test_keras_file_against_renamed_torch_module_aligns_by_position(line_model, files) -> None:
-    """Keras `dense`/`dense_1` kernels vs PyTorch `fc1`/`fc2` weights: canonical, by position."""
+    """Keras `hidden`/`out` kernels vs PyTorch `fc1`/`fc2` weights: canonical, by position."""
 
     class Line(torch.nn.Module):
         def __init__(self) -> None:
@@ -80,13 +82,13 @@ def test_keras_file_against_renamed_torch_module_aligns_by_position(line_model, 
     report = weightio.diff(files["keras"], module)
     assert report.identical and report.alignment == "position"
     assert [(e.name, e.name_b) for e in report.entries] == [
-        ("dense.weight", "fc1.weight"), ("dense.bias", "fc1.bias"),
-        ("dense_1.weight", "fc2.weight"), ("dense_1.bias", "fc2.bias"),
+        ("hidden.weight", "fc1.weight"), ("hidden.bias", "fc1.bias"),
+        ("out.weight", "fc2.weight"), ("out.bias", "fc2.bias"),
     ]
     with torch.no_grad():
         module.fc2.weight[0, 3] += 0.25
     moved = weightio.diff(files["keras"], module)
-    assert [e.name for e in moved.changed()] == ["dense_1.weight"]
+    assert [e.name for e in moved.changed()] == ["out.weight"]
     assert moved.changed()[0].changed_count == 1
 
 
@@ -101,24 +103,24 @@ def test_cli_keras_file_vs_torch_state_dict_exit_0(files) -> None:
 def test_explain_line_model_api(line_model, files) -> None:
     archive = weightio.load(files["archive"])
     explanation = weightio.explain(archive, np.array([10.0], dtype="float32"))
-    assert [s.layer for s in explanation.steps] == ["dense", "dense_1"]
+    assert [s.layer for s in explanation.steps] == ["hidden", "out"]
     first, second = explanation.steps
     assert first.formula == "relu(x · Wᵀ + b)" and second.formula == "x · Wᵀ + b"
     assert first.input.values == [10.0]
     pre = np.array(first.pre_activation.values)
-    w = np.asarray(archive.tensors["dense.weight"], dtype=np.float64)
-    b = np.asarray(archive.tensors["dense.bias"], dtype=np.float64)
+    w = np.asarray(archive.tensors["hidden.weight"], dtype=np.float64)
+    b = np.asarray(archive.tensors["hidden.bias"], dtype=np.float64)
     np.testing.assert_allclose(pre, w[:, 0] * 10.0 + b, rtol=1e-12)
     np.testing.assert_array_equal(np.array(first.output.values), np.maximum(pre, 0.0))
     assert second.input.values == first.output.values  # each step feeds the next
     assert len(first.expansion) == 16 and len(second.expansion) == 1
     expected = weightio.run(archive, np.array([[10.0]], dtype="float32"))
     np.testing.assert_array_equal(explanation.output_arrays()[0], expected)
-    assert explanation.outputs["dense_1"].values == expected[0].tolist()
+    assert explanation.outputs["out"].values == expected[0].tolist()
     assert_close(np.asarray(line_model(np.array([[10.0]], dtype="float32"))), expected)
     assert abs(float(expected[0, 0]) - 25.0) < 1.5  # it learned 2x + 5
     text = str(explanation)
-    assert text.index("step 1: dense") < text.index("step 2: dense_1") < text.index("model output")
+    assert text.index("step 1: hidden") < text.index("step 2: out") < text.index("model output")
 
 
 def test_explain_line_model_cli(files) -> None:
@@ -127,11 +129,11 @@ def test_explain_line_model_cli(files) -> None:
     result = cli("explain", str(files["archive"]), "--input", "10")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "formula: dense = relu(x · Wᵀ + b)" in out and "formula: dense_1 = x · Wᵀ + b" in out
+    assert "formula: hidden = relu(x · Wᵀ + b)" in out and "formula: out = x · Wᵀ + b" in out
     assert "pre-activation" in out
     last = out.strip().splitlines()[-1]
-    assert last.startswith("model output dense_1 (= weightio.run)")
+    assert last.startswith("model output out (= weightio.run)")
     assert f"{float(expected[0, 0]):.4f}"[:6] in last
     data = json.loads(cli("explain", str(files["archive"]), "--input", "[[10]]", "--json").stdout)
-    assert data["outputs"]["dense_1"]["values"] == expected[0].tolist()
+    assert data["outputs"]["out"]["values"] == expected[0].tolist()
     assert [s["kind"] for s in data["steps"]] == ["dense", "dense"]
