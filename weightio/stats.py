@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 from pydantic import BaseModel, Field
 
-#: Elements per chunk: 1 Mi float64 values = 8 MiB per temporary.
+#: Elements per chunk: 1 Mi float64 values = 8 MiB per temporary (large enough to amortise
+#: the per-call cost of multithreaded BLAS dot products, small enough to bound memory).
 CHUNK_ELEMENTS = 1 << 20
 
 
@@ -58,8 +59,9 @@ def _flat(array: np.ndarray) -> np.ndarray:
     return flat
 
 
-def chunks(array: np.ndarray, size: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
-    """Yield ``array``'s elements as float64 chunks of at most ``size`` elements."""
+def chunks(array: np.ndarray, size: int | None = None) -> Iterator[np.ndarray]:
+    """Yield ``array``'s elements as private float64 chunks of at most ``size`` elements."""
+    size = size or CHUNK_ELEMENTS
     flat = _flat(array)
     for start in range(0, flat.size, size):
         yield flat[start : start + size].astype(np.float64)
@@ -83,26 +85,31 @@ def tensor_stats(array: np.ndarray) -> TensorStats:
     total = 0
     for chunk in chunks(array):
         total += chunk.size
-        finite_mask = np.isfinite(chunk)
-        nan_here = int(np.count_nonzero(np.isnan(chunk)))
-        nans += nan_here
-        infs += int(chunk.size - np.count_nonzero(finite_mask)) - nan_here
         zeros += int(np.count_nonzero(chunk == 0.0))
-        values = chunk if finite_mask.all() else chunk[finite_mask]
+        squares = float(np.dot(chunk, chunk))
+        if math.isfinite(squares):  # the fast path: no NaN/Inf in this chunk
+            values = chunk
+        else:
+            finite_mask = np.isfinite(chunk)
+            nan_here = int(np.count_nonzero(np.isnan(chunk)))
+            nans += nan_here
+            infs += int(chunk.size - np.count_nonzero(finite_mask)) - nan_here
+            values = chunk[finite_mask]
+            squares = float(np.dot(values, values))
         n = values.size
         if n == 0:
             continue
         chunk_mean = float(values.mean())
-        centred = values - chunk_mean
-        chunk_m2 = float(np.dot(centred, centred))
+        lo = min(lo, float(values.min()))
+        hi = max(hi, float(values.max()))
+        values -= chunk_mean  # in place: the chunk is a private float64 copy
+        chunk_m2 = float(np.dot(values, values))
         delta = chunk_mean - mean
         merged = count + n
         mean += delta * n / merged
         m2 += chunk_m2 + delta * delta * count * n / merged
         count = merged
-        lo = min(lo, float(values.min()))
-        hi = max(hi, float(values.max()))
-        sumsq += float(np.dot(values, values))
+        sumsq += squares
     return TensorStats(
         mean=mean if count else None,
         std=math.sqrt(m2 / count) if count else None,
@@ -133,26 +140,34 @@ def compare(a: np.ndarray, b: np.ndarray, *, atol: float = 0.0, rtol: float = 0.
     for start in range(0, flat_a.size, CHUNK_ELEMENTS):
         ca = flat_a[start : start + CHUNK_ELEMENTS].astype(np.float64)
         cb = flat_b[start : start + CHUNK_ELEMENTS].astype(np.float64)
-        finite = np.isfinite(ca) & np.isfinite(cb)
-        if finite.all():
+        sa, sb = float(np.dot(ca, ca)), float(np.dot(cb, cb))
+        if math.isfinite(sa) and math.isfinite(sb):  # the fast path: no NaN/Inf in this chunk
             fa, fb = ca, cb
         else:
+            finite = np.isfinite(ca) & np.isfinite(cb)
             both_nan = np.isnan(ca) & np.isnan(cb)
             same_inf = np.isinf(ca) & (ca == cb)
             mismatch = int(np.count_nonzero(~(finite | both_nan | same_inf)))
             nonfinite += mismatch
             changed += mismatch
             fa, fb = ca[finite], cb[finite]
+            sa, sb = float(np.dot(fa, fa)), float(np.dot(fb, fb))
         if fa.size == 0:
             continue
-        delta = fb - fa
-        absdiff = np.abs(delta)
-        changed += int(np.count_nonzero(absdiff > atol + rtol * np.abs(fa)))
-        max_abs = max(max_abs, float(absdiff.max()))
-        diff_sq += float(np.dot(delta, delta))
-        aa += float(np.dot(fa, fa))
-        bb += float(np.dot(fb, fb))
+        aa += sa
+        bb += sb
         ab += float(np.dot(fa, fb))
+        delta = np.subtract(fb, fa, out=cb if fb is cb else None)  # fb is not needed after this
+        diff_sq += float(np.dot(delta, delta))
+        absdiff = np.abs(delta, out=delta)
+        max_abs = max(max_abs, float(absdiff.max()))
+        if rtol == 0.0:
+            changed += int(np.count_nonzero(absdiff > atol))
+        else:
+            limit = np.abs(fa, out=ca if fa is ca else None)  # nor is fa
+            limit *= rtol
+            limit += atol
+            changed += int(np.count_nonzero(absdiff > limit))
     numel = int(flat_a.size)
     norm_a, norm_b, diff_l2 = math.sqrt(aa), math.sqrt(bb), math.sqrt(diff_sq)
     if norm_a > 0:
