@@ -15,7 +15,7 @@ from weightio.adapters.common import provenance
 from weightio.archive import tensor_ref
 from weightio.spec import DenseLayer, InputSpec, ModelSpec, OutputSpec, json_schema
 
-VERBS = ["convert", "inspect", "run", "verify", "schema"]
+VERBS = ["convert", "inspect", "run", "verify", "schema", "diff", "explain", "plot"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -61,8 +61,11 @@ def test_top_level_help_and_version() -> None:
         ["run", "missing.safetensors", "--input", "x.npy"],
         ["verify", "missing.safetensors"],
         ["convert", "model.weird", "out.zzz"],
+        ["diff", "missing.safetensors", "other.safetensors"],
+        ["explain", "missing.safetensors", "--input", "1"],
+        ["plot", "missing.safetensors", "--out", "plots"],
     ],
-    ids=["convert", "inspect", "run", "verify", "convert-bad-target"],
+    ids=["convert", "inspect", "run", "verify", "convert-bad-target", "diff", "explain", "plot"],
 )
 def test_expected_failures_are_one_line_exit_2(args: list[str], tmp_path: Path) -> None:
     result = subprocess.run(
@@ -114,3 +117,11 @@ def test_verify_ok_and_corrupt(archive_path: Path, tmp_path: Path) -> None:
 
 def test_schema_prints_the_model_schema() -> None:
     assert json.loads(cli("schema").stdout) == json_schema()
+
+
+def test_explain_bad_inputs_exit_2(archive_path: Path) -> None:
+    for value in ("abc", "1,2", "missing.npy"):
+        result = cli("explain", str(archive_path), "--input", value)
+        assert result.returncode == 2, (value, result.stderr)
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert cli("explain", str(archive_path), "--input", "1,2,3").returncode == 0

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-FRAMEWORKS = ("torch", "tensorflow", "keras", "sklearn", "jax")
+FRAMEWORKS = ("torch", "tensorflow", "keras", "sklearn", "jax", "matplotlib")
 
 
 def _modules_after(code: str) -> set[str]:
@@ -45,5 +45,17 @@ a = archive_from_state_dict({{"fc.weight": np.ones((2, 2), "f4")}}, name="m",
     provenance=provenance("unknown", framework_version=None, source_class=None))
 weightio.save(a, {str(tmp_path / "m.safetensors")!r})
 weightio.read({str(tmp_path / "m.safetensors")!r})
+"""
+    assert _frameworks(_modules_after(code)) == []
+
+
+def test_diff_inspect_and_explain_load_no_framework_nor_matplotlib() -> None:
+    code = """
+import numpy as np, weightio
+from weightio.inspection import inspect_archive
+a = {"fc.weight": np.ones((2, 3), "f4"), "fc.bias": np.zeros(2, "f4")}
+report = weightio.diff(a, {k: v + 1 for k, v in a.items()})
+assert not report.identical
+inspect_archive(weightio.read(a), stats=True)
 """
     assert _frameworks(_modules_after(code)) == []

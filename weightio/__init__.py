@@ -9,6 +9,8 @@ Public API::
     model = weightio.to_torch(archive)              # or to_keras(archive), to_sklearn(archive)
     weightio.load_into(archive, existing_model)
     weightio.convert(src, "model.pt2")              # read, build, verify outputs, write
+    report = weightio.diff(a, b)                    # layer-by-layer comparison -> DiffReport
+    print(weightio.explain(archive, x))             # a forward pass written out, layer by layer
 
 Attributes are imported on first use (PEP 562), so ``import weightio`` and ``weightio --help``
 load no framework and stay fast; each adapter imports its framework only when called.
@@ -28,6 +30,10 @@ _LAZY = {
     "read": "weightio.reading",
     "run": "weightio.runtime",
     "convert": "weightio.converting",
+    "diff": "weightio.diff",
+    "DiffReport": "weightio.diff",
+    "explain": "weightio.explain",
+    "Explanation": "weightio.explain",
     "ConversionResult": "weightio.converting",
     "to_keras": "weightio.writing",
     "to_torch": "weightio.writing",
@@ -45,6 +51,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio import errors, spec
     from weightio.archive import Archive, load, save
     from weightio.converting import ConversionResult, convert
+    from weightio.diff import DiffReport, diff
+    from weightio.explain import Explanation, explain
     from weightio.reading import read
     from weightio.runtime import run
     from weightio.spec import ModelSpec

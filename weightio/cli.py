@@ -129,31 +129,104 @@ def inspect(
     source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)] = False,
+    stats: Annotated[
+        bool,
+        typer.Option("--stats", help="Read every tensor for mean, std, min, max, L2, zeros, NaN/Inf."),
+    ] = False,
+    html: Annotated[
+        Optional[Path],
+        typer.Option("--html", help="Write a self-contained HTML report (stats, table, plots)."),
+    ] = None,
 ) -> None:
-    """Show the layers of SOURCE: kind, parameter shapes, dtypes and counts."""
+    """Show the layers of SOURCE: kind, parameter shapes, dtypes and counts (header only)."""
     from weightio.inspection import inspect_archive
     from weightio.reading import read
 
-    report = inspect_archive(read(source, **_sklearn_options(None, trust_pickle)))
+    archive = read(source, **_sklearn_options(None, trust_pickle))
+    report = inspect_archive(archive, stats=stats or html is not None, progress=True)
+    if html is not None:
+        from weightio.report.html import inspect_page, write_html
+
+        write_html(inspect_page(report, archive), html)
+        typer.echo(f"wrote {html}", err=True)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from weightio.report.text import console, print_inspection
 
-    table = Table(title=f"{report.name} ({report.source_framework})")
-    for column in ("layer", "kind", "parameters", "dtype", "count", "detail"):
-        table.add_column(column, justify="right" if column == "count" else "left")
-    for layer in report.layers:
-        shapes = ", ".join(f"{t.param}{t.shape}" for t in layer.tensors) or "-"
-        dtypes = ", ".join(sorted({t.dtype for t in layer.tensors})) or "-"
-        table.add_row(layer.name, layer.kind, shapes, dtypes, f"{layer.parameter_count:,}", layer.detail)
-    console = Console()
-    console.print(table)
-    sizes = ", ".join(f"{d}: {n:,} bytes" for d, n in report.bytes_by_dtype.items()) or "no tensors"
-    console.print(f"{report.parameter_count:,} parameters; {sizes}")
-    if report.weights_only:
-        console.print("weights only: no architecture (read from a bare state dict)")
+    print_inspection(report, console())
+
+
+@app.command("diff")
+@handles_errors
+def diff_verb(
+    a: Annotated[Path, typer.Argument(help="The reference checkpoint (any file weightio reads).")],
+    b: Annotated[Path, typer.Argument(help="The checkpoint compared with it.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the documented JSON shape.")] = False,
+    atol: Annotated[float, typer.Option(help="Unchanged when |B - A| <= atol + rtol * |A|.")] = 0.0,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance (see --atol).")] = 0.0,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="Write a bar chart of relative change per layer into this folder.")
+    ] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report.")] = None,
+) -> None:
+    """Compare A and B layer by layer; exit 0 if identical within tolerance, 1 if they differ."""
+    from weightio.diff import diff as do_diff
+
+    report = do_diff(a, b, atol=atol, rtol=rtol, progress=True)
+    if plot is not None:
+        from weightio.report.plots import diff_relative_change, write_pngs
+
+        png = diff_relative_change(report)
+        for path in write_pngs([("diff-relative-change.png", png)] if png else [], plot):
+            typer.echo(f"wrote {path}", err=True)
+    if html is not None:
+        from weightio.report.html import diff_page, write_html
+
+        write_html(diff_page(report), html)
+        typer.echo(f"wrote {html}", err=True)
+    if as_json:
+        typer.echo(report.to_json())
+    else:
+        from weightio.report.text import console, print_diff
+
+        print_diff(report, console())
+    raise typer.Exit(0 if report.identical else 1)
+
+
+@app.command()
+@handles_errors
+def explain(
+    source: Annotated[Path, typer.Argument(help="Archive or model file (with an architecture).")],
+    input_value: Annotated[
+        str,
+        typer.Option("--input", help="A .npy file, or values: '10', '1,2,3', '[[1, 2, 3]]'."),
+    ],
+    sample: Annotated[int, typer.Option(help="Which sample of a batch to explain.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Write out the forward pass of one input, layer by layer, ending in the model's output."""
+    from weightio.explain import explain as do_explain
+    from weightio.explain import parse_input
+    from weightio.reading import read
+
+    archive = read(source)
+    explanation = do_explain(archive, parse_input(input_value, archive.spec), sample=sample)
+    typer.echo(explanation.model_dump_json(indent=2) if as_json else explanation.to_text(), nl=as_json)
+
+
+@app.command()
+@handles_errors
+def plot(
+    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNG files (created if needed).")],
+) -> None:
+    """Draw PNGs: weight histograms per layer, conv filter grids, layer norms, input importance."""
+    from weightio.reading import read
+    from weightio.report.plots import archive_pngs, write_pngs
+
+    for path in write_pngs(archive_pngs(read(source)), out):
+        typer.echo(f"wrote {path}")
 
 
 @app.command()

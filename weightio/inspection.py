@@ -1,16 +1,22 @@
 """What ``weightio inspect`` shows: per layer its kind, parameters, shapes, dtypes and counts.
 
-Built from the spec alone (header-only), so it is instant on any size of archive.
+Built from the spec alone (header-only), so it is instant on any size of archive. With
+``stats=True`` it also reads every tensor (chunk by chunk, memory bounded) for its mean, std,
+min, max, L2 norm, fraction of zeros and NaN/Inf counts: opt-in, because that reads every byte.
 """
 
 from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 from weightio.archive import Archive
 from weightio.dtypes import numpy_dtype
+from weightio.progress import byte_progress
+from weightio.stats import TensorStats, tensor_stats
 
 
 class TensorInfo(BaseModel):
@@ -21,6 +27,15 @@ class TensorInfo(BaseModel):
     shape: list[int]
     dtype: str
     count: int
+    stats: TensorStats | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_stats(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without ``--stats`` the JSON keeps its header-only shape (no ``stats: null``)."""
+        data: dict[str, Any] = handler(self)
+        if data.get("stats") is None:
+            data.pop("stats", None)
+        return data
 
 
 class LayerInfo(BaseModel):
@@ -61,30 +76,34 @@ def _detail(layer: object) -> str:
     return ""
 
 
-def inspect_archive(archive: Archive) -> Inspection:
-    """Summarise ``archive`` from its spec (no tensor bytes are read)."""
+def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = False) -> Inspection:
+    """Summarise ``archive``.
+
+    Args:
+        archive: The archive to describe.
+        stats: Also read every tensor for per-tensor statistics (off: header only, instant).
+        progress: With ``stats``, draw a progress bar on stderr for passes over a few hundred MB.
+    """
     spec = archive.spec
     layers = []
     by_dtype: dict[str, int] = {}
-    for index, layer in enumerate(spec.layers):
-        tensors = []
-        for param, ref in layer.tensor_refs().items():
-            count = math.prod(ref.shape)
-            tensors.append(
-                TensorInfo(param=param, key=ref.key, shape=list(ref.shape), dtype=ref.dtype, count=count)
-            )
-            by_dtype[ref.dtype] = by_dtype.get(ref.dtype, 0) + count * numpy_dtype(ref.dtype).itemsize
-        layers.append(
-            LayerInfo(
-                name=layer.name,
-                kind=layer.kind,
-                source_class=layer.source_class,
-                detail=_detail(layer),
-                inputs=[] if spec.weights_only else spec.layer_inputs(index),
-                tensors=tensors,
-                parameter_count=sum(t.count for t in tensors),
-            )
-        )
+    total = sum(math.prod(r.shape) * numpy_dtype(r.dtype).itemsize for _, _, r in spec.tensor_refs())
+    with byte_progress("stats", total if stats else 0, enabled=progress) as advance:
+        for index, layer in enumerate(spec.layers):
+            tensors = []
+            for param, ref in layer.tensor_refs().items():
+                count = math.prod(ref.shape)
+                nbytes = count * numpy_dtype(ref.dtype).itemsize
+                tensors.append(
+                    TensorInfo(
+                        param=param, key=ref.key, shape=list(ref.shape), dtype=ref.dtype, count=count,
+                        stats=tensor_stats(archive.tensors[ref.key]) if stats else None,
+                    )
+                )
+                if stats:
+                    advance(nbytes)
+                by_dtype[ref.dtype] = by_dtype.get(ref.dtype, 0) + nbytes
+            layers.append(_layer_info(spec, index, layer, tensors))
     return Inspection(
         name=spec.name,
         source_framework=spec.provenance.source_framework,
@@ -95,4 +114,16 @@ def inspect_archive(archive: Archive) -> Inspection:
         layers=layers,
         parameter_count=sum(layer.parameter_count for layer in layers),
         bytes_by_dtype=by_dtype,
+    )
+
+
+def _layer_info(spec: Any, index: int, layer: Any, tensors: list[TensorInfo]) -> LayerInfo:
+    return LayerInfo(
+        name=layer.name,
+        kind=layer.kind,
+        source_class=layer.source_class,
+        detail=_detail(layer),
+        inputs=[] if spec.weights_only else spec.layer_inputs(index),
+        tensors=tensors,
+        parameter_count=sum(t.count for t in tensors),
     )

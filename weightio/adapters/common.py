@@ -24,6 +24,7 @@ _EXTRAS = {
     "tensorflow": "keras",
     "sklearn": "sklearn",
     "skops": "sklearn",
+    "matplotlib": "plot",
 }
 
 

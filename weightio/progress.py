@@ -1,0 +1,53 @@
+"""A rich progress bar for passes over many bytes of tensors, and nothing for small ones.
+
+Reading statistics or a diff of a multi-GB checkpoint takes seconds to minutes; a bar on stderr
+says the tool is working. Below ``THRESHOLD_BYTES`` the pass is near-instant and a bar would only
+flicker, so none is drawn. The bar writes to stderr, so ``--json`` on stdout stays clean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+#: Passes touching more than this many bytes of tensor data get a progress bar.
+THRESHOLD_BYTES = 256 * 1024 * 1024
+
+
+class Advance(Protocol):
+    """Called with the number of bytes just processed."""
+
+    def __call__(self, nbytes: int) -> None: ...  # noqa: D102
+
+
+def _ignore(nbytes: int) -> None:
+    return None
+
+
+@contextmanager
+def byte_progress(description: str, total_bytes: int, *, enabled: bool) -> Iterator[Advance]:
+    """Yield an ``advance(nbytes)`` callable; draw a bar only when enabled and the pass is big."""
+    if not enabled or total_bytes <= THRESHOLD_BYTES:
+        yield _ignore
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total_bytes)
+        yield lambda nbytes: bar.advance(task, nbytes)
