@@ -326,7 +326,16 @@ class _ZipCheckpoint:
         try:
             self.zip = zipfile.ZipFile(self._handle)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            self._handle.close()
             raise MalformedFileError(f"unreadable zip ({exc})", file=path) from None
+        try:
+            self._index(path)
+        except BaseException:
+            self.zip.close()
+            self._handle.close()
+            raise
+
+    def _index(self, path: Path) -> None:
         infos = self.zip.infolist()
         names = [i.filename for i in infos]
         if len(set(names)) != len(names):
@@ -409,8 +418,13 @@ class _ZipCheckpoint:
         return self._map
 
     def load(self) -> Any:
-        data = self._small(self.infos[f"{self.prefix}data.pkl"])
-        return _load_pickle(io.BytesIO(data), self.path, self.storage)
+        """Unpickle ``data.pkl``; the file is closed after (mapped storages stay valid)."""
+        try:
+            data = self._small(self.infos[f"{self.prefix}data.pkl"])
+            return _load_pickle(io.BytesIO(data), self.path, self.storage)
+        finally:
+            self.zip.close()
+            self._handle.close()
 
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
