@@ -19,7 +19,7 @@ import numpy as np
 from weightio.atomic import atomic_write
 from weightio.dtypes import as_little_endian, dtype_name
 from weightio.errors import IntegrityError, MalformedFileError, SourceNotFoundError, SpecValidationError
-from weightio.safetensors_io import MappedTensors, build_header, read_header, tensor_bytes, write_tensors
+from weightio.safetensors_io import MappedTensors, build_header, read_header, tensor_bytes
 from weightio.spec import FORMAT_VERSION, ModelSpec, TensorRef, spec_from_json
 
 META_FORMAT_VERSION = "weightio.format_version"
@@ -179,37 +179,88 @@ def _first_layer(problems: list[str]) -> str | None:
     return None
 
 
-def save(archive: Archive, path: os.PathLike[str] | str) -> Path:
+def spec_with_digests(spec: ModelSpec, digests: Mapping[str, str]) -> ModelSpec:
+    """Return ``spec`` with each tensor's ``sha256`` set from ``digests`` (re-validated)."""
+    layers = []
+    for layer in spec.layers:
+        hashed = {
+            param: ref.model_copy(update={"sha256": digests[ref.key]})
+            for param, ref in layer.tensor_refs().items()
+        }
+        updates: dict[str, Any] = (
+            {"tensors": hashed} if getattr(layer, "kind", None) == "opaque" else hashed
+        )
+        layers.append(layer.model_copy(update=updates))
+    updated = spec.model_copy(update={"layers": layers})
+    return ModelSpec.model_validate(updated.model_dump())  # re-validate the updated copy
+
+
+def archive_metadata(spec: ModelSpec) -> dict[str, str]:
+    """The ``__metadata__`` (or shard index ``metadata``) carrying ``spec``."""
+    return {META_FORMAT_VERSION: FORMAT_VERSION, META_SPEC: spec.model_dump_json(exclude_none=True)}
+
+
+def write_streamed(
+    path: Path,
+    items: list[tuple[str, np.ndarray]],
+    metadata_for: Any,
+) -> dict[str, str]:
+    """Write one safetensors file tensor by tensor, hashing as it goes; return the digests.
+
+    The header is laid out with placeholder digests (hex sha256 has a fixed length, so the real
+    header has exactly the same length), the tensors are written and hashed in one pass, and the
+    real header is written over the placeholder before the atomic rename. ``metadata_for`` maps
+    ``{tensor: sha256}`` to the header metadata.
+    """
+    from weightio.errors import WriteError
+    from weightio.streaming import write_hashed
+
+    placeholder, ordered = build_header(items, metadata_for({k: "0" * 64 for k, _ in items}))
+    with atomic_write(path) as handle:
+        handle.write(placeholder)
+        digests = write_hashed(handle, ordered)
+        final, _ = build_header(ordered, metadata_for(digests))
+        if len(final) != len(placeholder):  # pragma: no cover - the digests have fixed length
+            raise WriteError("internal error: header length changed while writing", file=path)
+        handle.seek(0)
+        handle.write(final)
+    return digests
+
+
+def save(
+    archive: Archive,
+    path: os.PathLike[str] | str,
+    *,
+    max_shard_size: int | str | None = None,
+) -> Path:
     """Write ``archive`` to ``path`` atomically, recording each tensor's sha256 in the spec.
 
+    Tensors are written one at a time and hashed as they are written, so memory stays near the
+    largest tensor however large the model.
+
+    Args:
+        archive: The archive to write.
+        path: Target ``.safetensors`` file.
+        max_shard_size: Split into ``name-0000K-of-0000N.safetensors`` shards of at most this
+            size (bytes, or a string like ``"2GB"``/``"500MiB"``) plus
+            ``name.safetensors.index.json`` holding the spec; a model that fits in one shard is
+            written as a single file, as transformers does.
+
     Returns:
-        The path written.
+        The path written (the index file when sharded).
     """
     path = Path(path)
-    layers = []
-    for layer in archive.spec.layers:
-        updates: dict[str, Any] = {}
-        refs = layer.tensor_refs()
-        hashed = {
-            param: ref.model_copy(update={"sha256": sha256_of(archive.tensors[ref.key])})
-            for param, ref in refs.items()
-        }
-        if getattr(layer, "kind", None) == "opaque":
-            updates["tensors"] = hashed
-        else:
-            updates.update(hashed)
-        layers.append(layer.model_copy(update=updates))
-    spec = archive.spec.model_copy(update={"layers": layers})
-    spec = ModelSpec.model_validate(spec.model_dump())  # re-validate the updated copy
-    metadata = {
-        META_FORMAT_VERSION: FORMAT_VERSION,
-        META_SPEC: spec.model_dump_json(exclude_none=True),
-    }
-    order = [ref.key for _, _, ref in spec.tensor_refs()]
-    header, ordered = build_header(((key, archive.tensors[key]) for key in order), metadata)
-    with atomic_write(path) as handle:
-        write_tensors(handle, header, ordered)
-    archive.spec = spec
+    if max_shard_size is not None:
+        from weightio.sharding import save_sharded
+
+        return save_sharded(archive, path, max_shard_size)
+    order = [ref.key for _, _, ref in archive.spec.tensor_refs()]
+    items = [(key, archive.tensors[key]) for key in order]
+    spec = archive.spec
+    digests = write_streamed(
+        path, items, lambda d: archive_metadata(spec_with_digests(spec, d))
+    )
+    archive.spec = spec_with_digests(spec, digests)
     return path
 
 
@@ -227,6 +278,10 @@ def load(path: os.PathLike[str] | str, *, verify: bool = False) -> Archive:
         IntegrityError: with ``verify=True``, a tensor's bytes changed.
     """
     path = Path(path)
+    from weightio.sharding import is_sharded, load_sharded
+
+    if is_sharded(path):
+        return load_sharded(path, verify=verify)
     if not path.is_file():
         raise SourceNotFoundError("no such archive file", file=path)
     with open(path, "rb") as handle:

@@ -99,15 +99,29 @@ def convert(
     trust_pickle: Annotated[
         bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)
     ] = False,
+    architecture: Annotated[
+        Optional[Path],
+        typer.Option(help="For a .weights.h5 source: the model's .keras file or config.json."),
+    ] = None,
+    max_shard_size: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-shard-size",
+            help="Split an archive into shards of at most this size (e.g. 2GB, 500MiB) plus "
+            "NAME.safetensors.index.json.",
+        ),
+    ] = None,
 ) -> None:
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
     from weightio.converting import convert as do_convert
 
-    options = {"key": key} if key is not None else {}
+    options: dict[str, Any] = {"key": key} if key is not None else {}
+    if architecture is not None:
+        options["architecture"] = architecture
     options.update(_sklearn_options(head, trust_pickle))
     result = do_convert(
         source, destination, to=to, verify=verify, seed=seed, samples=samples,
-        atol=atol, rtol=rtol, **options,
+        atol=atol, rtol=rtol, max_shard_size=max_shard_size, **options,
     )
     for line in result.summary():
         typer.echo(line)

@@ -76,6 +76,7 @@ def convert(
     samples: int = 8,
     atol: float | None = None,
     rtol: float | None = None,
+    max_shard_size: int | str | None = None,
     **options: Any,
 ) -> ConversionResult:
     """Convert ``source`` into ``destination``, verifying outputs before writing anything.
@@ -91,7 +92,9 @@ def convert(
         samples: Batch size of the probe.
         atol: Absolute tolerance (scaled by the output's magnitude); default by dtype.
         rtol: Relative tolerance; default by dtype.
-        **options: Passed to the reader (``example_input=``, ``key=``; for scikit-learn
+        max_shard_size: For an archive target, write shards of at most this size (``"2GB"``)
+            plus a ``.safetensors.index.json``; the result's ``destination`` is the index.
+        **options: Passed to the reader (``example_input=``, ``key=``, ``architecture=``; for scikit-learn
             sources ``head=``, ``dtype=``, ``trust_pickle=``).
 
     Raises:
@@ -99,6 +102,11 @@ def convert(
     """
     destination = Path(destination)
     target = target_for(destination, to)
+    if max_shard_size is not None and target != "archive":
+        raise UnsupportedSourceError(
+            f"max_shard_size applies to .safetensors archives, not to a {target} target",
+            file=destination,
+        )
     src = open_source(source, **options)
     archive = src.archive
     native, runner = _build_target(archive, target)
@@ -126,8 +134,8 @@ def convert(
             archive.spec.model_copy(update={"verification": [*archive.spec.verification, record]})
         )
 
-    _write(archive, native, target, destination, seed=seed)
-    return ConversionResult(destination, target, archive, record)
+    written = _write(archive, native, target, destination, seed=seed, max_shard_size=max_shard_size)
+    return ConversionResult(written, target, archive, record)
 
 
 def _build_target(archive: Archive, target: Target) -> tuple[Any, Any]:
@@ -148,6 +156,10 @@ def _build_target(archive: Archive, target: Target) -> tuple[Any, Any]:
         estimator = sklearn_adapter.to_sklearn(archive)
         return estimator, sklearn_adapter.runner_for(estimator, archive)
     if target == "keras":
+        from weightio.reading import _keras_installed
+
+        if not _keras_installed():  # written by weightio itself; verified against the runtime
+            return None, None
         from weightio.adapters import keras as keras_adapter
 
         model = keras_adapter.to_keras(archive)
@@ -158,13 +170,25 @@ def _build_target(archive: Archive, target: Target) -> tuple[Any, Any]:
     return module, lambda xs: torch_adapter.run_torch(module, xs)
 
 
-def _write(archive: Archive, native: Any, target: Target, destination: Path, *, seed: int) -> None:
+def _write(
+    archive: Archive,
+    native: Any,
+    target: Target,
+    destination: Path,
+    *,
+    seed: int,
+    max_shard_size: int | str | None = None,
+) -> Path:
     if target == "archive":
-        save(archive, destination)
-    elif target in ("skops", "joblib"):
+        return save(archive, destination, max_shard_size=max_shard_size)
+    if target in ("skops", "joblib"):
         from weightio.adapters import sklearn_files
 
         sklearn_files.save_estimator(native, destination)
+    elif target == "keras" and native is None:
+        from weightio.adapters.keras_files_write import write_keras_file
+
+        write_keras_file(archive, destination)
     elif target == "keras":
         from weightio.adapters import keras as keras_adapter
 
@@ -182,3 +206,4 @@ def _write(archive: Archive, native: Any, target: Target, destination: Path, *, 
 
         example = tuple(probe_inputs(archive.spec, seed=seed, samples=2))
         torch_adapter.save_pt2(native, destination, example)
+    return destination

@@ -13,8 +13,13 @@ DENSE_KERNEL_TRANSPOSED = "dense.weight: Keras kernel [in, out] transposed to ca
 
 
 def dense_weight_from_keras(kernel: np.ndarray) -> np.ndarray:
-    """Keras Dense kernel ``[in, out]`` -> canonical weight ``[out, in]`` (a contiguous copy)."""
-    return np.ascontiguousarray(np.asarray(kernel).T)
+    """Keras Dense kernel ``[in, out]`` -> canonical weight ``[out, in]``.
+
+    A transposed *view*, not a copy: a kernel memory-mapped from a weights file stays lazy, and
+    writers make the C-order bytes one tensor at a time, so reading a large Keras file never
+    holds a transposed copy of the whole model.
+    """
+    return np.asarray(kernel).T
 
 
 def dense_weight_to_keras(weight: np.ndarray) -> np.ndarray:

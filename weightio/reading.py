@@ -104,31 +104,63 @@ def _read_state_dict(state_dict: Mapping[str, Any], **options: Any) -> Archive:
     return torch_adapter.read_state_dict(state_dict, **options)
 
 
+def _keras_installed() -> bool:
+    """Whether Keras could be imported, asked without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("keras") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _lazy_keras_runner(path: Path) -> Runner | None:
+    """Run the file's model with Keras, loaded on first use and only if Keras is installed.
+
+    Reading never needs Keras; this runner exists so ``convert`` can check the result against
+    Keras's own reading of the file when Keras happens to be there.
+    """
+    if not _keras_installed():
+        return None
+    model: list[Any] = []
+
+    def run(xs: list[np.ndarray]) -> list[np.ndarray]:
+        from weightio.adapters import keras as keras_adapter
+
+        if not model:
+            model.append(keras_adapter.read_keras_file(path)[1])
+        return keras_adapter.run_keras(model[0], xs)
+
+    return run
+
+
 def _open_path(path: Path, **options: Any) -> Source:
     if not path.exists():
         raise SourceNotFoundError("no such file or folder", file=path)
+    from weightio.sharding import INDEX_SUFFIX, is_sharded, read_sharded
+
+    if is_sharded(path):
+        return Source(read_sharded(path, **options), "weightio")
     if path.is_dir():
         raise UnsupportedSourceError(
-            "is a folder; name a model file (.keras, .h5, .pt, .safetensors …)", file=path
-        )
-    name = path.name.lower()
-    if name.endswith(".weights.h5"):
-        raise UnsupportedSourceError(
-            "a .weights.h5 file holds weights without the architecture; read the .keras model "
-            "(or the live keras.Model) instead",
+            "is a folder; name a model file (.keras, .h5, .pt, .safetensors …) or a folder "
+            f"holding one '*{INDEX_SUFFIX}' sharded set",
             file=path,
         )
+    name = path.name.lower()
     suffix = path.suffix.lower()
-    if suffix in KERAS_SUFFIXES:
-        from weightio.adapters import keras as keras_adapter
+    if name.endswith(".weights.h5") or suffix in KERAS_SUFFIXES:
+        from weightio.adapters.keras_files import read_keras_path
 
+        architecture = options.pop("architecture", None)
         _no_options(options, "a Keras file")
-        archive, model = keras_adapter.read_keras_file(path)
-        return Source(archive, "keras", lambda xs: keras_adapter.run_keras(model, xs), model)
+        archive = read_keras_path(path, architecture=architecture)
+        runner = None if name.endswith(".weights.h5") else _lazy_keras_runner(path)
+        return Source(archive, "keras", runner)
     if suffix in TORCH_SUFFIXES:
-        from weightio.adapters import torch as torch_adapter
+        from weightio.adapters.torch_pickle import read_checkpoint
 
-        return Source(torch_adapter.read_torch_file(path, **options), "torch")
+        return Source(read_checkpoint(path, **options), "torch")
     if suffix == ".safetensors":
         return Source(_read_safetensors(path, **options), "weightio")
     if suffix in PICKLE_SUFFIXES or suffix == ".skops":
@@ -208,13 +240,19 @@ def read(source: Any, **options: Any) -> Archive:
         source: A ``keras.Model``; a ``torch.nn.Module``; a fitted scikit-learn estimator or
             Pipeline; a state dict (names to tensors or arrays); a weightio ``Archive``; or a
             path to ``.keras``, ``.h5``, ``.pt``, ``.pth``, ``.bin``, ``.skops``,
-            ``.safetensors`` (a weightio archive or a plain state dict), or ``.pkl``/``.joblib``
-            (with ``trust_pickle=True``).
+            ``.safetensors`` (a weightio archive or a plain state dict), ``.weights.h5`` (with
+            ``architecture=``), a sharded set (its ``*.safetensors.index.json`` or the folder
+            holding it), or ``.pkl``/``.joblib`` (with ``trust_pickle=True``).
         **options: Passed to the adapter: ``example_input=`` for a module whose input shape
-            cannot be inferred, ``key=`` to pick the state dict inside a training checkpoint;
-            for scikit-learn ``head=`` (``"predict_proba"`` default for classifiers that have
-            it, ``"decision_function"``), ``dtype=`` (e.g. ``"float32"``), ``trust_pickle=True``
-            to unpickle a file you trust, ``trusted=[...]`` extra types for a ``.skops`` file.
+            cannot be inferred, ``key=`` to pick the state dict inside a training checkpoint,
+            ``architecture=`` (a ``.keras`` file, ``config.json`` or config dict) for a
+            ``.weights.h5`` file; for scikit-learn ``head=`` (``"predict_proba"`` default for
+            classifiers that have it, ``"decision_function"``), ``dtype=`` (e.g.
+            ``"float32"``), ``trust_pickle=True`` to unpickle a file you trust, ``trusted=[...]``
+            extra types for a ``.skops`` file.
+
+    Files are read without any framework: Keras files with h5py, zipfile and json; PyTorch
+    checkpoints with a data-only unpickler. Tensors stay memory-mapped until used.
 
     Returns:
         The archive. Bare state dicts give a weights-only archive (``spec.weights_only``).

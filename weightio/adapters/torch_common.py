@@ -138,9 +138,9 @@ def numpy_to_tensor(array: np.ndarray) -> torch.Tensor:
     torch = torch_module("building PyTorch tensors")
     for torch_name, (int_dtype, np_type) in _REINTERPRETED.items():
         if array.dtype == np.dtype(np_type):
-            raw = np.array(array, copy=True).view(np.dtype(int_dtype))
+            raw = np.array(array, copy=True, order="C").view(np.dtype(int_dtype))
             return torch.from_numpy(raw).view(getattr(torch, torch_name))
-    return torch.from_numpy(np.array(array, copy=True))
+    return torch.from_numpy(np.array(array, copy=True, order="C"))
 
 
 def torch_dtype_for(dtype: np.dtype) -> torch.dtype:

@@ -1,0 +1,404 @@
+"""Keras files without Keras or TensorFlow: ``.keras``, legacy ``.h5`` and ``.weights.h5``.
+
+Only ``zipfile``, ``json`` and ``h5py`` touch the file; the config and arrays go to the same
+``archive_from_keras_config`` the live-model reader uses, so both ways of reading share one
+mapping per layer kind and give the same archive, tensor for tensor.
+
+How Keras 3 lays out ``model.weights.h5`` (also the ``.weights.h5`` of ``save_weights``): each
+layer of a Sequential/Functional model is a group ``layers/<snake_case class>[_<n>]`` (``dense``,
+``dense_1``… in ``model.layers`` order, so a Functional model's ``InputLayer`` counts and a
+Sequential's does not), holding ``vars/0, vars/1…`` in ``layer.weights`` order; Keras >= 3.10
+also marks ``vars`` with the layer's ``name``, which is checked when present. A nested model
+nests the same way (``layers/sequential/layers/dense/vars/0``). bfloat16 is stored as a 2-byte
+opaque type with ``dtype="bfloat16"``. Legacy ``.h5``: ``model_config`` JSON as a root attribute
+and ``model_weights/<layer>`` groups whose ``weight_names`` attribute lists each array's path
+(``seq/dense/kernel`` in Keras 3, ``dense/kernel:0`` in Keras 2).
+
+Every name from the file is checked before use and treated as data; nothing is extracted to disk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightio.adapters.keras_h5 import child, open_mapping, read_dataset, walk
+from weightio.archive import Archive
+from weightio.errors import (
+    MalformedFileError,
+    ResourceLimitError,
+    SourceNotFoundError,
+    UnsupportedSourceError,
+)
+
+#: Largest config.json / model_config weightio parses.
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+_KERAS_MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
+_MODELS = ("Sequential", "Functional", "Model")
+
+
+def _snake(name: str) -> str:
+    """Keras's ``naming.to_snake_case``, which names the groups of ``model.weights.h5``."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def parse_config(raw: bytes | str, *, file: Path, what: str) -> dict[str, Any]:
+    """Parse a model config as plain JSON data, within size and depth limits."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ResourceLimitError(
+            f"{what} is {len(raw)} bytes, over the {MAX_CONFIG_BYTES}-byte limit", file=file
+        )
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        raise MalformedFileError(f"{what} is not valid JSON ({str(exc)[:200]})", file=file) from None
+    if not isinstance(data, dict):
+        raise MalformedFileError(f"{what} is not a JSON object", file=file)
+    return data
+
+
+def _layer_configs(model_config: Mapping[str, Any], file: Path) -> list[dict[str, Any]]:
+    config = model_config.get("config")
+    layers = config.get("layers") if isinstance(config, dict) else None
+    if not isinstance(layers, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("config"), dict) for c in layers
+    ):
+        raise MalformedFileError("the model config has no list of serialized layers", file=file)
+    return layers
+
+
+def _name_of(cfg: Mapping[str, Any]) -> str:
+    return str(cfg["config"].get("name") or cfg.get("name") or "")
+
+
+class _H5Reader:
+    """Reads arrays from one open HDF5 file, mapped when possible."""
+
+    def __init__(self, file: Path, mapping: Any = None, base: int = 0) -> None:
+        self.file, self.mapping, self.base = file, mapping, base
+
+    def read(self, dataset: Any, layer: str | None, *, bf16: bool = False) -> np.ndarray:
+        return read_dataset(
+            dataset, file=self.file, layer=layer, mapping=self.mapping, base=self.base, bf16=bf16
+        )
+
+    # -- Keras 3 layout --------------------------------------------------------------------
+    def own_vars(self, group: Any, layer: str) -> list[np.ndarray]:
+        variables = child(group, "vars", file=self.file, layer=layer)
+        if variables is None:
+            return []
+        keys = list(variables.keys())
+        if sorted(keys, key=lambda k: (len(k), k)) != [str(i) for i in range(len(keys))]:
+            raise MalformedFileError(
+                f"{variables.name} holds {keys[:10]}, expected 0..{len(keys) - 1}",
+                file=self.file,
+                layer=layer,
+            )
+        return [
+            self.read(child(variables, str(i), file=self.file, layer=layer), layer)
+            for i in range(len(keys))
+        ]
+
+    def container(self, group: Any, model_config: Mapping[str, Any]) -> dict[str, list[np.ndarray]]:
+        """Each layer's arrays, by layer name, for a Sequential/Functional group."""
+        sequential = model_config.get("class_name") == "Sequential"
+        configs = [
+            c for c in _layer_configs(model_config, self.file)
+            if not (sequential and c.get("class_name") == "InputLayer")
+        ]
+        layers = child(group, "layers", file=self.file)
+        used: dict[str, int] = {}
+        result: dict[str, list[np.ndarray]] = {}
+        for cfg in configs:
+            name = _name_of(cfg)
+            base = _snake(str(cfg.get("class_name")))
+            if base in used:
+                used[base] += 1
+                key = f"{base}_{used[base]}"
+            else:
+                used[base] = 0
+                key = base
+            node = child(layers, key, file=self.file, layer=name) if layers is not None else None
+            if node is None:
+                result[name] = []
+                continue
+            variables = child(node, "vars", file=self.file, layer=name)
+            marked = variables.attrs.get("name") if variables is not None else None
+            if marked is not None and _text(marked) != name:
+                raise MalformedFileError(
+                    f"weights group {node.name} belongs to layer {_text(marked)!r}, the config "
+                    f"puts layer {name!r} there",
+                    file=self.file,
+                    layer=name,
+                )
+            result[name] = self.layer(node, cfg, name)
+        return result
+
+    def layer(self, node: Any, cfg: Mapping[str, Any], name: str) -> list[np.ndarray]:
+        """A layer's arrays in ``layer.weights`` order: its own, then its sublayers'."""
+        arrays = self.own_vars(node, name)
+        if cfg.get("class_name") in _MODELS and isinstance(cfg["config"].get("layers"), list):
+            inner = self.container(node, cfg)
+            for sub in _layer_configs(cfg, self.file):
+                arrays.extend(inner.get(_name_of(sub), []))
+            return arrays
+        for key in sorted(k for k in node.keys() if k != "vars"):  # sublayers of a custom layer
+            sub = child(node, key, file=self.file, layer=name)
+            if hasattr(sub, "keys"):
+                arrays.extend(self.layer(sub, {"config": {}}, name))
+        return arrays
+
+    # -- legacy layout ---------------------------------------------------------------------
+    def legacy(self, weights: Any, configs: dict[str, dict[str, Any]]) -> dict[str, list[np.ndarray]]:
+        from weightio.adapters.keras_graph import policy_name
+
+        names = weights.attrs.get("layer_names")
+        if names is None:
+            raise MalformedFileError("model_weights has no layer_names attribute", file=self.file)
+        result: dict[str, list[np.ndarray]] = {}
+        for raw in np.asarray(names).reshape(-1).tolist():
+            name = _text(raw)
+            group = child(weights, name, file=self.file, layer=name)
+            if group is None:
+                raise MalformedFileError("layer named in layer_names is missing", file=self.file,
+                                         layer=name)
+            cfg = configs.get(name, {})
+            bf16 = policy_name((cfg.get("config") or {}).get("dtype"))[1] == "bfloat16"
+            weight_names = np.asarray(group.attrs.get("weight_names", [])).reshape(-1).tolist()
+            result[name] = [
+                self.read(walk(group, _text(w), file=self.file, layer=name), name, bf16=bf16)
+                for w in weight_names
+            ]
+        return result
+
+
+class _Window(io.RawIOBase):
+    """A read-only file object over ``[start, start + size)`` of an open file (a zip member)."""
+
+    def __init__(self, handle: Any, start: int, size: int) -> None:
+        self._handle, self._start, self._size, self._pos = handle, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        count = max(0, min(len(buffer), self._size - self._pos))
+        if count == 0:
+            return 0
+        self._handle.seek(self._start + self._pos)
+        read = self._handle.readinto(memoryview(buffer)[:count])
+        self._pos += read
+        return read
+
+
+def _provenance(path: Path, class_name: Any, version: Any) -> Any:
+    from weightio.adapters.common import provenance
+
+    return provenance(
+        "keras",
+        framework_version=_text(version) if version is not None else None,
+        source_class=f"keras.{class_name}",
+        source_file=path,
+    )
+
+
+def _check_members(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
+    infos = zf.infolist()
+    names = [i.filename for i in infos]
+    if len(set(names)) != len(names):
+        raise MalformedFileError("the .keras zip holds duplicate member names", file=path)
+    for name in names:
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or ".." in parts or (
+            name not in _KERAS_MEMBERS and not name.startswith("assets/")
+        ):
+            raise MalformedFileError(
+                f"unexpected member {name!r} in the .keras zip (expected "
+                f"{', '.join(_KERAS_MEMBERS)} and assets/); nothing was extracted",
+                file=path,
+            )
+    found = {i.filename: i for i in infos}
+    for required in ("config.json", "model.weights.h5"):
+        if required not in found:
+            raise MalformedFileError(f"the .keras zip has no {required}", file=path)
+    return found
+
+
+def read_keras_zip(path: Path) -> Archive:
+    """Read a ``.keras`` file: ``config.json`` + ``model.weights.h5``, with h5py only."""
+    import h5py
+
+    from weightio.adapters.keras_mapping import archive_from_keras_config
+    from weightio.adapters.torch_pickle import _member_offset
+
+    with open(path, "rb") as handle:
+        try:
+            zf = zipfile.ZipFile(handle)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise MalformedFileError(f"not a readable .keras zip ({exc})", file=path) from None
+        members = _check_members(zf, path)
+        config_info = members["config.json"]
+        if config_info.file_size > MAX_CONFIG_BYTES:
+            raise ResourceLimitError("config.json is too large", file=path)
+        config = parse_config(zf.read(config_info), file=path, what="config.json")
+        metadata: dict[str, Any] = {}
+        if "metadata.json" in members and members["metadata.json"].file_size < (1 << 20):
+            try:
+                metadata = parse_config(zf.read("metadata.json"), file=path, what="metadata.json")
+            except MalformedFileError:
+                metadata = {}
+        info = members["model.weights.h5"]
+        if info.compress_type == zipfile.ZIP_STORED:
+            start = _member_offset(handle, info, path)
+            source: Any = _Window(handle, start, info.file_size)
+            reader = _H5Reader(path, open_mapping(path), start)
+        else:
+            if info.file_size > max(1 << 20, 200 * info.compress_size):
+                raise ResourceLimitError("model.weights.h5 expands like a zip bomb", file=path)
+            source = zf.open(info)
+            reader = _H5Reader(path)
+        try:
+            with h5py.File(source, "r") as h5:
+                weights = _model_weights(reader, h5, config)
+        except OSError as exc:
+            raise MalformedFileError(f"model.weights.h5 is not readable HDF5 ({exc})",
+                                     file=path) from None
+    return archive_from_keras_config(
+        config, weights,
+        provenance=_provenance(path, config.get("class_name"), metadata.get("keras_version")),
+    )
+
+
+def _model_weights(reader: _H5Reader, h5: Any, config: Mapping[str, Any]) -> dict[str, list[np.ndarray]]:
+    if config.get("class_name") not in _MODELS:
+        raise UnsupportedSourceError(
+            f"a Keras {config.get('class_name')!r} is not a Sequential or Functional model; "
+            "subclassed models have no graph to read. Rebuild it with the Functional API",
+            file=reader.file,
+        )
+    if "layer_names" in h5.attrs:  # a Keras 2 style weights file
+        return reader.legacy(h5, {_name_of(c): c for c in _layer_configs(config, reader.file)})
+    return reader.container(h5, config)
+
+
+def read_legacy_h5(path: Path) -> Archive:
+    """Read a legacy ``.h5`` model: ``model_config`` attribute + ``model_weights`` groups."""
+    import h5py
+
+    from weightio.adapters.keras_mapping import archive_from_keras_config
+
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise MalformedFileError(f"not a readable HDF5 file ({exc})", file=path) from None
+    with h5:
+        raw = h5.attrs.get("model_config")
+        if raw is None:
+            raise UnsupportedSourceError(
+                "this .h5 file has no model_config (weights only?); read it with "
+                "architecture= naming the model's .keras file or config",
+                file=path,
+            )
+        config = parse_config(_text(raw).encode() if not isinstance(raw, bytes) else raw,
+                              file=path, what="model_config")
+        weights_group = child(h5, "model_weights", file=path)
+        if weights_group is None:
+            raise MalformedFileError("the .h5 file has no model_weights group", file=path)
+        reader = _H5Reader(path, open_mapping(path))
+        if config.get("class_name") not in _MODELS:
+            _model_weights(reader, h5, config)  # raises the subclassed-model error
+        configs = {_name_of(c): c for c in _layer_configs(config, path)}
+        weights = reader.legacy(weights_group, configs)
+        version = h5.attrs.get("keras_version")
+    return archive_from_keras_config(
+        config, weights, provenance=_provenance(path, config.get("class_name"), version)
+    )
+
+
+def _architecture(architecture: Any) -> dict[str, Any]:
+    if isinstance(architecture, Mapping):
+        return dict(architecture)
+    where = Path(architecture)
+    if not where.is_file():
+        raise SourceNotFoundError("no such architecture file", file=where)
+    if where.suffix.lower() == ".keras":
+        with zipfile.ZipFile(where) as zf:
+            members = _check_members(zf, where)
+            if members["config.json"].file_size > MAX_CONFIG_BYTES:
+                raise ResourceLimitError("config.json is too large", file=where)
+            return parse_config(zf.read("config.json"), file=where, what="config.json")
+    if where.stat().st_size > MAX_CONFIG_BYTES:
+        raise ResourceLimitError("architecture JSON is too large", file=where)
+    return parse_config(where.read_bytes(), file=where, what="architecture JSON")
+
+
+def read_weights_h5(path: Path, architecture: Any) -> Archive:
+    """Read a ``.weights.h5`` (``model.save_weights``) with the architecture given separately.
+
+    Args:
+        path: The weights file.
+        architecture: A ``.keras`` file or a ``config.json`` path (its ``config.json`` is used),
+            or the config dict itself (``keras.saving.serialize_keras_object(model)``).
+    """
+    import h5py
+
+    from weightio.adapters.keras_mapping import archive_from_keras_config
+
+    config = _architecture(architecture)
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise MalformedFileError(f"not a readable HDF5 file ({exc})", file=path) from None
+    with h5:
+        weights = _model_weights(_H5Reader(path, open_mapping(path)), h5, config)
+    return archive_from_keras_config(
+        config, weights, provenance=_provenance(path, config.get("class_name"), None)
+    )
+
+
+def read_keras_path(path: os.PathLike[str] | str, *, architecture: Any = None) -> Archive:
+    """Read ``.keras``, legacy ``.h5``/``.hdf5`` or ``.weights.h5`` (with ``architecture``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFoundError("no such Keras model file", file=path)
+    name = path.name.lower()
+    if name.endswith(".weights.h5"):
+        if architecture is None:
+            raise UnsupportedSourceError(
+                "a .weights.h5 file holds weights without the architecture; pass "
+                "architecture= (the model's .keras file, a config.json, or the config dict)",
+                file=path,
+            )
+        return read_weights_h5(path, architecture)
+    if architecture is not None:
+        raise UnsupportedSourceError(
+            "architecture= applies to .weights.h5 files only; this file carries its own", file=path
+        )
+    if path.suffix.lower() == ".keras":
+        return read_keras_zip(path)
+    return read_legacy_h5(path)

@@ -1,0 +1,292 @@
+"""Sharded archives: ``name-0000K-of-0000N.safetensors`` plus ``name.safetensors.index.json``.
+
+The layout transformers and the rest of the ecosystem read: each shard is a plain safetensors
+file, and the index maps every tensor to its shard (``{"metadata": {...}, "weight_map": {...}}``).
+weightio puts its spec (with every tensor's sha256) in the index metadata, next to
+``total_size``. Shards are written first, each through the atomic writer; the index last, so an
+index on disk never names a shard that is not complete.
+
+Reading trusts nothing in the index: shard names must be plain file names in the index's folder
+(no ``..``, no absolute path, no symlink leading elsewhere), every tensor sits in exactly one
+shard, and each shard's own header must list exactly the tensors the index gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightio.errors import (
+    ExternalReferenceError,
+    MalformedFileError,
+    ResourceLimitError,
+    SourceNotFoundError,
+    SpecValidationError,
+    UnsupportedSourceError,
+)
+from weightio.safetensors_io import Header, MappedTensors, read_header
+
+INDEX_SUFFIX = ".safetensors.index.json"
+#: Largest index file weightio reads (its spec included).
+MAX_INDEX_BYTES = 100 * 1024 * 1024
+_UNITS = {
+    "": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}
+
+
+def parse_size(value: int | str) -> int:
+    """``"2GB"`` -> 2_000_000_000 (decimal, as transformers), ``"2GiB"`` -> 2 * 2**30, ints as is."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
+        unit = match.group(2).upper() if match else None
+        if match is None or unit not in _UNITS:
+            raise UnsupportedSourceError(
+                f"cannot read shard size {value!r}; write it like 2GB, 500MB, 1GiB or a number "
+                "of bytes"
+            )
+        size = int(float(match.group(1)) * _UNITS[unit])
+    if size <= 0:
+        raise UnsupportedSourceError(f"shard size must be positive. Received: {value!r}")
+    return size
+
+
+def shard_names(path: Path, count: int) -> list[Path]:
+    """``model.safetensors`` -> ``model-00001-of-0000N.safetensors``…"""
+    stem = path.name[: -len(".safetensors")] if path.name.endswith(".safetensors") else path.name
+    return [path.parent / f"{stem}-{k:05d}-of-{count:05d}.safetensors" for k in range(1, count + 1)]
+
+
+def index_path(path: Path) -> Path:
+    """``model.safetensors`` -> ``model.safetensors.index.json``."""
+    name = path.name if path.name.endswith(".safetensors") else f"{path.name}.safetensors"
+    return path.parent / f"{name}.index.json"
+
+
+def plan_shards(sizes: list[tuple[str, int]], limit: int) -> list[list[str]]:
+    """Group tensors, in order, into shards of at most ``limit`` bytes (a bigger tensor alone)."""
+    shards: list[list[str]] = [[]]
+    used = 0
+    for key, size in sizes:
+        if shards[-1] and used + size > limit:
+            shards.append([])
+            used = 0
+        shards[-1].append(key)
+        used += size
+    return shards
+
+
+def save_sharded(archive: Any, path: Path, max_shard_size: int | str) -> Path:
+    """Write ``archive`` as shards plus index (see the module docstring); return the index path."""
+    from weightio.archive import archive_metadata, save, spec_with_digests, write_streamed
+    from weightio.atomic import atomic_write
+
+    limit = parse_size(max_shard_size)
+    spec = archive.spec
+    order = [ref.key for _, _, ref in spec.tensor_refs()]
+    sizes = [(key, int(archive.tensors[key].nbytes)) for key in order]
+    groups = plan_shards(sizes, limit)
+    if len(groups) == 1:
+        return save(archive, path)
+    files = shard_names(path, len(groups))
+    digests: dict[str, str] = {}
+    weight_map: dict[str, str] = {}
+    for group, file in zip(groups, files):
+        items = [(key, archive.tensors[key]) for key in group]
+        digests.update(write_streamed(file, items, lambda _d: {"format": "pt"}))
+        weight_map.update({key: file.name for key in group})
+    final = spec_with_digests(spec, digests)
+    index = {
+        "metadata": {"total_size": sum(size for _, size in sizes), **archive_metadata(final)},
+        "weight_map": weight_map,
+    }
+    target = index_path(path)
+    with atomic_write(target) as handle:
+        handle.write(json.dumps(index, indent=2, ensure_ascii=False).encode())
+    archive.spec = final
+    return target
+
+
+def is_sharded(path: Path) -> bool:
+    """An index file, or a folder holding exactly one index file."""
+    return path.name.endswith(INDEX_SUFFIX) or (path.is_dir() and len(_indexes(path)) == 1)
+
+
+def _indexes(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.endswith(INDEX_SUFFIX))
+
+
+def find_index(path: Path) -> Path:
+    """The index file named by ``path`` (the file itself, or the one in a folder)."""
+    if not path.exists():
+        raise SourceNotFoundError("no such file or folder", file=path)
+    if path.is_dir():
+        found = _indexes(path)
+        if len(found) != 1:
+            raise UnsupportedSourceError(
+                f"the folder holds {len(found)} '*{INDEX_SUFFIX}' files; name the index file "
+                "of the sharded set to read" + (f" ({', '.join(p.name for p in found)})" if found else ""),
+                file=path,
+            )
+        return found[0]
+    return path
+
+
+class ShardedSet:
+    """A checked index and its shards' checked headers; tensors memory-mapped on access."""
+
+    def __init__(self, path: Path) -> None:
+        self.index = find_index(path)
+        self.folder = self.index.parent
+        size = self.index.stat().st_size
+        if size > MAX_INDEX_BYTES:
+            raise ResourceLimitError(
+                f"index of {size} bytes exceeds the {MAX_INDEX_BYTES}-byte limit", file=self.index
+            )
+        try:
+            data = json.loads(self.index.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise MalformedFileError(f"index is not valid UTF-8 JSON ({exc})", file=self.index) from None
+        if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
+            raise MalformedFileError("index has no 'weight_map' object", file=self.index)
+        metadata = data.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise MalformedFileError("index 'metadata' is not an object", file=self.index)
+        self.metadata: dict[str, Any] = metadata
+        self.weight_map: dict[str, str] = {}
+        for key, shard in data["weight_map"].items():
+            if not isinstance(shard, str):
+                raise MalformedFileError("shard names must be strings", file=self.index, tensor=key)
+            self.weight_map[key] = shard
+        self.headers: dict[str, Header] = {}
+        self.mapped: dict[str, MappedTensors] = {}
+        for shard in dict.fromkeys(self.weight_map.values()):
+            file = self._shard_file(shard)
+            with open(file, "rb") as handle:
+                header = read_header(handle, file)
+            self.headers[shard] = header
+            self.mapped[shard] = MappedTensors(file, header)
+        self._check_shards()
+
+    def _shard_file(self, shard: str) -> Path:
+        if (
+            not shard
+            or "/" in shard
+            or "\\" in shard
+            or shard in (".", "..")
+            or os.path.isabs(shard)
+            or not shard.endswith(".safetensors")
+        ):
+            raise ExternalReferenceError(
+                f"shard name {shard!r} is not a plain '.safetensors' file name in the index's "
+                "folder; weightio reads shards only from beside the index",
+                file=self.index,
+            )
+        file = self.folder / shard
+        if not file.is_file():
+            raise MalformedFileError(f"shard {shard!r} named by the index is missing", file=self.index)
+        if file.resolve().parent != self.folder.resolve():
+            raise ExternalReferenceError(
+                f"shard {shard!r} is a link to a file outside the index's folder", file=self.index
+            )
+        return file
+
+    def _check_shards(self) -> None:
+        seen: dict[str, str] = {}
+        for shard, header in self.headers.items():
+            for key in header.entries:
+                if key in seen:
+                    raise MalformedFileError(
+                        f"tensor is stored in two shards, {seen[key]!r} and {shard!r}",
+                        file=self.index,
+                        tensor=key,
+                    )
+                seen[key] = shard
+                if self.weight_map.get(key) != shard:
+                    raise MalformedFileError(
+                        f"shard {shard!r} holds a tensor the index places in "
+                        f"{self.weight_map.get(key)!r}",
+                        file=self.index,
+                        tensor=key,
+                    )
+        missing = [key for key in self.weight_map if key not in seen]
+        if missing:
+            raise MalformedFileError(
+                f"{len(missing)} tensor(s) named by the index are in no shard: "
+                f"{', '.join(missing[:10])}",
+                file=self.index,
+                tensor=missing[0],
+            )
+
+    def get(self, key: str) -> np.ndarray:
+        """Tensor ``key``, memory-mapped from its shard."""
+        return self.mapped[self.weight_map[key]].get(key)
+
+    def entries(self) -> dict[str, Any]:
+        """Every tensor's header entry, in index order."""
+        return {key: self.headers[shard].entries[key] for key, shard in self.weight_map.items()}
+
+
+def load_sharded(path: Path, *, verify: bool = False) -> Any:
+    """Open a sharded weightio archive (index file or folder) like ``weightio.load``."""
+    from weightio.archive import (
+        META_FORMAT_VERSION,
+        META_SPEC,
+        SUPPORTED_MAJOR,
+        Archive,
+        TensorMap,
+        _check_header_against_spec,
+    )
+    from weightio.spec import spec_from_json
+
+    shards = ShardedSet(path)
+    meta = shards.metadata
+    if not isinstance(meta.get(META_SPEC), str):
+        raise MalformedFileError(
+            "this sharded set carries no weightio spec (a plain sharded state dict?); import it "
+            "with weightio.read() or `weightio convert`",
+            file=shards.index,
+        )
+    version = meta.get(META_FORMAT_VERSION)
+    if not isinstance(version, str) or version.split(".")[0] != SUPPORTED_MAJOR:
+        raise SpecValidationError(
+            f"index metadata has format version {version!r}; this weightio reads "
+            f"{SUPPORTED_MAJOR}.x",
+            file=shards.index,
+        )
+    spec = spec_from_json(meta[META_SPEC], file=shards.index)
+    _check_header_against_spec(spec, shards.entries(), shards.index)
+    archive = Archive(spec, TensorMap(list(shards.weight_map), shards.get), path=shards.index)
+    if verify:
+        archive.verify()
+    return archive
+
+
+def read_sharded(path: Path, **options: Any) -> Any:
+    """A sharded weightio archive loads as itself; a plain sharded state dict reads weights-only."""
+    from weightio.adapters.common import provenance
+    from weightio.archive import META_SPEC
+    from weightio.weights_only import archive_from_state_dict
+
+    shards = ShardedSet(path)
+    if isinstance(shards.metadata.get(META_SPEC), str):
+        if options:
+            raise UnsupportedSourceError(
+                f"options {', '.join(sorted(options))} do not apply to a weightio archive"
+            )
+        return load_sharded(path)
+    arrays: Mapping[str, np.ndarray] = {key: shards.get(key) for key in shards.weight_map}
+    name = shards.index.name[: -len(INDEX_SUFFIX)] or "state_dict"
+    return archive_from_state_dict(
+        arrays,
+        name=options.get("name", name),
+        provenance=provenance("safetensors", framework_version=None, source_class=None),
+    )

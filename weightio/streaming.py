@@ -1,0 +1,127 @@
+"""Tensor-by-tensor I/O: write and hash each tensor once, and give back the memory it used.
+
+Archives are memory-mapped. Touching a mapped page makes it resident in *this* process (it counts
+in RSS) until the mapping is closed or the pages are dropped; a lazy reader that touches a 1 GiB
+file therefore ends with ~1 GiB resident though it allocated almost nothing. ``release`` drops the
+pages behind one array with ``madvise(MADV_DONTNEED)``: for a read-only file mapping that only
+forgets the page-table entries (the next touch faults them back in from the page cache), so it is
+always safe, and it keeps the peak near the largest tensor in flight instead of the model.
+
+``write_hashed`` writes tensors while a worker thread hashes them (``hashlib`` and ``write`` both
+release the GIL), so each byte is read once for both; ``iter_chunks`` hands a tensor out in
+bounded flat pieces for comparisons that must not hold two models at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
+
+import numpy as np
+
+from weightio.safetensors_io import tensor_bytes
+
+_PAGE = mmap.PAGESIZE
+#: Tensors in flight while writing: bounds extra memory to a few tensors.
+_IN_FLIGHT = 3
+#: Default piece size for ``iter_chunks``.
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def _mapping_of(array: np.ndarray) -> mmap.mmap | None:
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
+    return base
+
+
+def release(array: np.ndarray) -> None:
+    """Drop the resident pages behind ``array`` if it views a read-only file mapping.
+
+    Does nothing for arrays in ordinary memory or where the platform lacks ``madvise``.
+    """
+    mapping = _mapping_of(array)
+    if mapping is None or not hasattr(mapping, "madvise") or array.nbytes == 0:
+        return
+    try:
+        start_of_map = np.frombuffer(mapping, dtype=np.uint8, count=0).ctypes.data
+    except (ValueError, TypeError):  # closed mapping
+        return
+    begin = array.__array_interface__["data"][0] - start_of_map
+    span = array.nbytes if array.flags.c_contiguous or array.flags.f_contiguous else None
+    if span is None:  # strided view: release the extent it spans
+        lo = min(0, sum(s * (n - 1) for s, n in zip(array.strides, array.shape) if s < 0))
+        hi = sum(s * (n - 1) for s, n in zip(array.strides, array.shape) if s > 0)
+        begin, span = begin + lo, hi - lo + array.itemsize
+    first = max(0, (begin // _PAGE) * _PAGE)
+    last = min(len(mapping), begin + span)
+    if last > first:
+        try:
+            mapping.madvise(mmap.MADV_DONTNEED, first, last - first)
+        except (OSError, ValueError):
+            pass
+
+
+def _sha256(data: memoryview) -> str:
+    digest = hashlib.sha256()
+    step = 64 * 1024 * 1024
+    for start in range(0, len(data), step):
+        digest.update(data[start : start + step])
+    return digest.hexdigest()
+
+
+def write_hashed(
+    handle: BinaryIO, tensors: Iterable[tuple[str, np.ndarray]]
+) -> dict[str, str]:
+    """Write each tensor's stored bytes to ``handle`` and return ``{name: sha256}``.
+
+    Each tensor is read once: a worker hashes the same bytes the main thread writes. At most a
+    few tensors are in flight; each one's mapped pages are released when both are done.
+    """
+    digests: dict[str, str] = {}
+    pending: deque[tuple[str, np.ndarray, Future[str]]] = deque()
+    with ThreadPoolExecutor(max_workers=max(1, min(2, (os.cpu_count() or 1)))) as pool:
+
+        def settle(limit: int) -> None:
+            while len(pending) > limit:
+                name, array, future = pending.popleft()
+                digests[name] = future.result()
+                release(array)
+
+        for name, array in tensors:
+            data = tensor_bytes(array)
+            future = pool.submit(_sha256, data)
+            handle.write(data)
+            pending.append((name, array, future))
+            settle(_IN_FLIGHT - 1)
+        settle(0)
+    return digests
+
+
+def iter_chunks(array: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """Yield ``array``'s elements in C order as flat pieces of about ``chunk_bytes`` bytes.
+
+    Pieces are views when the array is C-contiguous (a memory map stays lazy), copies otherwise;
+    the mapped pages behind each piece are released once the consumer moves on, so comparing two
+    memory-mapped tensors this way holds two pieces, not two tensors.
+    """
+    step = max(1, chunk_bytes // max(1, array.itemsize))
+    if array.flags.c_contiguous or array.ndim <= 1:
+        flat = array.reshape(-1) if array.flags.c_contiguous else array
+        for start in range(0, int(array.size), step):
+            piece = flat[start : start + step]
+            yield piece if array.flags.c_contiguous else np.ascontiguousarray(piece)
+            release(piece)
+        return
+    # A strided view (a transposed kernel): copy whole leading-axis rows, a block at a time.
+    row = max(1, int(np.prod(array.shape[1:])))
+    rows = max(1, step // row)
+    for start in range(0, array.shape[0], rows):
+        block = array[start : start + rows]
+        yield np.ascontiguousarray(block).reshape(-1)
+        release(block)
