@@ -336,7 +336,7 @@ def _get_item(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     """``x[:, -1]`` / ``x[:, -1, :]`` in a Functional model: a sequence's last step."""
     node = entry.raw.get("inbound_nodes") or [{}]
     args = node[0].get("args") if isinstance(node[0], dict) else None
-    key = args[1] if isinstance(args, list) and len(args) == 2 else None
-    if isinstance(key, list) and len(key) in (2, 3) and _is_full_slice(key[0]) and key[1] == -1 and all(_is_full_slice(k) for k in key[2:]):
+    key = args[1] if isinstance(args, (list, tuple)) and len(args) == 2 else None
+    if isinstance(key, (list, tuple)) and len(key) in (2, 3) and _is_full_slice(key[0]) and key[1] == -1 and all(_is_full_slice(k) for k in key[2:]):
         return LastStepLayer(**_base(entry))
     raise NotExact(f"indexing with {short(key)}: weightio reads only a sequence's last step, x[:, -1]")
