@@ -109,9 +109,10 @@ def _identity(layer: Any, archive: Archive) -> list[Any]:
 
 @TORCH_WRITE.register("opaque")
 def _opaque(layer: Any, archive: Archive) -> list[Any]:
+    why = f"; {layer.reason}" if layer.reason else ""
     raise UnsupportedLayerError(
-        f"is kept as opaque ({layer.source_class or 'unknown source class'}): weightio does not "
-        "know what it computes, so it cannot build it. The archive can still be inspected and "
+        f"is kept as opaque ({layer.source_class or 'unknown source class'}{why}): weightio does "
+        "not know what it computes, so it cannot build it. The archive can still be inspected and "
         "diffed; to run it, build the model in PyTorch and use load_into_torch()",
         layer=layer.name,
     )
