@@ -225,3 +225,23 @@ def test_channels_last_batch_norm_on_sequences_is_refused_for_torch() -> None:
     assert_close(keras_out(model, x), weightio.run(archive, x))
     with pytest.raises(UnsupportedLayerError, match="channels"):
         weightio.to_torch(archive)
+
+
+def test_cross_attention_is_kept_opaque_with_its_reason() -> None:
+    q, v = keras.Input((4, 8)), keras.Input((6, 8))
+    model = keras.Model([q, v], L.MultiHeadAttention(2, 4, name="cross")(q, v))
+    layer = weightio.read(model).spec.layer("cross")
+    assert layer.kind == "opaque" and "cross-attention" in layer.reason
+
+
+def test_masked_torch_attention_is_refused() -> None:
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x, is_causal=True, attn_mask=None)[0]
+
+    with pytest.raises(UnsupportedLayerError, match="causal"):
+        weightio.read(Masked(), example_input=torch.zeros(2, 5, 8))

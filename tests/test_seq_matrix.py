@@ -126,6 +126,8 @@ KERAS_CASES = {
     "concatenate": (lambda: functional((4,), _two_dense(L.Concatenate())), lambda: floats(4)),
     "ops_add": (lambda: functional((4,), _two_dense(lambda ab: ab[0] + ab[1])), lambda: floats(4)),
     "last_step": (lambda: functional((6, 3), lambda x: L.Dense(2)(L.LSTM(4, return_sequences=True)(x)[:, -1])), lambda: floats(6, 3)),
+    "multi_head_attention": (lambda: functional((5, 8), lambda x: L.MultiHeadAttention(2, 4)(x, x)), lambda: floats(5, 8)),
+    "multi_head_attention_no_bias": (lambda: functional((5, 8), lambda x: L.MultiHeadAttention(4, 2, use_bias=False)(x, x)), lambda: floats(5, 8)),
     "bidirectional_last_step": (lambda: functional((6, 3), lambda x: L.Bidirectional(L.GRU(3, return_sequences=True))(x)[:, -1, :]), lambda: floats(6, 3)),
 }
 
@@ -183,6 +185,17 @@ class Recurrent(nn.Module):
         raise AssertionError(self.take)
 
 
+class SelfAttention(nn.Module):
+    def __init__(self, bias: bool = True) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True, bias=bias)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out, _ = self.attn(x, x, x, need_weights=False)
+        return self.fc(out + x)
+
+
 class TextModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -225,6 +238,8 @@ TORCH_CASES = {
     "bidirectional_gru_last_step": (lambda: Recurrent(_bf(nn.GRU, 3, 4, bidirectional=True), "last"), lambda: floats(6, 3)),
     "bidirectional_stacked_rnn": (lambda: Recurrent(_bf(nn.RNN, 3, 4, bidirectional=True, num_layers=2), "sequence"), lambda: floats(6, 3)),
     "residual": (Residual, lambda: floats(6)),
+    "multi_head_attention": (SelfAttention, lambda: floats(5, 8)),
+    "multi_head_attention_no_bias": (lambda: SelfAttention(bias=False), lambda: floats(5, 8)),
     "add": (lambda: Binary(torch.add), lambda: floats(4)),
     "subtract": (lambda: Binary(torch.sub), lambda: floats(4)),
     "multiply": (lambda: Binary(lambda a, b: a * b), lambda: floats(4)),

@@ -23,7 +23,7 @@ from weightio.spec.norm import BatchNormLayer, GroupNormLayer, LayerNormLayer, N
 from weightio.spec.recurrent import EmbeddingLayer, RecurrentBase
 
 #: Kinds Keras can only express inside a Functional model.
-FUNCTIONAL_ONLY_KINDS = frozenset({"last_step"})
+FUNCTIONAL_ONLY_KINDS = frozenset({"last_step", "multi_head_attention"})
 
 
 def needs_functional(spec: ModelSpec) -> bool:
@@ -207,3 +207,27 @@ def _concatenate(layer: ConcatenateLayer, ctx: WriteContext) -> list[Any]:
 def _last_step(layer: LastStepLayer, ctx: WriteContext) -> list[Any]:
     """``x[:, -1]``: Keras records it as a built-in GetItem operation (safe to load)."""
     return [lambda tensor: tensor[:, -1]]
+
+
+@KERAS_WRITE.register("multi_head_attention")
+def _attention(layer: Any, ctx: WriteContext) -> list[Any]:
+    """MultiHeadAttention(num_heads, key_dim=E/heads) called as ``mha(x, x)``."""
+    e, heads = layer.embed_dim, layer.num_heads
+    d = e // heads
+    dtype = _float_dtype(layer, layer.in_proj_weight)
+    mha = ctx.keras.layers.MultiHeadAttention(
+        heads, d, value_dim=d, use_bias=layer.use_bias, dtype=dtype, name=ctx.names.by_spec[layer.name]
+    )
+    mha.build((None, None, e), (None, None, e))
+    w_in = _array(ctx, layer.in_proj_weight)
+    weights = []
+    for block in range(3):
+        weights.append(np.ascontiguousarray(w_in[block * e:(block + 1) * e].T.reshape(e, heads, d)))
+        if layer.use_bias:
+            weights.append(np.ascontiguousarray(_array(ctx, layer.in_proj_bias)[block * e:(block + 1) * e].reshape(heads, d)))
+    weights.append(np.ascontiguousarray(_array(ctx, layer.out_proj_weight).T.reshape(heads, d, e)))
+    if layer.use_bias:
+        weights.append(_array(ctx, layer.out_proj_bias))
+    mha.set_weights(weights)
+    ctx.dtype = dtype
+    return [lambda tensor: mha(tensor, tensor)]

@@ -20,7 +20,11 @@ from typing import Any
 from weightio.adapters.common import provenance
 from weightio.adapters.torch_common import qualified_name, torch_dtype_name, torch_module
 from weightio.adapters.torch_read_ops import TORCH_READ, ReadContext, bind_arguments
-from weightio.adapters.torch_read_seq import MULTI_TENSOR_KEYS, resolve_tuples
+from weightio.adapters.torch_read_seq import (
+    MULTI_ARGUMENT_MODULES,
+    MULTI_TENSOR_KEYS,
+    resolve_tuples,
+)
 from weightio.archive import Archive
 from weightio.errors import TraceError, UnsupportedLayerError
 from weightio.spec import InputSpec, LayerBase, ModelSpec, OpaqueLayer, OutputSpec
@@ -305,7 +309,10 @@ def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, array
         reader = TORCH_READ.get(key)
         if reader is None:
             return _opaque(module, ctx)
-        if len(node.args) != 1 or node.kwargs:
+        check = MULTI_ARGUMENT_MODULES.get(key)
+        if check is not None and check(node) is not None:
+            raise _unsupported(node, root, f"{key} {check(node)}")
+        if check is None and (len(node.args) != 1 or node.kwargs):
             raise _unsupported(node, root, f"{key} called with more than one argument")
         return reader(module, ctx)
     bound = bind_arguments(key, args, kwargs, ctx.layer_name)

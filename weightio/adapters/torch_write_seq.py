@@ -24,7 +24,7 @@ from weightio.spec.merge import MULTI_INPUT_KINDS
 from weightio.spec.recurrent import RECURRENT_KINDS
 
 #: Kinds built only inside a GraphModule (tuples out, several tensors in, or indexing).
-GRAPH_KINDS = RECURRENT_KINDS | MULTI_INPUT_KINDS | {"last_step"}
+GRAPH_KINDS = RECURRENT_KINDS | MULTI_INPUT_KINDS | {"last_step", "multi_head_attention"}
 
 AddModule = Callable[[str, Any], str]
 
@@ -161,7 +161,20 @@ def _graph_only(layer: Any, archive: Archive) -> list[Any]:
     raise UnsupportedLayerError(f"a {layer.kind} is a graph operation, built by graph_value", layer=layer.name)
 
 
-TORCH_WRITE.register(*sorted(MULTI_INPUT_KINDS - {"multi_head_attention"}), "last_step")(_graph_only)
+TORCH_WRITE.register(*sorted(MULTI_INPUT_KINDS), "last_step")(_graph_only)
+
+
+@TORCH_WRITE.register("multi_head_attention")
+def _attention(layer: Any, archive: Archive) -> list[Any]:
+    """nn.MultiheadAttention(embed_dim, num_heads, bias, batch_first=True), packed projections."""
+    module = _nn().MultiheadAttention(
+        layer.embed_dim, layer.num_heads, bias=layer.use_bias, batch_first=True,
+        dtype=_dtype(archive, layer),
+    )
+    names = {"in_proj_weight": "in_proj_weight", "out_proj.weight": "out_proj_weight"}
+    if layer.use_bias:
+        names.update({"in_proj_bias": "in_proj_bias", "out_proj.bias": "out_proj_bias"})
+    return [_load(module, archive, layer, names)]
 
 
 _BINARY = {"add": operator.add, "subtract": operator.sub, "multiply": operator.mul}
@@ -184,6 +197,11 @@ def graph_value(layer: Any, archive: Archive, graph: Any, inputs: list[Any], add
             state = graph.call_function(operator.getitem, (state, 0))
         last = [graph.call_function(operator.getitem, (state, i)) for i in (-2, -1)]
         return graph.call_function(torch.cat, (last,), {"dim": -1})
+    if layer.kind == "multi_head_attention":
+        module = _attention(layer, archive)[0]
+        x = inputs[0]
+        result = graph.call_module(add_module(layer.name, module), (x, x, x), {"need_weights": False})
+        return graph.call_function(operator.getitem, (result, 0))
     if layer.kind == "last_step":
         return graph.call_function(operator.getitem, (inputs[0], (slice(None), -1)))
     if layer.kind == "concatenate":

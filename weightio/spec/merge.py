@@ -15,8 +15,7 @@ from weightio.spec.layers import LayerBase
 
 #: Kinds that read more than one input.
 MULTI_INPUT_KINDS = frozenset(
-    {"add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate",
-     "multi_head_attention"}
+    {"add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate"}
 )
 
 
