@@ -245,3 +245,38 @@ def test_masked_torch_attention_is_refused() -> None:
 
     with pytest.raises(UnsupportedLayerError, match="causal"):
         weightio.read(Masked(), example_input=torch.zeros(2, 5, 8))
+
+
+def test_returning_the_whole_tuple_is_refused() -> None:
+    class Whole(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(3, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)
+
+    with pytest.raises(UnsupportedLayerError, match="tuple"):
+        weightio.read(Whole(), example_input=torch.zeros(2, 5, 3))
+
+
+def test_load_into_keras_and_torch_for_recurrent_attention_and_norms() -> None:
+    """load_into pairs by order and converts layouts (GRU gate order, packed attention)."""
+    def build_keras():
+        inp = keras.Input((6, 8))
+        h = L.MultiHeadAttention(2, 4)(inp, inp)
+        h = L.LayerNormalization()(h)
+        h = L.GRU(5)(h)
+        return keras.Model(inp, L.BatchNormalization()(h))
+
+    source = randomize_keras(build_keras(), seed=21)
+    target = randomize_keras(build_keras(), seed=22)
+    x = np.random.default_rng(0).standard_normal((3, 6, 8)).astype("float32")
+    archive = weightio.read(source)
+    weightio.load_into(archive, target)
+    assert_close(keras_out(source, x), keras_out(target, x))
+
+    module = weightio.to_torch(archive)
+    fresh = randomize_torch(weightio.to_torch(archive), seed=5)
+    weightio.load_into(archive, fresh)
+    assert_close(torch_out(module, x), torch_out(fresh, x))

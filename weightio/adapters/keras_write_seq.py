@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from weightio.adapters.keras_write import _KERAS_FLOAT, KERAS_WRITE, WriteContext
+from weightio.archive import Archive
 from weightio.errors import UnsupportedLayerError
 from weightio.layouts_seq import recurrent_to_keras
 from weightio.spec import LayerBase, ModelSpec
@@ -149,22 +150,42 @@ def _recurrent_layer(layer: RecurrentBase, ctx: WriteContext, k: int, dtype: str
         options["reset_after"] = True
     sequences = layer.return_sequences or k < layer.num_layers - 1
     in_size = layer.input_size if k == 0 else layer.hidden_size * layer.directions
-    arrays = {n: _array(ctx, ref) for n, ref in layer.weights.items()}
-
-    def direction(suffix: str) -> list[np.ndarray]:
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        return recurrent_to_keras(layer.kind, {n: arrays[f"{n}_l{k}{suffix}"] for n in names if f"{n}_l{k}{suffix}" in arrays})
-
+    weights = _recurrent_weights(layer, ctx.archive, k)
     if not layer.bidirectional:
         rnn = cls(layer.hidden_size, return_sequences=sequences, dtype=dtype, name=name, **options)
         rnn.build((None, None, in_size))
-        rnn.set_weights(direction(""))
+        rnn.set_weights(weights)
         return rnn
     forward = cls(layer.hidden_size, return_sequences=sequences, dtype=dtype, name=f"forward_{name}", **options)
     wrapper = keras.layers.Bidirectional(forward, merge_mode="concat", dtype=dtype, name=name)
     wrapper.build((None, None, in_size))
-    wrapper.set_weights(direction("") + direction("_reverse"))
+    wrapper.set_weights(weights)
     return wrapper
+
+
+def _recurrent_weights(layer: RecurrentBase, archive: Archive, k: int) -> list[np.ndarray]:
+    """The Keras weights of stacked layer ``k``: forward direction, then backward if any."""
+    arrays = {n: np.asarray(archive.tensors[ref.key]) for n, ref in layer.weights.items()}
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    weights: list[np.ndarray] = []
+    for suffix in ("", "_reverse")[: layer.directions]:
+        params = {n: arrays[f"{n}_l{k}{suffix}"] for n in names if f"{n}_l{k}{suffix}" in arrays}
+        weights += recurrent_to_keras(layer.kind, params)
+    return weights
+
+
+def keras_weights(archive: Archive, layer: LayerBase) -> list[np.ndarray] | None:
+    """What ``set_weights`` of the Keras layer reading as ``layer`` takes, for ``load_into``;
+    None where the canonical parameter order is already Keras's (norms, embedding)."""
+    if isinstance(layer, RecurrentBase):
+        if layer.num_layers != 1:
+            raise UnsupportedLayerError("a stacked recurrent layer pairs with several Keras layers; load each into its own", layer=layer.name)
+        return _recurrent_weights(layer, archive, 0)
+    if layer.kind == "multi_head_attention":
+        return _attention_weights(layer, lambda ref: np.asarray(archive.tensors[ref.key]))
+    if layer.kind == "normalization":
+        raise UnsupportedLayerError("Keras Normalization keeps its statistics with an adapt count; rebuild it with mean= and variance= instead of loading into it", layer=layer.name)
+    return None
 
 
 @KERAS_WRITE.register("simple_rnn", "lstm", "gru")
@@ -219,15 +240,23 @@ def _attention(layer: Any, ctx: WriteContext) -> list[Any]:
         heads, d, value_dim=d, use_bias=layer.use_bias, dtype=dtype, name=ctx.names.by_spec[layer.name]
     )
     mha.build((None, None, e), (None, None, e))
-    w_in = _array(ctx, layer.in_proj_weight)
+    weights = _attention_weights(layer, lambda ref: _array(ctx, ref))
+    mha.set_weights(weights)
+    ctx.dtype = dtype
+    return [lambda tensor: mha(tensor, tensor)]
+
+
+def _attention_weights(layer: Any, get: Any) -> list[np.ndarray]:
+    """Packed ``in_proj_weight [3E, E]`` -> Keras's query/key/value kernels ``[E, heads, dim]``."""
+    e, heads = layer.embed_dim, layer.num_heads
+    d = e // heads
+    w_in = get(layer.in_proj_weight)
     weights = []
     for block in range(3):
         weights.append(np.ascontiguousarray(w_in[block * e:(block + 1) * e].T.reshape(e, heads, d)))
         if layer.use_bias:
-            weights.append(np.ascontiguousarray(_array(ctx, layer.in_proj_bias)[block * e:(block + 1) * e].reshape(heads, d)))
-    weights.append(np.ascontiguousarray(_array(ctx, layer.out_proj_weight).T.reshape(heads, d, e)))
+            weights.append(np.ascontiguousarray(get(layer.in_proj_bias)[block * e:(block + 1) * e].reshape(heads, d)))
+    weights.append(np.ascontiguousarray(get(layer.out_proj_weight).T.reshape(heads, d, e)))
     if layer.use_bias:
-        weights.append(_array(ctx, layer.out_proj_bias))
-    mha.set_weights(weights)
-    ctx.dtype = dtype
-    return [lambda tensor: mha(tensor, tensor)]
+        weights.append(get(layer.out_proj_bias))
+    return weights

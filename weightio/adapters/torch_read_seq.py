@@ -19,7 +19,14 @@ from weightio.spec import IdentityLayer, LayerBase, OutputSpec
 from weightio.spec.attention import MultiHeadAttentionLayer
 from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
 from weightio.spec.norm import BatchNormLayer, GroupNormLayer, LayerNormLayer
-from weightio.spec.recurrent import RECURRENT_KINDS, EmbeddingLayer, GRULayer, LSTMLayer, SimpleRNNLayer
+from weightio.spec.recurrent import (
+    RECURRENT_KINDS,
+    EmbeddingLayer,
+    GRULayer,
+    LSTMLayer,
+    RecurrentBase,
+    SimpleRNNLayer,
+)
 
 #: Function keys whose extra arguments are tensors (checked by their readers, not refused).
 MULTI_TENSOR_KEYS = frozenset({
@@ -28,6 +35,7 @@ MULTI_TENSOR_KEYS = frozenset({
 })
 
 _GETITEM_TAG = "operator.getitem:"
+_TUPLE_KINDS = RECURRENT_KINDS | {"multi_head_attention"}
 
 
 # -- normalisation --------------------------------------------------------------------------
@@ -223,13 +231,13 @@ def _pick(layer: LayerBase) -> int | None:
 
 
 def resolve_tuples(layers: list[LayerBase], outputs: list[OutputSpec]) -> tuple[list[LayerBase], list[OutputSpec]]:
-    """Replace the provisional tuple picks by the recurrent layers they select (see module doc).
+    """Replace the provisional tuple picks by the layers they select (see module doc).
 
     Raises:
         UnsupportedLayerError: a pick that is not the sequence or a one-directional final state.
     """
     by_name = {layer.name: layer for layer in layers}
-    if not any(_pick(layer) is not None for layer in layers):
+    if not any(layer.kind in _TUPLE_KINDS for layer in layers):
         return layers, outputs
 
     def trace(name: str) -> tuple[str, list[int]]:
@@ -244,15 +252,25 @@ def resolve_tuples(layers: list[LayerBase], outputs: list[OutputSpec]) -> tuple[
         for source in layer.inputs or []:
             consumers.setdefault(source, []).append(layer.name)
     used_names = {out.layer for out in outputs}
+    for layer in layers:
+        if layer.kind in _TUPLE_KINDS and (
+            layer.name in used_names or any(_pick(by_name[c]) is None for c in consumers.get(layer.name, []))
+        ):
+            raise UnsupportedLayerError(
+                f"the {layer.source_class} result is a tuple and is used whole; take its output "
+                "(out, _ = self.rnn(x)) and use that",
+                layer=layer.name,
+            )
 
-    def used(name: str) -> bool:
-        return name in used_names or any(_pick(by_name[c]) is None or used(c) for c in consumers.get(name, []))
+    def read_directly(name: str) -> bool:
+        """Read by a real layer or returned (not only picked further)."""
+        return name in used_names or any(_pick(by_name[c]) is None for c in consumers.get(name, []))
 
     # What each used pick means: ("seq" | "final", recurrent layer name).
     meaning: dict[str, tuple[str, str]] = {}
     for layer in layers:
-        if _pick(layer) is None or not any(_pick(by_name[c]) is None for c in consumers.get(layer.name, [])) and layer.name not in used_names:
-            continue
+        if _pick(layer) is None or not read_directly(layer.name):
+            continue  # a real layer, an unused pick, or a step of a longer pick (h_n of (h_n, c_n))
         base, path = trace(layer.name)
         rnn = by_name.get(base)
         if rnn is not None and rnn.kind == "multi_head_attention" and path == [0]:
@@ -276,7 +294,8 @@ def resolve_tuples(layers: list[LayerBase], outputs: list[OutputSpec]) -> tuple[
     for layer in layers:
         if layer.kind == "last_step":
             target = meaning.get((layer.inputs or [""])[0])
-            if target and target[0] == "seq" and not by_name[target[1]].bidirectional and by_name[target[1]].batch_first:  # type: ignore[attr-defined]
+            base = by_name[target[1]] if target else None
+            if target and target[0] == "seq" and isinstance(base, RecurrentBase) and not base.bidirectional and base.batch_first:
                 meaning[layer.name] = ("final", target[1])
 
     wants: dict[str, set[str]] = {}
