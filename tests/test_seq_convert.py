@@ -280,3 +280,16 @@ def test_load_into_keras_and_torch_for_recurrent_attention_and_norms() -> None:
     fresh = randomize_torch(weightio.to_torch(archive), seed=5)
     weightio.load_into(archive, fresh)
     assert_close(torch_out(module, x), torch_out(fresh, x))
+
+
+def test_indexing_a_plain_tensor_is_refused() -> None:
+    class First(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(x)[0]  # the first sample, not a tuple element
+
+    with pytest.raises(UnsupportedLayerError, match="tuple elements"):
+        weightio.read(First())

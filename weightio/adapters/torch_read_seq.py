@@ -237,7 +237,7 @@ def resolve_tuples(layers: list[LayerBase], outputs: list[OutputSpec]) -> tuple[
         UnsupportedLayerError: a pick that is not the sequence or a one-directional final state.
     """
     by_name = {layer.name: layer for layer in layers}
-    if not any(layer.kind in _TUPLE_KINDS for layer in layers):
+    if not any(layer.kind in _TUPLE_KINDS or _pick(layer) is not None for layer in layers):
         return layers, outputs
 
     def trace(name: str) -> tuple[str, list[int]]:
