@@ -20,7 +20,7 @@ from weightio.errors import UnsupportedLayerError  # noqa: E402
 from weightio.verification import probe_inputs  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
-from test_seq_matrix import TextModel, Residual, keras_out, randomize_keras, randomize_torch, torch_out  # noqa: E402
+from test_seq_matrix import Recurrent, TextModel, Residual, keras_out, randomize_keras, randomize_torch, torch_out  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.torch]
 L = keras.layers
@@ -125,11 +125,12 @@ def test_batch_norm_epsilon_and_statistics_travel_exactly() -> None:
 
 
 def test_torch_lstm_two_biases_sum_into_keras_bias() -> None:
-    module = randomize_torch(nn.Sequential(nn.LSTM(3, 4, batch_first=True)))
+    module = randomize_torch(Recurrent(nn.LSTM(3, 4, batch_first=True), "sequence"))
     archive = weightio.read(module, example_input=torch.zeros(2, 5, 3))
     model = weightio.to_keras(archive)
     kernel, recurrent, bias = model.layers[-1].get_weights()
-    lstm = module[0]
+    lstm = module.rnn
+    assert lstm.bias_hh_l0.abs().min() > 0  # a real sum, not bias + 0
     np.testing.assert_array_equal(kernel, lstm.weight_ih_l0.detach().numpy().T)
     np.testing.assert_allclose(bias, (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().numpy(), rtol=0, atol=0)
 
