@@ -103,6 +103,7 @@ KERAS_CASES = {
     "layer_norm": (lambda: seq(L.LayerNormalization(), (4, 6)), lambda: floats(4, 6)),
     "layer_norm_two_axes": (lambda: seq(L.LayerNormalization(axis=[-2, -1], epsilon=1e-5), (4, 6)), lambda: floats(4, 6)),
     "layer_norm_no_scale": (lambda: seq(L.LayerNormalization(scale=False), (6,)), lambda: floats(6)),
+    "layer_norm_no_affine": (lambda: seq(L.LayerNormalization(center=False, scale=False), (3, 6)), lambda: floats(3, 6)),
     "group_norm": (lambda: seq(L.GroupNormalization(groups=2), (6,)), lambda: floats(6)),
     "normalization": (lambda: seq(L.Normalization(mean=[1.0, -2.0, 0.5, 3.0], variance=[2.0, 0.5, 1.0, 4.0]), (4,)), lambda: floats(4)),
     "embedding": (lambda: seq(L.Embedding(VOCAB, 5), (7,), dtype="int32"), lambda: ints(7)),

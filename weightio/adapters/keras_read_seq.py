@@ -107,12 +107,14 @@ def _layer_norm(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     weights = list(entry.weights)
     gamma = weights.pop(0) if scale else None
     beta = weights.pop(0) if center else None
-    shape = (gamma if gamma is not None else beta).shape if (gamma is not None or beta is not None) else None
-    if shape is None:
+    present = gamma if gamma is not None else beta
+    if present is not None:
+        shape = tuple(present.shape)
+    else:  # no affine parameters: the normalised shape comes from the recorded input shape
         build = (entry.raw.get("build_config") or {}).get("input_shape") or []
-        if not build or any(d is None for d in build[len(build) - len(negative):]):
-            raise NotExact("LayerNormalization without scale or center and unknown input shape")
         shape = tuple(build[len(build) - len(negative):])
+        if not build or any(d is None for d in shape):
+            raise NotExact("LayerNormalization without scale or center and unknown input shape")
     if len(shape) != len(negative):
         raise NotExact(f"LayerNormalization weights {list(shape)} do not match axes {axes}")
     return LayerNormLayer(

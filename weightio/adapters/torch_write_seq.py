@@ -177,8 +177,6 @@ def _attention(layer: Any, archive: Archive) -> list[Any]:
     return [_load(module, archive, layer, names)]
 
 
-_BINARY = {"add": operator.add, "subtract": operator.sub, "multiply": operator.mul}
-
 
 def graph_value(layer: Any, archive: Archive, graph: Any, inputs: list[Any], add_module: AddModule) -> Any:
     """Add the fx nodes computing ``layer`` to ``graph``; return the node of its value."""
