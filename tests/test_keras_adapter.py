@@ -511,7 +511,8 @@ def test_opaque_layer_kept_and_refused_by_name():
     assert prelu.kind == "opaque" and prelu.source_class == "keras.layers.PReLU"
     assert list(prelu.tensors) == ["var_0"]
     assert np.array_equal(archive.tensors["prelu.var_0"], model.get_layer("prelu").get_weights()[0])
-    assert list(archive.spec.layer("norm").tensors) == ["var_0", "var_1"]
+    norm = archive.spec.layer("norm")
+    assert norm.kind == "layer_norm" and list(norm.tensor_refs()) == ["weight", "bias"]
     with pytest.raises(UnsupportedLayerError, match="PReLU") as info:
         to_keras(archive)
     assert info.value.layer == "prelu"

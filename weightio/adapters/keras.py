@@ -16,6 +16,7 @@ import numpy as np
 from weightio.adapters.common import provenance, require
 from weightio.adapters.keras_mapping import archive_from_keras_config
 from weightio.adapters.keras_write import KERAS_WRITE, to_keras
+from weightio.adapters.keras_write_seq import keras_weights
 from weightio.archive import Archive
 from weightio.atomic import atomic_path
 from weightio.errors import (
@@ -176,6 +177,9 @@ def _keras_weights(archive: Archive, layer: LayerBase) -> list[np.ndarray]:
     """The arrays a Keras layer's ``set_weights`` takes, from an archive layer of the same kind."""
     refs = layer.tensor_refs()
     arrays = {param: np.asarray(archive.tensors[ref.key]) for param, ref in refs.items()}
+    family = keras_weights(archive, layer)
+    if family is not None:
+        return family
     if layer.kind == "dense":
         return [dense_weight_to_keras(arrays["weight"])] + (
             [arrays["bias"]] if "bias" in arrays else []

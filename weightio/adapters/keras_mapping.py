@@ -80,6 +80,8 @@ class KerasLayerEntry:
     config: dict[str, Any]
     weights: list[np.ndarray]
     inputs: list[str] | None
+    #: The whole serialized layer (``build_config``, ``inbound_nodes``…), as data.
+    raw: dict[str, Any] = field(default_factory=dict)
     #: Layout transforms a mapping applied; copied into provenance when it succeeds.
     transforms: list[str] = field(default_factory=list)
 
@@ -391,6 +393,7 @@ def archive_from_keras_config(
             config=raw["config"],
             weights=[np.asarray(w) for w in layer_weights.get(name, [])],
             inputs=None if sequential else functional_inputs(raw, name),
+            raw=raw,
         )
         layers.append(read_layer(entry, tensors))
         transforms.extend(entry.transforms)
@@ -428,3 +431,7 @@ def archive_from_keras_config(
     }
     spec: ModelSpec = spec_from_data(spec_data)
     return Archive(spec, tensors.arrays)
+
+
+# Family modules register into KERAS_READ (kept last: they import this module's helpers).
+from weightio.adapters import keras_read_seq as _keras_read_seq  # noqa: E402,F401

@@ -21,6 +21,7 @@ from weightio.archive import Archive
 from weightio.errors import UnsupportedLayerError, WeightsOnlyArchiveError
 from weightio.layouts import dense_weight_to_keras
 from weightio.registry import Registry
+from weightio.spec.merge import MULTI_INPUT_KINDS
 from weightio.spec import (
     ActivationFn,
     ActivationLayer,
@@ -269,7 +270,7 @@ def to_keras(archive: Archive) -> Any:
         for inp in spec.inputs
     }
     dtypes = {inp.name: _KERAS_FLOAT.get(inp.dtype, "float32") for inp in spec.inputs}
-    if spec.is_chain:
+    if spec.is_chain and not _keras_write_seq.needs_functional(spec):
         ctx = WriteContext(keras, archive, dtypes[spec.inputs[0].name], names)
         built: list[Any] = [inputs[spec.inputs[0].name]]
         for layer in spec.layers:
@@ -292,14 +293,14 @@ def _functional(
     for index in spec.topological_order():
         layer = spec.layers[index]
         sources = spec.layer_inputs(index)
-        if len(sources) != 1:
+        if len(sources) != 1 and layer.kind not in MULTI_INPUT_KINDS:
             raise UnsupportedLayerError(
                 f"a {layer.kind} layer takes one input, the spec gives it "
                 f"{len(sources)}: {sources}",
                 layer=layer.name,
             )
         ctx = WriteContext(keras, archive, dtypes[sources[0]], names)
-        tensor = tensors[sources[0]]
+        tensor = tensors[sources[0]] if len(sources) == 1 else [tensors[s] for s in sources]
         for keras_layer in KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx):
             tensor = keras_layer(tensor)
         tensors[layer.name] = tensor
@@ -311,3 +312,7 @@ def _functional(
         outputs=outs[0] if len(outs) == 1 else outs,
         name=model_name,
     )
+
+
+# Family modules register into KERAS_WRITE (kept last: they import this module's helpers).
+from weightio.adapters import keras_write_seq as _keras_write_seq  # noqa: E402

@@ -20,6 +20,11 @@ from typing import Any
 from weightio.adapters.common import provenance
 from weightio.adapters.torch_common import qualified_name, torch_dtype_name, torch_module
 from weightio.adapters.torch_read_ops import TORCH_READ, ReadContext, bind_arguments
+from weightio.adapters.torch_read_seq import (
+    MULTI_ARGUMENT_MODULES,
+    MULTI_TENSOR_KEYS,
+    resolve_tuples,
+)
 from weightio.archive import Archive
 from weightio.errors import TraceError, UnsupportedLayerError
 from weightio.spec import InputSpec, LayerBase, ModelSpec, OpaqueLayer, OutputSpec
@@ -279,7 +284,7 @@ def _check_call(node: Any, root: Any, key: str) -> None:
     data, args, kwargs = _call_parts(node)
     if not _nodes_in(data):
         raise _unsupported(node, root, f"{key} without an input tensor")
-    if _nodes_in((args, kwargs)):
+    if _nodes_in((args, kwargs)) and key not in MULTI_TENSOR_KEYS:
         raise _unsupported(node, root, f"{key} with a tensor-valued parameter")
 
 
@@ -292,6 +297,13 @@ def _sources(node: Any, names: dict[Any, str], root: Any) -> list[str]:
     return [names[dep] for dep in feeding]
 
 
+def _first_rank(data: Any) -> int | None:
+    """The rank of the first tensor of a list argument (``torch.cat([a, b], dim)``)."""
+    if isinstance(data, (list, tuple)) and data and hasattr(data[0], "meta"):
+        return _rank(data[0])
+    return None
+
+
 def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, arrays: dict) -> Any:
     key = node_key(node, root)
     is_module = node.op == "call_module"
@@ -300,7 +312,7 @@ def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, array
         layer_name=namer.take(node.target if is_module else node.name),
         inputs=_sources(node, names, root),
         source=key,
-        input_rank=_rank(data) if hasattr(data, "meta") else None,
+        input_rank=_rank(data) if hasattr(data, "meta") else _first_rank(data),
         module_path=node.target if is_module else None,
         arrays=arrays,
     )
@@ -309,7 +321,10 @@ def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, array
         reader = TORCH_READ.get(key)
         if reader is None:
             return _opaque(module, ctx)
-        if len(node.args) != 1 or node.kwargs:
+        check = MULTI_ARGUMENT_MODULES.get(key)
+        if check is not None and check(node) is not None:
+            raise _unsupported(node, root, f"{key} {check(node)}")
+        if check is None and (len(node.args) != 1 or node.kwargs):
             raise _unsupported(node, root, f"{key} called with more than one argument")
         return reader(module, ctx)
     bound = bind_arguments(key, args, kwargs, ctx.layer_name)
@@ -390,6 +405,7 @@ def read_torch_module(
             layer = _read_node(node, module, names, namer, arrays)
             names[node] = layer.name
             layers.append(layer)
+    layers, outputs = resolve_tuples(layers, outputs)
     unused = _unused_keys(module, arrays)
     spec = ModelSpec(
         name=type(module).__name__,

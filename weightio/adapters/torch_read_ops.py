@@ -356,3 +356,7 @@ def bind_arguments(
                 raise UnsupportedLayerError(f"{key}: argument {name!r} is missing", layer=ctx_name)
             bound[name] = default
     return bound
+
+
+# Family modules register into TORCH_READ (kept last: they import this module's helpers).
+from weightio.adapters import torch_read_seq as _torch_read_seq  # noqa: E402,F401

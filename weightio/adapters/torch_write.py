@@ -153,9 +153,10 @@ def _flowing_float_dtype(archive: Archive, layer_name: str) -> Any:
 
 @TORCH_WRITE.register("opaque")
 def _opaque(layer: Any, archive: Archive) -> list[Any]:
+    why = f"; {layer.reason}" if layer.reason else ""
     raise UnsupportedLayerError(
-        f"is kept as opaque ({layer.source_class or 'unknown source class'}): weightio does not "
-        "know what it computes, so it cannot build it. The archive can still be inspected and "
+        f"is kept as opaque ({layer.source_class or 'unknown source class'}{why}): weightio does "
+        "not know what it computes, so it cannot build it. The archive can still be inspected and "
         "diffed; to run it, build the model in PyTorch and use load_into_torch()",
         layer=layer.name,
     )
@@ -197,6 +198,12 @@ def _graph_module(archive: Archive) -> Any:
     for index in spec.topological_order():
         layer = spec.layers[index]
         sources = spec.layer_inputs(index)
+        if layer.kind in _torch_write_seq.GRAPH_KINDS:
+            values[layer.name] = _torch_write_seq.graph_value(
+                layer, archive, graph, [values[s] for s in sources],
+                lambda wanted, module: _add(submodules, namer.take(wanted), module),
+            )
+            continue
         named = _layer_modules(layer, archive, namer)
         if len(sources) != 1:
             raise UnsupportedLayerError(
@@ -212,6 +219,11 @@ def _graph_module(archive: Archive) -> Any:
     results = [values[out.layer] for out in spec.outputs]
     graph.output(results[0] if len(results) == 1 else tuple(results))
     return fx.GraphModule(submodules, graph, class_name=_class_name(spec.name))
+
+
+def _add(submodules: dict[str, Any], name: str, module: Any) -> str:
+    submodules[name] = module
+    return name
 
 
 def _class_name(name: str) -> str:
@@ -239,7 +251,7 @@ def to_torch(archive: Archive) -> Any:
             "load_into_torch(archive, module)",
             file=archive.path,
         )
-    if spec.is_chain:
+    if spec.is_chain and not _torch_write_seq.needs_graph(spec):
         namer = _ModuleNames()
         pairs = [pair for layer in spec.layers for pair in _layer_modules(layer, archive, namer)]
         module = torch.nn.Sequential(OrderedDict(pairs))
@@ -277,3 +289,7 @@ def run_torch(module: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
         tensor_to_numpy(out, key=f"output {i}", copy=False)
         for i, out in enumerate(_flatten_outputs(result))
     ]
+
+
+# Family modules register into TORCH_WRITE (kept last: they import this module's helpers).
+from weightio.adapters import torch_write_seq as _torch_write_seq  # noqa: E402

@@ -24,6 +24,10 @@ from weightio.spec.layers import (
     LayerBase,
     OpaqueLayer,
 )
+from weightio.spec.attention import MultiHeadAttentionLayer
+from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
+from weightio.spec.norm import BatchNormLayer, GroupNormLayer, LayerNormLayer, NormalizationLayer
+from weightio.spec.recurrent import EmbeddingLayer, GRULayer, LSTMLayer, SimpleRNNLayer
 from weightio.spec.model import (
     FORMAT_VERSION,
     InputSpec,
@@ -37,6 +41,18 @@ from weightio.spec.model import (
 from weightio.spec.tensors import TensorRef
 
 __all__ = [
+    "BatchNormLayer",
+    "ConcatenateLayer",
+    "EmbeddingLayer",
+    "GRULayer",
+    "GroupNormLayer",
+    "LSTMLayer",
+    "LastStepLayer",
+    "LayerNormLayer",
+    "MergeLayer",
+    "MultiHeadAttentionLayer",
+    "NormalizationLayer",
+    "SimpleRNNLayer",
     "ACTIVATION_PARAMETERS",
     "FORMAT_VERSION",
     "LAYER_KINDS",

@@ -162,29 +162,27 @@ class OpaqueLayer(LayerBase):
         return dict(self.tensors)
 
 
-Layer = Annotated[
-    Union[
-        DenseLayer,
-        ActivationLayer,
-        DropoutLayer,
-        IdentityLayer,
-        AffineLayer,
-        BinaryProbaLayer,
-        OpaqueLayer,
-    ],
-    Field(discriminator="kind"),
-]
+from weightio.spec.attention import ATTENTION_LAYERS  # noqa: E402
+from weightio.spec.merge import MERGE_LAYERS  # noqa: E402  (family modules subclass LayerBase)
+from weightio.spec.norm import NORM_LAYERS  # noqa: E402
+from weightio.spec.recurrent import SEQUENCE_LAYERS  # noqa: E402
+
+_ALL_LAYERS: tuple[type[LayerBase], ...] = (
+    DenseLayer, ActivationLayer, DropoutLayer, IdentityLayer, AffineLayer, BinaryProbaLayer,
+    OpaqueLayer,
+    *NORM_LAYERS, *SEQUENCE_LAYERS, *MERGE_LAYERS, *ATTENTION_LAYERS,
+)
+
+Layer = Annotated[Union[_ALL_LAYERS], Field(discriminator="kind")]  # type: ignore[valid-type]
+
+
+def _kinds_of(cls: type[LayerBase]) -> tuple[str, ...]:
+    """The ``kind`` tags a model accepts (a merge model takes several)."""
+    annotation = cls.model_fields["kind"].annotation
+    return tuple(getattr(annotation, "__args__", ())) or (cls.model_fields["kind"].default,)
+
 
 #: Every layer model by its ``kind`` tag.
 LAYER_KINDS: dict[str, type[LayerBase]] = {
-    cls.model_fields["kind"].default: cls
-    for cls in (
-        DenseLayer,
-        ActivationLayer,
-        DropoutLayer,
-        IdentityLayer,
-        AffineLayer,
-        BinaryProbaLayer,
-        OpaqueLayer,
-    )
+    kind: cls for cls in _ALL_LAYERS for kind in _kinds_of(cls)
 }
