@@ -164,3 +164,7 @@ def run(archive: Archive, x: InputLike) -> np.ndarray | list[np.ndarray]:
     dtype = output_dtype(archive.spec)
     cast = [out.astype(dtype) if out.dtype.kind == "f" else out for out in outputs]
     return cast[0] if len(cast) == 1 else cast
+
+
+# Family modules register their kinds into RUNTIME; imported last, once RUNTIME exists.
+from weightio import runtime_conv  # noqa: E402,F401

@@ -55,6 +55,8 @@ class WriteContext:
     archive: Archive
     dtype: str
     names: NameAllocator
+    #: Form of the flowing tensor: "channels" (a channels-last feature map) or "plain".
+    layout: str = "plain"
 
 
 @dataclass
@@ -215,6 +217,10 @@ def to_keras(archive: Archive) -> Any:
             file=archive.path,
         )
     keras = require("keras", purpose="building a Keras model")
+    from weightio.adapters import keras_write_conv as conv
+
+    archive = conv.prepare(archive)
+    spec = archive.spec
     names = NameAllocator()
     for inp in spec.inputs:
         names.reserve(inp.name)
@@ -223,7 +229,9 @@ def to_keras(archive: Archive) -> Any:
     model_name = NameAllocator.clean(spec.name)
     inputs = {
         inp.name: keras.Input(
-            shape=tuple(inp.shape), dtype=_input_dtype(inp.dtype), name=names.by_spec[inp.name]
+            shape=conv.keras_input_shape(spec, inp),
+            dtype=_input_dtype(inp.dtype),
+            name=names.by_spec[inp.name],
         )
         for inp in spec.inputs
     }
@@ -231,8 +239,10 @@ def to_keras(archive: Archive) -> Any:
     if spec.is_chain:
         ctx = WriteContext(keras, archive, dtypes[spec.inputs[0].name], names)
         built: list[Any] = [inputs[spec.inputs[0].name]]
+        source = spec.inputs[0].name
         for layer in spec.layers:
-            built.extend(KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx))
+            built.extend(conv.write_layer(layer, ctx, source))
+            source = layer.name
         return keras.Sequential(built, name=model_name)
     return _functional(archive, keras, names, inputs, dtypes, model_name)
 
@@ -259,7 +269,9 @@ def _functional(
             )
         ctx = WriteContext(keras, archive, dtypes[sources[0]], names)
         tensor = tensors[sources[0]]
-        for keras_layer in KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx):
+        from weightio.adapters.keras_write_conv import write_layer
+
+        for keras_layer in write_layer(layer, ctx, sources[0]):
             tensor = keras_layer(tensor)
         tensors[layer.name] = tensor
         dtypes[layer.name] = ctx.dtype

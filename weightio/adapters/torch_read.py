@@ -20,8 +20,10 @@ from typing import Any
 from weightio.adapters.common import provenance
 from weightio.adapters.torch_common import qualified_name, torch_dtype_name, torch_module
 from weightio.adapters.torch_read_ops import TORCH_READ, ReadContext, bind_arguments
+from weightio.adapters.torch_read_conv import SHAPE_CHANGING  # noqa: I001  (after the registry)
 from weightio.archive import Archive
 from weightio.errors import TraceError, UnsupportedLayerError
+from weightio.layout_flow import mark_channel_inputs
 from weightio.spec import InputSpec, LayerBase, ModelSpec, OpaqueLayer, OutputSpec
 
 _FUNCTION_KEYS: dict[Any, str] | None = None
@@ -136,6 +138,8 @@ def _inferred_shape(placeholder: Any, root: Any) -> tuple[tuple[int, ...], Any] 
         if node in seen:
             continue
         seen.add(node)
+        if node.op != "output" and node_key(node, root) in SHAPE_CHANGING:
+            return None  # a convolution, pooling or reshape: its input shape is not the Linear's
         if node.op == "call_module":
             sub = root.get_submodule(node.target)
             if isinstance(sub, torch.nn.Linear):
@@ -195,9 +199,14 @@ def _propagate_shapes(gm: Any, root: Any, examples: tuple[Any, ...]) -> None:
 
 
 def _rank(node: Any) -> int | None:
+    shape = _shape(node)
+    return None if shape is None else len(shape)
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
     meta = node.meta.get("tensor_meta") if hasattr(node, "meta") else None
     shape = getattr(meta, "shape", None)
-    return None if shape is None else len(shape)
+    return None if shape is None else tuple(int(d) for d in shape)
 
 
 def _json_value(value: Any) -> Any:
@@ -291,6 +300,7 @@ def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, array
         input_rank=_rank(data) if hasattr(data, "meta") else None,
         module_path=node.target if is_module else None,
         arrays=arrays,
+        input_shape=_shape(data) if hasattr(data, "meta") else None,
     )
     if is_module:
         module = root.get_submodule(node.target)
@@ -379,7 +389,7 @@ def read_torch_module(
             names[node] = layer.name
             layers.append(layer)
     unused = _unused_keys(module, arrays)
-    spec = ModelSpec(
+    spec = mark_channel_inputs(ModelSpec(
         name=type(module).__name__,
         provenance=provenance("torch", framework_version=torch.__version__,
                               source_class=qualified_name(module), source_file=source_file),
@@ -387,6 +397,6 @@ def read_torch_module(
         layers=_unchain(layers, inputs, outputs),
         outputs=outputs,
         extra={"torch": {"unused_state_dict_keys": unused}} if unused else {},
-    )
+    ), "channels_first")
     return Archive(spec, arrays)
 

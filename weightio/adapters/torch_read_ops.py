@@ -54,6 +54,8 @@ class ReadContext:
     input_rank: int | None
     module_path: str | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The data input's shape with batch, from shape propagation (None when unknown).
+    input_shape: tuple[int, ...] | None = None
 
     def tensor(self, param: str, value: Any) -> TensorRef:
         """Store a module's tensor under its state-dict key ``<module path>.<param>``."""
@@ -345,3 +347,7 @@ def bind_arguments(
                 raise UnsupportedLayerError(f"{key}: argument {name!r} is missing", layer=ctx_name)
             bound[name] = default
     return bound
+
+
+# Family modules register their readers into TORCH_READ; imported once it exists.
+from weightio.adapters import torch_read_conv  # noqa: E402,F401

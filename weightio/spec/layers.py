@@ -122,8 +122,39 @@ class OpaqueLayer(LayerBase):
         return dict(self.tensors)
 
 
+# Family modules subclass LayerBase, so they are imported once it exists.
+from weightio.spec.conv import (  # noqa: E402
+    CONV_LAYER_CLASSES,
+    ConvLayer,
+    ConvTransposeLayer,
+    FlattenLayer,
+    GlobalPoolLayer,
+    PermuteLayer,
+    PoolLayer,
+    ReshapeLayer,
+    SeparableConvLayer,
+    UpSamplingLayer,
+    ZeroPaddingLayer,
+)
+
 Layer = Annotated[
-    Union[DenseLayer, ActivationLayer, DropoutLayer, IdentityLayer, OpaqueLayer],
+    Union[
+        DenseLayer,
+        ActivationLayer,
+        DropoutLayer,
+        IdentityLayer,
+        OpaqueLayer,
+        ConvLayer,
+        SeparableConvLayer,
+        ConvTransposeLayer,
+        PoolLayer,
+        GlobalPoolLayer,
+        ZeroPaddingLayer,
+        UpSamplingLayer,
+        FlattenLayer,
+        ReshapeLayer,
+        PermuteLayer,
+    ],
     Field(discriminator="kind"),
 ]
 
@@ -131,4 +162,5 @@ Layer = Annotated[
 LAYER_KINDS: dict[str, type[LayerBase]] = {
     cls.model_fields["kind"].default: cls
     for cls in (DenseLayer, ActivationLayer, DropoutLayer, IdentityLayer, OpaqueLayer)
+    + CONV_LAYER_CLASSES
 }
