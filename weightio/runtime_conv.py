@@ -8,7 +8,6 @@ Written to be read: padding is made explicit first, then every window is gathere
 from __future__ import annotations
 
 import itertools
-import string
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -91,7 +90,7 @@ def conv_nd(
     out_sp = win.shape[2 : 2 + rank]
     win = win.reshape(n, groups, c // groups, *out_sp, *weight.shape[2:])
     w = weight.reshape(groups, weight.shape[0] // groups, *weight.shape[1:])
-    sp, kk = string.ascii_lowercase[:rank], string.ascii_lowercase[10 : 10 + rank]
+    sp, kk = "xyz"[:rank], "pqr"[:rank]
     y = np.einsum(f"nGc{sp}{kk},Goc{kk}->nGo{sp}", win, w, optimize=True)
     return y.reshape(n, weight.shape[0], *out_sp)
 
@@ -145,7 +144,7 @@ def _conv_transpose(layer: ConvTransposeLayer, params: Params, xs: list[np.ndarr
     y = np.zeros((n, g, out_pg, *full))
     xg = x.reshape(n, g, layer.in_channels // g, *spatial)
     wg = w.reshape(g, layer.in_channels // g, out_pg, *layer.kernel_size)
-    sp = string.ascii_lowercase[:rank]
+    sp = "xyz"[:rank]
     for offset in itertools.product(*[range(k) for k in layer.kernel_size]):
         contrib = np.einsum(f"nGc{sp},Gco->nGo{sp}", xg, wg[(Ellipsis, *offset)], optimize=True)
         where = tuple(

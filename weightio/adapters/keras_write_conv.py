@@ -32,6 +32,7 @@ from weightio.layout_flow import (
     refold_flatten,
     tensor_layouts,
     tensor_ranks,
+    tensor_shapes,
 )
 from weightio.layouts import (
     channels_first_axes,
@@ -225,11 +226,20 @@ def _conv(layer: ConvLayer, ctx: WriteContext) -> list[Any]:
     """``Conv*D`` (or ``DepthwiseConv*D`` when every input channel is its own group)."""
     layers = ctx.keras.layers
     dtype = _float_dtype(layer, layer.weight)
+    strides, subsample = layer.strides, []
+    if any(st > 1 for st in layer.strides) and any(d > 1 for d in layer.dilation):
+        # Keras refuses strides > 1 with dilation > 1: convolve at stride 1 on the explicitly
+        # padded input, then keep every s-th output (a 1-wide max pool is an exact subsample).
+        layer = layer.model_copy(update={"padding": _explicit_same(layer, ctx)})
+        strides = (1,) * layer.rank
+        subsample = [getattr(ctx.keras.layers, f"MaxPooling{layer.rank}D")(
+            pool_size=1, strides=layer.strides, name=ctx.names.fresh(f"{ctx.names.by_spec[layer.name]}_stride"),
+            dtype=dtype)]
     padding, pre = _padding_arg(layer, ctx, dtype)
     act, post = _activation(layer, ctx, dtype)
     weight = _array(ctx, layer.weight)
     common = dict(
-        kernel_size=layer.kernel_size, strides=layer.strides, padding=padding,
+        kernel_size=layer.kernel_size, strides=strides, padding=padding,
         dilation_rate=layer.dilation, use_bias=layer.use_bias, activation=act,
         dtype=dtype, name=ctx.names.by_spec[layer.name],
     )
@@ -247,7 +257,27 @@ def _conv(layer: ConvLayer, ctx: WriteContext) -> list[Any]:
         weights.append(_array(ctx, layer.bias))
     conv.set_weights(weights)
     ctx.dtype = dtype
-    return [*pre, conv, *post]
+    return [*pre, conv, *subsample, *post]
+
+
+def _explicit_same(layer: ConvLayer, ctx: WriteContext) -> Any:
+    if layer.padding != "same":
+        return layer.padding
+    from weightio.layouts import same_padding
+
+    shapes = tensor_shapes(ctx.archive)
+    spec = ctx.archive.spec
+    index = [l.name for l in spec.layers].index(layer.name)
+    if shapes is None:
+        raise UnsupportedLayerError(
+            "Keras cannot combine strides and dilation, and rewriting it needs a fixed input "
+            "size", layer=layer.name,
+        )
+    size = shapes[spec.layer_inputs(index)[0]][1:]
+    return tuple(
+        same_padding(n, k, s, d)
+        for n, k, s, d in zip(size, layer.kernel_size, layer.strides, layer.dilation)
+    )
 
 
 @KERAS_WRITE.register("separable_conv")

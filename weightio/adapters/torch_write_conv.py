@@ -86,8 +86,12 @@ def _conv_padding(layer: Any, archive: Archive) -> tuple[Any, list[Any]]:
         return 0, []
     if padding == "same":
         if all(s == 1 for s in layer.strides):
-            return "same", []  # torch's stride-1 'same' puts the odd element last, like Keras
-        size = _input_size(archive, layer, "'same' padding with stride > 1")
+            # At stride 1 the padding does not depend on the input size; written out it is an
+            # int padding (symmetric) or an explicit ZeroPad (odd total: the odd one at the end,
+            # as Keras and torch's own 'same' do), never torch's copying 'same' path.
+            size = tuple(0 for _ in layer.kernel_size)
+        else:
+            size = _input_size(archive, layer, "'same' padding with stride > 1")
         padding = tuple(
             same_padding(n, k, s, d)
             for n, k, s, d in zip(size, layer.kernel_size, layer.strides, layer.dilation)
