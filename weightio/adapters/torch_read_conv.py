@@ -277,7 +277,7 @@ def _reshape(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
         shape = _shape_args(args, "shape")
     except ValueError:
         raise ctx.refuse("the target shape must be constant integers") from None
-    if not shape or shape[0] != -1 or -1 in shape[1:]:
+    if len(shape) < 2 or shape[0] != -1 or -1 in shape[1:]:
         raise ctx.refuse(
             f"shape {list(shape)}: write the batch as -1 and the rest as constants, e.g. "
             "x.view(-1, 64) (or use nn.Flatten)"
