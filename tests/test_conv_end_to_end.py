@@ -159,3 +159,24 @@ def test_keras_conv_output_verifies_in_each_layout(tmp_path: Path) -> None:
         assert_close(reference, module(torch.from_numpy(to_channels_first(x))).numpy())
     back = weightio.to_keras(result.archive)
     assert_close(reference, to_channels_first(np.asarray(back(to_channels_last(to_channels_first(x))))))
+
+
+def test_load_into_existing_models_transposes_and_folds(keras_cnn: object) -> None:
+    """load_into: conv kernels go in each framework's layout, the flatten order is folded."""
+    archive = weightio.read(keras_cnn)
+    x, _ = datasets.load_digits(return_X_y=True)
+    x = (x[:32].reshape(-1, 8, 8, 1) / 16.0).astype("float32")
+    reference = np.asarray(keras_cnn(x, training=False))  # type: ignore[operator]
+
+    fresh = keras.models.clone_model(keras_cnn)  # same architecture, fresh random weights
+    assert not np.allclose(np.asarray(fresh(x)), reference)
+    weightio.load_into(archive, fresh)
+    assert_close(reference, np.asarray(fresh(x, training=False)))
+
+    module = weightio.to_torch(archive)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_()
+    weightio.load_into(archive, module)
+    with torch.no_grad():
+        assert_close(reference, module(torch.from_numpy(to_channels_first(x))).numpy())

@@ -266,3 +266,20 @@ def refold_flatten(archive: object, natural: Callable[[LayerBase, str], str]) ->
          "provenance": provenance.model_dump()}
     )
     return Archive(new_spec, arrays)
+
+
+def unfolded_flattens(archive: object, natural: Callable[[LayerBase, str], str]) -> list[str]:
+    """Flattens whose order still differs from ``natural`` (after ``refold_flatten``).
+
+    ``load_into`` must refuse these: copying the dense weights as they are would silently
+    compute on features in the wrong order.
+    """
+    spec: ModelSpec = archive.spec  # type: ignore[attr-defined]
+    tags = tensor_layouts(spec)
+    names = []
+    for index, layer in enumerate(spec.layers):
+        if layer.kind == "flatten":
+            tag = tags.get(spec.layer_inputs(index)[0], PLAIN)
+            if getattr(layer, "order") != natural(layer, tag) and tag == CHANNELS:
+                names.append(layer.name)
+    return names

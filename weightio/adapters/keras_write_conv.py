@@ -446,3 +446,28 @@ def _permute_layer(layer: PermuteLayer, ctx: WriteContext) -> list[Any]:
     if total == identity:
         return [ctx.keras.layers.Identity(name=name, dtype=ctx.dtype)]
     return [ctx.keras.layers.Permute(total[1:], name=name, dtype=ctx.dtype)]
+
+
+def keras_weights(
+    layer: LayerBase, arrays: dict[str, np.ndarray], target: LayerBase | None
+) -> list[np.ndarray] | None:
+    """A spatial layer's canonical arrays in Keras ``set_weights`` order and layout (for
+    ``load_into``), or None for other kinds. ``target`` is the Keras layer read back, whose
+    class tells a depthwise kernel from a grouped one."""
+    bias = [arrays["bias"]] if "bias" in arrays else []
+    if isinstance(layer, ConvLayer):
+        depthwise = target is not None and "DepthwiseConv" in (target.source_class or "")
+        kernel = (
+            depthwise_weight_to_keras(arrays["weight"], layer.in_channels)
+            if depthwise else conv_weight_to_keras(arrays["weight"])
+        )
+        return [kernel, *bias]
+    if isinstance(layer, SeparableConvLayer):
+        return [
+            depthwise_weight_to_keras(arrays["depthwise_weight"], layer.in_channels),
+            conv_weight_to_keras(arrays["pointwise_weight"]),
+            *bias,
+        ]
+    if isinstance(layer, ConvTransposeLayer):
+        return [conv_transpose_weight_to_keras(arrays["weight"]), *bias]
+    return None
