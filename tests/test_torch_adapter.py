@@ -689,15 +689,15 @@ def test_opaque_prelu_is_kept_and_refused_by_to_torch():
         weightio.runtime.run(archive, sample(2, 4))
 
 
-def test_opaque_conv_with_example_input_archives(tmp_path):
-    model = seeded(lambda: nn.Sequential(nn.Conv2d(3, 4, kernel_size=3, padding=1), nn.ReLU(),
+def test_opaque_module_with_example_input_archives(tmp_path):
+    model = seeded(lambda: nn.Sequential(nn.Conv2d(3, 4, kernel_size=3, padding=1), nn.PReLU(4),
                                          nn.Flatten(), nn.Linear(4 * 5 * 5, 2)))
     archive = read_torch_module(model, example_input=torch.zeros(1, 3, 5, 5))
     assert archive.spec.inputs[0].shape == (3, 5, 5)
-    conv, _, flatten, _ = archive.spec.layers
-    assert conv.kind == flatten.kind == "opaque"
-    assert conv.source_class == "torch.nn.Conv2d" and flatten.source_class == "torch.nn.Flatten"
-    assert conv.config["kernel_size"] == [3, 3] and conv.config["padding_mode"] == "zeros"
+    assert archive.spec.inputs[0].layout == "channels_first"
+    conv, prelu, flatten, _ = archive.spec.layers
+    assert (conv.kind, prelu.kind, flatten.kind) == ("conv", "opaque", "flatten")
+    assert prelu.source_class == "torch.nn.PReLU" and prelu.config["num_parameters"] == 4
     assert list(archive.tensors) == list(model.state_dict())
     save(archive, tmp_path / "conv.safetensors")
     back = load(tmp_path / "conv.safetensors", verify=True)

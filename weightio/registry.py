@@ -73,6 +73,10 @@ class Registry(Generic[F]):
         """Return every registered key."""
         return list(self._entries)
 
+    def produces(self, key: str) -> tuple[str, ...]:
+        """The spec kinds the entry under ``key`` produces (for writers: the key itself)."""
+        return self._produces.get(key, ())
+
     def kinds(self) -> set[str]:
         """Return the spec kinds this registry handles (for readers: the kinds produced)."""
         kinds: set[str] = set()

@@ -130,6 +130,14 @@ def verify_conversion(
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
     inputs = probe_inputs(archive.spec, seed=seed, samples=samples)
+    # The probe is canonical (feature maps channels-first); a side holding feature maps
+    # channels-last (Keras) gets them transposed in, and its feature-map outputs transposed back.
+    from weightio.layout_flow import layout_of, runner_in_layout
+
+    if source_runner is not None:
+        source_runner = runner_in_layout(archive.spec, source_runner, layout_of(source_name))
+    if target_runner is not None:
+        target_runner = runner_in_layout(archive.spec, target_runner, layout_of(target))
     witnesses: list[tuple[str, Sequence[np.ndarray]]] = []
     if source_runner is not None:
         witnesses.append((source_name or "source", source_runner(inputs)))

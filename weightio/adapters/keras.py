@@ -17,6 +17,7 @@ from weightio.adapters.common import provenance, require
 from weightio.adapters.keras_mapping import archive_from_keras_config
 from weightio.adapters.keras_write import KERAS_WRITE, to_keras
 from weightio.adapters.keras_write_seq import keras_weights
+from weightio.adapters import keras_write_conv  # noqa: F401  (registers the spatial writers)
 from weightio.archive import Archive
 from weightio.atomic import atomic_path
 from weightio.errors import (
@@ -29,6 +30,7 @@ from weightio.errors import (
     WeightsOnlyArchiveError,
     WriteError,
 )
+from weightio.layout_flow import unfolded_flattens
 from weightio.layouts import dense_weight_to_keras
 from weightio.spec import LayerBase
 
@@ -173,10 +175,15 @@ def _pair_problems(source: list[LayerBase], target: list[LayerBase]) -> list[str
     return problems
 
 
-def _keras_weights(archive: Archive, layer: LayerBase) -> list[np.ndarray]:
+def _keras_weights(
+    archive: Archive, layer: LayerBase, target: LayerBase | None = None
+) -> list[np.ndarray]:
     """The arrays a Keras layer's ``set_weights`` takes, from an archive layer of the same kind."""
     refs = layer.tensor_refs()
     arrays = {param: np.asarray(archive.tensors[ref.key]) for param, ref in refs.items()}
+    spatial = keras_write_conv.keras_weights(layer, arrays, target)
+    if spatial is not None:
+        return spatial
     family = keras_weights(archive, layer)
     if family is not None:
         return family
@@ -204,6 +211,17 @@ def load_into_keras(archive: Archive, model: Any) -> None:
             "pair with the Keras model's layers; read the source model itself instead",
             file=archive.path,
         )
+    archive = keras_write_conv.prepare(archive)  # a flatten's order folded into its Dense
+    stuck = unfolded_flattens(
+        archive, lambda layer, tag: "channels_last" if tag == "channels" else "channels_first"
+    )
+    if stuck:
+        raise StructureMismatchError(
+            f"flatten {stuck[0]!r} flattens in PyTorch's channels-first order and its dense "
+            "weights could not be reordered for Keras's Flatten (no Dense right after it, or a "
+            "free input size); use to_keras(archive) instead, which keeps the order exactly",
+            file=archive.path, layer=stuck[0],
+        )
     target = read_keras_model(model)
     ours = [layer for layer in archive.spec.layers if layer.tensor_refs()]
     theirs = [layer for layer in target.spec.layers if layer.tensor_refs()]
@@ -215,7 +233,9 @@ def load_into_keras(archive: Archive, model: Any) -> None:
             layer=next((a.name for a, b in zip(ours, theirs) if _pair_problems([a], [b])), None),
         )
     for ours_layer, theirs_layer in zip(ours, theirs):
-        model.get_layer(theirs_layer.name).set_weights(_keras_weights(archive, ours_layer))
+        model.get_layer(theirs_layer.name).set_weights(
+            _keras_weights(archive, ours_layer, theirs_layer)
+        )
 
 
 def save_keras(model: Any, path: str | os.PathLike[str]) -> Path:

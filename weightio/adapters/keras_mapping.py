@@ -84,6 +84,9 @@ class KerasLayerEntry:
     raw: dict[str, Any] = field(default_factory=dict)
     #: Layout transforms a mapping applied; copied into provenance when it succeeds.
     transforms: list[str] = field(default_factory=list)
+    #: ``channels``/``plain`` per source and for the output (``layout_flow``): is it a feature map?
+    input_tags: list[str] = field(default_factory=list)
+    output_tag: str = "plain"
 
     @property
     def source_class(self) -> str:
@@ -373,6 +376,7 @@ def archive_from_keras_config(
     if not isinstance(layer_configs, list):
         raise MalformedFileError("the model config has no list of layers")
     sequential = class_name == "Sequential"
+    tags, tag_sources = keras_read_conv.keras_tags(layer_configs, sequential=sequential)
 
     inputs: list[InputSpec] = []
     layers: list[LayerBase] = []
@@ -383,7 +387,8 @@ def archive_from_keras_config(
             raise MalformedFileError(f"a layer entry is not a serialized layer: {short(raw)}")
         layer_class = str(raw.get("class_name"))
         if layer_class == "InputLayer":
-            inputs.append(input_spec(raw))
+            inp = input_spec(raw)
+            inputs.append(keras_read_conv.channels_input(inp) if tags.get(inp.name) == "channels" else inp)
             continue
         name = str(raw["config"].get("name") or raw.get("name") or "")
         entry = KerasLayerEntry(
@@ -394,8 +399,13 @@ def archive_from_keras_config(
             weights=[np.asarray(w) for w in layer_weights.get(name, [])],
             inputs=None if sequential else functional_inputs(raw, name),
             raw=raw,
+            input_tags=[tags.get(src, "plain") for src in tag_sources.get(name, [])],
+            output_tag=tags.get(name, "plain"),
         )
-        layers.append(read_layer(entry, tensors))
+        refusal = keras_read_conv.layout_refusal(entry)
+        layers.append(
+            read_layer(entry, tensors) if refusal is None else opaque_layer(entry, tensors, refusal)
+        )
         transforms.extend(entry.transforms)
 
     if sequential and not inputs:
@@ -405,6 +415,8 @@ def archive_from_keras_config(
                 "this Sequential model was never built, so its input shape is unknown; start it "
                 "with keras.Input(shape=...) or call model.build((None, ...)) first"
             )
+        if tags.get("input_layer") == "channels":
+            built = keras_read_conv.channels_input(built)
         inputs.append(built)
 
     if sequential:
@@ -435,3 +447,5 @@ def archive_from_keras_config(
 
 # Family modules register into KERAS_READ (kept last: they import this module's helpers).
 from weightio.adapters import keras_read_seq as _keras_read_seq  # noqa: E402,F401
+# Family modules register their Keras classes into KERAS_READ; imported once it exists.
+from weightio.adapters import keras_read_conv  # noqa: E402

@@ -56,6 +56,8 @@ class WriteContext:
     archive: Archive
     dtype: str
     names: NameAllocator
+    #: Form of the flowing tensor: "channels" (a channels-last feature map) or "plain".
+    layout: str = "plain"
 
 
 @dataclass
@@ -257,6 +259,10 @@ def to_keras(archive: Archive) -> Any:
             file=archive.path,
         )
     keras = require("keras", purpose="building a Keras model")
+    from weightio.adapters import keras_write_conv as conv
+
+    archive = conv.prepare(archive)
+    spec = archive.spec
     names = NameAllocator()
     for inp in spec.inputs:
         names.reserve(inp.name)
@@ -265,7 +271,9 @@ def to_keras(archive: Archive) -> Any:
     model_name = NameAllocator.clean(spec.name)
     inputs = {
         inp.name: keras.Input(
-            shape=tuple(inp.shape), dtype=_input_dtype(inp.dtype), name=names.by_spec[inp.name]
+            shape=conv.keras_input_shape(spec, inp),
+            dtype=_input_dtype(inp.dtype),
+            name=names.by_spec[inp.name],
         )
         for inp in spec.inputs
     }
@@ -273,10 +281,33 @@ def to_keras(archive: Archive) -> Any:
     if spec.is_chain and not _keras_write_seq.needs_functional(spec):
         ctx = WriteContext(keras, archive, dtypes[spec.inputs[0].name], names)
         built: list[Any] = [inputs[spec.inputs[0].name]]
+        source = spec.inputs[0].name
         for layer in spec.layers:
-            built.extend(KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx))
+            built.extend(conv.write_layer(layer, ctx, source))
+            source = layer.name
         return keras.Sequential(built, name=model_name)
     return _functional(archive, keras, names, inputs, dtypes, model_name)
+
+
+def _write_merge(layer: LayerBase, ctx: WriteContext, sources: list[str]) -> list[Any]:
+    """A layer reading several tensors (merges, attention).
+
+    Its mapping assumes every input holds features on the last axis, which Keras' channels-last
+    feature maps do not in canonical (channels-first) terms: refuse those rather than merge or
+    concatenate along the wrong axis.
+    """
+    from weightio.layout_flow import PLAIN, tensor_layouts
+
+    tags = tensor_layouts(ctx.archive.spec)
+    maps = [s for s in sources if tags.get(s, PLAIN) != PLAIN]
+    if maps:
+        raise UnsupportedLayerError(
+            f"{layer.kind} reads feature maps ({', '.join(maps)}); merging channels-first "
+            "feature maps into a channels-last Keras model is not supported yet. Flatten or pool "
+            "before merging",
+            layer=layer.name,
+        )
+    return KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx)
 
 
 def _functional(
@@ -301,7 +332,13 @@ def _functional(
             )
         ctx = WriteContext(keras, archive, dtypes[sources[0]], names)
         tensor = tensors[sources[0]] if len(sources) == 1 else [tensors[s] for s in sources]
-        for keras_layer in KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx):
+        if len(sources) == 1:
+            from weightio.adapters.keras_write_conv import write_layer
+
+            built = write_layer(layer, ctx, sources[0])
+        else:
+            built = _write_merge(layer, ctx, sources)
+        for keras_layer in built:
             tensor = keras_layer(tensor)
         tensors[layer.name] = tensor
         dtypes[layer.name] = ctx.dtype

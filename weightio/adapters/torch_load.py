@@ -131,6 +131,20 @@ def load_into_torch(archive: Archive, module: Any) -> None:
             tensor, or the first layers whose kinds differ.
     """
     torch = torch_module("load_into_torch")
+    if not archive.spec.weights_only:
+        from weightio.adapters.torch_write_conv import prepare
+
+        archive = prepare(archive)  # a Keras flatten's order folded into the next Linear
+        from weightio.layout_flow import unfolded_flattens
+
+        stuck = unfolded_flattens(archive, lambda layer, tag: "channels_first")
+        if stuck:
+            raise StructureMismatchError(
+                f"flatten {stuck[0]!r} flattens channels-last (Keras order) and its dense "
+                "weights could not be reordered for nn.Flatten (no dense right after it, or a "
+                "free input size); use to_torch(archive) instead, which keeps the order exactly",
+                file=archive.path, layer=stuck[0],
+            )
     if archive.spec.weights_only:
         pairs = _state_dict_pairs(archive, module)
     else:

@@ -25,8 +25,10 @@ from weightio.adapters.torch_read_seq import (
     MULTI_TENSOR_KEYS,
     resolve_tuples,
 )
+from weightio.adapters.torch_read_conv import SHAPE_CHANGING  # noqa: I001  (after the registry)
 from weightio.archive import Archive
 from weightio.errors import TraceError, UnsupportedLayerError
+from weightio.layout_flow import mark_channel_inputs
 from weightio.spec import InputSpec, LayerBase, ModelSpec, OpaqueLayer, OutputSpec
 
 _FUNCTION_KEYS: dict[Any, str] | None = None
@@ -149,6 +151,8 @@ def _inferred_shape(placeholder: Any, root: Any) -> tuple[tuple[int, ...], Any] 
         if node in seen:
             continue
         seen.add(node)
+        if node.op != "output" and node_key(node, root) in SHAPE_CHANGING:
+            return None  # a convolution, pooling or reshape: its input shape is not the Linear's
         if node.op == "call_module":
             sub = root.get_submodule(node.target)
             if isinstance(sub, torch.nn.Linear):
@@ -212,9 +216,14 @@ def _propagate_shapes(gm: Any, root: Any, examples: tuple[Any, ...]) -> None:
 
 
 def _rank(node: Any) -> int | None:
+    shape = _shape(node)
+    return None if shape is None else len(shape)
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
     meta = node.meta.get("tensor_meta") if hasattr(node, "meta") else None
     shape = getattr(meta, "shape", None)
-    return None if shape is None else len(shape)
+    return None if shape is None else tuple(int(d) for d in shape)
 
 
 def _json_value(value: Any) -> Any:
@@ -315,6 +324,7 @@ def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, array
         input_rank=_rank(data) if hasattr(data, "meta") else _first_rank(data),
         module_path=node.target if is_module else None,
         arrays=arrays,
+        input_shape=_shape(data) if hasattr(data, "meta") else None,
     )
     if is_module:
         module = root.get_submodule(node.target)
@@ -407,7 +417,7 @@ def read_torch_module(
             layers.append(layer)
     layers, outputs = resolve_tuples(layers, outputs)
     unused = _unused_keys(module, arrays)
-    spec = ModelSpec(
+    spec = mark_channel_inputs(ModelSpec(
         name=type(module).__name__,
         provenance=provenance("torch", framework_version=torch.__version__,
                               source_class=qualified_name(module), source_file=source_file),
@@ -415,6 +425,6 @@ def read_torch_module(
         layers=_unchain(layers, inputs, outputs),
         outputs=outputs,
         extra={"torch": {"unused_state_dict_keys": unused}} if unused else {},
-    )
+    ), "channels_first")
     return Archive(spec, arrays)
 

@@ -55,6 +55,8 @@ class ReadContext:
     input_rank: int | None
     module_path: str | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The data input's shape with batch, from shape propagation (None when unknown).
+    input_shape: tuple[int, ...] | None = None
 
     def tensor(self, param: str, value: Any) -> TensorRef:
         """Store a module's tensor under its state-dict key ``<module path>.<param>``."""
@@ -360,3 +362,5 @@ def bind_arguments(
 
 # Family modules register into TORCH_READ (kept last: they import this module's helpers).
 from weightio.adapters import torch_read_seq as _torch_read_seq  # noqa: E402,F401
+# Family modules register their readers into TORCH_READ; imported once it exists.
+from weightio.adapters import torch_read_conv  # noqa: E402,F401

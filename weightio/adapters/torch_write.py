@@ -182,8 +182,17 @@ def _layer_modules(
 ) -> list[tuple[str, Any]]:
     """The (name, module) pairs computing ``layer``; a fused activation follows its dense."""
     modules = TORCH_WRITE.lookup(layer.kind, layer=layer.name)(layer, archive)
-    named = [(namer.take(layer.name), modules[0])]
-    named += [(namer.take(f"{layer.name}_activation"), m) for m in modules[1:]]
+    # The first plain module carries the layer's name; helpers a writer adds around it come as
+    # (suffix, module) pairs; further plain modules are the layer's activation.
+    named, main = [], False
+    for item in modules:
+        if isinstance(item, tuple):
+            named.append((namer.take(f"{layer.name}_{item[0]}"), item[1]))
+        elif not main:
+            named.append((namer.take(layer.name), item))
+            main = True
+        else:
+            named.append((namer.take(f"{layer.name}_activation"), item))
     return named
 
 
@@ -244,6 +253,11 @@ def to_torch(archive: Archive) -> Any:
     """
     torch = torch_module("to_torch")
     spec = archive.spec
+    if not spec.weights_only:
+        from weightio.adapters import torch_write_conv
+
+        archive = torch_write_conv.prepare(archive)
+        spec = archive.spec
     if spec.weights_only:
         raise WeightsOnlyArchiveError(
             "this archive holds weights only (read from a bare state dict), so there is no "
@@ -293,3 +307,5 @@ def run_torch(module: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
 
 # Family modules register into TORCH_WRITE (kept last: they import this module's helpers).
 from weightio.adapters import torch_write_seq as _torch_write_seq  # noqa: E402
+# Family modules register their writers into TORCH_WRITE; imported once it exists.
+from weightio.adapters import torch_write_conv  # noqa: E402,F401

@@ -28,6 +28,18 @@ from weightio.spec.attention import MultiHeadAttentionLayer
 from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
 from weightio.spec.norm import BatchNormLayer, GroupNormLayer, LayerNormLayer, NormalizationLayer
 from weightio.spec.recurrent import EmbeddingLayer, GRULayer, LSTMLayer, SimpleRNNLayer
+from weightio.spec.conv import (
+    ConvLayer,
+    ConvTransposeLayer,
+    FlattenLayer,
+    GlobalPoolLayer,
+    PermuteLayer,
+    PoolLayer,
+    ReshapeLayer,
+    SeparableConvLayer,
+    UpSamplingLayer,
+    ZeroPaddingLayer,
+)
 from weightio.spec.model import (
     FORMAT_VERSION,
     InputSpec,
@@ -62,6 +74,16 @@ __all__ = [
     "ActivationName",
     "AffineLayer",
     "BinaryProbaLayer",
+    "ConvLayer",
+    "ConvTransposeLayer",
+    "FlattenLayer",
+    "GlobalPoolLayer",
+    "PermuteLayer",
+    "PoolLayer",
+    "ReshapeLayer",
+    "SeparableConvLayer",
+    "UpSamplingLayer",
+    "ZeroPaddingLayer",
     "DenseLayer",
     "DropoutLayer",
     "IdentityLayer",

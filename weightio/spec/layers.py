@@ -162,15 +162,17 @@ class OpaqueLayer(LayerBase):
         return dict(self.tensors)
 
 
+# Family modules subclass LayerBase, so they are imported once it exists.
 from weightio.spec.attention import ATTENTION_LAYERS  # noqa: E402
-from weightio.spec.merge import MERGE_LAYERS  # noqa: E402  (family modules subclass LayerBase)
+from weightio.spec.conv import CONV_LAYER_CLASSES  # noqa: E402
+from weightio.spec.merge import MERGE_LAYERS  # noqa: E402
 from weightio.spec.norm import NORM_LAYERS  # noqa: E402
 from weightio.spec.recurrent import SEQUENCE_LAYERS  # noqa: E402
 
 _ALL_LAYERS: tuple[type[LayerBase], ...] = (
     DenseLayer, ActivationLayer, DropoutLayer, IdentityLayer, AffineLayer, BinaryProbaLayer,
     OpaqueLayer,
-    *NORM_LAYERS, *SEQUENCE_LAYERS, *MERGE_LAYERS, *ATTENTION_LAYERS,
+    *CONV_LAYER_CLASSES, *NORM_LAYERS, *SEQUENCE_LAYERS, *MERGE_LAYERS, *ATTENTION_LAYERS,
 )
 
 Layer = Annotated[Union[_ALL_LAYERS], Field(discriminator="kind")]  # type: ignore[valid-type]

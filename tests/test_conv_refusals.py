@@ -1,0 +1,64 @@
+"""Spatial settings with no exact equivalent are refused by name, never approximated."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+torch = pytest.importorskip("torch")
+
+import weightio  # noqa: E402
+from weightio.errors import UnsupportedLayerError  # noqa: E402
+
+nn = torch.nn
+
+
+@pytest.mark.parametrize(
+    "module,match",
+    [
+        (nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), "padding_mode='reflect'"),
+        (nn.MaxPool2d(2, dilation=2), "dilated pooling"),
+        (nn.AvgPool2d(2, divisor_override=3), "divisor_override"),
+        (nn.Upsample(scale_factor=2, mode="bilinear"), "only 'nearest'"),
+        (nn.AdaptiveAvgPool2d(2), "only 1"),
+    ],
+    ids=["reflect", "dilated_pool", "divisor", "bilinear", "adaptive2"],
+)
+def test_torch_refusals_name_the_layer(module: object, match: str) -> None:
+    with pytest.raises(UnsupportedLayerError, match=match) as info:
+        weightio.read(nn.Sequential(module), example_input=torch.zeros(1, 2, 8, 8))
+    assert info.value.layer == "0"
+
+
+def test_view_with_a_constant_batch_is_refused() -> None:
+    class Fixed(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return x.view(2, 8)
+
+    with pytest.raises(UnsupportedLayerError, match="batch as -1"):
+        weightio.read(Fixed(), example_input=torch.zeros(2, 2, 4))
+
+
+def test_keras_dense_on_a_feature_map_stays_opaque() -> None:
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential(
+        [keras.Input((4, 4, 2)), keras.layers.Conv2D(3, 2), keras.layers.Dense(5)]
+    )
+    archive = weightio.read(model)
+    dense = archive.spec.layers[-1]
+    assert dense.kind == "opaque" and "channels-last feature map" in (dense.reason or "")
+    with pytest.raises(UnsupportedLayerError):
+        weightio.to_torch(archive)
+
+
+def test_runtime_checks_channels_first_input() -> None:
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3)])
+    archive = weightio.read(model)
+    with pytest.raises(weightio.errors.InvalidInputError, match=r"\(batch, 2, 6, 6\)"):
+        weightio.run(archive, np.zeros((1, 6, 6, 2), "float32"))  # channels-last: refused

@@ -1,0 +1,305 @@
+"""Spatial layer kinds: convolution, pooling, padding, upsampling and the reshaping family.
+
+Canonical semantics are **channels-first**: a spatial tensor is ``[N, C, *spatial]`` (PyTorch's
+layout), whatever the source used. A Keras model holds the same tensor channels-last; the archive
+records that on its inputs (``InputSpec.layout``) and ``weightio.layout_flow`` works out which
+tensors in the graph are spatial, so writers and verification can move between the two forms
+with exact permutations (``weightio.layouts``).
+
+Padding is stored as ``"valid"``, ``"same"`` or explicit ``[[before, after], ...]`` per spatial
+dimension. ``"same"`` means TensorFlow/Keras semantics: ``out = ceil(in / stride)``, total
+padding ``max((out - 1) * stride + (k - 1) * dilation + 1 - in, 0)``, the odd element at the
+*end* (PyTorch's stride-1 ``padding='same'`` agrees). It depends on the input size, so it is
+kept symbolic rather than resolved.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Union
+
+from pydantic import Field, model_validator
+
+from weightio.spec.activations import LINEAR, ActivationFn
+from weightio.spec.layers import LayerBase
+from weightio.spec.tensors import TensorRef
+
+Rank = Literal[1, 2, 3]
+PadPair = tuple[int, int]
+Padding = Union[Literal["valid", "same"], tuple[PadPair, ...]]
+Order = Literal["channels_first", "channels_last"]
+
+
+def _check_padding(padding: Padding, rank: int, *, allow_negative: bool = False) -> None:
+    if isinstance(padding, str):
+        return
+    if len(padding) != rank:
+        raise ValueError(f"padding has {len(padding)} pairs for {rank} spatial dimension(s)")
+    if not allow_negative and any(p < 0 for pair in padding for p in pair):
+        raise ValueError(f"padding {list(padding)} has a negative entry")
+
+
+def _check_tuples(layer: LayerBase, rank: int, *names: str) -> None:
+    for name in names:
+        value = getattr(layer, name)
+        if len(value) != rank:
+            raise ValueError(f"{name} {list(value)} has {len(value)} entries, rank is {rank}")
+        if any(v <= 0 for v in value):
+            raise ValueError(f"{name} {list(value)} must be positive")
+
+
+def _check_bias(layer: LayerBase, bias: TensorRef | None, use_bias: bool, size: int) -> None:
+    if use_bias != (bias is not None):
+        raise ValueError(f"use_bias={use_bias} but bias is {'absent' if bias is None else 'present'}")
+    if bias is not None and tuple(bias.shape) != (size,):
+        raise ValueError(f"bias shape {list(bias.shape)} disagrees with [{size}]")
+
+
+class ConvLayer(LayerBase):
+    """N-d convolution (cross-correlation), channels-first, with groups.
+
+    ``weight [out_channels, in_channels / groups, *kernel_size]``. Keras ``DepthwiseConv*D`` is
+    the case ``groups == in_channels`` (output channel ``c * multiplier + j``).
+    """
+
+    kind: Literal["conv"] = "conv"
+    rank: Rank
+    in_channels: int = Field(gt=0)
+    out_channels: int = Field(gt=0)
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int = Field(default=1, gt=0)
+    padding: Padding = "valid"
+    use_bias: bool = True
+    activation: ActivationFn = LINEAR
+    weight: TensorRef
+    bias: TensorRef | None = None
+
+    tensor_fields: ClassVar[tuple[str, ...]] = ("weight", "bias")
+
+    @model_validator(mode="after")
+    def _shapes_agree(self) -> ConvLayer:
+        _check_tuples(self, self.rank, "kernel_size", "strides", "dilation")
+        _check_padding(self.padding, self.rank)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"groups={self.groups} must divide in_channels={self.in_channels} and "
+                f"out_channels={self.out_channels}"
+            )
+        want = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if tuple(self.weight.shape) != want:
+            raise ValueError(
+                f"conv weight shape {list(self.weight.shape)} disagrees with "
+                f"[out, in/groups, *kernel] = {list(want)}"
+            )
+        _check_bias(self, self.bias, self.use_bias, self.out_channels)
+        return self
+
+
+class SeparableConvLayer(LayerBase):
+    """Depthwise convolution (``groups = in_channels``) then a pointwise 1×1 one; bias at the end.
+
+    ``depthwise_weight [in * depth_multiplier, 1, *k]``, ``pointwise_weight [out, in * m, 1…]``.
+    """
+
+    kind: Literal["separable_conv"] = "separable_conv"
+    rank: Rank
+    in_channels: int = Field(gt=0)
+    out_channels: int = Field(gt=0)
+    depth_multiplier: int = Field(default=1, gt=0)
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: Padding = "valid"
+    use_bias: bool = True
+    activation: ActivationFn = LINEAR
+    depthwise_weight: TensorRef
+    pointwise_weight: TensorRef
+    bias: TensorRef | None = None
+
+    tensor_fields: ClassVar[tuple[str, ...]] = ("depthwise_weight", "pointwise_weight", "bias")
+
+    @model_validator(mode="after")
+    def _shapes_agree(self) -> SeparableConvLayer:
+        _check_tuples(self, self.rank, "kernel_size", "strides", "dilation")
+        _check_padding(self.padding, self.rank)
+        mid = self.in_channels * self.depth_multiplier
+        want_d = (mid, 1, *self.kernel_size)
+        want_p = (self.out_channels, mid, *([1] * self.rank))
+        if tuple(self.depthwise_weight.shape) != want_d:
+            raise ValueError(f"depthwise_weight shape {list(self.depthwise_weight.shape)} != {list(want_d)}")
+        if tuple(self.pointwise_weight.shape) != want_p:
+            raise ValueError(f"pointwise_weight shape {list(self.pointwise_weight.shape)} != {list(want_p)}")
+        _check_bias(self, self.bias, self.use_bias, self.out_channels)
+        return self
+
+
+class ConvTransposeLayer(LayerBase):
+    """Transposed convolution (the adjoint of ``conv``), channels-first.
+
+    ``weight [in_channels, out_channels / groups, *k]`` (PyTorch's layout). The full output has
+    ``(in - 1) * stride + (k - 1) * dilation + 1`` positions per dimension; ``cropping`` removes
+    ``[begin, end]`` of them (a negative ``end`` extends the output with positions that receive
+    only the bias). PyTorch ``padding=p, output_padding=q`` is ``[p, p - q]``.
+    """
+
+    kind: Literal["conv_transpose"] = "conv_transpose"
+    rank: Rank
+    in_channels: int = Field(gt=0)
+    out_channels: int = Field(gt=0)
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int = Field(default=1, gt=0)
+    cropping: tuple[PadPair, ...]
+    use_bias: bool = True
+    activation: ActivationFn = LINEAR
+    weight: TensorRef
+    bias: TensorRef | None = None
+
+    tensor_fields: ClassVar[tuple[str, ...]] = ("weight", "bias")
+
+    @model_validator(mode="after")
+    def _shapes_agree(self) -> ConvTransposeLayer:
+        _check_tuples(self, self.rank, "kernel_size", "strides", "dilation")
+        _check_padding(self.cropping, self.rank, allow_negative=True)
+        if any(b < 0 for b, _ in self.cropping):
+            raise ValueError(f"cropping {list(self.cropping)} crops a negative amount at the start")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={self.groups} must divide in and out channels")
+        want = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        if tuple(self.weight.shape) != want:
+            raise ValueError(
+                f"conv_transpose weight shape {list(self.weight.shape)} disagrees with "
+                f"[in, out/groups, *kernel] = {list(want)}"
+            )
+        _check_bias(self, self.bias, self.use_bias, self.out_channels)
+        return self
+
+
+class PoolLayer(LayerBase):
+    """Max or average pooling over the spatial axes.
+
+    Padding: ``"same"`` (Keras: max ignores the padding, average divides by the number of real
+    elements), ``"valid"``, or explicit pairs (PyTorch: max pads with −∞; average pads with
+    zeros, counted when ``count_include_pad``).
+    """
+
+    kind: Literal["pool"] = "pool"
+    rank: Rank
+    op: Literal["max", "avg"]
+    pool_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: Padding = "valid"
+    count_include_pad: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PoolLayer:
+        _check_tuples(self, self.rank, "pool_size", "strides")
+        _check_padding(self.padding, self.rank)
+        return self
+
+
+class GlobalPoolLayer(LayerBase):
+    """Mean or max over every spatial axis; ``keepdims`` keeps them as size 1."""
+
+    kind: Literal["global_pool"] = "global_pool"
+    rank: Rank
+    op: Literal["max", "avg"]
+    keepdims: bool = False
+
+
+class ZeroPaddingLayer(LayerBase):
+    """Pads the spatial axes with zeros, ``[[before, after], ...]`` in axis order.
+
+    A negative entry crops that many elements instead (Keras ``Cropping*D``, torch's negative
+    ``F.pad``).
+    """
+
+    kind: Literal["zero_padding"] = "zero_padding"
+    rank: Rank
+    padding: tuple[PadPair, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ZeroPaddingLayer:
+        _check_padding(self.padding, self.rank, allow_negative=True)
+        return self
+
+
+class UpSamplingLayer(LayerBase):
+    """Nearest-neighbour upsampling by integer factors: each element repeated ``size`` times."""
+
+    kind: Literal["upsampling"] = "upsampling"
+    rank: Rank
+    size: tuple[int, ...]
+    interpolation: Literal["nearest"] = "nearest"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UpSamplingLayer:
+        _check_tuples(self, self.rank, "size")
+        return self
+
+
+class FlattenLayer(LayerBase):
+    """Flattens everything but the batch axis, in the order the source flattened in.
+
+    ``channels_first``: C-order of the canonical tensor (PyTorch, or any non-spatial tensor).
+    ``channels_last``: the channels axis moved last first (Keras on a feature map), so the dense
+    layer after it keeps the source's weight rows; writers permute those rows when their
+    framework flattens in the other order.
+    """
+
+    kind: Literal["flatten"] = "flatten"
+    order: Order = "channels_first"
+
+
+class ReshapeLayer(LayerBase):
+    """Reshape (C order) of everything but the batch axis, in the source's own layout.
+
+    ``target_shape`` is the canonical output shape (may hold one ``-1``). ``input_order`` /
+    ``output_order`` = ``channels_last`` means the source reshaped the channels-last form of a
+    spatial tensor (Keras): the input is moved channels-last before, the output channels-first
+    after.
+    """
+
+    kind: Literal["reshape"] = "reshape"
+    target_shape: tuple[int, ...]
+    input_order: Order = "channels_first"
+    output_order: Order = "channels_first"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReshapeLayer:
+        if sum(1 for d in self.target_shape if d == -1) > 1:
+            raise ValueError(f"target_shape {list(self.target_shape)} has more than one -1")
+        if any(d == 0 or d < -1 for d in self.target_shape):
+            raise ValueError(f"target_shape {list(self.target_shape)} has an invalid entry")
+        if self.output_order == "channels_last" and len(self.target_shape) < 2:
+            raise ValueError("output_order channels_last needs a spatial target_shape")
+        return self
+
+
+class PermuteLayer(LayerBase):
+    """Permutes the non-batch axes: ``y = x.transpose(0, *dims)`` (dims count from 1)."""
+
+    kind: Literal["permute"] = "permute"
+    dims: tuple[int, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PermuteLayer:
+        if sorted(self.dims) != list(range(1, len(self.dims) + 1)):
+            raise ValueError(f"dims {list(self.dims)} is not a permutation of 1..{len(self.dims)}")
+        return self
+
+
+CONV_LAYER_CLASSES: tuple[type[LayerBase], ...] = (
+    ConvLayer,
+    SeparableConvLayer,
+    ConvTransposeLayer,
+    PoolLayer,
+    GlobalPoolLayer,
+    ZeroPaddingLayer,
+    UpSamplingLayer,
+    FlattenLayer,
+    ReshapeLayer,
+    PermuteLayer,
+)
