@@ -28,6 +28,7 @@ from weightio.adapters.torch_common import (
     tensor_to_numpy,
     torch_module,
 )
+from weightio.checkpoints import pick_state_dict
 from weightio.archive import Archive
 from weightio.atomic import atomic_write
 from weightio.errors import (
@@ -86,14 +87,6 @@ def _archive(state_dict: Mapping[str, Any], *, name: str, source_file: Any, copy
     return archive_from_state_dict(arrays, name=name, provenance=prov)
 
 
-def _is_state_dict(value: Any, *, allow_empty: bool = False) -> bool:
-    return (
-        isinstance(value, Mapping)
-        and (allow_empty or len(value) > 0)
-        and all(isinstance(k, str) and is_torch_tensor(v) for k, v in value.items())
-    )
-
-
 def _check_path(path: Path) -> None:
     if not path.exists():
         raise SourceNotFoundError("no such file", file=path)
@@ -149,44 +142,9 @@ def _load(path: Path) -> Any:
         ) from None
 
 
-def _candidates(obj: Mapping[Any, Any]) -> list[str]:
-    return [str(k) for k, v in obj.items() if _is_state_dict(v)]
-
-
 def _pick_state_dict(obj: Any, path: Path, key: str | None) -> Mapping[str, Any]:
-    """The state dict in a loaded object: the object itself, or ``obj[key]`` of a checkpoint."""
-    if not isinstance(obj, Mapping):
-        raise MalformedFileError(
-            f"holds a {qualified_name(obj)}, not a state dict (a dict of tensors); save "
-            "model.state_dict() instead of the model or tensor",
-            file=path,
-        )
-    if key is None:
-        if _is_state_dict(obj, allow_empty=True):
-            return obj
-        found = _candidates(obj)
-        hint = (
-            f"pick one with key=: {', '.join(repr(c) for c in found)}"
-            if found else "none of its entries is a state dict either"
-        )
-        raise MalformedFileError(
-            "is a checkpoint whose values are not all tensors (keys: "
-            f"{', '.join(repr(str(k)) for k in list(obj)[:20])}); {hint}",
-            file=path,
-        )
-    if key not in obj:
-        found = _candidates(obj)
-        raise MalformedFileError(
-            f"has no entry {key!r}; entries holding state dicts: "
-            f"{', '.join(repr(c) for c in found) or 'none'}",
-            file=path,
-        )
-    if not _is_state_dict(obj[key]):
-        raise MalformedFileError(
-            f"entry {key!r} is a {qualified_name(obj[key])}, not a state dict of tensors",
-            file=path,
-        )
-    return obj[key]
+    """The state dict in a loaded object (see ``weightio.checkpoints``)."""
+    return pick_state_dict(obj, path, key, is_tensor=is_torch_tensor)
 
 
 def read_torch_file(path: os.PathLike[str] | str, *, key: str | None = None) -> Archive:

@@ -30,6 +30,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from weightio.checkpoints import pick_state_dict
 from weightio.archive import Archive
 from weightio.errors import (
     MalformedFileError,
@@ -501,42 +502,9 @@ def _materialize(obj: Any, path: Path) -> Any:
     return obj
 
 
-def _is_state_dict(value: Any) -> bool:
-    return isinstance(value, Mapping) and all(
-        isinstance(k, str) and isinstance(v, np.ndarray) for k, v in value.items()
-    )
-
-
 def _pick(obj: Any, path: Path, key: str | None) -> Mapping[str, np.ndarray]:
-    """The state dict in the file: the object itself, or ``obj[key]`` of a training checkpoint."""
-    if not isinstance(obj, Mapping):
-        raise MalformedFileError(
-            f"holds a {type(obj).__name__}, not a state dict (a dict of tensors); save "
-            "model.state_dict() instead of the model or tensor",
-            file=path,
-        )
-    found = [str(k) for k, v in obj.items() if _is_state_dict(v) and v]
-    if key is None:
-        if _is_state_dict(obj):
-            return obj
-        hint = (
-            f"pick one with key=: {', '.join(repr(c) for c in found)}"
-            if found else "none of its entries is a state dict either"
-        )
-        raise MalformedFileError(
-            "is a checkpoint whose values are not all tensors (keys: "
-            f"{', '.join(repr(str(k)) for k in list(obj)[:20])}); {hint}",
-            file=path,
-        )
-    if key not in obj:
-        raise MalformedFileError(
-            f"has no entry {key!r}; entries holding state dicts: "
-            f"{', '.join(repr(c) for c in found) or 'none'}",
-            file=path,
-        )
-    if not _is_state_dict(obj[key]):
-        raise MalformedFileError(f"entry {key!r} is not a state dict of tensors", file=path)
-    return obj[key]
+    """The state dict in the file (see ``weightio.checkpoints``)."""
+    return pick_state_dict(obj, path, key, is_tensor=lambda v: isinstance(v, np.ndarray))
 
 
 def read_checkpoint(path: os.PathLike[str] | str, *, key: str | None = None) -> Archive:
