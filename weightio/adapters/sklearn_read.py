@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from weightio.adapters.common import TensorCollector
+from weightio.adapters.sklearn_estimators import LINEAR_REGRESSORS
 from weightio.errors import UnsupportedLayerError, UnsupportedSourceError
 from weightio.registry import Registry
 from weightio.spec import (
@@ -196,12 +197,7 @@ def _intercept(estimator: Any) -> np.ndarray | None:
 
 
 @SKLEARN_READ.register(
-    "sklearn.linear_model.LinearRegression",
-    "sklearn.linear_model.Ridge",
-    "sklearn.linear_model.Lasso",
-    "sklearn.linear_model.ElasticNet",
-    "sklearn.linear_model.SGDRegressor",
-    "sklearn.svm.LinearSVR",
+    *LINEAR_REGRESSORS,
     produces=("dense",),
 )
 def _linear_regressor(estimator: Any, name: str, ctx: ReadContext, is_last: bool) -> StepResult:
