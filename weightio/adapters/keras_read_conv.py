@@ -70,8 +70,17 @@ KERAS_ELEMENTWISE: set[str] = {
     "Activation", "ReLU", "LeakyReLU", "ELU", "Dropout", "AlphaDropout", "GaussianDropout",
     "GaussianNoise", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "Identity",
 }
+#: Keras classes computing per channel along their ``axis`` whose mapping turns a channels-last
+#: axis into the canonical one (``entry.input_tags``): the output keeps the input's tag.
+KERAS_PER_CHANNEL: set[str] = {"BatchNormalization"}
+#: Keras merges computing elementwise on same-shape inputs: a feature map when all inputs are.
+KERAS_MERGES: frozenset[str] = frozenset(
+    {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+)
 #: Keras classes whose mapping handles a feature-map input (beyond the elementwise ones).
-KERAS_CHANNELS_AWARE: set[str] = {*KERAS_SPATIAL, *GLOBAL_CLASSES, "Flatten", "Reshape", "Permute"}
+KERAS_CHANNELS_AWARE: set[str] = {
+    *KERAS_SPATIAL, *GLOBAL_CLASSES, "Flatten", "Reshape", "Permute", *KERAS_PER_CHANNEL,
+}
 
 
 # -- which tensors are feature maps -----------------------------------------------------------
@@ -123,7 +132,7 @@ def keras_tags(
             cls = classes.get(user, "")
             if cls in KERAS_SPATIAL or cls in GLOBAL_CLASSES:
                 return True
-            if cls in KERAS_ELEMENTWISE:
+            if cls in KERAS_ELEMENTWISE or cls in KERAS_PER_CHANNEL or cls in KERAS_MERGES:
                 pending.extend(users.get(user, []))
         return False
 
@@ -136,8 +145,10 @@ def keras_tags(
             tag = CHANNELS if configs[name].get("keepdims") else PLAIN
         elif cls in ("InputLayer", "Reshape", "Permute"):
             tag = CHANNELS if read_as_feature_map(name) else PLAIN
-        elif cls in KERAS_ELEMENTWISE:
+        elif cls in KERAS_ELEMENTWISE or cls in KERAS_PER_CHANNEL:
             tag = tags.get(srcs[0], PLAIN) if srcs else PLAIN
+        elif cls in KERAS_MERGES:
+            tag = CHANNELS if srcs and all(tags.get(s, PLAIN) == CHANNELS for s in srcs) else PLAIN
         else:
             tag = PLAIN
         tags[name] = tag
@@ -170,6 +181,8 @@ def layout_refusal(entry: KerasLayerEntry) -> str | None:
     )
     if (cls in KERAS_ELEMENTWISE and not with_axis) or cls in KERAS_CHANNELS_AWARE:
         return None
+    if cls in KERAS_MERGES and all(tag == CHANNELS for tag in entry.input_tags):
+        return None  # elementwise on same-shape maps: the same numbers in either layout
     return (
         f"{cls} reads a channels-last feature map here; weightio's spec is channels-first and "
         f"its {cls} mapping assumes features on the last axis. Flatten or pool first"

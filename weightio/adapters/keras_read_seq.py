@@ -60,6 +60,21 @@ def _flags(entry: KerasLayerEntry) -> tuple[bool, bool]:
     return bool(entry.config.get("scale", True)), bool(entry.config.get("center", True))
 
 
+def _canonical_axis(axis: int, rank: int | None) -> int:
+    """The canonical (channels-first) axis of Keras ``axis`` on a channels-last feature map.
+
+    The last axis (channels) becomes 1; spatial axis ``k`` becomes ``k + 1``.
+    """
+    if axis == -1:
+        return 1
+    if rank is None:
+        raise NotExact(f"axis {axis} of a channels-last feature map of unknown rank")
+    positive = axis if axis >= 0 else axis + rank
+    if not 0 < positive < rank:
+        raise NotExact(f"axis {axis} is the batch axis or out of range for a rank-{rank} input")
+    return 1 if positive == rank - 1 else positive + 1
+
+
 # -- normalisation ------------------------------------------------------------------------------
 
 
@@ -76,11 +91,15 @@ def _batch_norm(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     beta = weights.pop(0) if center else None
     mean, var = weights
     momentum = config.get("momentum", 0.99)
+    axis = _single_axis(config.get("axis", -1), "BatchNormalization")
+    rank = _input_rank(entry)
+    if entry.input_tags and entry.input_tags[0] == "channels":
+        axis = _canonical_axis(axis, rank)
     return BatchNormLayer(
         **_base(entry),
         num_features=int(mean.shape[0]),
-        axis=_single_axis(config.get("axis", -1), "BatchNormalization"),
-        input_rank=_input_rank(entry),
+        axis=axis,
+        input_rank=rank,
         eps=float(config.get("epsilon", 1e-3)),
         momentum=None if momentum is None else 1.0 - float(momentum),
         weight=None if gamma is None else tensors.add(entry.name, "weight", gamma),

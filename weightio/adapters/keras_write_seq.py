@@ -53,20 +53,51 @@ def _weights(ctx: WriteContext, layer: LayerBase, names: tuple[str, ...]) -> lis
     return [_array(ctx, getattr(layer, n)) for n in names if getattr(layer, n) is not None]
 
 
+def _channels_last_axis(layer: BatchNormLayer, rank: int) -> int:
+    """The Keras axis of canonical ``layer.axis`` on a channels-last feature map of ``rank``."""
+    positive = layer.axis if layer.axis > 0 else layer.axis + rank
+    if not 0 < positive < rank:
+        raise UnsupportedLayerError(f"batch_norm axis {layer.axis} is out of range for a rank-{rank} feature map", layer=layer.name)
+    return -1 if positive == 1 else positive - 1
+
+
+def _feature_map_rank(layer: BatchNormLayer, ctx: WriteContext) -> int:
+    if layer.input_rank is not None:
+        return layer.input_rank
+    from weightio.layout_flow import tensor_ranks
+
+    spec = ctx.archive.spec
+    index = next(i for i, l in enumerate(spec.layers) if l.name == layer.name)
+    rank = tensor_ranks(spec).get(spec.layer_inputs(index)[0])
+    if rank is None:
+        raise UnsupportedLayerError("batch_norm on a feature map of unknown rank", layer=layer.name)
+    return rank
+
+
 @KERAS_WRITE.register("batch_norm")
 def _batch_norm(layer: BatchNormLayer, ctx: WriteContext) -> list[Any]:
-    """BatchNormalization(axis, epsilon, center, scale) with the moving statistics set."""
+    """BatchNormalization(axis, epsilon, center, scale) with the moving statistics set.
+
+    On a feature map (``ctx.layout == "channels"``) Keras holds the tensor channels-last, so the
+    canonical channel axis 1 becomes ``axis=-1`` (a spatial axis ``k`` becomes ``k - 1``): the
+    layer reads the channels-last tensor as is, no permute around it.
+    """
     dtype = _float_dtype(layer, layer.running_mean)
+    if ctx.layout == "channels":
+        rank = _feature_map_rank(layer, ctx)
+        axis = _channels_last_axis(layer, rank)
+    else:
+        axis = layer.axis
+        rank = layer.input_rank or (2 if layer.axis in (1, -1) else None)
+        if rank is None:
+            raise UnsupportedLayerError(f"batch_norm on axis {layer.axis} of an input of unknown rank", layer=layer.name)
     bn = ctx.keras.layers.BatchNormalization(
-        axis=layer.axis, epsilon=layer.eps, center=layer.bias is not None,
+        axis=axis, epsilon=layer.eps, center=layer.bias is not None,
         scale=layer.weight is not None,
         momentum=0.99 if layer.momentum is None else 1.0 - layer.momentum,
         dtype=dtype, name=ctx.names.by_spec[layer.name],
     )
-    rank = layer.input_rank or (2 if layer.axis in (1, -1) else None)
-    if rank is None:
-        raise UnsupportedLayerError(f"batch_norm on axis {layer.axis} of an input of unknown rank", layer=layer.name)
-    bn.build(_shape_for(rank, layer.axis, layer.num_features))
+    bn.build(_shape_for(rank, axis, layer.num_features))
     bn.set_weights(_weights(ctx, layer, ("weight", "bias", "running_mean", "running_var")))
     ctx.dtype = dtype
     return [bn]
