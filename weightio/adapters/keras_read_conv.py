@@ -181,8 +181,13 @@ def layout_refusal(entry: KerasLayerEntry) -> str | None:
     )
     if (cls in KERAS_ELEMENTWISE and not with_axis) or cls in KERAS_CHANNELS_AWARE:
         return None
-    if cls in KERAS_MERGES and all(tag == CHANNELS for tag in entry.input_tags):
-        return None  # elementwise on same-shape maps: the same numbers in either layout
+    if cls in KERAS_MERGES:
+        if all(tag == CHANNELS for tag in entry.input_tags):
+            return None  # elementwise on same-shape maps: the same numbers in either layout
+        return (
+            f"{cls} merges a channels-last feature map with plain data here; the two have no "
+            "common channels-first form. Merge feature maps only (or flatten/pool both first)"
+        )
     return (
         f"{cls} reads a channels-last feature map here; weightio's spec is channels-first and "
         f"its {cls} mapping assumes features on the last axis. Flatten or pool first"
