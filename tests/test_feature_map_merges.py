@@ -27,7 +27,7 @@ from conftest import assert_close  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.torch]
 
-MERGES = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"]
+MERGES = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"]
 
 
 def _randomise_bn(model: object, seed: int) -> None:
@@ -121,6 +121,36 @@ def test_torch_residual_block_to_keras(tmp_path: Path) -> None:
         reference = module(x_cf).numpy()
     x_cl = np.moveaxis(x_cf.numpy(), 1, -1)
     got = to_channels_first(np.asarray(model(x_cl, training=False)))  # a feature-map output
+    assert_close(reference, got)
+    assert_close(reference, weightio.run(result.archive, x_cf.numpy()))
+
+
+class TorchBranches(torch.nn.Module):
+    """Two conv branches joined with ``torch.cat(dim=1)`` (channels), then a conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 2, 1)
+        self.b = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.head = torch.nn.Conv2d(6, 2, 3)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return self.head(torch.relu(torch.cat([self.a(x), self.b(x)], dim=1)))
+
+
+def test_torch_channel_concatenate_to_keras_axis_minus_one(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    module = TorchBranches().eval()
+    x_cf = torch.randn(2, 3, 5, 6)
+    result = weightio.convert(module, tmp_path / "cat.keras", example_input=x_cf[:1])
+    assert result.verification is not None and result.verification.passed
+    model = keras.saving.load_model(tmp_path / "cat.keras")
+    concat = next(l for l in model.layers if isinstance(l, keras.layers.Concatenate))
+    assert concat.axis in (-1, 3)
+    assert not any(isinstance(l, keras.layers.Permute) for l in model.layers)
+    with torch.no_grad():
+        reference = module(x_cf).numpy()
+    got = to_channels_first(np.asarray(model(np.moveaxis(x_cf.numpy(), 1, -1))))
     assert_close(reference, got)
     assert_close(reference, weightio.run(result.archive, x_cf.numpy()))
 

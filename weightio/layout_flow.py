@@ -14,8 +14,8 @@ fed to Dense/LSTM — is held identically by both. So the only layout fact about
 - elementwise kinds (activation, dropout, identity, and any kind registered ``ELEMENTWISE``)
   keep their first input's tag; so do per-channel kinds (``PER_CHANNEL``: batch norm, whose
   ``axis`` is canonical, i.e. 1 on a feature map);
-- elementwise merges (``MERGE_KINDS``: add, subtract…) produce ``channels`` when every input is
-  a feature map (a residual block), ``plain`` otherwise;
+- elementwise merges (``MERGE_KINDS``: add, subtract…) and ``concatenate`` produce ``channels``
+  when every input is a feature map (a residual block, joined branches), ``plain`` otherwise;
 - any other kind produces ``plain``.
 
 Writers use the tags to build each framework's idiomatic form (and insert an exact permute only
@@ -48,8 +48,11 @@ ELEMENTWISE: set[str] = {"activation", "dropout", "identity"}
 PER_CHANNEL: set[str] = {"batch_norm"}
 #: Elementwise kinds reading several same-shape inputs: a feature map when all inputs are.
 MERGE_KINDS = frozenset({"add", "subtract", "multiply", "average", "maximum", "minimum"})
+#: Multi-input kinds producing a feature map when all inputs are (``concatenate``'s axis is
+#: canonical, so 1 joins channels).
+MAP_MERGE_KINDS = MERGE_KINDS | {"concatenate"}
 #: Kinds through which a consumer's need for a feature map reaches the producer.
-TAG_PRESERVING = frozenset(ELEMENTWISE | PER_CHANNEL | MERGE_KINDS)
+TAG_PRESERVING = frozenset(ELEMENTWISE | PER_CHANNEL | MAP_MERGE_KINDS)
 
 #: Frameworks and the layout in which they hold spatial tensors.
 FRAMEWORK_LAYOUT = {"keras": "channels_last", "torch": "channels_first"}
@@ -72,7 +75,7 @@ def _own_tag(layer: LayerBase, tags: dict[str, str], sources: list[str]) -> str 
         return None  # decided by its consumers
     if (kind in ELEMENTWISE or kind in PER_CHANNEL) and sources:
         return tags.get(sources[0], PLAIN)
-    if kind in MERGE_KINDS and sources:
+    if kind in MAP_MERGE_KINDS and sources:
         return CHANNELS if all(tags.get(s, PLAIN) == CHANNELS for s in sources) else PLAIN
     return PLAIN
 

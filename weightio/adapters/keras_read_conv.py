@@ -73,9 +73,10 @@ KERAS_ELEMENTWISE: set[str] = {
 #: Keras classes computing per channel along their ``axis`` whose mapping turns a channels-last
 #: axis into the canonical one (``entry.input_tags``): the output keeps the input's tag.
 KERAS_PER_CHANNEL: set[str] = {"BatchNormalization"}
-#: Keras merges computing elementwise on same-shape inputs: a feature map when all inputs are.
+#: Keras merges of same-shape inputs (elementwise, or Concatenate whose mapping moves its axis):
+#: a feature map when all inputs are.
 KERAS_MERGES: frozenset[str] = frozenset(
-    {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+    {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
 )
 #: Keras classes whose mapping handles a feature-map input (beyond the elementwise ones).
 KERAS_CHANNELS_AWARE: set[str] = {
@@ -183,7 +184,7 @@ def layout_refusal(entry: KerasLayerEntry) -> str | None:
         return None
     if cls in KERAS_MERGES:
         if all(tag == CHANNELS for tag in entry.input_tags):
-            return None  # elementwise on same-shape maps: the same numbers in either layout
+            return None  # elementwise (or axis-mapped) on maps: exact in either layout
         return (
             f"{cls} merges a channels-last feature map with plain data here; the two have no "
             "common channels-first form. Merge feature maps only (or flatten/pool both first)"

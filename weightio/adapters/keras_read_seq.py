@@ -341,9 +341,16 @@ def _merge(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
 
 @KERAS_READ.register("Concatenate", produces=("concatenate",))
 def _concatenate(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
-    """``Concatenate(axis)``; the axis counts the batch axis in both Keras and the spec."""
+    """``Concatenate(axis)``; the axis counts the batch axis in both Keras and the spec. On
+    channels-last feature maps it becomes the canonical axis (-1 -> 1)."""
     _expect_weights(entry, 0)
     axis = _single_axis(entry.config.get("axis", -1), "Concatenate")
+    if entry.input_tags and all(tag == "channels" for tag in entry.input_tags):
+        build = entry.raw.get("build_config") if entry.raw else None
+        shapes = build.get("input_shape") if isinstance(build, dict) else None
+        first = shapes[0] if isinstance(shapes, (list, tuple)) and shapes else None
+        rank = len(first) if isinstance(first, (list, tuple)) else None
+        axis = _canonical_axis(axis, rank)
     return ConcatenateLayer(**_base(entry), axis=axis)
 
 

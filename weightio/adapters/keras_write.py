@@ -293,16 +293,17 @@ def _write_merge(layer: LayerBase, ctx: WriteContext, sources: list[str]) -> lis
     """A layer reading several tensors (merges, attention).
 
     Elementwise merges (add, subtract…) of feature maps only are written on the channels-last
-    tensors as they are: elementwise, they compute the same numbers in either layout. Any other
+    tensors as they are: elementwise, they compute the same numbers in either layout; a
+    concatenate of feature maps has its canonical axis moved to Keras's (1 -> -1). Any other
     layer reading a feature map assumes features on the last axis, which Keras' channels-last
     maps do not hold in canonical (channels-first) terms: refuse it rather than merge or
     concatenate along the wrong axis.
     """
-    from weightio.layout_flow import CHANNELS, MERGE_KINDS, PLAIN, tensor_layouts
+    from weightio.layout_flow import CHANNELS, MAP_MERGE_KINDS, PLAIN, tensor_layouts
 
     tags = tensor_layouts(ctx.archive.spec)
     maps = [s for s in sources if tags.get(s, PLAIN) != PLAIN]
-    if maps and layer.kind in MERGE_KINDS and len(maps) == len(sources):
+    if maps and layer.kind in MAP_MERGE_KINDS and len(maps) == len(sources):
         ctx.layout = CHANNELS
     elif maps:
         raise UnsupportedLayerError(

@@ -53,16 +53,16 @@ def _weights(ctx: WriteContext, layer: LayerBase, names: tuple[str, ...]) -> lis
     return [_array(ctx, getattr(layer, n)) for n in names if getattr(layer, n) is not None]
 
 
-def _channels_last_axis(layer: BatchNormLayer, rank: int) -> int:
+def _channels_last_axis(layer: Any, rank: int) -> int:
     """The Keras axis of canonical ``layer.axis`` on a channels-last feature map of ``rank``."""
     positive = layer.axis if layer.axis > 0 else layer.axis + rank
     if not 0 < positive < rank:
-        raise UnsupportedLayerError(f"batch_norm axis {layer.axis} is out of range for a rank-{rank} feature map", layer=layer.name)
+        raise UnsupportedLayerError(f"{layer.kind} axis {layer.axis} is out of range for a rank-{rank} feature map", layer=layer.name)
     return -1 if positive == 1 else positive - 1
 
 
-def _feature_map_rank(layer: BatchNormLayer, ctx: WriteContext) -> int:
-    if layer.input_rank is not None:
+def _feature_map_rank(layer: Any, ctx: WriteContext) -> int:
+    if getattr(layer, "input_rank", None) is not None:
         return layer.input_rank
     from weightio.layout_flow import tensor_ranks
 
@@ -70,7 +70,7 @@ def _feature_map_rank(layer: BatchNormLayer, ctx: WriteContext) -> int:
     index = next(i for i, l in enumerate(spec.layers) if l.name == layer.name)
     rank = tensor_ranks(spec).get(spec.layer_inputs(index)[0])
     if rank is None:
-        raise UnsupportedLayerError("batch_norm on a feature map of unknown rank", layer=layer.name)
+        raise UnsupportedLayerError(f"{layer.kind} on a feature map of unknown rank", layer=layer.name)
     return rank
 
 
@@ -251,8 +251,11 @@ def _merge(layer: MergeLayer, ctx: WriteContext) -> list[Any]:
 
 @KERAS_WRITE.register("concatenate")
 def _concatenate(layer: ConcatenateLayer, ctx: WriteContext) -> list[Any]:
-    """Concatenate(axis)."""
-    return [ctx.keras.layers.Concatenate(axis=layer.axis, name=ctx.names.by_spec[layer.name], dtype=ctx.dtype)]
+    """Concatenate(axis); on feature maps the canonical axis moves to channels-last (1 -> -1)."""
+    axis = layer.axis
+    if ctx.layout == "channels":
+        axis = _channels_last_axis(layer, _feature_map_rank(layer, ctx))
+    return [ctx.keras.layers.Concatenate(axis=axis, name=ctx.names.by_spec[layer.name], dtype=ctx.dtype)]
 
 
 @KERAS_WRITE.register("last_step")
