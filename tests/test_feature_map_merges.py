@@ -169,3 +169,28 @@ def test_keras_merge_of_a_map_and_plain_data_stays_refused() -> None:
     assert merged.kind == "opaque" and "plain data" in (merged.reason or "")
     with pytest.raises(UnsupportedLayerError):
         weightio.to_torch(archive)
+
+
+def test_group_norm_on_feature_maps_both_ways(tmp_path: Path) -> None:
+    """GroupNormalization(axis=-1) on a Keras map is canonical axis 1: torch GroupNorm, and back."""
+    keras.utils.set_random_seed(4)
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((5, 4, 3)), L.Conv2D(6, 3, padding="same"),
+        L.GroupNormalization(groups=3, beta_initializer="random_normal", gamma_initializer="random_uniform"),
+        L.Conv2D(2, 1),
+    ])
+    result = weightio.convert(model, tmp_path / "gn.pt")
+    assert result.verification is not None and result.verification.passed
+    gn = next(l for l in result.archive.spec.layers if l.kind == "group_norm")
+    assert gn.axis == 1
+    x = np.random.default_rng(1).standard_normal((2, 5, 4, 3)).astype("float32")
+    reference = to_channels_first(np.asarray(model(x)))
+    module = weightio.to_torch(result.archive)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in module.modules())
+    with torch.no_grad():
+        assert_close(reference, module(torch.from_numpy(to_channels_first(x))).numpy())
+    assert_close(reference, weightio.run(result.archive, to_channels_first(x)))
+    back = weightio.to_keras(result.archive)
+    assert not any(isinstance(l, keras.layers.Permute) for l in back.layers)
+    assert_close(reference, to_channels_first(np.asarray(back(x))))

@@ -12,8 +12,8 @@ fed to Dense/LSTM — is held identically by both. So the only layout fact about
 - ``reshape`` produces ``channels`` when its ``output_order`` is ``channels_last``;
 - ``permute`` produces ``channels`` when some consumer needs a feature map;
 - elementwise kinds (activation, dropout, identity, and any kind registered ``ELEMENTWISE``)
-  keep their first input's tag; so do per-channel kinds (``PER_CHANNEL``: batch norm, whose
-  ``axis`` is canonical, i.e. 1 on a feature map);
+  keep their first input's tag; so do per-channel kinds (``PER_CHANNEL``: batch and group norm,
+  whose ``axis`` is canonical, i.e. 1 on a feature map);
 - elementwise merges (``MERGE_KINDS``: add, subtract…) and ``concatenate`` produce ``channels``
   when every input is a feature map (a residual block, joined branches), ``plain`` otherwise;
 - any other kind produces ``plain``.
@@ -45,7 +45,7 @@ ELEMENTWISE: set[str] = {"activation", "dropout", "identity"}
 #: Kinds computing per position along a canonical ``axis`` (1 = channels on a feature map): the
 #: output keeps the tag. Not in ``ELEMENTWISE``: their parameters depend on the axis, so a
 #: flatten's order cannot be folded through them into a following dense.
-PER_CHANNEL: set[str] = {"batch_norm"}
+PER_CHANNEL: set[str] = {"batch_norm", "group_norm"}
 #: Elementwise kinds reading several same-shape inputs: a feature map when all inputs are.
 MERGE_KINDS = frozenset({"add", "subtract", "multiply", "average", "maximum", "minimum"})
 #: Multi-input kinds producing a feature map when all inputs are (``concatenate``'s axis is

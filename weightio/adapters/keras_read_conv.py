@@ -72,7 +72,7 @@ KERAS_ELEMENTWISE: set[str] = {
 }
 #: Keras classes computing per channel along their ``axis`` whose mapping turns a channels-last
 #: axis into the canonical one (``entry.input_tags``): the output keeps the input's tag.
-KERAS_PER_CHANNEL: set[str] = {"BatchNormalization"}
+KERAS_PER_CHANNEL: set[str] = {"BatchNormalization", "GroupNormalization"}
 #: Keras merges of same-shape inputs (elementwise, or Concatenate whose mapping moves its axis):
 #: a feature map when all inputs are.
 KERAS_MERGES: frozenset[str] = frozenset(

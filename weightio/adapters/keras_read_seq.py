@@ -157,12 +157,16 @@ def _group_norm(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     gamma = weights.pop(0) if scale else None
     beta = weights.pop(0) if center else None
     channels = int((gamma if gamma is not None else beta).shape[0])
+    axis = _single_axis(config.get("axis", -1), "GroupNormalization")
+    rank = _input_rank(entry)
+    if entry.input_tags and entry.input_tags[0] == "channels":
+        axis = _canonical_axis(axis, rank)
     return GroupNormLayer(
         **_base(entry),
         num_groups=int(config.get("groups", 32)),
         num_channels=channels,
-        axis=_single_axis(config.get("axis", -1), "GroupNormalization"),
-        input_rank=_input_rank(entry),
+        axis=axis,
+        input_rank=rank,
         eps=float(config.get("epsilon", 1e-3)),
         weight=None if gamma is None else tensors.add(entry.name, "weight", gamma),
         bias=None if beta is None else tensors.add(entry.name, "bias", beta),

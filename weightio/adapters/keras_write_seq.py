@@ -122,15 +122,20 @@ def _layer_norm(layer: LayerNormLayer, ctx: WriteContext) -> list[Any]:
 
 @KERAS_WRITE.register("group_norm")
 def _group_norm(layer: GroupNormLayer, ctx: WriteContext) -> list[Any]:
-    """GroupNormalization(groups, axis, epsilon, center, scale)."""
+    """GroupNormalization(groups, axis, epsilon, center, scale); on a feature map the canonical
+    channel axis 1 becomes ``axis=-1`` of the channels-last tensor (as for batch_norm)."""
     ref = layer.weight or layer.bias
     dtype = _float_dtype(layer, ref) if ref is not None else ctx.dtype
+    axis, rank = layer.axis, layer.input_rank
+    if ctx.layout == "channels":
+        rank = _feature_map_rank(layer, ctx)
+        axis = _channels_last_axis(layer, rank)
     gn = ctx.keras.layers.GroupNormalization(
-        groups=layer.num_groups, axis=layer.axis, epsilon=layer.eps,
+        groups=layer.num_groups, axis=axis, epsilon=layer.eps,
         center=layer.bias is not None, scale=layer.weight is not None,
         dtype=dtype, name=ctx.names.by_spec[layer.name],
     )
-    gn.build(_shape_for(layer.input_rank, layer.axis, layer.num_channels))
+    gn.build(_shape_for(rank, axis, layer.num_channels))
     gn.set_weights(_weights(ctx, layer, ("weight", "bias")))
     ctx.dtype = dtype
     return [gn]
