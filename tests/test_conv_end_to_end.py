@@ -1,8 +1,9 @@
 """End to end: a trained Keras CNN becomes an idiomatic channels-first PyTorch model, and a
 PyTorch CNN becomes a channels-last Keras model, through ``weightio.convert`` with verification.
 
-The BatchNormalization of the issue's CNN belongs to the normalisation family, developed on
-another branch; this CNN is the same without it.
+Both CNNs hold a BatchNorm on a feature map with non-zero running statistics: it must become
+the other framework's own channel BatchNorm (Keras ``axis=-1`` on the channels-last map,
+``BatchNorm2d`` on the channels-first one), with no permute around it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def keras_cnn(digits: tuple[np.ndarray, np.ndarray]) -> object:
-    """Conv2D -> MaxPool -> Conv2D stride 2 'same' -> Flatten -> Dense softmax, trained briefly."""
+    """Conv2D -> BatchNorm -> MaxPool -> Conv2D stride 2 'same' -> Flatten -> Dense softmax,
+    trained briefly."""
     x, y = digits
     keras.utils.set_random_seed(0)
     layers = keras.layers
@@ -46,6 +48,7 @@ def keras_cnn(digits: tuple[np.ndarray, np.ndarray]) -> object:
         [
             keras.Input(shape=(8, 8, 1)),
             layers.Conv2D(8, 3, padding="same", activation="relu"),
+            layers.BatchNormalization(),
             layers.MaxPooling2D(2),
             layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
             layers.Flatten(),
@@ -66,11 +69,20 @@ def test_keras_cnn_on_digits_to_torch(keras_cnn: object, digits: tuple, tmp_path
     assert archive.spec.inputs[0].shape == (1, 8, 8)
     flatten = next(l for l in archive.spec.layers if l.kind == "flatten")
     assert flatten.order == "channels_last"  # the order Keras flattened in, as recorded
+    bn = next(l for l in archive.spec.layers if l.kind == "batch_norm")
+    assert bn.axis == 1 and bn.input_rank == 4  # Keras axis=-1 on N,H,W,C is canonical axis 1
+    keras_bn = next(l for l in keras_cnn.layers if isinstance(l, keras.layers.BatchNormalization))
+    moving_mean, moving_var = (np.asarray(v) for v in (keras_bn.moving_mean, keras_bn.moving_variance))
+    assert np.abs(moving_mean).min() > 0 and np.abs(moving_var - 1).min() > 0  # trained statistics
 
     module = weightio.to_torch(archive)
     kinds = [type(m).__name__ for m in module]
     # Idiomatic: no permute anywhere, the Linear's rows were permuted once instead.
     assert "Permute" not in kinds and "Flatten" in kinds, kinds
+    assert kinds.count("BatchNorm2d") == 1, kinds
+    torch_bn = next(m for m in module if isinstance(m, torch.nn.BatchNorm2d))
+    assert np.array_equal(torch_bn.running_mean.numpy(), moving_mean)
+    assert torch_bn.eps == keras_bn.epsilon
     assert kinds.count("ZeroPad2d") == 1  # the stride-2 'same' conv's asymmetric padding
 
     x_cf = to_channels_first(x)  # the digits, channels-first: N, 1, 8, 8
@@ -88,20 +100,28 @@ def test_keras_cnn_on_digits_to_torch(keras_cnn: object, digits: tuple, tmp_path
         exported = program.module()(torch.from_numpy(x_cf[:16])).numpy()
     assert_close(reference[:16], exported)
 
+    # ...and back to Keras: the same channels-last BatchNormalization(axis=-1), no permute.
+    back = weightio.to_keras(archive)
+    assert not any(isinstance(l, keras.layers.Permute) for l in back.layers)
+    back_bn = [l for l in back.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(back_bn) == 1 and back_bn[0].axis in (-1, 3)
+    assert_close(reference, np.asarray(back(x, training=False)))
+
 
 class TorchCNN(torch.nn.Module):
-    """Conv -> ReLU -> AvgPool -> Conv -> ReLU -> Flatten -> Linear, written by hand."""
+    """Conv -> BatchNorm2d -> ReLU -> AvgPool -> Conv -> ReLU -> Flatten -> Linear, by hand."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = torch.nn.Conv2d(1, 6, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(6)
         self.pool = torch.nn.AvgPool2d(2)
         self.conv2 = torch.nn.Conv2d(6, 8, 3)
         self.flatten = torch.nn.Flatten()
         self.fc = torch.nn.Linear(8 * 2 * 2, 10)
 
     def forward(self, x):  # noqa: ANN001, ANN201
-        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.bn(self.conv1(x))))
         x = torch.relu(self.conv2(x))
         return self.fc(self.flatten(x))
 
@@ -124,9 +144,16 @@ def test_torch_cnn_with_avgpool_to_keras(digits: tuple, tmp_path: Path) -> None:
     archive = result.archive
     assert archive.spec.inputs[0].layout == "channels_first"
 
+    assert np.abs(module.bn.running_mean.numpy()).min() > 0  # trained statistics
+    bn = next(l for l in archive.spec.layers if l.kind == "batch_norm")
+    assert bn.axis == 1 and bn.input_rank == 4
+
     model = keras.saving.load_model(tmp_path / "cnn.keras")
     assert tuple(model.input_shape) == (None, 8, 8, 1)  # channels-last Keras input
     assert not any(type(l).__name__ == "Permute" for l in model.layers)
+    keras_bn = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(keras_bn) == 1 and keras_bn[0].axis in (-1, 3)  # on the channels-last map
+    assert keras_bn[0].epsilon == module.bn.eps
     with torch.no_grad():
         reference = module(torch.from_numpy(x_cf)).numpy()
     got = np.asarray(model(x, training=False))  # fed channels-last digits

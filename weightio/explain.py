@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from weightio.archive import Archive
 from weightio.errors import InvalidInputError
+from weightio.layer_text import FORMULAS as _family_formulas
 from weightio.runtime import InputLike, _as_float64, forward, output_dtype
 from weightio.spec import LayerBase, ModelSpec
 
@@ -123,6 +124,7 @@ FORMULAS: dict[str, Callable[[Any], str]] = {
     "dropout": lambda layer: f"x   (dropout, rate {layer.rate}: the identity at inference)",
     "identity": lambda layer: "x",
 }
+FORMULAS.update(_family_formulas)
 
 
 def formula(layer: LayerBase) -> str:

@@ -73,7 +73,9 @@ def _detail(layer: object) -> str:
         return layer.activation.describe()  # type: ignore[attr-defined]
     if kind == "dropout":
         return f"rate={layer.rate}"  # type: ignore[attr-defined]
-    return ""
+    from weightio.layer_text import detail
+
+    return detail(layer)
 
 
 def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = False) -> Inspection:

@@ -12,7 +12,11 @@ fed to Dense/LSTM — is held identically by both. So the only layout fact about
 - ``reshape`` produces ``channels`` when its ``output_order`` is ``channels_last``;
 - ``permute`` produces ``channels`` when some consumer needs a feature map;
 - elementwise kinds (activation, dropout, identity, and any kind registered ``ELEMENTWISE``)
-  keep their first input's tag; any other kind produces ``plain``.
+  keep their first input's tag; so do per-channel kinds (``PER_CHANNEL``: batch and group norm,
+  whose ``axis`` is canonical, i.e. 1 on a feature map);
+- elementwise merges (``MERGE_KINDS``: add, subtract…) and ``concatenate`` produce ``channels``
+  when every input is a feature map (a residual block, joined branches), ``plain`` otherwise;
+- any other kind produces ``plain``.
 
 Writers use the tags to build each framework's idiomatic form (and insert an exact permute only
 where a tensor is used in both forms); verification uses them to feed each side its own layout.
@@ -38,6 +42,17 @@ SPATIAL_KINDS = frozenset(
 NEEDS_CHANNELS = SPATIAL_KINDS | {"global_pool"}
 #: Kinds computing elementwise (or per-channel, layout-agnostic): the output keeps the tag.
 ELEMENTWISE: set[str] = {"activation", "dropout", "identity"}
+#: Kinds computing per position along a canonical ``axis`` (1 = channels on a feature map): the
+#: output keeps the tag. Not in ``ELEMENTWISE``: their parameters depend on the axis, so a
+#: flatten's order cannot be folded through them into a following dense.
+PER_CHANNEL: set[str] = {"batch_norm", "group_norm"}
+#: Elementwise kinds reading several same-shape inputs: a feature map when all inputs are.
+MERGE_KINDS = frozenset({"add", "subtract", "multiply", "average", "maximum", "minimum"})
+#: Multi-input kinds producing a feature map when all inputs are (``concatenate``'s axis is
+#: canonical, so 1 joins channels).
+MAP_MERGE_KINDS = MERGE_KINDS | {"concatenate"}
+#: Kinds through which a consumer's need for a feature map reaches the producer.
+TAG_PRESERVING = frozenset(ELEMENTWISE | PER_CHANNEL | MAP_MERGE_KINDS)
 
 #: Frameworks and the layout in which they hold spatial tensors.
 FRAMEWORK_LAYOUT = {"keras": "channels_last", "torch": "channels_first"}
@@ -58,8 +73,10 @@ def _own_tag(layer: LayerBase, tags: dict[str, str], sources: list[str]) -> str 
         return CHANNELS if getattr(layer, "output_order", "") == "channels_last" else PLAIN
     if kind == "permute":
         return None  # decided by its consumers
-    if kind in ELEMENTWISE and sources:
+    if (kind in ELEMENTWISE or kind in PER_CHANNEL) and sources:
         return tags.get(sources[0], PLAIN)
+    if kind in MAP_MERGE_KINDS and sources:
+        return CHANNELS if all(tags.get(s, PLAIN) == CHANNELS for s in sources) else PLAIN
     return PLAIN
 
 
@@ -87,7 +104,7 @@ def needs_channels_downstream(spec: ModelSpec, name: str, users: dict | None = N
         layer = spec.layers[index]
         if layer.kind in NEEDS_CHANNELS:
             return True
-        if layer.kind in ELEMENTWISE:
+        if layer.kind in ELEMENTWISE or layer.kind in TAG_PRESERVING:
             pending.extend(users.get(layer.name, []))
     return False
 
@@ -174,7 +191,7 @@ def tensor_ranks(spec: ModelSpec) -> dict[str, int]:
             rank = len(getattr(layer, "target_shape")) + 1
         elif kind == "permute":
             rank = len(getattr(layer, "dims")) + 1
-        elif (kind in ELEMENTWISE or kind == "dense") and sources:
+        elif (kind in ELEMENTWISE or kind in TAG_PRESERVING or kind == "dense") and sources:
             rank = ranks.get(sources[0])
         if rank is not None:
             ranks[layer.name] = rank

@@ -70,8 +70,18 @@ KERAS_ELEMENTWISE: set[str] = {
     "Activation", "ReLU", "LeakyReLU", "ELU", "Dropout", "AlphaDropout", "GaussianDropout",
     "GaussianNoise", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "Identity",
 }
+#: Keras classes computing per channel along their ``axis`` whose mapping turns a channels-last
+#: axis into the canonical one (``entry.input_tags``): the output keeps the input's tag.
+KERAS_PER_CHANNEL: set[str] = {"BatchNormalization", "GroupNormalization"}
+#: Keras merges of same-shape inputs (elementwise, or Concatenate whose mapping moves its axis):
+#: a feature map when all inputs are.
+KERAS_MERGES: frozenset[str] = frozenset(
+    {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
+)
 #: Keras classes whose mapping handles a feature-map input (beyond the elementwise ones).
-KERAS_CHANNELS_AWARE: set[str] = {*KERAS_SPATIAL, *GLOBAL_CLASSES, "Flatten", "Reshape", "Permute"}
+KERAS_CHANNELS_AWARE: set[str] = {
+    *KERAS_SPATIAL, *GLOBAL_CLASSES, "Flatten", "Reshape", "Permute", *KERAS_PER_CHANNEL,
+}
 
 
 # -- which tensors are feature maps -----------------------------------------------------------
@@ -123,7 +133,7 @@ def keras_tags(
             cls = classes.get(user, "")
             if cls in KERAS_SPATIAL or cls in GLOBAL_CLASSES:
                 return True
-            if cls in KERAS_ELEMENTWISE:
+            if cls in KERAS_ELEMENTWISE or cls in KERAS_PER_CHANNEL or cls in KERAS_MERGES:
                 pending.extend(users.get(user, []))
         return False
 
@@ -136,8 +146,10 @@ def keras_tags(
             tag = CHANNELS if configs[name].get("keepdims") else PLAIN
         elif cls in ("InputLayer", "Reshape", "Permute"):
             tag = CHANNELS if read_as_feature_map(name) else PLAIN
-        elif cls in KERAS_ELEMENTWISE:
+        elif cls in KERAS_ELEMENTWISE or cls in KERAS_PER_CHANNEL:
             tag = tags.get(srcs[0], PLAIN) if srcs else PLAIN
+        elif cls in KERAS_MERGES:
+            tag = CHANNELS if srcs and all(tags.get(s, PLAIN) == CHANNELS for s in srcs) else PLAIN
         else:
             tag = PLAIN
         tags[name] = tag
@@ -170,6 +182,13 @@ def layout_refusal(entry: KerasLayerEntry) -> str | None:
     )
     if (cls in KERAS_ELEMENTWISE and not with_axis) or cls in KERAS_CHANNELS_AWARE:
         return None
+    if cls in KERAS_MERGES:
+        if all(tag == CHANNELS for tag in entry.input_tags):
+            return None  # elementwise (or axis-mapped) on maps: exact in either layout
+        return (
+            f"{cls} merges a channels-last feature map with plain data here; the two have no "
+            "common channels-first form. Merge feature maps only (or flatten/pool both first)"
+        )
     return (
         f"{cls} reads a channels-last feature map here; weightio's spec is channels-first and "
         f"its {cls} mapping assumes features on the last axis. Flatten or pool first"

@@ -60,6 +60,21 @@ def _flags(entry: KerasLayerEntry) -> tuple[bool, bool]:
     return bool(entry.config.get("scale", True)), bool(entry.config.get("center", True))
 
 
+def _canonical_axis(axis: int, rank: int | None) -> int:
+    """The canonical (channels-first) axis of Keras ``axis`` on a channels-last feature map.
+
+    The last axis (channels) becomes 1; spatial axis ``k`` becomes ``k + 1``.
+    """
+    if axis == -1:
+        return 1
+    if rank is None:
+        raise NotExact(f"axis {axis} of a channels-last feature map of unknown rank")
+    positive = axis if axis >= 0 else axis + rank
+    if not 0 < positive < rank:
+        raise NotExact(f"axis {axis} is the batch axis or out of range for a rank-{rank} input")
+    return 1 if positive == rank - 1 else positive + 1
+
+
 # -- normalisation ------------------------------------------------------------------------------
 
 
@@ -76,11 +91,15 @@ def _batch_norm(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     beta = weights.pop(0) if center else None
     mean, var = weights
     momentum = config.get("momentum", 0.99)
+    axis = _single_axis(config.get("axis", -1), "BatchNormalization")
+    rank = _input_rank(entry)
+    if entry.input_tags and entry.input_tags[0] == "channels":
+        axis = _canonical_axis(axis, rank)
     return BatchNormLayer(
         **_base(entry),
         num_features=int(mean.shape[0]),
-        axis=_single_axis(config.get("axis", -1), "BatchNormalization"),
-        input_rank=_input_rank(entry),
+        axis=axis,
+        input_rank=rank,
         eps=float(config.get("epsilon", 1e-3)),
         momentum=None if momentum is None else 1.0 - float(momentum),
         weight=None if gamma is None else tensors.add(entry.name, "weight", gamma),
@@ -138,12 +157,16 @@ def _group_norm(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     gamma = weights.pop(0) if scale else None
     beta = weights.pop(0) if center else None
     channels = int((gamma if gamma is not None else beta).shape[0])
+    axis = _single_axis(config.get("axis", -1), "GroupNormalization")
+    rank = _input_rank(entry)
+    if entry.input_tags and entry.input_tags[0] == "channels":
+        axis = _canonical_axis(axis, rank)
     return GroupNormLayer(
         **_base(entry),
         num_groups=int(config.get("groups", 32)),
         num_channels=channels,
-        axis=_single_axis(config.get("axis", -1), "GroupNormalization"),
-        input_rank=_input_rank(entry),
+        axis=axis,
+        input_rank=rank,
         eps=float(config.get("epsilon", 1e-3)),
         weight=None if gamma is None else tensors.add(entry.name, "weight", gamma),
         bias=None if beta is None else tensors.add(entry.name, "bias", beta),
@@ -322,9 +345,16 @@ def _merge(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
 
 @KERAS_READ.register("Concatenate", produces=("concatenate",))
 def _concatenate(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
-    """``Concatenate(axis)``; the axis counts the batch axis in both Keras and the spec."""
+    """``Concatenate(axis)``; the axis counts the batch axis in both Keras and the spec. On
+    channels-last feature maps it becomes the canonical axis (-1 -> 1)."""
     _expect_weights(entry, 0)
     axis = _single_axis(entry.config.get("axis", -1), "Concatenate")
+    if entry.input_tags and all(tag == "channels" for tag in entry.input_tags):
+        build = entry.raw.get("build_config") if entry.raw else None
+        shapes = build.get("input_shape") if isinstance(build, dict) else None
+        first = shapes[0] if isinstance(shapes, (list, tuple)) and shapes else None
+        rank = len(first) if isinstance(first, (list, tuple)) else None
+        axis = _canonical_axis(axis, rank)
     return ConcatenateLayer(**_base(entry), axis=axis)
 
 

@@ -292,19 +292,24 @@ def to_keras(archive: Archive) -> Any:
 def _write_merge(layer: LayerBase, ctx: WriteContext, sources: list[str]) -> list[Any]:
     """A layer reading several tensors (merges, attention).
 
-    Its mapping assumes every input holds features on the last axis, which Keras' channels-last
-    feature maps do not in canonical (channels-first) terms: refuse those rather than merge or
+    Elementwise merges (add, subtract…) of feature maps only are written on the channels-last
+    tensors as they are: elementwise, they compute the same numbers in either layout; a
+    concatenate of feature maps has its canonical axis moved to Keras's (1 -> -1). Any other
+    layer reading a feature map assumes features on the last axis, which Keras' channels-last
+    maps do not hold in canonical (channels-first) terms: refuse it rather than merge or
     concatenate along the wrong axis.
     """
-    from weightio.layout_flow import PLAIN, tensor_layouts
+    from weightio.layout_flow import CHANNELS, MAP_MERGE_KINDS, PLAIN, tensor_layouts
 
     tags = tensor_layouts(ctx.archive.spec)
     maps = [s for s in sources if tags.get(s, PLAIN) != PLAIN]
-    if maps:
+    if maps and layer.kind in MAP_MERGE_KINDS and len(maps) == len(sources):
+        ctx.layout = CHANNELS
+    elif maps:
         raise UnsupportedLayerError(
-            f"{layer.kind} reads feature maps ({', '.join(maps)}); merging channels-first "
-            "feature maps into a channels-last Keras model is not supported yet. Flatten or pool "
-            "before merging",
+            f"{layer.kind} reads feature maps ({', '.join(maps)}); weightio writes a merge of "
+            "channels-first feature maps into a channels-last Keras model only for elementwise "
+            "merges whose inputs are all feature maps. Flatten or pool before merging",
             layer=layer.name,
         )
     return KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx)

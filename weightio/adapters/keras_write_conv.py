@@ -28,6 +28,7 @@ from weightio.layout_flow import (
     CHANNELS,
     ELEMENTWISE,
     NEEDS_CHANNELS,
+    PER_CHANNEL,
     PLAIN,
     refold_flatten,
     tensor_layouts,
@@ -86,8 +87,8 @@ def _needs(layer: LayerBase) -> str | None:
     if layer.kind in ("flatten", "reshape", "permute"):
         return None
     axis = getattr(getattr(layer, "activation", None), "axis", None)
-    if layer.kind in ELEMENTWISE and axis is None:
-        return None
+    if (layer.kind in ELEMENTWISE and axis is None) or layer.kind in PER_CHANNEL:
+        return None  # per-channel writers read ``ctx.layout`` and place their axis
     return PLAIN
 
 
@@ -101,7 +102,7 @@ def _natural(layer: LayerBase, tag_in: str, wanted: str) -> str:
         return CHANNELS if layer.output_order == "channels_last" else PLAIN
     if isinstance(layer, PermuteLayer):
         return wanted
-    if layer.kind in ELEMENTWISE:
+    if layer.kind in ELEMENTWISE or layer.kind in PER_CHANNEL:
         return tag_in
     return PLAIN
 

@@ -53,20 +53,51 @@ def _weights(ctx: WriteContext, layer: LayerBase, names: tuple[str, ...]) -> lis
     return [_array(ctx, getattr(layer, n)) for n in names if getattr(layer, n) is not None]
 
 
+def _channels_last_axis(layer: Any, rank: int) -> int:
+    """The Keras axis of canonical ``layer.axis`` on a channels-last feature map of ``rank``."""
+    positive = layer.axis if layer.axis > 0 else layer.axis + rank
+    if not 0 < positive < rank:
+        raise UnsupportedLayerError(f"{layer.kind} axis {layer.axis} is out of range for a rank-{rank} feature map", layer=layer.name)
+    return -1 if positive == 1 else positive - 1
+
+
+def _feature_map_rank(layer: Any, ctx: WriteContext) -> int:
+    if getattr(layer, "input_rank", None) is not None:
+        return layer.input_rank
+    from weightio.layout_flow import tensor_ranks
+
+    spec = ctx.archive.spec
+    index = next(i for i, l in enumerate(spec.layers) if l.name == layer.name)
+    rank = tensor_ranks(spec).get(spec.layer_inputs(index)[0])
+    if rank is None:
+        raise UnsupportedLayerError(f"{layer.kind} on a feature map of unknown rank", layer=layer.name)
+    return rank
+
+
 @KERAS_WRITE.register("batch_norm")
 def _batch_norm(layer: BatchNormLayer, ctx: WriteContext) -> list[Any]:
-    """BatchNormalization(axis, epsilon, center, scale) with the moving statistics set."""
+    """BatchNormalization(axis, epsilon, center, scale) with the moving statistics set.
+
+    On a feature map (``ctx.layout == "channels"``) Keras holds the tensor channels-last, so the
+    canonical channel axis 1 becomes ``axis=-1`` (a spatial axis ``k`` becomes ``k - 1``): the
+    layer reads the channels-last tensor as is, no permute around it.
+    """
     dtype = _float_dtype(layer, layer.running_mean)
+    if ctx.layout == "channels":
+        rank = _feature_map_rank(layer, ctx)
+        axis = _channels_last_axis(layer, rank)
+    else:
+        axis = layer.axis
+        rank = layer.input_rank or (2 if layer.axis in (1, -1) else None)
+        if rank is None:
+            raise UnsupportedLayerError(f"batch_norm on axis {layer.axis} of an input of unknown rank", layer=layer.name)
     bn = ctx.keras.layers.BatchNormalization(
-        axis=layer.axis, epsilon=layer.eps, center=layer.bias is not None,
+        axis=axis, epsilon=layer.eps, center=layer.bias is not None,
         scale=layer.weight is not None,
         momentum=0.99 if layer.momentum is None else 1.0 - layer.momentum,
         dtype=dtype, name=ctx.names.by_spec[layer.name],
     )
-    rank = layer.input_rank or (2 if layer.axis in (1, -1) else None)
-    if rank is None:
-        raise UnsupportedLayerError(f"batch_norm on axis {layer.axis} of an input of unknown rank", layer=layer.name)
-    bn.build(_shape_for(rank, layer.axis, layer.num_features))
+    bn.build(_shape_for(rank, axis, layer.num_features))
     bn.set_weights(_weights(ctx, layer, ("weight", "bias", "running_mean", "running_var")))
     ctx.dtype = dtype
     return [bn]
@@ -91,15 +122,20 @@ def _layer_norm(layer: LayerNormLayer, ctx: WriteContext) -> list[Any]:
 
 @KERAS_WRITE.register("group_norm")
 def _group_norm(layer: GroupNormLayer, ctx: WriteContext) -> list[Any]:
-    """GroupNormalization(groups, axis, epsilon, center, scale)."""
+    """GroupNormalization(groups, axis, epsilon, center, scale); on a feature map the canonical
+    channel axis 1 becomes ``axis=-1`` of the channels-last tensor (as for batch_norm)."""
     ref = layer.weight or layer.bias
     dtype = _float_dtype(layer, ref) if ref is not None else ctx.dtype
+    axis, rank = layer.axis, layer.input_rank
+    if ctx.layout == "channels":
+        rank = _feature_map_rank(layer, ctx)
+        axis = _channels_last_axis(layer, rank)
     gn = ctx.keras.layers.GroupNormalization(
-        groups=layer.num_groups, axis=layer.axis, epsilon=layer.eps,
+        groups=layer.num_groups, axis=axis, epsilon=layer.eps,
         center=layer.bias is not None, scale=layer.weight is not None,
         dtype=dtype, name=ctx.names.by_spec[layer.name],
     )
-    gn.build(_shape_for(layer.input_rank, layer.axis, layer.num_channels))
+    gn.build(_shape_for(rank, axis, layer.num_channels))
     gn.set_weights(_weights(ctx, layer, ("weight", "bias")))
     ctx.dtype = dtype
     return [gn]
@@ -220,8 +256,11 @@ def _merge(layer: MergeLayer, ctx: WriteContext) -> list[Any]:
 
 @KERAS_WRITE.register("concatenate")
 def _concatenate(layer: ConcatenateLayer, ctx: WriteContext) -> list[Any]:
-    """Concatenate(axis)."""
-    return [ctx.keras.layers.Concatenate(axis=layer.axis, name=ctx.names.by_spec[layer.name], dtype=ctx.dtype)]
+    """Concatenate(axis); on feature maps the canonical axis moves to channels-last (1 -> -1)."""
+    axis = layer.axis
+    if ctx.layout == "channels":
+        axis = _channels_last_axis(layer, _feature_map_rank(layer, ctx))
+    return [ctx.keras.layers.Concatenate(axis=axis, name=ctx.names.by_spec[layer.name], dtype=ctx.dtype)]
 
 
 @KERAS_WRITE.register("last_step")
