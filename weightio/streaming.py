@@ -20,7 +20,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -67,6 +67,58 @@ def release(array: np.ndarray) -> None:
             pass
 
 
+#: Start writeback of what was written every this many bytes (see ``_Writeback``).
+_WRITEBACK_BYTES = 32 * 1024 * 1024
+
+
+class _Writeback:
+    """Ask the kernel to start writing dirty pages to disk while we keep copying.
+
+    ``atomic_write`` ends with ``fsync``; without a hint, Linux begins writeback only when dirty
+    pages pile up or expire, so the whole file is flushed after the copy, serially (on the
+    development VM ~2 s per GiB on top of the copy). ``sync_file_range(SYNC_FILE_RANGE_WRITE)``
+    starts asynchronous writeback of a range and returns at once, so the disk works while the CPU
+    copies and hashes, and the final ``fsync`` (which still makes everything durable) has little
+    left to do. A no-op where the call is missing (not Linux, or no libc via ctypes).
+    """
+
+    _call: Any = None
+    _loaded = False
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.started = 0
+        try:
+            self.fd = handle.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None
+        if not _Writeback._loaded:
+            _Writeback._loaded = True
+            try:
+                import ctypes
+                import sys
+
+                if sys.platform.startswith("linux"):
+                    libc = ctypes.CDLL(None, use_errno=True)
+                    call = libc.sync_file_range
+                    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+                    call.restype = ctypes.c_int
+                    _Writeback._call = call
+            except (OSError, AttributeError, ImportError):
+                _Writeback._call = None
+
+    def kick(self, final: bool = False) -> None:
+        """Start writeback of everything written since the last kick, once enough has piled up."""
+        if self.fd is None or _Writeback._call is None:
+            return
+        end = self.handle.tell()
+        if end - self.started < _WRITEBACK_BYTES and not final:
+            return
+        self.handle.flush()
+        _Writeback._call(self.fd, self.started, end - self.started, 2)  # SYNC_FILE_RANGE_WRITE
+        self.started = end
+
+
 def _sha256(data: memoryview) -> str:
     digest = hashlib.sha256()
     step = 64 * 1024 * 1024
@@ -85,6 +137,7 @@ def write_hashed(
     """
     digests: dict[str, str] = {}
     pending: deque[tuple[str, np.ndarray, Future[str]]] = deque()
+    writeback = _Writeback(handle)
     with ThreadPoolExecutor(max_workers=max(1, min(2, (os.cpu_count() or 1)))) as pool:
 
         def settle(limit: int) -> None:
@@ -97,8 +150,10 @@ def write_hashed(
             data = tensor_bytes(array)
             future = pool.submit(_sha256, data)
             handle.write(data)
+            writeback.kick()
             pending.append((name, array, future))
             settle(_IN_FLIGHT - 1)
+        writeback.kick(final=True)
         settle(0)
     return digests
 
