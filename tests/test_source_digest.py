@@ -1,10 +1,11 @@
-"""Converting to an archive hashes the source file alongside the copy: same digest, same bytes.
+"""Converting to an archive: source hashed alongside the copy, kernel copy, writeback hints; same bytes.
 
 ``convert`` defers the source file's sha256 to a worker thread and ``save`` records it in the
 header written last; these tests check that nothing a user can see changed: the recorded digest is
 the file's sha256 (in the returned archive and in the written file, single and sharded), ``read``
 still hashes at once, the tensors are bit-exact, a failure to hash leaves no output file, and the
-writeback hint leaves the written bytes exactly as without it.
+writeback hint and the in-kernel copy from a mapped source leave the written bytes exactly as without
+them.
 """
 
 from __future__ import annotations
@@ -106,3 +107,46 @@ def test_writeback_hint_keeps_bytes_exact(tmp_path: Path, monkeypatch: pytest.Mo
     memory = io.BytesIO()  # no file descriptor: the hint is skipped
     assert streaming.write_hashed(memory, tensors) == digests
     assert memory.getvalue() == expected
+
+
+def test_kernel_copy_from_a_registered_mapping_is_bit_exact(tmp_path: Path) -> None:
+    """Tensors lying in a registered file map are copied file to file; others from memory."""
+    import mmap
+
+    rng = np.random.default_rng(4)
+    blob = rng.standard_normal(50_000).astype("<f4")
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"\x07" * 13 + blob.tobytes())  # tensors at odd, unaligned offsets
+    with open(source, "rb") as handle:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        streaming.register_file_mapping(mapping, handle.fileno())
+    # the handle is closed: the registry holds its own descriptor of the same file
+    whole = np.frombuffer(mapping, dtype="<f4", count=50_000, offset=13)
+    tensors = [
+        ("inside", whole[:1000]),
+        ("offset", whole[777 : 777 + 7 * 2000].reshape(-1, 7)),
+        ("strided", whole[:30_000].reshape(100, 300).T),  # copied by tensor_bytes: from memory
+        ("swapped", whole[:64].astype(">f4")),  # stored little-endian: from memory
+        ("empty", whole[:0]),
+    ]
+    spans: list[tuple[int, int] | None] = []
+    real = streaming._copy_file_range
+
+    def spy(handle, where, count):  # type: ignore[no-untyped-def]
+        spans.append(where)
+        return real(handle, where, count)
+
+    try:
+        streaming._copy_file_range = spy  # type: ignore[assignment]
+        with open(tmp_path / "out.bin", "wb") as out:
+            digests = streaming.write_hashed(out, tensors)
+    finally:
+        streaming._copy_file_range = real  # type: ignore[assignment]
+    expected = b"".join(np.ascontiguousarray(a).astype("<f4").tobytes() for _, a in tensors)
+    assert (tmp_path / "out.bin").read_bytes() == expected
+    assert digests == {
+        name: hashlib.sha256(np.ascontiguousarray(a).astype("<f4").tobytes()).hexdigest()
+        for name, a in tensors
+    }
+    assert len(spans) == 2  # only the two tensors that lie in the map went through the kernel
+    del whole, tensors
