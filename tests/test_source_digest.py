@@ -1,11 +1,11 @@
-"""Converting to an archive: source hashed alongside the copy, kernel copy, writeback hints; same bytes.
+"""Converting to an archive: source hashed during the copy, kernel copy, writeback; same bytes.
 
 ``convert`` defers the source file's sha256 to a worker thread and ``save`` records it in the
 header written last; these tests check that nothing a user can see changed: the recorded digest is
 the file's sha256 (in the returned archive and in the written file, single and sharded), ``read``
 still hashes at once, the tensors are bit-exact, a failure to hash leaves no output file, and the
-writeback hint and the in-kernel copy from a mapped source leave the written bytes exactly as without
-them.
+writeback hint and the in-kernel copy from a mapped source leave the written bytes exactly as
+without them.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def test_convert_records_the_source_files_sha256(tmp_path: Path) -> None:
 
 def test_sharded_convert_records_the_source_files_sha256(tmp_path: Path) -> None:
     path, state = _checkpoint(tmp_path)
-    index = weightio.convert(path, tmp_path / "model.safetensors", max_shard_size="40KB").destination
+    result = weightio.convert(path, tmp_path / "model.safetensors", max_shard_size="40KB")
+    index = result.destination
     assert index.name.endswith(".index.json")
     loaded = weightio.load(index, verify=True)
     assert loaded.spec.provenance.source_sha256 == _sha(path)

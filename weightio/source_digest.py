@@ -37,7 +37,9 @@ class PendingDigest:
         self._digest: str | None = None
         self._error: BaseException | None = None
         self._cancel = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="weightio-source-sha256", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="weightio-source-sha256", daemon=True
+        )
         self._thread.start()
 
     def _run(self) -> None:

@@ -150,7 +150,7 @@ def register_file_mapping(mapping: mmap.mmap, fd: int, offset: int = 0) -> None:
 
 
 def _file_range(array: np.ndarray, data: memoryview) -> tuple[int, int] | None:
-    """``(fd, offset)`` of the file holding exactly ``data``'s bytes, if they lie in a registered map."""
+    """``(fd, offset)`` of the file holding exactly ``data``'s bytes if they lie in a known map."""
     if not _MAPPED_FILES or len(data) == 0:
         return None
     mapping = _mapping_of(array)
