@@ -204,13 +204,17 @@ def write_streamed(
     path: Path,
     items: list[tuple[str, np.ndarray]],
     metadata_for: Any,
+    *,
+    before_final: Any = None,
 ) -> dict[str, str]:
     """Write one safetensors file tensor by tensor, hashing as it goes; return the digests.
 
     The header is laid out with placeholder digests (hex sha256 has a fixed length, so the real
     header has exactly the same length), the tensors are written and hashed in one pass, and the
     real header is written over the placeholder before the atomic rename. ``metadata_for`` maps
-    ``{tensor: sha256}`` to the header metadata.
+    ``{tensor: sha256}`` to the header metadata; ``before_final()``, if given, runs after the
+    tensors are written and before the final metadata is built (``save`` waits there for a source
+    digest computed alongside the copy).
     """
     from weightio.errors import WriteError
     from weightio.streaming import write_hashed
@@ -219,6 +223,8 @@ def write_streamed(
     with atomic_write(path) as handle:
         handle.write(placeholder)
         digests = write_hashed(handle, ordered)
+        if before_final is not None:
+            before_final()
         final, _ = build_header(ordered, metadata_for(digests))
         if len(final) != len(placeholder):  # pragma: no cover - the digests have fixed length
             raise WriteError("internal error: header length changed while writing", file=path)
@@ -232,6 +238,7 @@ def save(
     path: os.PathLike[str] | str,
     *,
     max_shard_size: int | str | None = None,
+    source_sha256: Any = None,
 ) -> Path:
     """Write ``archive`` to ``path`` atomically, recording each tensor's sha256 in the spec.
 
@@ -245,23 +252,44 @@ def save(
             size (bytes, or a string like ``"2GB"``/``"500MiB"``) plus
             ``name.safetensors.index.json`` holding the spec; a model that fits in one shard is
             written as a single file, as transformers does.
+        source_sha256: A ``weightio.source_digest.PendingDigest`` of the source file, still
+            being computed (``convert`` starts it when it opens the source); it is awaited after
+            the tensors are written and recorded as ``provenance.source_sha256``.
 
     Returns:
         The path written (the index file when sharded).
     """
     path = Path(path)
+    spec = archive.spec
+    if source_sha256 is not None and spec.provenance is None:
+        source_sha256 = None
     if max_shard_size is not None:
         from weightio.sharding import save_sharded
 
+        if source_sha256 is not None:  # the index is written after the shards anyway
+            archive.spec = _with_source_sha256(spec, source_sha256.result())
         return save_sharded(archive, path, max_shard_size)
-    order = [ref.key for _, _, ref in archive.spec.tensor_refs()]
+    if source_sha256 is not None:  # same length as the real digest: the layout does not change
+        spec = _with_source_sha256(spec, "0" * 64)
+    order = [ref.key for _, _, ref in spec.tensor_refs()]
     items = [(key, archive.tensors[key]) for key in order]
-    spec = archive.spec
+
+    def resolve_source() -> None:
+        nonlocal spec
+        if source_sha256 is not None and spec.provenance is not None:
+            spec = _with_source_sha256(spec, source_sha256.result())
+
     digests = write_streamed(
-        path, items, lambda d: archive_metadata(spec_with_digests(spec, d))
+        path, items, lambda d: archive_metadata(spec_with_digests(spec, d)),
+        before_final=resolve_source,
     )
     archive.spec = spec_with_digests(spec, digests)
     return path
+
+
+def _with_source_sha256(spec: ModelSpec, digest: str) -> ModelSpec:
+    provenance = spec.provenance.model_copy(update={"source_sha256": digest})
+    return spec.model_copy(update={"provenance": provenance})
 
 
 def load(path: os.PathLike[str] | str, *, verify: bool = False) -> Archive:

@@ -107,7 +107,33 @@ def convert(
             f"max_shard_size applies to .safetensors archives, not to a {target} target",
             file=destination,
         )
-    src = open_source(source, **options)
+    from weightio.source_digest import deferring_source_digests, pick
+
+    # Converting to one archive file: hash the source file while its tensors are copied.
+    with deferring_source_digests(target == "archive") as pending:
+        src = open_source(source, **options)
+    try:
+        return _convert_opened(src, destination, target, pick(pending, src.archive), verify=verify,
+                               seed=seed, samples=samples, atol=atol, rtol=rtol,
+                               max_shard_size=max_shard_size)
+    finally:
+        for digest in pending:
+            digest.cancel()
+
+
+def _convert_opened(
+    src: Any,
+    destination: Path,
+    target: Target,
+    source_sha256: Any,
+    *,
+    verify: bool,
+    seed: int,
+    samples: int,
+    atol: float | None,
+    rtol: float | None,
+    max_shard_size: int | str | None,
+) -> ConversionResult:
     archive = src.archive
     native, runner = _build_target(archive, target)
 
@@ -134,7 +160,8 @@ def convert(
             archive.spec.model_copy(update={"verification": [*archive.spec.verification, record]})
         )
 
-    written = _write(archive, native, target, destination, seed=seed, max_shard_size=max_shard_size)
+    written = _write(archive, native, target, destination, seed=seed, max_shard_size=max_shard_size,
+                     source_sha256=source_sha256)
     return ConversionResult(written, target, archive, record)
 
 
@@ -178,9 +205,11 @@ def _write(
     *,
     seed: int,
     max_shard_size: int | str | None = None,
+    source_sha256: Any = None,
 ) -> Path:
     if target == "archive":
-        return save(archive, destination, max_shard_size=max_shard_size)
+        return save(archive, destination, max_shard_size=max_shard_size,
+                    source_sha256=source_sha256)
     if target in ("skops", "joblib"):
         from weightio.adapters import sklearn_files
 

@@ -78,13 +78,26 @@ def provenance(
     source_file: os.PathLike[str] | str | None = None,
     transforms: list[str] | None = None,
 ) -> Provenance:
-    """Build the provenance record; a file is named by base name and sha256, never full path."""
+    """Build the provenance record; a file is named by base name and sha256, never full path.
+
+    Inside ``weightio.source_digest.deferring_source_digests()`` (``convert`` to an archive) the
+    file's sha256 is computed on a worker thread while the tensors are copied, and ``save`` fills
+    it in before the header is final; everywhere else it is computed here.
+    """
+    from weightio import source_digest
+
+    digest = None
+    if source_file is not None:
+        if source_digest.deferring():
+            source_digest.start(source_file)
+        else:
+            digest = file_sha256(source_file)
     return Provenance(
         source_framework=framework,  # type: ignore[arg-type]
         source_framework_version=framework_version,
         source_class=source_class,
         source_file=None if source_file is None else Path(source_file).name,
-        source_sha256=None if source_file is None else file_sha256(source_file),
+        source_sha256=digest,
         weightio_version=__version__,
         created_at=now_utc(),
         transforms=sorted(set(transforms or [])),

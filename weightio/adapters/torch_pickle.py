@@ -416,6 +416,9 @@ class _ZipCheckpoint:
     def _mapping(self) -> mmap.mmap:
         if self._map is None:
             self._map = mmap.mmap(self._handle.fileno(), 0, access=mmap.ACCESS_READ)
+            from weightio.streaming import register_file_mapping
+
+            register_file_mapping(self._map, self._handle.fileno())
         return self._map
 
     def load(self) -> Any:
