@@ -62,6 +62,8 @@ class Helper:
         if self.proc.stdin:
             self.proc.stdin.close()
         self.proc.wait(timeout=30)
+        if self.proc.stdout:
+            self.proc.stdout.close()
 
 
 @pytest.fixture(scope="session")
@@ -126,3 +128,24 @@ def test_battery_count(battery: dict[str, dict[str, Any]]) -> None:
     runnable = [k for k, v in battery.items() if "skip" not in v]
     print(f"bad-input battery: {len(battery)} items, {len(runnable)} runnable")
     assert len(battery) == len(IDS)
+
+
+def test_battery_catches_an_unsafe_reader(battery: dict[str, dict[str, Any]], helper: Helper,
+                                          tmp_path: Path) -> None:
+    """Control: plain ``pickle.load`` on item 36 fires the canary and the audit hook sees it, so a
+    passing battery item means the reader really was safe, not that the checks are blind."""
+    item = battery["item36_pkl_reduce_payload"]
+    out = tmp_path / "out"
+    out.mkdir()
+    result_file = tmp_path / "result.json"
+    code = helper.run({**item, "op": "control_unsafe_pickle", "out": str(out),
+                       "result_file": str(result_file)})
+    assert code == 0
+    events = json.loads(result_file.read_text())["events"]
+    canary = Path(item["canary"])
+    try:
+        assert canary.exists()
+        assert "os.system" in events["forbidden"]
+        assert "webbrowser" in events["import"]
+    finally:
+        canary.unlink(missing_ok=True)

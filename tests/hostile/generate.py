@@ -252,7 +252,7 @@ def _(d: Path) -> dict[str, Any]:
         spec = json.loads(h["__metadata__"]["weightio.spec"])
         spec["name"] = "x" * (60 * 1024 * 1024)
         h["__metadata__"]["weightio.spec"] = json.dumps(spec)
-    return _with_meta(d, change, ["SpecValidationError", "ResourceLimitError"])
+    return _with_meta(d, change, ["ResourceLimitError", "SpecValidationError"])
 
 
 def _spec_change(fn: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
