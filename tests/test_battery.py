@@ -33,11 +33,19 @@ IDS = item_ids()
 
 
 @pytest.fixture(scope="session")
-def battery(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    folder = tmp_path_factory.mktemp("battery")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, str(HERE / "hostile" / "generate.py"), str(folder)], check=True,
-                   env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+def battery(tmp_path_factory: pytest.TempPathFactory, helper: Helper) -> dict[str, dict[str, Any]]:
+    """Generate the battery once per run (shared by xdist workers through a lock), while the
+    helper process is importing its readers."""
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent
+    folder = shared / "battery"
+    with open(shared / "battery.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "manifest.json").exists():
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+            subprocess.run([sys.executable, str(HERE / "hostile" / "generate.py"), str(folder)],
+                           check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     manifest = json.loads((folder / "manifest.json").read_text())
     return {entry["id"]: entry for entry in manifest}
 
