@@ -796,6 +796,27 @@ item("item34_weight_names_absolute")(_h5_names(None, [b"/model_weights/dense/den
 item("item34_weight_names_missing")(_h5_names(None, [b"dense/ghost:0", b"dense/bias:0"]))
 
 
+def _h5_bytes(d: Path) -> bytes:
+    tmp = legacy_h5(d / "_valid.h5", _keras_config(d))
+    data = tmp.read_bytes()
+    tmp.unlink()
+    return data
+
+
+@item("item35_h5_truncated")
+def _(d: Path) -> dict[str, Any]:
+    data = _h5_bytes(d)
+    return case(d, "model.h5", data[: len(data) // 2], "read", MAL, c_parser=True)
+
+
+@item("item35_h5_random_bytes_after_superblock")
+def _(d: Path) -> dict[str, Any]:
+    data = bytearray(_h5_bytes(d))
+    rng = np.random.default_rng(35)
+    data[96:] = rng.integers(0, 256, len(data) - 96, dtype=np.uint8).tobytes()
+    return case(d, "model.h5", bytes(data), "read", MAL, c_parser=True)
+
+
 def generate(out: Path, only: set[str] | None = None) -> list[dict[str, Any]]:
     """Write every item under ``out`` and return the manifest (also written as manifest.json)."""
     out.mkdir(parents=True, exist_ok=True)
