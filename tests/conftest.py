@@ -24,3 +24,21 @@ def assert_close(reference: np.ndarray, other: np.ndarray, *, tol: float = 1e-5)
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    """Print the bad-input battery's count (RELIABILITY.md): one test per item."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "test_battery.py::test_battery[" in nodeid and getattr(report, "when", "call") in (
+                "call", "setup"
+            ):
+                if outcome == "passed" and report.when != "call":
+                    continue
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        total = sum(counts.values())
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        terminalreporter.write_line(f"bad-input battery: {total} items ({detail})")

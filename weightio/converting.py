@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from weightio.archive import Archive, save
-from weightio.errors import UnsupportedSourceError, VerificationError, WeightsOnlyArchiveError
+from weightio.errors import (
+    UnsupportedSourceError,
+    VerificationError,
+    WeightioError,
+    WeightsOnlyArchiveError,
+)
 from weightio.reading import open_source
 from weightio.spec import VerificationRecord
 from weightio.verification import describe, probe_inputs, verify_conversion
@@ -135,7 +140,12 @@ def _convert_opened(
     max_shard_size: int | str | None,
 ) -> ConversionResult:
     archive = src.archive
-    native, runner = _build_target(archive, target)
+    try:
+        native, runner = _build_target(archive, target)
+    except WeightioError as exc:  # name the source file the unbuildable layer came from
+        if isinstance(source, (str, os.PathLike)):
+            raise exc.with_file(source) from exc
+        raise
 
     record = None
     if verify and not archive.spec.weights_only:

@@ -67,6 +67,12 @@ class WeightioError(Exception):
             where.append(f"tensor '{self.tensor}'")
         return f"{', '.join(where)}: {self.message}" if where else self.message
 
+    def with_file(self, file: object) -> WeightioError:
+        """This error naming ``file`` too (a new error of the same class), if it names none."""
+        if self.file is not None:
+            return self
+        return type(self)(self.message, file=file, layer=self.layer, tensor=self.tensor)
+
     def __reduce__(self):  # keep errors picklable across processes (pytest-xdist, multiprocessing)
         return (_rebuild, (type(self), self.message, self.file, self.layer, self.tensor))
 

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from weightio.dtypes import as_little_endian, dtype_name, numpy_dtype
-from weightio.errors import MalformedFileError, ResourceLimitError
+from weightio.errors import MalformedFileError, ResourceLimitError, UnsupportedDtypeError
 
 #: Largest header weightio will read (the safetensors library uses the same bound).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -137,7 +137,10 @@ def _check_entry(name: str, value: Any, file: Path) -> TensorEntry:
     offsets = value.get("data_offsets")
     if not isinstance(dtype, str):
         raise MalformedFileError("dtype must be a string", file=file, tensor=name)
-    itemsize = numpy_dtype(dtype, tensor=name).itemsize  # UnsupportedDtypeError if unknown
+    try:
+        itemsize = numpy_dtype(dtype, tensor=name).itemsize
+    except UnsupportedDtypeError as exc:  # name the file too
+        raise UnsupportedDtypeError(exc.message, file=file, tensor=name) from None
     if not isinstance(shape, list) or not all(_plain_int(d) for d in shape):
         raise MalformedFileError(
             f"shape must be a list of non-negative integers. Received: {shape!r}",

@@ -68,6 +68,9 @@ def parse_config(raw: bytes | str, *, file: Path, what: str) -> dict[str, Any]:
         raise MalformedFileError(f"{what} is not valid JSON ({str(exc)[:200]})", file=file) from None
     if not isinstance(data, dict):
         raise MalformedFileError(f"{what} is not a JSON object", file=file)
+    from weightio.adapters.keras_config_checks import check_config
+
+    check_config(data, file=file, what=what)
     return data
 
 

@@ -138,6 +138,9 @@ def spec_from_json(text: str, *, file: object | None = None) -> ModelSpec:
         data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise SpecValidationError(f"spec is not valid JSON ({exc})", file=file) from None
+    from weightio.json_limits import check_json_limits
+
+    check_json_limits(data, file=file)
     return spec_from_data(data, file=file)
 
 

@@ -1,0 +1,139 @@
+"""Run battery items in forked children of a clean helper process, under an audit hook.
+
+The helper (``python tests/hostile/runner.py``) imports weightio's readers once, then for each
+JSON request on stdin forks a child that installs ``sys.addaudithook``, runs the reader on the
+item, and writes what happened (the exception, the audited imports/opens/process launches) to a
+result file. The helper answers with the child's exit status, so a crash in a C parser (HDF5,
+zip) or a hang (an alarm kills it after 60 s) fails that one test instead of killing the run, and
+the audit hook never touches the pytest process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+_FORBIDDEN_EVENTS = ("os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn",
+                     "os.fork", "socket.connect", "socket.bind", "socket.getaddrinfo",
+                     "urllib.Request")
+
+
+def _preload() -> None:
+    import h5py  # noqa: F401
+
+    import weightio
+    import weightio.adapters.keras_files  # noqa: F401
+    import weightio.adapters.sklearn_files  # noqa: F401
+    import weightio.adapters.torch_files  # noqa: F401
+    import weightio.adapters.torch_pickle  # noqa: F401
+    import weightio.archive  # noqa: F401
+    import weightio.reading  # noqa: F401
+    import weightio.sharding  # noqa: F401
+
+    _ = weightio.errors
+    try:  # converting to .pt needs torch; importing it once here keeps each forked child fast
+        import torch
+
+        torch.set_num_threads(1)
+        import weightio.adapters.torch_write  # noqa: F401
+    except ImportError:
+        pass
+
+
+def _run_op(item: dict[str, Any], out: Path) -> None:
+    import weightio
+    from weightio.archive import load
+
+    path = item["path"]
+    op = item["op"]
+    if op == "load":
+        archive = load(path)
+    elif op == "load_verify":
+        archive = load(path, verify=True)
+    elif op == "verify":
+        archive = load(path)
+        archive.verify()
+    elif op in ("read", "convert"):
+        archive = weightio.read(path, **item.get("options", {}))
+        if op == "convert":
+            weightio.convert(path, out / "model.pt")
+    elif op == "control_unsafe_pickle":  # the battery's own check: an unsafe reader must be caught
+        import pickle
+
+        with open(path, "rb") as handle:
+            pickle.load(handle)  # noqa: S301 - deliberately unsafe, in a throwaway child
+        return
+    else:  # pragma: no cover
+        raise AssertionError(op)
+    weightio.save(archive, out / "result.safetensors")
+
+
+def _child(item: dict[str, Any], result_file: str) -> None:
+    events: dict[str, list[Any]] = {"import": [], "open": [], "forbidden": []}
+    recording = [True]
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if not recording[0]:
+            return
+        if event == "import":
+            events["import"].append(str(args[0]))
+        elif event == "open":
+            target = args[0]
+            if isinstance(target, (str, bytes, os.PathLike)):
+                events["open"].append(os.fsdecode(target))
+        elif event.startswith(_FORBIDDEN_EVENTS):
+            events["forbidden"].append(event)
+
+    out = Path(item["out"])
+    sys.addaudithook(hook)
+    error: dict[str, Any] | None = None
+    try:
+        _run_op(item, out)
+    except BaseException as exc:  # noqa: BLE001 - everything is reported to the test
+        from weightio.errors import WeightioError
+
+        error = {
+            "type": type(exc).__name__,
+            "weightio": isinstance(exc, WeightioError),
+            "message": str(exc)[:2000],
+            "traceback": "".join(traceback.format_exception(exc))[-4000:],
+        }
+    recording[0] = False
+    with open(result_file, "w") as handle:
+        json.dump({"error": error, "events": events}, handle)
+
+
+def serve() -> None:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    _preload()
+    for line in sys.stdin:
+        item = json.loads(line)
+        result_file = item["result_file"]
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                signal.alarm(60)
+                _child(item, result_file)
+            except BaseException:  # noqa: BLE001
+                traceback.print_exc()
+                code = 3
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        answer = {"exit": os.waitstatus_to_exitcode(status)}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    serve()
+    sys.stdout.flush()
+    os._exit(0)  # skip the interpreter's (and torch's) slow teardown
