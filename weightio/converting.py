@@ -118,9 +118,10 @@ def convert(
     with deferring_source_digests(target == "archive") as pending:
         src = open_source(source, **options)
     try:
+        source_file = source if isinstance(source, (str, os.PathLike)) else None
         return _convert_opened(src, destination, target, pick(pending, src.archive), verify=verify,
                                seed=seed, samples=samples, atol=atol, rtol=rtol,
-                               max_shard_size=max_shard_size)
+                               max_shard_size=max_shard_size, source_file=source_file)
     finally:
         for digest in pending:
             digest.cancel()
@@ -138,13 +139,14 @@ def _convert_opened(
     atol: float | None,
     rtol: float | None,
     max_shard_size: int | str | None,
+    source_file: os.PathLike[str] | str | None = None,
 ) -> ConversionResult:
     archive = src.archive
     try:
         native, runner = _build_target(archive, target)
     except WeightioError as exc:  # name the source file the unbuildable layer came from
-        if isinstance(source, (str, os.PathLike)):
-            raise exc.with_file(source) from exc
+        if source_file is not None:
+            raise exc.with_file(source_file) from exc
         raise
 
     record = None
