@@ -20,7 +20,7 @@ from typing import ClassVar, Literal, Union
 from pydantic import Field, model_validator
 
 from weightio.spec.activations import LINEAR, ActivationFn
-from weightio.spec.layers import LayerBase
+from weightio.spec.layers import LayerBase, check_bias
 from weightio.spec.tensors import TensorRef
 
 Rank = Literal[1, 2, 3]
@@ -45,13 +45,6 @@ def _check_tuples(layer: LayerBase, rank: int, *names: str) -> None:
             raise ValueError(f"{name} {list(value)} has {len(value)} entries, rank is {rank}")
         if any(v <= 0 for v in value):
             raise ValueError(f"{name} {list(value)} must be positive")
-
-
-def _check_bias(layer: LayerBase, bias: TensorRef | None, use_bias: bool, size: int) -> None:
-    if use_bias != (bias is not None):
-        raise ValueError(f"use_bias={use_bias} but bias is {'absent' if bias is None else 'present'}")
-    if bias is not None and tuple(bias.shape) != (size,):
-        raise ValueError(f"bias shape {list(bias.shape)} disagrees with [{size}]")
 
 
 class ConvLayer(LayerBase):
@@ -92,7 +85,7 @@ class ConvLayer(LayerBase):
                 f"conv weight shape {list(self.weight.shape)} disagrees with "
                 f"[out, in/groups, *kernel] = {list(want)}"
             )
-        _check_bias(self, self.bias, self.use_bias, self.out_channels)
+        check_bias(self.bias, self.use_bias, self.out_channels, weight=self.weight, what="conv")
         return self
 
 
@@ -130,7 +123,7 @@ class SeparableConvLayer(LayerBase):
             raise ValueError(f"depthwise_weight shape {list(self.depthwise_weight.shape)} != {list(want_d)}")
         if tuple(self.pointwise_weight.shape) != want_p:
             raise ValueError(f"pointwise_weight shape {list(self.pointwise_weight.shape)} != {list(want_p)}")
-        _check_bias(self, self.bias, self.use_bias, self.out_channels)
+        check_bias(self.bias, self.use_bias, self.out_channels, weight=self.pointwise_weight, what="separable_conv")
         return self
 
 
@@ -173,7 +166,7 @@ class ConvTransposeLayer(LayerBase):
                 f"conv_transpose weight shape {list(self.weight.shape)} disagrees with "
                 f"[in, out/groups, *kernel] = {list(want)}"
             )
-        _check_bias(self, self.bias, self.use_bias, self.out_channels)
+        check_bias(self.bias, self.use_bias, self.out_channels, weight=self.weight, what="conv_transpose")
         return self
 
 

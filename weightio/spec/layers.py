@@ -49,6 +49,20 @@ class LayerBase(SpecModel):
         return refs
 
 
+def check_bias(
+    bias: TensorRef | None, use_bias: bool, size: int, *, weight: TensorRef, what: str
+) -> None:
+    """The one bias check of every layer kind: present iff ``use_bias``, ``[size]``, weight dtype."""
+    if use_bias != (bias is not None):
+        raise ValueError(f"use_bias={use_bias} but bias is {'absent' if bias is None else 'present'}")
+    if bias is None:
+        return
+    if tuple(bias.shape) != (size,):
+        raise ValueError(f"{what} bias shape {list(bias.shape)} disagrees with [{size}]")
+    if bias.dtype != weight.dtype:
+        raise ValueError(f"{what} bias dtype {bias.dtype} differs from weight dtype {weight.dtype}")
+
+
 class DenseLayer(LayerBase):
     """``y = activation(x @ weight.T + bias)`` over the last axis (Keras Dense, torch Linear)."""
 
@@ -70,15 +84,7 @@ class DenseLayer(LayerBase):
                 f"dense weight shape {list(self.weight.shape)} disagrees with "
                 f"[units, in_features] = {list(want)}"
             )
-        if self.use_bias != (self.bias is not None):
-            raise ValueError(f"use_bias={self.use_bias} but bias is {'absent' if self.bias is None else 'present'}")
-        if self.bias is not None:
-            if tuple(self.bias.shape) != (self.units,):
-                raise ValueError(
-                    f"dense bias shape {list(self.bias.shape)} disagrees with [units] = [{self.units}]"
-                )
-            if self.bias.dtype != self.weight.dtype:
-                raise ValueError(f"dense bias dtype {self.bias.dtype} differs from weight dtype {self.weight.dtype}")
+        check_bias(self.bias, self.use_bias, self.units, weight=self.weight, what="dense")
         return self
 
 
