@@ -812,3 +812,22 @@ def test_sequential_names_are_unique_after_replacing_dots():
     assert [namer.take(n) for n in ("a.b", "a_b", "a.b_activation")] == [
         "a_b", "a_b_1", "a_b_activation"
     ]
+
+
+@pytest.mark.parametrize("version", ["2.5.1", "2.5.1+cpu", "1.13.0", "garbage"])
+def test_torch_load_refused_on_torch_with_known_weights_only_bypasses(version, tmp_path):
+    """torch < 2.6 let a TorchScript archive run code through weights_only=True; weightio refuses
+    to call torch.load there and names the way out."""
+    from weightio.adapters.torch_files import check_safe_torch
+
+    path = tmp_path / "model.pt"
+    with pytest.raises(UnsafeFormatError, match="CVE-2025-32434") as info:
+        check_safe_torch(version, path)
+    assert "model.pt" in str(info.value) and "weightio.read" in str(info.value)
+
+
+@pytest.mark.parametrize("version", ["2.6.0", "2.13.0+cpu", "3.0.0a0"])
+def test_torch_load_allowed_on_fixed_torch(version, tmp_path):
+    from weightio.adapters.torch_files import check_safe_torch
+
+    check_safe_torch(version, tmp_path / "model.pt")

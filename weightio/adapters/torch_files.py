@@ -4,6 +4,11 @@ Files are opened with ``torch.load(weights_only=True)`` and never anything less:
 builds only tensors and plain containers, and refuses every other global before importing it.
 A refusal is reported as ``UnsafeFormatError`` naming the global; weightio never retries with
 ``weights_only=False`` (that retry is how "safe" loaders end up executing downloaded code).
+
+``weights_only=True`` itself was bypassable before PyTorch 2.6 (CVE-2025-32434: a TorchScript
+archive renamed ``.pt`` ran code through it), so ``torch.load`` is only called on torch >=
+``MIN_SAFE_TORCH``; older versions are refused with the way out (upgrade, or ``weightio.read``,
+whose torch-free reader never calls torch.load).
 """
 
 from __future__ import annotations
@@ -120,8 +125,30 @@ def _container_kind(path: Path) -> str:
     )
 
 
+MIN_SAFE_TORCH = (2, 6)
+
+
+def _release(version: str) -> tuple[int, int]:
+    """``"2.13.0+cpu"`` -> ``(2, 13)``; unparsable versions count as old (refused)."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def check_safe_torch(version: str, path: Path) -> None:
+    """Refuse to hand an untrusted file to a torch.load with known weights_only bypasses."""
+    if _release(version) < MIN_SAFE_TORCH:
+        wanted = ".".join(map(str, MIN_SAFE_TORCH))
+        raise UnsafeFormatError(
+            f"torch {version} has known torch.load(weights_only=True) bypasses "
+            f"(CVE-2025-32434); upgrade to torch>={wanted}, or read the file with "
+            "weightio.read(), whose torch-free reader never calls torch.load",
+            file=path,
+        )
+
+
 def _load(path: Path) -> Any:
     torch = torch_module("reading .pt files")
+    check_safe_torch(torch.__version__, path)
     mmap = _container_kind(path) == "zip"  # torch can memory-map only the zip format
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
