@@ -186,6 +186,10 @@ class MappedTensors:
                         file=self._path,
                     )
                 self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                # lets a streamed write copy these tensors in the kernel (copy_file_range)
+                from weightio.streaming import register_file_mapping
+
+                register_file_mapping(self._mmap, handle.fileno())
         return self._mmap
 
     def get(self, name: str) -> np.ndarray:

@@ -181,4 +181,10 @@ def open_mapping(path: Path) -> mmap.mmap | None:
     """A read-only map of ``path`` (None for an empty file)."""
     with open(path, "rb") as handle:
         size = handle.seek(0, 2)
-        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        if not size:
+            return None
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        from weightio.streaming import register_file_mapping
+
+        register_file_mapping(mapping, handle.fileno())  # lets a streamed write copy in-kernel
+        return mapping

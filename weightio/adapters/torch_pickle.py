@@ -460,6 +460,10 @@ def _load_legacy(path: Path) -> Any:
             raise MalformedFileError("the storage list does not match the pickle", file=path)
         offset = handle.tell()
         mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        if mapping is not None:  # storages are copied file to file by a streamed write
+            from weightio.streaming import register_file_mapping
+
+            register_file_mapping(mapping, handle.fileno())
     for key in keys:
         storage = storages[key]
         dtype = storage.dtype if little else storage.dtype.newbyteorder(">")
