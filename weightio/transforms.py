@@ -176,12 +176,12 @@ def _nonfinite(array: np.ndarray) -> tuple[int, int, int]:
     return int(np.isnan(wide).sum()), int((wide == np.inf).sum()), int((wide == -np.inf).sum())
 
 
-def _open(source: Any) -> tuple[Archive, Any]:
+def _open(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
     if isinstance(source, Archive):
         return source, source.path
     from weightio.reading import read
 
-    return read(source), source if isinstance(source, (str, os.PathLike)) else None
+    return read(source, **options), source if isinstance(source, (str, os.PathLike)) else None
 
 
 def _selected(spec: ModelSpec, layers: Iterable[str] | None, file: Any) -> set[str] | None:
@@ -199,7 +199,9 @@ def _selected(spec: ModelSpec, layers: Iterable[str] | None, file: Any) -> set[s
     return set(wanted)
 
 
-def cast(source: Any, dtype: Any, *, layers: Iterable[str] | None = None) -> CastResult:
+def cast(
+    source: Any, dtype: Any, *, layers: Iterable[str] | None = None, **read_options: Any
+) -> CastResult:
     """Cast the float weights of ``source`` to ``dtype``; refuse if any value would overflow.
 
     Args:
@@ -207,6 +209,8 @@ def cast(source: Any, dtype: Any, *, layers: Iterable[str] | None = None) -> Cas
         dtype: ``"float16"``, ``"bfloat16"``, ``"float32"`` or ``"float64"`` (or ``"F16"`` …,
             or a numpy / ml_dtypes dtype).
         layers: Only these layers' tensors (by layer name); default: every layer.
+        **read_options: Passed to ``weightio.read`` when ``source`` is not an archive
+            (e.g. ``trust_pickle=True``, ``key=``).
 
     Returns:
         A ``CastResult``: ``.archive`` (not yet saved; ``weightio.save`` it), the tensors cast
@@ -219,7 +223,7 @@ def cast(source: Any, dtype: Any, *, layers: Iterable[str] | None = None) -> Cas
     """
     target_name = cast_dtype_name(dtype)
     target = numpy_dtype(target_name)
-    archive, file = _open(source)
+    archive, file = _open(source, read_options)
     try:
         return _cast(archive, target_name, target, _selected(archive.spec, layers, file), file)
     except WeightioError as exc:
