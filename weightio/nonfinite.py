@@ -32,6 +32,7 @@ class NonFinite:
     neginf: int
 
     def describe(self) -> str:
+        """``0.weight (1 NaN, 2 +inf)``."""
         parts = [f"{n} {what}" for n, what in ((self.nan, "NaN"), (self.posinf, "+inf"),
                                                (self.neginf, "-inf")) if n]
         return f"{self.key} ({', '.join(parts)})"

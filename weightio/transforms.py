@@ -55,7 +55,8 @@ def cast_dtype_name(dtype: Any) -> str:
         UnsupportedDtypeError: not one of float16, bfloat16, float32, float64.
     """
     if isinstance(dtype, str):
-        name = _ALIASES.get(dtype.lower(), dtype.upper() if dtype.upper() in FLOAT_DTYPE_NAMES else None)
+        upper = dtype.upper()
+        name = _ALIASES.get(dtype.lower(), upper if upper in FLOAT_DTYPE_NAMES else None)
     else:
         try:
             name = dtype_name(np.dtype(dtype))
@@ -119,7 +120,9 @@ class CastResult:
             f"{'/'.join(sources) or 'nothing'} to {self.dtype}"
         ]
         if self.unchanged:
-            lines.append(f"already {self.dtype} or outside --layer: {len(self.unchanged)} tensor(s) kept")
+            lines.append(
+                f"already {self.dtype} or outside --layer: {len(self.unchanged)} tensor(s) kept"
+            )
         if self.untouched:
             kinds = ", ".join(f"{key} ({dt})" for key, dt in list(self.untouched.items())[:8])
             more = f" and {len(self.untouched) - 8} more" if len(self.untouched) > 8 else ""
@@ -230,7 +233,9 @@ def cast(
         raise (exc.with_file(file) if file is not None else exc) from None
 
 
-def _cast(archive: Archive, name: str, target: np.dtype, only: set[str] | None, file: Any) -> CastResult:
+def _cast(
+    archive: Archive, name: str, target: np.dtype, only: set[str] | None, file: Any
+) -> CastResult:
     result = CastResult(archive=archive, dtype=name)
     arrays: dict[str, np.ndarray] = {}
     overflows: list[tuple[str, int, int, float]] = []
@@ -278,7 +283,9 @@ def _finfo_max(dtype: np.dtype) -> Any:
     return ml_dtypes.finfo(dtype).max
 
 
-def _cast_spec(spec: ModelSpec, new_dtypes: dict[str, str], name: str, result: CastResult) -> ModelSpec:
+def _cast_spec(
+    spec: ModelSpec, new_dtypes: dict[str, str], name: str, result: CastResult
+) -> ModelSpec:
     """The spec with the cast refs' dtypes, a provenance line, and no stale verification."""
     data = spec.model_dump(mode="json")
 

@@ -32,8 +32,8 @@ def item(name: str) -> Callable[[Callable[[Path], dict[str, Any]]], Callable[[Pa
 def _sklearn() -> Any:
     try:
         import joblib  # noqa: F401
-        import skops.io  # noqa: F401
         import sklearn  # noqa: F401
+        import skops.io  # noqa: F401
     except ImportError:
         return None
     return sklearn
