@@ -11,6 +11,7 @@ Public API::
     weightio.convert(src, "model.pt2")              # read, build, verify outputs, write
     report = weightio.diff(a, b)                    # layer-by-layer comparison -> DiffReport
     print(weightio.explain(archive, x))             # a forward pass written out, layer by layer
+    result = weightio.cast(archive, "float16")      # float weights only; overflow refused
 
 Attributes are imported on first use (PEP 562), so ``import weightio`` and ``weightio --help``
 load no framework and stay fast; each adapter imports its framework only when called.
@@ -33,6 +34,8 @@ _LAZY = {
     "diff": "weightio.diff",
     "DiffReport": "weightio.diff",
     "explain": "weightio.explain",
+    "cast": "weightio.transforms",
+    "CastResult": "weightio.transforms",
     "Explanation": "weightio.explain",
     "ConversionResult": "weightio.converting",
     "to_keras": "weightio.writing",
@@ -56,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio.reading import read
     from weightio.runtime import run
     from weightio.spec import ModelSpec
+    from weightio.transforms import CastResult, cast
     from weightio.writing import load_into, to_keras, to_sklearn, to_torch, verify
 
 

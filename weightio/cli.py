@@ -295,6 +295,40 @@ def verify(
         )
 
 
+@app.command("cast")
+@handles_errors
+def cast_verb(
+    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    destination: Annotated[Path, typer.Argument(help="Output archive (.safetensors).")],
+    dtype: Annotated[str, typer.Option("--dtype", help="float16, bfloat16, float32 or float64.")],
+    layer: Annotated[
+        Optional[list[str]], typer.Option("--layer", help="Cast only this layer (repeatable).")
+    ] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)] = False,
+) -> None:
+    """Cast the float weights of SOURCE to --dtype and write DESTINATION; refuse any overflow.
+
+    Integer tensors are left as they are; values that underflow to zero and NaN/Inf already in
+    the weights are counted and reported. The old verification record is dropped.
+    """
+    from weightio.archive import save
+    from weightio.transforms import cast, cast_dtype_name
+
+    cast_dtype_name(dtype)  # a typo in --dtype fails before anything is read
+    if destination.suffix.lower() != ".safetensors":
+        from weightio.errors import UnsupportedSourceError
+
+        raise UnsupportedSourceError(
+            "cast writes a weightio archive; name it .safetensors (then `weightio convert` it)",
+            file=destination,
+        )
+    result = cast(source, dtype, layers=layer, **_sklearn_options(None, trust_pickle))
+    save(result.archive, destination)
+    for line in result.summary():
+        typer.echo(line)
+    typer.echo(f"wrote {destination}")
+
+
 @app.command()
 def schema(
     out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,

@@ -8,7 +8,7 @@ so anyone can see later what was shown.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ from weightio.errors import (
     WeightioError,
     WeightsOnlyArchiveError,
 )
+from weightio.nonfinite import NonFinite, describe_nonfinite, nonfinite_note, scan_nonfinite
 from weightio.reading import open_source
 from weightio.spec import VerificationRecord
 from weightio.verification import describe, probe_inputs, verify_conversion
@@ -44,10 +45,15 @@ class ConversionResult:
     target: Target
     archive: Archive
     verification: VerificationRecord | None
+    #: Tensors holding NaN/+-inf (copied bit-exactly), found while verifying.
+    nonfinite: list[NonFinite] = field(default_factory=list)
 
     def summary(self) -> list[str]:
         """Human-readable lines: the figures per output and where the result went."""
         lines = describe(self.verification) if self.verification else ["verification skipped"]
+        if self.nonfinite:
+            lines.append("warning: the weights hold non-finite values, copied bit-exactly: "
+                         + describe_nonfinite(self.nonfinite))
         return [*lines, f"wrote {self.destination} ({self.target})"]
 
 
@@ -162,10 +168,11 @@ def _convert_opened(
             atol=atol,
             rtol=rtol,
         )
+        nonfinite = scan_nonfinite(archive)
         if not record.passed:
             raise VerificationError(
                 "converted model differs from its source beyond tolerance; nothing was written. "
-                + " | ".join(describe(record)),
+                + " | ".join(describe(record)) + nonfinite_note(nonfinite),
                 file=destination,
             )
         archive = archive.with_spec(
@@ -174,7 +181,7 @@ def _convert_opened(
 
     written = _write(archive, native, target, destination, seed=seed, max_shard_size=max_shard_size,
                      source_sha256=source_sha256)
-    return ConversionResult(written, target, archive, record)
+    return ConversionResult(written, target, archive, record, nonfinite if record else [])
 
 
 def _build_target(archive: Archive, target: Target) -> tuple[Any, Any]:

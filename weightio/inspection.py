@@ -50,6 +50,19 @@ class LayerInfo(BaseModel):
     parameter_count: int
 
 
+class NonFiniteInfo(BaseModel):
+    """A tensor holding NaN or +-inf (archived bit-exactly; named so nobody is surprised)."""
+
+    key: str
+    nan: int
+    inf: int
+
+
+#: Without ``stats``, float tensors up to this many bytes in all are scanned for NaN/Inf (a
+#: fraction of a second); beyond it ``inspect`` stays header-only and says it did not look.
+NONFINITE_SCAN_LIMIT = 512 * 1024 * 1024
+
+
 class Inspection(BaseModel):
     """The whole model, as ``inspect --json`` prints it."""
 
@@ -62,6 +75,24 @@ class Inspection(BaseModel):
     layers: list[LayerInfo]
     parameter_count: int
     bytes_by_dtype: dict[str, int]
+    #: Tensors holding NaN/Inf; ``None`` when not checked (no ``stats`` and a large archive).
+    nonfinite: list[NonFiniteInfo] | None = None
+
+
+def _nonfinite(archive: Archive, layers: list[LayerInfo], stats: bool) -> list[NonFiniteInfo] | None:
+    """From the stats when they were read, else a bounded scan (``None``: too large to scan)."""
+    if stats:
+        return [NonFiniteInfo(key=t.key, nan=t.stats.nan_count, inf=t.stats.inf_count)
+                for layer in layers for t in layer.tensors
+                if t.stats is not None and (t.stats.nan_count or t.stats.inf_count)]
+    from weightio.dtypes import FLOAT_DTYPE_NAMES
+    from weightio.nonfinite import scan_nonfinite
+
+    floats = sum(math.prod(r.shape) * numpy_dtype(r.dtype).itemsize
+                 for _, _, r in archive.spec.tensor_refs() if r.dtype in FLOAT_DTYPE_NAMES)
+    if floats > NONFINITE_SCAN_LIMIT:
+        return None
+    return [NonFiniteInfo(key=f.key, nan=f.nan, inf=f.posinf + f.neginf) for f in scan_nonfinite(archive)]
 
 
 def _detail(layer: object) -> str:
@@ -107,6 +138,7 @@ def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = F
                 by_dtype[ref.dtype] = by_dtype.get(ref.dtype, 0) + nbytes
             layers.append(_layer_info(spec, index, layer, tensors))
     return Inspection(
+        nonfinite=_nonfinite(archive, layers, stats),
         name=spec.name,
         source_framework=spec.provenance.source_framework,
         source_class=spec.provenance.source_class,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from weightio.archive import Archive, load
-from weightio.errors import SourceNotFoundError, UnsupportedSourceError
+from weightio.errors import SourceNotFoundError, UnsupportedSourceError, WeightioError
 from weightio.safetensors_io import MappedTensors, read_header
 
 Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -209,7 +209,10 @@ def _sklearn_file(path: Path, suffix: str, **options: Any) -> Source:
             "not a scikit-learn estimator",
             file=path,
         )
-    return _sklearn_source(estimator, source_file=path, **options)
+    try:
+        return _sklearn_source(estimator, source_file=path, **options)
+    except WeightioError as exc:  # an unfitted or unreadable step: say which file holds it
+        raise exc.with_file(path) from None
 
 
 def _read_safetensors(path: Path, **options: Any) -> Archive:

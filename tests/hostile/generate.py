@@ -543,6 +543,12 @@ import keras_h5_items  # noqa: E402
 
 ITEMS.extend(keras_h5_items.ITEMS)
 
+# --- items 37-39 live in sklearn_items.py -------------------------------------------------------
+
+import sklearn_items  # noqa: E402
+
+ITEMS.extend(sklearn_items.ITEMS)
+
 def generate(out: Path, only: set[str] | None = None) -> list[dict[str, Any]]:
     """Write every item under ``out`` and return the manifest (also written as manifest.json)."""
     out.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,13 @@ def _preload() -> None:
     import weightio.sharding  # noqa: F401
 
     _ = weightio.errors
+    try:  # the sklearn items: import scikit-learn once, not in every forked child
+        import skops.io  # noqa: F401
+        import sklearn.linear_model  # noqa: F401
+        import sklearn.pipeline  # noqa: F401
+        import sklearn.preprocessing  # noqa: F401
+    except ImportError:
+        pass
     try:  # converting to .pt needs torch; importing it once here keeps each forked child fast
         import torch
 
@@ -62,6 +69,8 @@ def _run_op(item: dict[str, Any], out: Path) -> None:
         archive = weightio.read(path, **item.get("options", {}))
         if op == "convert":
             weightio.convert(path, out / "model.pt")
+    elif op == "cast":
+        archive = weightio.cast(path, item["dtype"]).archive
     elif op == "control_unsafe_pickle":  # the battery's own check: an unsafe reader must be caught
         import pickle
 

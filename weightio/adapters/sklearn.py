@@ -22,6 +22,7 @@ from weightio.adapters.sklearn_read import (
     public_name,
     supported_estimators,
 )
+from weightio.adapters.sklearn_functions import FUNCTION_TRANSFORMER, read_function_transformer
 from weightio.archive import Archive
 from weightio.errors import UnsupportedLayerError, UnsupportedSourceError
 
@@ -45,15 +46,26 @@ def _layer_name(step: str) -> str:
     return cleaned[:200]
 
 
-def _check_fitted(estimator: Any, label: str) -> None:
+def _check_fitted(estimator: Any, label: str, *, layer: str | None = None) -> None:
     sklearn_validation = require("sklearn.utils.validation", purpose="reading scikit-learn models")
     exceptions = require("sklearn.exceptions", purpose="reading scikit-learn models")
     try:
         sklearn_validation.check_is_fitted(estimator)
     except exceptions.NotFittedError:
         raise UnsupportedSourceError(
-            f"{label} is not fitted; call fit() before reading it"
+            f"{label} is not fitted, so it has no weights to read; fit it (estimator.fit(X, y), "
+            "or the whole Pipeline) before reading it, or read the fitted model you saved",
+            layer=layer,
         ) from None
+
+
+def _check_pipeline_fitted(pipeline: Any) -> None:
+    """Name the first unfitted step: sklearn's own check looks at the last step only."""
+    for step_name, step in _steps(pipeline):
+        if public_name(step) == FUNCTION_TRANSFORMER:
+            continue  # stateless; judged by its function in sklearn_functions
+        _check_fitted(step, f"Pipeline step {step_name!r} ({public_name(step)})", layer=step_name)
+    _check_fitted(pipeline, "the Pipeline")
 
 
 def _steps(estimator: Any) -> list[tuple[str, Any]]:
@@ -72,6 +84,8 @@ def _steps(estimator: Any) -> list[tuple[str, Any]]:
 
 def _read_step(estimator: Any, name: str, ctx: ReadContext, is_last: bool) -> StepResult:
     key = public_name(estimator)
+    if key == FUNCTION_TRANSFORMER:  # before the registry: its message names the function
+        return read_function_transformer(estimator, name, ctx, is_last)
     reader = SKLEARN_READ.get(key)
     if reader is None or not key.startswith("sklearn."):
         raise UnsupportedLayerError(
@@ -80,7 +94,7 @@ def _read_step(estimator: Any, name: str, ctx: ReadContext, is_last: bool) -> St
             "of them",
             layer=name,
         )
-    _check_fitted(estimator, f"{key} (step {name!r})")
+    _check_fitted(estimator, f"{key} (step {name!r})", layer=name)
     result = reader(estimator, name, ctx, is_last)
     if not is_last and result.role != "transform":
         raise UnsupportedLayerError(
@@ -117,7 +131,9 @@ def read_sklearn_estimator(
         raise UnsupportedSourceError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
     sklearn = require("sklearn", purpose="reading scikit-learn models")
     if public_name(estimator) == _PIPELINE:
-        _check_fitted(estimator, "the Pipeline")
+        _check_pipeline_fitted(estimator)
+    elif public_name(estimator) in SKLEARN_READ.keys():
+        _check_fitted(estimator, f"the {public_name(estimator)}")
     ctx = ReadContext(head=head, dtype=None if dtype is None else np.dtype(dtype))
     steps = _steps(estimator)
     layers: list[Any] = []
@@ -130,8 +146,10 @@ def read_sklearn_estimator(
         layers.extend(result.layers)
         hints.append({"name": step_name, **result.hint})
     assert result is not None
-    first = layers[0]
-    first_ref = next(iter(first.tensor_refs().values()))
+    refs = [ref for layer in layers for ref in layer.tensor_refs().values()]
+    if not refs:
+        raise UnsupportedSourceError("the Pipeline only passes its input through; it has no weights")
+    first_ref = refs[0]
     spec = {
         "name": name or type(estimator).__name__,
         "provenance": provenance(

@@ -47,9 +47,10 @@ def load_skops(path: Path, *, trusted: list[str] | None = None) -> Any:
     refused = sorted(t for t in untrusted if t not in accepted)
     if refused:
         raise UnsafeFormatError(
-            f"the file would construct types skops does not trust: {', '.join(refused)}. "
-            "Inspect them (skops.io.get_untrusted_types) and, if you trust them, pass "
-            "trusted=[...] to weightio.read",
+            f"the file would construct types skops does not trust: {', '.join(refused)} "
+            "(nothing was constructed or imported). Building them may run code, so weightio "
+            "accepts only plain-data types; if you know where the file comes from and trust "
+            f"these types, pass trusted={refused!r} to weightio.read",
             file=path,
         )
     try:

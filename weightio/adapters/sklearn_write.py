@@ -132,10 +132,20 @@ def _hint(archive: Archive, layers: list[Any]) -> dict[str, Any] | None:
     hint = archive.spec.extra.get("sklearn")
     if not isinstance(hint, dict) or not isinstance(hint.get("steps"), list):
         return None
-    named = [name for step in hint["steps"] for name in step.get("layers", [])]
+    named = [name for step in _computing(hint["steps"], archive) for name in step.get("layers", [])]
     if named != [layer.name for layer in layers]:
         return None
     return hint
+
+
+def _computing(steps: list[Any], archive: Archive) -> list[Any]:
+    """Hint steps minus those made only of dropped layers (an identity FunctionTransformer)."""
+    dropped = {layer.name for layer in archive.spec.layers if layer.kind in ("dropout", "identity")}
+    return [
+        step for step in steps
+        if not isinstance(step, dict) or not step.get("layers")
+        or any(name not in dropped for name in step["layers"])
+    ]
 
 
 def _classes(archive: Archive, classes: Any) -> list[Any] | None:
@@ -181,7 +191,7 @@ def to_sklearn(archive: Archive, *, classes: Any = None) -> Any:
     from weightio.adapters import sklearn_estimators as build
 
     steps: list[tuple[str, Any]] = []
-    hint_steps = list(hint["steps"]) if hint else []
+    hint_steps = _computing(hint["steps"], archive) if hint else []
     rest = list(layers)
     n_features = int(spec.inputs[0].shape[0] or 0)
     # Steps the hint names as transformers: scalers, and PCA on a dense layer.

@@ -67,11 +67,14 @@ def print_inspection(report: Inspection, console: Console) -> None:
     console.print(table)
     sizes = ", ".join(f"{d}: {n:,} bytes" for d, n in report.bytes_by_dtype.items()) or "no tensors"
     console.print(f"{report.parameter_count:,} parameters; {sizes}")
-    if with_stats:
-        nans = sum(t.stats.nan_count for layer in report.layers for t in layer.tensors if t.stats)
-        infs = sum(t.stats.inf_count for layer in report.layers for t in layer.tensors if t.stats)
-        if nans or infs:
-            console.print(f"non-finite values: {nans:,} NaN, {infs:,} Inf")
+    if report.nonfinite:
+        nans = sum(t.nan for t in report.nonfinite)
+        infs = sum(t.inf for t in report.nonfinite)
+        where = ", ".join(f"{t.key} ({t.nan} NaN, {t.inf} Inf)" for t in report.nonfinite[:8])
+        more = f" and {len(report.nonfinite) - 8} more" if len(report.nonfinite) > 8 else ""
+        console.print(f"non-finite values: {nans:,} NaN, {infs:,} Inf, kept bit-exact, in {where}{more}")
+    elif report.nonfinite is None:
+        console.print("NaN/Inf not checked (large archive); run with --stats to read every tensor")
     if report.weights_only:
         console.print("weights only: no architecture (read from a bare state dict)")
 
