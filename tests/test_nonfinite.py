@@ -151,3 +151,14 @@ def _via_file(model, tmp_path):
     path = tmp_path / "nan.keras"
     model.save(path)
     return weightio.read(path)
+
+
+def test_large_finite_float64_values_are_not_counted_as_inf():
+    """1e300 is finite in float64; the scan must not widen/narrow it through float32."""
+    from weightio.nonfinite import count_nonfinite
+
+    values = np.array([1e300, -1e300, np.nan, np.inf, 1.0], dtype=np.float64)
+    assert count_nonfinite(values) == (1, 1, 0)
+    import ml_dtypes
+
+    assert count_nonfinite(np.array([np.inf, 1.0, np.nan], dtype=ml_dtypes.bfloat16)) == (1, 1, 0)

@@ -43,7 +43,9 @@ def count_nonfinite(array: np.ndarray) -> tuple[int, int, int]:
     flat = np.asarray(array).reshape(-1)
     nan = posinf = neginf = 0
     for start in range(0, flat.size, _CHUNK):
-        part = flat[start:start + _CHUNK].astype(np.float32)  # exact for NaN/inf of every float
+        part = flat[start:start + _CHUNK]
+        if part.dtype not in (np.float32, np.float64):  # f16/bf16/f8 widen exactly; f64
+            part = part.astype(np.float32)  # must not: 1e300 would turn into +inf
         bad = ~np.isfinite(part)
         if not bad.any():
             continue
