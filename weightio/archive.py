@@ -216,12 +216,15 @@ def write_streamed(
     tensors are written and before the final metadata is built (``save`` waits there for a source
     digest computed alongside the copy).
     """
+    from weightio.atomic import reach
     from weightio.errors import WriteError
     from weightio.streaming import write_hashed
 
     placeholder, ordered = build_header(items, metadata_for({k: "0" * 64 for k, _ in items}))
     with atomic_write(path) as handle:
         handle.write(placeholder)
+        handle.flush()  # the header reaches the file now (one syscall), as the fault tests expect
+        reach("header-written")
         digests = write_hashed(handle, ordered)
         if before_final is not None:
             before_final()
