@@ -315,8 +315,9 @@ def load(path: os.PathLike[str] | str, *, verify: bool = False) -> Archive:
         return load_sharded(path, verify=verify)
     if not path.is_file():
         raise SourceNotFoundError("no such archive file", file=path)
-    with open(path, "rb") as handle:
+    with open(path, "rb") as handle:  # mapped from this very handle: a rewrite cannot mix in
         header = read_header(handle, path)
+        mapped = MappedTensors(path, header, handle)
     meta = header.metadata
     if META_SPEC not in meta:
         raise MalformedFileError(
@@ -334,7 +335,6 @@ def load(path: os.PathLike[str] | str, *, verify: bool = False) -> Archive:
             file=path,
         )
     spec = spec_from_json(meta[META_SPEC], file=path)
-    mapped = MappedTensors(path, header)
     tensors = TensorMap(list(header.entries), mapped.get)
     _check_header_against_spec(spec, header.entries, path)
     archive = Archive(spec, tensors, path=path)

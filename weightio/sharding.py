@@ -240,19 +240,54 @@ def find_index(path: Path) -> Path:
     return path
 
 
+#: How often ``ShardedSet`` re-opens a set that a writer keeps replacing before giving up.
+_OPEN_ATTEMPTS = 5
+
+
+def _replaced(index: Path, handle: Any) -> bool:
+    """Whether the file at ``index`` is no longer the one open as ``handle``."""
+    try:
+        now = os.stat(index)
+    except OSError:
+        return True
+    held = os.fstat(handle.fileno())
+    return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
+
+
 class ShardedSet:
     """A checked index and its shards' checked headers; tensors memory-mapped on access."""
 
     def __init__(self, path: Path) -> None:
         self.index = find_index(path)
         self.folder = self.index.parent
-        size = self.index.stat().st_size
+        # A rewrite switches the index by renaming a new one over it and changes shards only
+        # after that switch (module docstring). So if the index we read is still the live one
+        # once every shard is open (each mapped from its open handle: pinned), those shards are
+        # the ones it named. If it was replaced meanwhile, open the set again.
+        for _ in range(_OPEN_ATTEMPTS):
+            with open(self.index, "rb") as handle:  # held open: its inode number stays ours
+                try:
+                    self._open(handle)
+                except (MalformedFileError, ExternalReferenceError, OSError):
+                    if not _replaced(self.index, handle):
+                        raise
+                    continue
+                if not _replaced(self.index, handle):
+                    return
+        raise MalformedFileError(
+            f"the set was rewritten {_OPEN_ATTEMPTS} times while it was being opened; open it "
+            "again when the writer is done",
+            file=self.index,
+        )
+
+    def _open(self, handle: Any) -> None:
+        size = os.fstat(handle.fileno()).st_size
         if size > MAX_INDEX_BYTES:
             raise ResourceLimitError(
                 f"index of {size} bytes exceeds the {MAX_INDEX_BYTES}-byte limit", file=self.index
             )
         try:
-            data = json.loads(self.index.read_bytes().decode("utf-8"))
+            data = json.loads(handle.read().decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise MalformedFileError(f"index is not valid UTF-8 JSON ({exc})", file=self.index) from None
         if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
@@ -270,10 +305,10 @@ class ShardedSet:
         self.mapped: dict[str, MappedTensors] = {}
         for shard in dict.fromkeys(self.weight_map.values()):
             file = self._shard_file(shard)
-            with open(file, "rb") as handle:
-                header = read_header(handle, file)
+            with open(file, "rb") as shard_handle:
+                header = read_header(shard_handle, file)
+                self.mapped[shard] = MappedTensors(file, header, shard_handle)
             self.headers[shard] = header
-            self.mapped[shard] = MappedTensors(file, header)
         self._check_shards()
 
     def _shard_file(self, shard: str) -> Path:
