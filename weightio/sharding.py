@@ -184,6 +184,8 @@ def _promote(folder: Path, staged: dict[str, str]) -> bool:
     for source, final in staged.items():
         temp = folder / f".{final}{TEMP_MARKER}{secrets.token_hex(6)}"
         try:
+            with contextlib.suppress(FileNotFoundError):  # a replaced file keeps its mode
+                os.chmod(folder / source, os.stat(folder / final).st_mode & 0o7777)
             os.link(folder / source, temp)
             os.replace(temp, folder / final)
         except OSError:
