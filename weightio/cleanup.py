@@ -67,7 +67,7 @@ def find_stale_temps(
     older_than: float = DEFAULT_OLDER_THAN,
     recursive: bool = False,
 ) -> list[Path]:
-    """weightio temp files in ``folders`` not modified for ``older_than`` seconds (see module doc)."""
+    """Temp files of weightio in ``folders`` unmodified for ``older_than`` seconds (module doc)."""
     if not older_than >= 0:  # also refuses NaN
         raise InvalidInputError(f"--older-than must be 0 or more seconds. Received: {older_than}")
     now = time.time()

@@ -299,7 +299,8 @@ def verify(
 @handles_errors
 def clean(
     folders: Annotated[
-        Optional[list[Path]], typer.Argument(help="Folders to search (default: the current folder).")
+        Optional[list[Path]],
+        typer.Argument(help="Folders to search (default: the current folder)."),
     ] = None,
     older_than: Annotated[
         float,
@@ -309,7 +310,9 @@ def clean(
             "still in progress keeps its own).",
         ),
     ] = 60.0,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; remove nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would go; remove nothing.")
+    ] = False,
     recursive: Annotated[
         bool, typer.Option("--recursive", help="Also search sub-folders (never through symlinks).")
     ] = False,

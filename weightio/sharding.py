@@ -213,7 +213,8 @@ def _remove_unnamed_shards(path: Path, keep: set[str], replaced: set[str]) -> No
             with contextlib.suppress(OSError):
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                if entry.name in replaced or now - entry.stat(follow_symlinks=False).st_mtime > _ORPHAN_AGE:
+                age = now - entry.stat(follow_symlinks=False).st_mtime
+                if entry.name in replaced or age > _ORPHAN_AGE:
                     os.unlink(entry.path)
 
 
@@ -291,7 +292,9 @@ class ShardedSet:
         try:
             data = json.loads(handle.read().decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise MalformedFileError(f"index is not valid UTF-8 JSON ({exc})", file=self.index) from None
+            raise MalformedFileError(
+                f"index is not valid UTF-8 JSON ({exc})", file=self.index
+            ) from None
         if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
             raise MalformedFileError("index has no 'weight_map' object", file=self.index)
         metadata = data.get("metadata") or {}
