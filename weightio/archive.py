@@ -216,12 +216,15 @@ def write_streamed(
     tensors are written and before the final metadata is built (``save`` waits there for a source
     digest computed alongside the copy).
     """
+    from weightio.atomic import reach
     from weightio.errors import WriteError
     from weightio.streaming import write_hashed
 
     placeholder, ordered = build_header(items, metadata_for({k: "0" * 64 for k, _ in items}))
     with atomic_write(path) as handle:
         handle.write(placeholder)
+        handle.flush()  # the header reaches the file now (one syscall), as the fault tests expect
+        reach("header-written")
         digests = write_hashed(handle, ordered)
         if before_final is not None:
             before_final()
@@ -312,8 +315,9 @@ def load(path: os.PathLike[str] | str, *, verify: bool = False) -> Archive:
         return load_sharded(path, verify=verify)
     if not path.is_file():
         raise SourceNotFoundError("no such archive file", file=path)
-    with open(path, "rb") as handle:
+    with open(path, "rb") as handle:  # mapped from this very handle: a rewrite cannot mix in
         header = read_header(handle, path)
+        mapped = MappedTensors(path, header, handle)
     meta = header.metadata
     if META_SPEC not in meta:
         raise MalformedFileError(
@@ -331,7 +335,6 @@ def load(path: os.PathLike[str] | str, *, verify: bool = False) -> Archive:
             file=path,
         )
     spec = spec_from_json(meta[META_SPEC], file=path)
-    mapped = MappedTensors(path, header)
     tensors = TensorMap(list(header.entries), mapped.get)
     _check_header_against_spec(spec, header.entries, path)
     archive = Archive(spec, tensors, path=path)

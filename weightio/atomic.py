@@ -14,13 +14,26 @@ import errno
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from weightio.errors import WeightioError, WriteError
 
 TEMP_MARKER = ".weightio-tmp-"
+
+#: Fault-injection point for the fault tests; ``None`` (a no-op) in production. When set it is
+#: called as ``fault_hook(point)`` at each commit step of every write: ``"header-written"``
+#: (``write_streamed``, placeholder header on disk), ``"before-rename"`` (temp complete and
+#: fsynced, target untouched) and ``"renamed"`` (target replaced, folder fsynced), so a test's
+#: child process can SIGKILL itself at an exact step. Never set it outside tests.
+fault_hook: Callable[[str], None] | None = None
+
+
+def reach(point: str) -> None:
+    """Call ``fault_hook`` at a named step of a write (no-op unless a fault test set it)."""
+    if fault_hook is not None:
+        fault_hook(point)
 
 
 def _check_target(target: Path) -> None:
@@ -83,8 +96,10 @@ def atomic_path(target: os.PathLike[str] | str, *, suffix: str = "") -> Iterator
         finally:
             os.close(fd)
         os.chmod(temp, _new_file_mode(target))
+        reach("before-rename")
         os.replace(temp, target)
         _fsync_folder(target.parent)
+        reach("renamed")
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
@@ -111,8 +126,10 @@ def atomic_write(target: os.PathLike[str] | str) -> Iterator[BinaryIO]:
         os.fsync(handle.fileno())
         handle.close()
         os.chmod(temp, _new_file_mode(target))
+        reach("before-rename")
         os.replace(temp, target)
         _fsync_folder(target.parent)
+        reach("renamed")
     except BaseException as exc:
         handle.close()
         with contextlib.suppress(FileNotFoundError):

@@ -330,6 +330,42 @@ def cast_verb(
 
 
 @app.command()
+@handles_errors
+def clean(
+    folders: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help="Folders to search (default: the current folder)."),
+    ] = None,
+    older_than: Annotated[
+        float,
+        typer.Option(
+            "--older-than",
+            help="Only temp files not modified for this many seconds (default 60, so a write "
+            "still in progress keeps its own).",
+        ),
+    ] = 60.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would go; remove nothing.")
+    ] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", help="Also search sub-folders (never through symlinks).")
+    ] = False,
+) -> None:
+    """Remove temp files (.NAME.weightio-tmp-*) that killed weightio writes left behind."""
+    from weightio.cleanup import clean_stale_temps
+
+    verb = "would remove" if dry_run else "removed"
+    found = clean_stale_temps(
+        folders or [Path(".")], older_than=older_than, dry_run=dry_run, recursive=recursive,
+        on_remove=lambda path: typer.echo(f"{verb} {path}"),
+    )
+    if not found:
+        typer.echo("no stale weightio temp files found")
+    else:
+        typer.echo(f"{verb} {len(found)} stale temp file(s)")
+
+
+@app.command()
 def schema(
     out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
 ) -> None:

@@ -219,13 +219,13 @@ def _read_safetensors(path: Path, **options: Any) -> Archive:
     """A weightio archive loads as itself; a plain safetensors state dict reads weights-only."""
     with open(path, "rb") as handle:
         header = read_header(handle, path)
+        mapped = MappedTensors(path, header, handle)  # pinned: a rewrite cannot mix in
     if "weightio.spec" in header.metadata:
         _no_options(options, "a weightio archive")
         return load(path)
     from weightio.adapters.common import provenance
     from weightio.weights_only import archive_from_state_dict
 
-    mapped = MappedTensors(path, header)
     arrays = {name: mapped.get(name) for name in header.entries}
     return archive_from_state_dict(
         arrays,

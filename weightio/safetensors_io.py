@@ -171,25 +171,36 @@ def _check_entry(name: str, value: Any, file: Path) -> TensorEntry:
 class MappedTensors:
     """Read-only numpy views of a safetensors file's tensors, memory-mapped, made on access."""
 
-    def __init__(self, path: Path, header: Header) -> None:
+    def __init__(self, path: Path, header: Header, handle: BinaryIO | None = None) -> None:
+        """``handle``: the open file ``header`` was read from; mapping it now pins that very file.
+
+        Without it the path is opened again on first access, and a file replaced meanwhile (an
+        atomic rewrite renames a new file over the path) would pair this header with another
+        file's bytes; with it, a reader keeps the version it opened however often it is replaced.
+        """
         self._path = path
         self._header = header
         self._mmap: mmap.mmap | None = None
+        if handle is not None:
+            self._mmap = self._map(handle)
+
+    def _map(self, handle: BinaryIO) -> mmap.mmap:
+        size = os.fstat(handle.fileno()).st_size
+        if size != self._header.file_size:
+            raise MalformedFileError(
+                "the file changed size since its header was read; load it again", file=self._path
+            )
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        # lets a streamed write copy these tensors in the kernel (copy_file_range)
+        from weightio.streaming import register_file_mapping
+
+        register_file_mapping(mapping, handle.fileno())
+        return mapping
 
     def _buffer(self) -> mmap.mmap:
         if self._mmap is None:
             with open(self._path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size != self._header.file_size:
-                    raise MalformedFileError(
-                        "the file changed size since its header was read; load it again",
-                        file=self._path,
-                    )
-                self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-                # lets a streamed write copy these tensors in the kernel (copy_file_range)
-                from weightio.streaming import register_file_mapping
-
-                register_file_mapping(self._mmap, handle.fileno())
+                self._mmap = self._map(handle)
         return self._mmap
 
     def get(self, name: str) -> np.ndarray:

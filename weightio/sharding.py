@@ -3,8 +3,31 @@
 The layout transformers and the rest of the ecosystem read: each shard is a plain safetensors
 file, and the index maps every tensor to its shard (``{"metadata": {...}, "weight_map": {...}}``).
 weightio puts its spec (with every tensor's sha256) in the index metadata, next to
-``total_size``. Shards are written first, each through the atomic writer; the index last, so an
-index on disk never names a shard that is not complete.
+``total_size``.
+
+Rewriting a set, the index is the commit point, and no file the index on disk names is ever
+changed: at every instant (a kill -9 included) the index on disk names complete shards of *its*
+write, so it loads and verifies as the old set or as the new one, never a mix and never a missing
+shard. Writing shard K of N:
+
+1. If the current index does not name ``name-0000K-of-0000N.safetensors`` (a first write, or a
+   different shard count), the shard is written under that final name directly (atomically).
+   If it does (same count: overwriting it would hand the old index a new shard), it is written
+   under a generation name ``name-0000K-of-0000N.g<12 hex>.safetensors`` instead.
+2. After all shards exist, the index naming them is written atomically: the switch.
+3. Generation shards then take their final names: each is hard-linked over the final name
+   (``os.link`` to a temp name, then ``os.replace``; the index on disk names the generation file,
+   not the final one, so nothing it names changes), the index is rewritten with the final names,
+   and the generation names are unlinked. Where the filesystem has no hard links the set simply
+   keeps its generation names, which every index-driven reader (transformers, accelerate,
+   weightio) accepts.
+4. Shards of earlier writes that the new index does not name are removed: those the replaced
+   index named, and orphans matching ``name-NNNNN-of-NNNNN[.g<hex>].safetensors`` (a killed
+   write's) once they are a minute old, so a concurrent writer's fresh shards are left alone. Other
+   files are never touched. A set that now fits in one file replaces the index and its shards the
+   same way: the single file is written first, then the index and its shards are removed; and a
+   single ``name.safetensors`` is removed once a sharded set replaced it (transformers would load
+   it in preference to the index).
 
 Reading trusts nothing in the index: shard names must be plain file names in the index's folder
 (no ``..``, no absolute path, no symlink leading elsewhere), every tensor sits in exactly one
@@ -13,9 +36,12 @@ shard, and each shard's own header must list exactly the tensors the index gives
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -87,32 +113,109 @@ def plan_shards(sizes: list[tuple[str, int]], limit: int) -> list[list[str]]:
 def save_sharded(archive: Any, path: Path, max_shard_size: int | str) -> Path:
     """Write ``archive`` as shards plus index (see the module docstring); return the index path."""
     from weightio.archive import archive_metadata, save, spec_with_digests, write_streamed
-    from weightio.atomic import atomic_write
 
     limit = parse_size(max_shard_size)
     spec = archive.spec
     order = [ref.key for _, _, ref in spec.tensor_refs()]
     sizes = [(key, int(archive.tensors[key].nbytes)) for key in order]
     groups = plan_shards(sizes, limit)
+    target = index_path(path)
+    live = _named_by_index(target)
     if len(groups) == 1:
-        return save(archive, path)
-    files = shard_names(path, len(groups))
+        written = save(archive, path)
+        if target.exists():  # a sharded set of the same name would shadow the new file
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+            _remove_unnamed_shards(path, set(), live)
+        return written
+    generation = secrets.token_hex(6)
     digests: dict[str, str] = {}
     weight_map: dict[str, str] = {}
-    for group, file in zip(groups, files):
+    staged: dict[str, str] = {}  # generation name -> final name
+    for group, file in zip(groups, shard_names(path, len(groups))):
+        if file.name in live:  # never change a file the index on disk names
+            out = file.with_name(f"{file.name[: -len('.safetensors')]}.g{generation}.safetensors")
+            staged[out.name] = file.name
+        else:
+            out = file
         items = [(key, archive.tensors[key]) for key in group]
-        digests.update(write_streamed(file, items, lambda _d: {"format": "pt"}))
-        weight_map.update({key: file.name for key in group})
+        digests.update(write_streamed(out, items, lambda _d: {"format": "pt"}))
+        weight_map.update({key: out.name for key in group})
     final = spec_with_digests(spec, digests)
-    index = {
-        "metadata": {"total_size": sum(size for _, size in sizes), **archive_metadata(final)},
-        "weight_map": weight_map,
-    }
-    target = index_path(path)
-    with atomic_write(target) as handle:
-        handle.write(json.dumps(index, indent=2, ensure_ascii=False).encode())
+    metadata = {"total_size": sum(size for _, size in sizes), **archive_metadata(final)}
+    _write_index(target, metadata, weight_map)  # the switch to the new set
+    if staged and _promote(path.parent, staged):
+        weight_map = {key: staged.get(name, name) for key, name in weight_map.items()}
+        _write_index(target, metadata, weight_map)
+        for name in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.parent / name)
+    _remove_unnamed_shards(path, set(weight_map.values()), live)
+    if path.name not in weight_map.values() and path.is_file() and not path.is_symlink():
+        with contextlib.suppress(FileNotFoundError):  # a single file of the same name is stale
+            os.unlink(path)  # now, and transformers would load it before the index
     archive.spec = final
     return target
+
+
+def _write_index(target: Path, metadata: dict[str, Any], weight_map: dict[str, str]) -> None:
+    from weightio.atomic import atomic_write
+
+    index = {"metadata": metadata, "weight_map": weight_map}
+    with atomic_write(target) as handle:
+        handle.write(json.dumps(index, indent=2, ensure_ascii=False).encode())
+
+
+def _named_by_index(index: Path) -> set[str]:
+    """Shard names the index on disk lists; empty when there is none or it is unreadable."""
+    try:
+        if index.stat().st_size > MAX_INDEX_BYTES:
+            return set()
+        data = json.loads(index.read_bytes().decode("utf-8"))
+        return {name for name in data["weight_map"].values() if isinstance(name, str)}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return set()
+
+
+def _promote(folder: Path, staged: dict[str, str]) -> bool:
+    """Hard-link each generation shard over its final name; False where links are unsupported."""
+    from weightio.atomic import TEMP_MARKER, _fsync_folder, reach
+
+    for source, final in staged.items():
+        temp = folder / f".{final}{TEMP_MARKER}{secrets.token_hex(6)}"
+        try:
+            with contextlib.suppress(FileNotFoundError):  # a replaced file keeps its mode
+                os.chmod(folder / source, os.stat(folder / final).st_mode & 0o7777)
+            os.link(folder / source, temp)
+            os.replace(temp, folder / final)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            return False
+        reach("renamed")
+    _fsync_folder(folder)
+    return True
+
+
+#: Seconds before an orphan shard (named by no index) counts as a killed write's, not a live one's.
+_ORPHAN_AGE = 60.0
+
+
+def _remove_unnamed_shards(path: Path, keep: set[str], replaced: set[str]) -> None:
+    """Remove shard files of this set's name that the new index does not name (module doc, 4)."""
+    stem = path.name[: -len(".safetensors")] if path.name.endswith(".safetensors") else path.name
+    pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}(?:\.g[0-9a-f]{12})?\.safetensors")
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if entry.name in keep or not pattern.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                age = now - entry.stat(follow_symlinks=False).st_mtime
+                if entry.name in replaced or age > _ORPHAN_AGE:
+                    os.unlink(entry.path)
 
 
 def is_sharded(path: Path) -> bool:
@@ -140,21 +243,58 @@ def find_index(path: Path) -> Path:
     return path
 
 
+#: How often ``ShardedSet`` re-opens a set that a writer keeps replacing before giving up.
+_OPEN_ATTEMPTS = 5
+
+
+def _replaced(index: Path, handle: Any) -> bool:
+    """Whether the file at ``index`` is no longer the one open as ``handle``."""
+    try:
+        now = os.stat(index)
+    except OSError:
+        return True
+    held = os.fstat(handle.fileno())
+    return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
+
+
 class ShardedSet:
     """A checked index and its shards' checked headers; tensors memory-mapped on access."""
 
     def __init__(self, path: Path) -> None:
         self.index = find_index(path)
         self.folder = self.index.parent
-        size = self.index.stat().st_size
+        # A rewrite switches the index by renaming a new one over it and changes shards only
+        # after that switch (module docstring). So if the index we read is still the live one
+        # once every shard is open (each mapped from its open handle: pinned), those shards are
+        # the ones it named. If it was replaced meanwhile, open the set again.
+        for _ in range(_OPEN_ATTEMPTS):
+            with open(self.index, "rb") as handle:  # held open: its inode number stays ours
+                try:
+                    self._open(handle)
+                except (MalformedFileError, ExternalReferenceError, OSError):
+                    if not _replaced(self.index, handle):
+                        raise
+                    continue
+                if not _replaced(self.index, handle):
+                    return
+        raise MalformedFileError(
+            f"the set was rewritten {_OPEN_ATTEMPTS} times while it was being opened; open it "
+            "again when the writer is done",
+            file=self.index,
+        )
+
+    def _open(self, handle: Any) -> None:
+        size = os.fstat(handle.fileno()).st_size
         if size > MAX_INDEX_BYTES:
             raise ResourceLimitError(
                 f"index of {size} bytes exceeds the {MAX_INDEX_BYTES}-byte limit", file=self.index
             )
         try:
-            data = json.loads(self.index.read_bytes().decode("utf-8"))
+            data = json.loads(handle.read().decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise MalformedFileError(f"index is not valid UTF-8 JSON ({exc})", file=self.index) from None
+            raise MalformedFileError(
+                f"index is not valid UTF-8 JSON ({exc})", file=self.index
+            ) from None
         if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
             raise MalformedFileError("index has no 'weight_map' object", file=self.index)
         metadata = data.get("metadata") or {}
@@ -170,10 +310,10 @@ class ShardedSet:
         self.mapped: dict[str, MappedTensors] = {}
         for shard in dict.fromkeys(self.weight_map.values()):
             file = self._shard_file(shard)
-            with open(file, "rb") as handle:
-                header = read_header(handle, file)
+            with open(file, "rb") as shard_handle:
+                header = read_header(shard_handle, file)
+                self.mapped[shard] = MappedTensors(file, header, shard_handle)
             self.headers[shard] = header
-            self.mapped[shard] = MappedTensors(file, header)
         self._check_shards()
 
     def _shard_file(self, shard: str) -> Path:
