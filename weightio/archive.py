@@ -206,6 +206,7 @@ def write_streamed(
     metadata_for: Any,
     *,
     before_final: Any = None,
+    overwrite: bool = True,
 ) -> dict[str, str]:
     """Write one safetensors file tensor by tensor, hashing as it goes; return the digests.
 
@@ -221,7 +222,7 @@ def write_streamed(
     from weightio.streaming import write_hashed
 
     placeholder, ordered = build_header(items, metadata_for({k: "0" * 64 for k, _ in items}))
-    with atomic_write(path) as handle:
+    with atomic_write(path, overwrite=overwrite) as handle:
         handle.write(placeholder)
         handle.flush()  # the header reaches the file now (one syscall), as the fault tests expect
         reach("header-written")
@@ -242,6 +243,7 @@ def save(
     *,
     max_shard_size: int | str | None = None,
     source_sha256: Any = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write ``archive`` to ``path`` atomically, recording each tensor's sha256 in the spec.
 
@@ -258,6 +260,9 @@ def save(
         source_sha256: A ``weightio.source_digest.PendingDigest`` of the source file, still
             being computed (``convert`` starts it when it opens the source); it is awaited after
             the tensors are written and recorded as ``provenance.source_sha256``.
+        overwrite: ``False`` refuses to replace an existing file with ``TargetExistsError``,
+            checked before anything is written and again, atomically, when the file is
+            published (``os.link``): of several writers racing for one new name, one wins.
 
     Returns:
         The path written (the index file when sharded).
@@ -267,7 +272,16 @@ def save(
     if source_sha256 is not None and spec.provenance is None:
         source_sha256 = None
     if max_shard_size is not None:
-        from weightio.sharding import save_sharded
+        from weightio.sharding import INDEX_SUFFIX, index_path, save_sharded
+
+        if not overwrite:
+            for existing in (path, index_path(path)):
+                if os.path.lexists(existing):
+                    from weightio.errors import TargetExistsError
+
+                    raise TargetExistsError(
+                        f"already exists and overwrite=False (a sharded set is named by its "
+                        f"'{INDEX_SUFFIX}'); remove it or allow overwriting", file=existing)
 
         if source_sha256 is not None:  # the index is written after the shards anyway
             archive.spec = _with_source_sha256(spec, source_sha256.result())
@@ -284,7 +298,7 @@ def save(
 
     digests = write_streamed(
         path, items, lambda d: archive_metadata(spec_with_digests(spec, d)),
-        before_final=resolve_source,
+        before_final=resolve_source, overwrite=overwrite,
     )
     archive.spec = spec_with_digests(spec, digests)
     return path

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from weightio.errors import WeightioError, WriteError
+from weightio.errors import TargetExistsError, WeightioError, WriteError
 
 TEMP_MARKER = ".weightio-tmp-"
 
@@ -36,9 +36,17 @@ def reach(point: str) -> None:
         fault_hook(point)
 
 
-def _check_target(target: Path) -> None:
+def _exists(target: Path) -> TargetExistsError:
+    return TargetExistsError(
+        "already exists and overwrite=False; remove it or allow overwriting", file=target
+    )
+
+
+def _check_target(target: Path, overwrite: bool = True) -> None:
     if target.is_dir():
         raise WriteError("the target is a folder; name a file to write", file=target)
+    if not overwrite and os.path.lexists(target):
+        raise _exists(target)
     parent = target.parent
     if not parent.is_dir():
         raise WriteError(f"the folder {str(parent)!r} does not exist; create it first", file=target)
@@ -78,14 +86,16 @@ def _fsync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(target: os.PathLike[str] | str, *, suffix: str = "") -> Iterator[Path]:
+def atomic_path(
+    target: os.PathLike[str] | str, *, suffix: str = "", overwrite: bool = True
+) -> Iterator[Path]:
     """Yield a temp path beside ``target``; on success it becomes ``target`` atomically.
 
     For libraries that insist on writing to a path themselves (``keras.Model.save``). ``suffix``
     keeps an extension such a library checks for.
     """
     target = Path(target)
-    _check_target(target)
+    _check_target(target, overwrite)
     _remove_stale_temps(target)
     temp = target.parent / f".{target.name}{TEMP_MARKER}{secrets.token_hex(6)}{suffix}"
     try:
@@ -95,11 +105,7 @@ def atomic_path(target: os.PathLike[str] | str, *, suffix: str = "") -> Iterator
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(temp, _new_file_mode(target))
-        reach("before-rename")
-        os.replace(temp, target)
-        _fsync_folder(target.parent)
-        reach("renamed")
+        _commit(temp, target, overwrite)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
@@ -109,10 +115,15 @@ def atomic_path(target: os.PathLike[str] | str, *, suffix: str = "") -> Iterator
 
 
 @contextlib.contextmanager
-def atomic_write(target: os.PathLike[str] | str) -> Iterator[BinaryIO]:
-    """Yield a binary file; when the block ends without error it replaces ``target`` atomically."""
+def atomic_write(target: os.PathLike[str] | str, *, overwrite: bool = True) -> Iterator[BinaryIO]:
+    """Yield a binary file; when the block ends without error it replaces ``target`` atomically.
+
+    With ``overwrite=False`` the file is published with ``os.link`` instead of ``os.replace``:
+    atomic too, and it fails with ``TargetExistsError`` if ``target`` exists by then, so of
+    several writers racing for one new name exactly one wins and none clobbers another.
+    """
     target = Path(target)
-    _check_target(target)
+    _check_target(target, overwrite)
     _remove_stale_temps(target)
     temp = target.parent / f".{target.name}{TEMP_MARKER}{secrets.token_hex(6)}"
     try:
@@ -125,11 +136,7 @@ def atomic_write(target: os.PathLike[str] | str) -> Iterator[BinaryIO]:
         handle.flush()
         os.fsync(handle.fileno())
         handle.close()
-        os.chmod(temp, _new_file_mode(target))
-        reach("before-rename")
-        os.replace(temp, target)
-        _fsync_folder(target.parent)
-        reach("renamed")
+        _commit(temp, target, overwrite)
     except BaseException as exc:
         handle.close()
         with contextlib.suppress(FileNotFoundError):
@@ -137,6 +144,22 @@ def atomic_write(target: os.PathLike[str] | str) -> Iterator[BinaryIO]:
         if isinstance(exc, OSError) and not isinstance(exc, WeightioError):
             raise _write_error(exc, target) from exc
         raise
+
+
+def _commit(temp: Path, target: Path, overwrite: bool) -> None:
+    """Publish the complete, fsynced ``temp`` as ``target`` and make the new name durable."""
+    os.chmod(temp, _new_file_mode(target))
+    reach("before-rename")
+    if overwrite:
+        os.replace(temp, target)
+    else:
+        try:
+            os.link(temp, target)  # fails if target exists: no writer clobbers another
+        except FileExistsError:
+            raise _exists(target) from None
+        os.unlink(temp)
+    _fsync_folder(target.parent)
+    reach("renamed")
 
 
 def _write_error(exc: OSError, target: Path) -> WriteError:

@@ -28,6 +28,7 @@ __all__ = [
     "VerificationError",
     "WriteError",
     "InvalidInputError",
+    "TargetExistsError",
 ]
 
 
@@ -151,6 +152,10 @@ class VerificationError(WeightioError, AssertionError):
 
 class WriteError(WeightioError, OSError):
     """Writing an output failed; the target was left as it was."""
+
+
+class TargetExistsError(WriteError, FileExistsError):
+    """The target exists and the write was asked not to overwrite it (``overwrite=False``)."""
 
 
 class InvalidInputError(WeightioError, ValueError):
