@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from weightio.adapters.keras_h5 import child, open_mapping, read_dataset, walk
+from weightio.adapters.keras_h5 import child, hdf5_errors, open_mapping, read_dataset, walk
+from weightio.adapters.zip_members import ZIP_ERRORS, read_member, zip_errors
 from weightio.archive import Archive
 from weightio.errors import (
     MalformedFileError,
@@ -262,17 +263,18 @@ def read_keras_zip(path: Path) -> Archive:
     with open(path, "rb") as handle:
         try:
             zf = zipfile.ZipFile(handle)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except ZIP_ERRORS as exc:
             raise MalformedFileError(f"not a readable .keras zip ({exc})", file=path) from None
         members = _check_members(zf, path)
         config_info = members["config.json"]
         if config_info.file_size > MAX_CONFIG_BYTES:
             raise ResourceLimitError("config.json is too large", file=path)
-        config = parse_config(zf.read(config_info), file=path, what="config.json")
+        config = parse_config(read_member(zf, config_info, path), file=path, what="config.json")
         metadata: dict[str, Any] = {}
         if "metadata.json" in members and members["metadata.json"].file_size < (1 << 20):
             try:
-                metadata = parse_config(zf.read("metadata.json"), file=path, what="metadata.json")
+                metadata = parse_config(read_member(zf, members["metadata.json"], path),
+                                        file=path, what="metadata.json")
             except MalformedFileError:
                 metadata = {}
         info = members["model.weights.h5"]
@@ -283,10 +285,12 @@ def read_keras_zip(path: Path) -> Archive:
         else:
             if info.file_size > max(1 << 20, 200 * info.compress_size):
                 raise ResourceLimitError("model.weights.h5 expands like a zip bomb", file=path)
-            source = zf.open(info)
+            with zip_errors(path, "zip member 'model.weights.h5'"):
+                source = zf.open(info)
             reader = _H5Reader(path)
         try:
-            with h5py.File(source, "r") as h5:
+            with zip_errors(path, "zip member 'model.weights.h5'"), \
+                    hdf5_errors(path, "model.weights.h5"), h5py.File(source, "r") as h5:
                 weights = _model_weights(reader, h5, config)
         except OSError as exc:
             raise MalformedFileError(f"model.weights.h5 is not readable HDF5 ({exc})",
@@ -319,7 +323,7 @@ def read_legacy_h5(path: Path) -> Archive:
         h5 = h5py.File(path, "r")
     except OSError as exc:
         raise MalformedFileError(f"not a readable HDF5 file ({exc})", file=path) from None
-    with h5:
+    with h5, hdf5_errors(path):
         raw = h5.attrs.get("model_config")
         if raw is None:
             raise UnsupportedSourceError(
@@ -327,8 +331,12 @@ def read_legacy_h5(path: Path) -> Archive:
                 "architecture= naming the model's .keras file or config",
                 file=path,
             )
-        config = parse_config(_text(raw).encode() if not isinstance(raw, bytes) else raw,
-                              file=path, what="model_config")
+        # h5py decodes undecodable bytes as surrogates; encoding them back keeps them invalid
+        # UTF-8, which parse_config reports, instead of failing here
+        config = parse_config(
+            raw if isinstance(raw, bytes) else _text(raw).encode("utf-8", "surrogateescape"),
+            file=path, what="model_config",
+        )
         weights_group = child(h5, "model_weights", file=path)
         if weights_group is None:
             raise MalformedFileError("the .h5 file has no model_weights group", file=path)
@@ -350,11 +358,12 @@ def _architecture(architecture: Any) -> dict[str, Any]:
     if not where.is_file():
         raise SourceNotFoundError("no such architecture file", file=where)
     if where.suffix.lower() == ".keras":
-        with zipfile.ZipFile(where) as zf:
+        with zip_errors(where, "the architecture .keras zip"), zipfile.ZipFile(where) as zf:
             members = _check_members(zf, where)
             if members["config.json"].file_size > MAX_CONFIG_BYTES:
                 raise ResourceLimitError("config.json is too large", file=where)
-            return parse_config(zf.read("config.json"), file=where, what="config.json")
+            return parse_config(read_member(zf, members["config.json"], where), file=where,
+                                what="config.json")
     if where.stat().st_size > MAX_CONFIG_BYTES:
         raise ResourceLimitError("architecture JSON is too large", file=where)
     return parse_config(where.read_bytes(), file=where, what="architecture JSON")
@@ -377,7 +386,7 @@ def read_weights_h5(path: Path, architecture: Any) -> Archive:
         h5 = h5py.File(path, "r")
     except OSError as exc:
         raise MalformedFileError(f"not a readable HDF5 file ({exc})", file=path) from None
-    with h5:
+    with h5, hdf5_errors(path):
         weights = _model_weights(_H5Reader(path, open_mapping(path)), h5, config)
     return archive_from_keras_config(
         config, weights, provenance=_provenance(path, config.get("class_name"), None)

@@ -30,6 +30,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from weightio.adapters.zip_members import ZIP_ERRORS, read_member
 from weightio.checkpoints import pick_state_dict
 from weightio.archive import Archive
 from weightio.errors import (
@@ -299,8 +300,13 @@ def _load_pickle(data: Any, file: Path, storage_for: Callable[..., _Storage]) ->
         return _Unpickler(data, file, storage_for).load()
     except WeightioError:
         raise
+    except MemoryError:
+        raise ResourceLimitError(
+            "the pickle declares an object larger than memory; the file is corrupt or hostile",
+            file=file,
+        ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, RecursionError, struct.error, UnicodeDecodeError) as exc:
+            KeyError, RecursionError, struct.error, UnicodeDecodeError, OverflowError) as exc:
         raise MalformedFileError(
             f"the pickle is unreadable ({type(exc).__name__}: {str(exc)[:200]}); the file is "
             "truncated or not a PyTorch file",
@@ -310,8 +316,11 @@ def _load_pickle(data: Any, file: Path, storage_for: Callable[..., _Storage]) ->
 
 def _member_offset(handle: Any, info: zipfile.ZipInfo, file: Path) -> int:
     """Byte offset of a stored member's data, from its local header."""
-    handle.seek(info.header_offset)
-    local = handle.read(30)
+    try:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+    except (OSError, ValueError, OverflowError):
+        local = b""
     if len(local) != 30 or local[:4] != b"PK\x03\x04":
         raise MalformedFileError(f"zip member {info.filename!r} has no local header", file=file)
     name_len, extra_len = struct.unpack("<HH", local[26:30])
@@ -326,7 +335,7 @@ class _ZipCheckpoint:
         self._handle = open(path, "rb")
         try:
             self.zip = zipfile.ZipFile(self._handle)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except ZIP_ERRORS as exc:
             self._handle.close()
             raise MalformedFileError(f"unreadable zip ({exc})", file=path) from None
         try:
@@ -367,7 +376,7 @@ class _ZipCheckpoint:
                 file=self.path,
             )
         self._check_ratio(info)
-        return self.zip.read(info)
+        return read_member(self.zip, info, self.path)
 
     def _check_ratio(self, info: zipfile.ZipInfo) -> None:
         if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(
@@ -409,7 +418,7 @@ class _ZipCheckpoint:
             storage.array = np.frombuffer(self._mapping(), dtype=dtype, count=numel, offset=start)
         else:
             self._check_ratio(info)
-            storage.array = np.frombuffer(self.zip.read(info), dtype=dtype)
+            storage.array = np.frombuffer(read_member(self.zip, info, self.path), dtype=dtype)
         self.storages[key] = storage
         return storage
 
