@@ -179,7 +179,7 @@ def mutate_json_value(rng: Chooser, value: Any) -> Any:
         if rng.random() < 0.5:
             del target[key]
         else:
-            target[key + rng.choice(["", "_", "x"])] = rng.choice(JSON_VALUES)
+            target[key + rng.choice(["", "_", "x", "\ud800", "/../x"])] = rng.choice(JSON_VALUES)
         return value
     if isinstance(target, list) and target and roll < 0.35:
         op = rng.randrange(4)

@@ -45,6 +45,7 @@ def fuzz_reader(reader: str, corpus: list[seeds.Seed], pool: list[bytes], *, cou
     typed: Counter[str] = Counter()
     unnamed: Counter[str] = Counter()
     bugs: list[dict[str, Any]] = []
+    examples: dict[str, str] = {}
     lock = threading.Lock()
     cursor = iter(indices)
     started = time.monotonic()
@@ -79,6 +80,7 @@ def fuzz_reader(reader: str, corpus: list[seeds.Seed], pool: list[bytes], *, cou
             typed[outcome.error] += 1
             if not outcome.names_file:
                 unnamed[outcome.error] += 1
+                examples.setdefault(outcome.error, f"input {index}: {outcome.message[:200]}")
         if outcome.is_bug:
             findings.mkdir(parents=True, exist_ok=True)
             stem = f"{reader}-s{seed}-{index}"
@@ -104,7 +106,7 @@ def fuzz_reader(reader: str, corpus: list[seeds.Seed], pool: list[bytes], *, cou
     if failures:
         raise failures[0]
     return {"reader": reader, "inputs": len(indices), "seconds": time.monotonic() - started,
-            "tally": dict(tally), "typed": dict(typed), "unnamed": dict(unnamed), "bugs": bugs}
+            "tally": dict(tally), "typed": dict(typed), "unnamed": dict(unnamed), "unnamed_examples": examples, "bugs": bugs}
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if r["unnamed"]:
             print(f"{r['reader']}: typed errors not naming the file: {r['unnamed']}")
+            for cls, example in r["unnamed_examples"].items():
+                print(f"  {cls}: {example}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 1 if any(r["bugs"] for r in results) else 0

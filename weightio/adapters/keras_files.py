@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from weightio.adapters.h5_heap import check_global_heaps, check_global_heaps_stream
 from weightio.adapters.keras_h5 import child, hdf5_errors, open_mapping, read_dataset, walk
 from weightio.adapters.zip_members import ZIP_ERRORS, read_member, zip_errors
 from weightio.archive import Archive
@@ -54,7 +55,13 @@ def _snake(name: str) -> str:
 
 
 def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    """A name or string attribute from the file; bytes must be UTF-8."""
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedFileError(f"the name {value[:60]!r} is not UTF-8") from None
 
 
 def parse_config(raw: bytes | str, *, file: Path, what: str) -> dict[str, Any]:
@@ -220,6 +227,16 @@ class _Window(io.RawIOBase):
         return read
 
 
+def _mapped(path: Path, build: Any, *args: Any, **kwargs: Any) -> Archive:
+    """``build(*args, **kwargs)``, its refusals naming the file they came from."""
+    from weightio.errors import WeightioError
+
+    try:
+        return build(*args, **kwargs)
+    except WeightioError as exc:
+        raise exc.with_file(path) from None
+
+
 def _provenance(path: Path, class_name: Any, version: Any) -> Any:
     from weightio.adapters.common import provenance
 
@@ -281,11 +298,17 @@ def read_keras_zip(path: Path) -> Archive:
         if info.compress_type == zipfile.ZIP_STORED:
             start = _member_offset(handle, info, path)
             source: Any = _Window(handle, start, info.file_size)
-            reader = _H5Reader(path, open_mapping(path), start)
+            mapping = open_mapping(path)
+            if mapping is not None:
+                check_global_heaps(mapping, file=path, start=start,
+                                   end=min(len(mapping), start + info.file_size))
+            reader = _H5Reader(path, mapping, start)
         else:
             if info.file_size > max(1 << 20, 200 * info.compress_size):
                 raise ResourceLimitError("model.weights.h5 expands like a zip bomb", file=path)
             with zip_errors(path, "zip member 'model.weights.h5'"):
+                with zf.open(info) as stream:
+                    check_global_heaps_stream(stream, info.file_size, file=path)
                 source = zf.open(info)
             reader = _H5Reader(path)
         try:
@@ -295,7 +318,7 @@ def read_keras_zip(path: Path) -> Archive:
         except OSError as exc:
             raise MalformedFileError(f"model.weights.h5 is not readable HDF5 ({exc})",
                                      file=path) from None
-    return archive_from_keras_config(
+    return _mapped(path, archive_from_keras_config,
         config, weights,
         provenance=_provenance(path, config.get("class_name"), metadata.get("keras_version")),
     )
@@ -313,12 +336,21 @@ def _model_weights(reader: _H5Reader, h5: Any, config: Mapping[str, Any]) -> dic
     return reader.container(h5, config)
 
 
+def _checked_mapping(path: Path) -> Any:
+    """A map of the HDF5 file, after refusing global heaps that would hang HDF5 (``h5_heap``)."""
+    mapping = open_mapping(path)
+    if mapping is not None:
+        check_global_heaps(mapping, file=path)
+    return mapping
+
+
 def read_legacy_h5(path: Path) -> Archive:
     """Read a legacy ``.h5`` model: ``model_config`` attribute + ``model_weights`` groups."""
     import h5py
 
     from weightio.adapters.keras_mapping import archive_from_keras_config
 
+    mapping = _checked_mapping(path)
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
@@ -340,13 +372,13 @@ def read_legacy_h5(path: Path) -> Archive:
         weights_group = child(h5, "model_weights", file=path)
         if weights_group is None:
             raise MalformedFileError("the .h5 file has no model_weights group", file=path)
-        reader = _H5Reader(path, open_mapping(path))
+        reader = _H5Reader(path, mapping)
         if config.get("class_name") not in _MODELS:
             _model_weights(reader, h5, config)  # raises the subclassed-model error
         configs = {_name_of(c): c for c in _layer_configs(config, path)}
         weights = reader.legacy(weights_group, configs)
         version = h5.attrs.get("keras_version")
-    return archive_from_keras_config(
+    return _mapped(path, archive_from_keras_config,
         config, weights, provenance=_provenance(path, config.get("class_name"), version)
     )
 
@@ -382,13 +414,14 @@ def read_weights_h5(path: Path, architecture: Any) -> Archive:
     from weightio.adapters.keras_mapping import archive_from_keras_config
 
     config = _architecture(architecture)
+    mapping = _checked_mapping(path)
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
         raise MalformedFileError(f"not a readable HDF5 file ({exc})", file=path) from None
     with h5, hdf5_errors(path):
-        weights = _model_weights(_H5Reader(path, open_mapping(path)), h5, config)
-    return archive_from_keras_config(
+        weights = _model_weights(_H5Reader(path, mapping), h5, config)
+    return _mapped(path, archive_from_keras_config,
         config, weights, provenance=_provenance(path, config.get("class_name"), None)
     )
 

@@ -20,6 +20,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from weightio.shapes import check_shape
 from weightio.errors import (
     ExternalReferenceError,
     MalformedFileError,
@@ -61,8 +62,8 @@ def hdf5_errors(file: Path, what: str = "the HDF5 file") -> Iterator[None]:
 
     try:
         yield
-    except WeightioError:
-        raise
+    except WeightioError as exc:
+        raise exc.with_file(file) from None
     except MemoryError:
         raise ResourceLimitError(
             f"{what} declares a structure larger than memory; it is corrupt or hostile", file=file
@@ -186,6 +187,7 @@ def read_dataset(
     shape = tuple(int(d) for d in dataset.shape) if dataset.shape is not None else None
     if shape is None:
         raise MalformedFileError(f"dataset {dataset.name} has no shape", file=file, layer=layer)
+    check_shape(shape, dtype.itemsize, file=file, layer=layer)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > MAX_TENSOR_BYTES:
         raise ResourceLimitError(

@@ -30,8 +30,9 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from weightio.adapters.zip_members import ZIP_ERRORS, read_member
+from weightio.adapters.zip_members import ZIP_ERRORS, is_zip, read_member
 from weightio.checkpoints import pick_state_dict
+from weightio.shapes import check_shape
 from weightio.archive import Archive
 from weightio.errors import (
     MalformedFileError,
@@ -162,6 +163,7 @@ class _Pending(_Frozen):
                 )
             base = base.view(self.dtype)
         count = len(base)
+        check_shape(self.shape, base.itemsize, file=file, tensor=storage.key)
         if any(n == 0 for n in self.shape):
             if self.offset > count:
                 raise MalformedFileError("tensor offset lies past its storage", file=file)
@@ -298,8 +300,8 @@ class _Unpickler(pickle.Unpickler):
 def _load_pickle(data: Any, file: Path, storage_for: Callable[..., _Storage]) -> Any:
     try:
         return _Unpickler(data, file, storage_for).load()
-    except WeightioError:
-        raise
+    except WeightioError as exc:
+        raise exc.with_file(file) from None
     except MemoryError:
         raise ResourceLimitError(
             "the pickle declares an object larger than memory; the file is corrupt or hostile",
@@ -490,7 +492,7 @@ def _load_legacy(path: Path) -> Any:
 
 def load_checkpoint(path: Path) -> Any:
     """Unpickle a ``torch.save`` file into plain containers of read-only numpy arrays."""
-    if zipfile.is_zipfile(path):
+    if is_zip(path):
         obj = _ZipCheckpoint(path).load()
     else:
         with open(path, "rb") as handle:

@@ -3,7 +3,7 @@
 ``zipfile`` reports damage in many ways: ``BadZipFile`` (bad local header, CRC mismatch),
 ``OSError``/``EOFError`` (seeks and reads past the end), ``struct.error`` (short headers),
 ``zlib.error``/``lzma.LZMAError`` (corrupt compressed data), ``NotImplementedError`` (unknown
-compression or zip version), ``UnicodeDecodeError`` (a name flagged UTF-8 that is not) and
+compression or zip version), ``RuntimeError`` (an encrypted member), ``UnicodeDecodeError`` (a name flagged UTF-8 that is not) and
 ``OverflowError``/``ValueError`` on absurd sizes. A hostile or damaged file must end in one
 ``MalformedFileError`` naming the file and the member, which ``zip_errors`` provides.
 """
@@ -32,6 +32,7 @@ ZIP_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeDecodeError,
     OverflowError,
     ValueError,
+    RuntimeError,  # "is encrypted, password required"
 )
 
 
@@ -56,3 +57,10 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, file: object) -> byt
     """The bytes of one member (its size already checked by the caller), failures typed."""
     with zip_errors(file, f"zip member {info.filename!r}"):
         return zf.read(info)
+
+
+def is_zip(path: object) -> bool:
+    """``zipfile.is_zipfile``, which itself raises ``BadZipFile`` on some damaged end records
+    (a ZIP64 locator claiming several disks), with that failure typed."""
+    with zip_errors(path, "the zip's end-of-archive record"):
+        return zipfile.is_zipfile(path)  # type: ignore[arg-type]
