@@ -541,6 +541,10 @@ import keras_h5_items  # noqa: E402
 
 ITEMS.extend(keras_h5_items.ITEMS)
 
+import fuzz_items  # noqa: E402  (items 40+: what the mutation fuzzer found)
+
+ITEMS.extend(fuzz_items.ITEMS)
+
 def generate(out: Path, only: set[str] | None = None) -> list[dict[str, Any]]:
     """Write every item under ``out`` and return the manifest (also written as manifest.json)."""
     out.mkdir(parents=True, exist_ok=True)

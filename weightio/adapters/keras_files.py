@@ -228,13 +228,26 @@ class _Window(io.RawIOBase):
 
 
 def _mapped(path: Path, build: Any, *args: Any, **kwargs: Any) -> Archive:
-    """``build(*args, **kwargs)``, its refusals naming the file they came from."""
-    from weightio.errors import WeightioError
+    """``build(*args, **kwargs)``, its refusals naming the file they came from.
+
+    The config is the file's: a value the spec cannot hold (an empty layer name…) fails pydantic
+    validation, which is reported as the file's ``SpecValidationError``.
+    """
+    from pydantic import ValidationError
+
+    from weightio.errors import SpecValidationError, WeightioError
 
     try:
         return build(*args, **kwargs)
     except WeightioError as exc:
         raise exc.with_file(path) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise SpecValidationError(
+            f"the model config does not make a valid spec: {exc.title} {where}: {first['msg']}",
+            file=path,
+        ) from None
 
 
 def _provenance(path: Path, class_name: Any, version: Any) -> Any:
