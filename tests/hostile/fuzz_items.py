@@ -326,3 +326,22 @@ def _(d: Path) -> dict[str, Any]:
         config["config"]["layers"].append({"class_name": "Frobnicate", "config": {"name": ""}})
         f.attrs["model_config"] = json.dumps(config)
     return {"path": str(path), "op": "read", "expect": ["SpecValidationError"], "c_parser": True}
+
+
+@item("item40_fuzz_weights_h5_member_name_not_utf8")
+def _(d: Path) -> dict[str, Any]:
+    # was: TypeError "'<' not supported between instances of 'str' and 'bytes'": h5py returns a
+    # link name that is not UTF-8 as bytes
+    import h5py
+
+    config = {"class_name": "Sequential", "config": {"name": "seq", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "in"}},
+        {"class_name": "Dense", "config": {"name": "dense", "units": 3, "use_bias": True}}]}}
+    (d / "config.json").write_text(json.dumps(config))
+    path = d / "model.weights.h5"
+    with h5py.File(path, "w") as f:
+        v = f.create_group("layers/dense/vars")
+        v.create_dataset("0", data=np.ones((4, 3), "f4"))
+        v.create_dataset(b"\xff1", data=np.ones(3, "f4"))
+    return {"path": str(path), "op": "read", "expect": MAL, "c_parser": True,
+            "options": {"architecture": str(d / "config.json")}}

@@ -96,6 +96,16 @@ def _name_of(cfg: Mapping[str, Any]) -> str:
     return str(cfg["config"].get("name") or cfg.get("name") or "")
 
 
+def _keys(group: Any, file: Path, layer: str | None) -> list[str]:
+    """A group's member names; h5py hands back a name that is not UTF-8 as bytes."""
+    keys = list(group.keys())
+    for key in keys:
+        if not isinstance(key, str):
+            raise MalformedFileError(f"{group.name} holds a member whose name {key!r} is not "
+                                     "UTF-8", file=file, layer=layer)
+    return keys
+
+
 class _H5Reader:
     """Reads arrays from one open HDF5 file, mapped when possible."""
 
@@ -112,7 +122,7 @@ class _H5Reader:
         variables = child(group, "vars", file=self.file, layer=layer)
         if variables is None:
             return []
-        keys = list(variables.keys())
+        keys = _keys(variables, self.file, layer)
         if sorted(keys, key=lambda k: (len(k), k)) != [str(i) for i in range(len(keys))]:
             raise MalformedFileError(
                 f"{variables.name} holds {keys[:10]}, expected 0..{len(keys) - 1}",
@@ -167,7 +177,7 @@ class _H5Reader:
             for sub in _layer_configs(cfg, self.file):
                 arrays.extend(inner.get(_name_of(sub), []))
             return arrays
-        for key in sorted(k for k in node.keys() if k != "vars"):  # sublayers of a custom layer
+        for key in sorted(k for k in _keys(node, self.file, name) if k != "vars"):  # sublayers of a custom layer
             sub = child(node, key, file=self.file, layer=name)
             if hasattr(sub, "keys"):
                 arrays.extend(self.layer(sub, {"config": {}}, name))
