@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from weightio.errors import ResourceLimitError
+from weightio.errors import MalformedFileError, ResourceLimitError
 
 #: Deepest nesting of lists/objects weightio accepts in a spec or model config.
 MAX_DEPTH = 200
@@ -19,7 +19,9 @@ MAX_STRING = 4 * 1024 * 1024
 
 def check_json_limits(data: Any, *, file: object | None = None, what: str = "spec") -> None:
     """Raise ``ResourceLimitError`` if ``data`` nests deeper than ``MAX_DEPTH`` or holds a longer
-    string than ``MAX_STRING`` (keys included)."""
+    string than ``MAX_STRING`` (keys included), and ``MalformedFileError`` if a string is not
+    valid Unicode (JSON's ``\\ud800`` escape decodes to a lone surrogate, which no UTF-8 writer
+    accepts: the archive written from it could never be saved)."""
     stack: list[tuple[Any, int]] = [(data, 0)]
     while stack:
         value, depth = stack.pop()
@@ -30,6 +32,14 @@ def check_json_limits(data: Any, *, file: object | None = None, what: str = "spe
                     f"{MAX_STRING}-character limit; the file is malformed or hostile",
                     file=file,
                 )
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MalformedFileError(
+                    f"the {what} holds a string that is not valid Unicode ({value[:40]!r}: a lone "
+                    "surrogate escape); the file is malformed or hostile",
+                    file=file,
+                ) from None
         elif isinstance(value, (list, dict)):
             if depth >= MAX_DEPTH:
                 raise ResourceLimitError(

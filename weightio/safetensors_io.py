@@ -22,6 +22,7 @@ import numpy as np
 
 from weightio.dtypes import as_little_endian, dtype_name, numpy_dtype
 from weightio.errors import MalformedFileError, ResourceLimitError, UnsupportedDtypeError
+from weightio.shapes import check_shape
 
 #: Largest header weightio will read (the safetensors library uses the same bound).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -105,6 +106,13 @@ def read_header(handle: BinaryIO, file: Path) -> Header:
     ):
         raise MalformedFileError("__metadata__ must map strings to strings", file=file)
 
+    try:  # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 writer accepts
+        for text_ in (*data, *metadata, *metadata.values()):
+            text_.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedFileError(
+            "header holds a name that is not valid Unicode (a lone surrogate escape)", file=file
+        ) from None
     data_start = 8 + length
     data_size = size - data_start
     entries = {name: _check_entry(name, value, file) for name, value in data.items()}
@@ -158,6 +166,7 @@ def _check_entry(name: str, value: Any, file: Path) -> TensorEntry:
             file=file,
             tensor=name,
         )
+    check_shape(shape, itemsize, file=file, tensor=name)
     nbytes = math.prod(shape) * itemsize
     if offsets[1] - offsets[0] != nbytes:
         raise MalformedFileError(

@@ -549,6 +549,10 @@ import sklearn_items  # noqa: E402
 
 ITEMS.extend(sklearn_items.ITEMS)
 
+import fuzz_items  # noqa: E402  (items 40+: what the mutation fuzzer found)
+
+ITEMS.extend(fuzz_items.ITEMS)
+
 def generate(out: Path, only: set[str] | None = None) -> list[dict[str, Any]]:
     """Write every item under ``out`` and return the manifest (also written as manifest.json)."""
     out.mkdir(parents=True, exist_ok=True)

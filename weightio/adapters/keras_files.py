@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from weightio.adapters.keras_h5 import child, open_mapping, read_dataset, walk
+from weightio.adapters.h5_heap import check_global_heaps, check_global_heaps_stream
+from weightio.adapters.keras_h5 import child, hdf5_errors, open_mapping, read_dataset, walk
+from weightio.adapters.zip_members import ZIP_ERRORS, read_member, zip_errors
 from weightio.archive import Archive
 from weightio.errors import (
     MalformedFileError,
@@ -53,7 +55,13 @@ def _snake(name: str) -> str:
 
 
 def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    """A name or string attribute from the file; bytes must be UTF-8."""
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedFileError(f"the name {value[:60]!r} is not UTF-8") from None
 
 
 def parse_config(raw: bytes | str, *, file: Path, what: str) -> dict[str, Any]:
@@ -88,6 +96,16 @@ def _name_of(cfg: Mapping[str, Any]) -> str:
     return str(cfg["config"].get("name") or cfg.get("name") or "")
 
 
+def _keys(group: Any, file: Path, layer: str | None) -> list[str]:
+    """A group's member names; h5py hands back a name that is not UTF-8 as bytes."""
+    keys = list(group.keys())
+    for key in keys:
+        if not isinstance(key, str):
+            raise MalformedFileError(f"{group.name} holds a member whose name {key!r} is not "
+                                     "UTF-8", file=file, layer=layer)
+    return keys
+
+
 class _H5Reader:
     """Reads arrays from one open HDF5 file, mapped when possible."""
 
@@ -104,7 +122,7 @@ class _H5Reader:
         variables = child(group, "vars", file=self.file, layer=layer)
         if variables is None:
             return []
-        keys = list(variables.keys())
+        keys = _keys(variables, self.file, layer)
         if sorted(keys, key=lambda k: (len(k), k)) != [str(i) for i in range(len(keys))]:
             raise MalformedFileError(
                 f"{variables.name} holds {keys[:10]}, expected 0..{len(keys) - 1}",
@@ -159,7 +177,7 @@ class _H5Reader:
             for sub in _layer_configs(cfg, self.file):
                 arrays.extend(inner.get(_name_of(sub), []))
             return arrays
-        for key in sorted(k for k in node.keys() if k != "vars"):  # sublayers of a custom layer
+        for key in sorted(k for k in _keys(node, self.file, name) if k != "vars"):  # sublayers of a custom layer
             sub = child(node, key, file=self.file, layer=name)
             if hasattr(sub, "keys"):
                 arrays.extend(self.layer(sub, {"config": {}}, name))
@@ -219,6 +237,29 @@ class _Window(io.RawIOBase):
         return read
 
 
+def _mapped(path: Path, build: Any, *args: Any, **kwargs: Any) -> Archive:
+    """``build(*args, **kwargs)``, its refusals naming the file they came from.
+
+    The config is the file's: a value the spec cannot hold (an empty layer name…) fails pydantic
+    validation, which is reported as the file's ``SpecValidationError``.
+    """
+    from pydantic import ValidationError
+
+    from weightio.errors import SpecValidationError, WeightioError
+
+    try:
+        return build(*args, **kwargs)
+    except WeightioError as exc:
+        raise exc.with_file(path) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise SpecValidationError(
+            f"the model config does not make a valid spec: {exc.title} {where}: {first['msg']}",
+            file=path,
+        ) from None
+
+
 def _provenance(path: Path, class_name: Any, version: Any) -> Any:
     from weightio.adapters.common import provenance
 
@@ -262,36 +303,45 @@ def read_keras_zip(path: Path) -> Archive:
     with open(path, "rb") as handle:
         try:
             zf = zipfile.ZipFile(handle)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except ZIP_ERRORS as exc:
             raise MalformedFileError(f"not a readable .keras zip ({exc})", file=path) from None
         members = _check_members(zf, path)
         config_info = members["config.json"]
         if config_info.file_size > MAX_CONFIG_BYTES:
             raise ResourceLimitError("config.json is too large", file=path)
-        config = parse_config(zf.read(config_info), file=path, what="config.json")
+        config = parse_config(read_member(zf, config_info, path), file=path, what="config.json")
         metadata: dict[str, Any] = {}
         if "metadata.json" in members and members["metadata.json"].file_size < (1 << 20):
             try:
-                metadata = parse_config(zf.read("metadata.json"), file=path, what="metadata.json")
+                metadata = parse_config(read_member(zf, members["metadata.json"], path),
+                                        file=path, what="metadata.json")
             except MalformedFileError:
                 metadata = {}
         info = members["model.weights.h5"]
         if info.compress_type == zipfile.ZIP_STORED:
             start = _member_offset(handle, info, path)
             source: Any = _Window(handle, start, info.file_size)
-            reader = _H5Reader(path, open_mapping(path), start)
+            mapping = open_mapping(path)
+            if mapping is not None:
+                check_global_heaps(mapping, file=path, start=start,
+                                   end=min(len(mapping), start + info.file_size))
+            reader = _H5Reader(path, mapping, start)
         else:
             if info.file_size > max(1 << 20, 200 * info.compress_size):
                 raise ResourceLimitError("model.weights.h5 expands like a zip bomb", file=path)
-            source = zf.open(info)
+            with zip_errors(path, "zip member 'model.weights.h5'"):
+                with zf.open(info) as stream:
+                    check_global_heaps_stream(stream, info.file_size, file=path)
+                source = zf.open(info)
             reader = _H5Reader(path)
         try:
-            with h5py.File(source, "r") as h5:
+            with zip_errors(path, "zip member 'model.weights.h5'"), \
+                    hdf5_errors(path, "model.weights.h5"), h5py.File(source, "r") as h5:
                 weights = _model_weights(reader, h5, config)
         except OSError as exc:
             raise MalformedFileError(f"model.weights.h5 is not readable HDF5 ({exc})",
                                      file=path) from None
-    return archive_from_keras_config(
+    return _mapped(path, archive_from_keras_config,
         config, weights,
         provenance=_provenance(path, config.get("class_name"), metadata.get("keras_version")),
     )
@@ -309,17 +359,26 @@ def _model_weights(reader: _H5Reader, h5: Any, config: Mapping[str, Any]) -> dic
     return reader.container(h5, config)
 
 
+def _checked_mapping(path: Path) -> Any:
+    """A map of the HDF5 file, after refusing global heaps that would hang HDF5 (``h5_heap``)."""
+    mapping = open_mapping(path)
+    if mapping is not None:
+        check_global_heaps(mapping, file=path)
+    return mapping
+
+
 def read_legacy_h5(path: Path) -> Archive:
     """Read a legacy ``.h5`` model: ``model_config`` attribute + ``model_weights`` groups."""
     import h5py
 
     from weightio.adapters.keras_mapping import archive_from_keras_config
 
+    mapping = _checked_mapping(path)
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
         raise MalformedFileError(f"not a readable HDF5 file ({exc})", file=path) from None
-    with h5:
+    with h5, hdf5_errors(path):
         raw = h5.attrs.get("model_config")
         if raw is None:
             raise UnsupportedSourceError(
@@ -327,18 +386,22 @@ def read_legacy_h5(path: Path) -> Archive:
                 "architecture= naming the model's .keras file or config",
                 file=path,
             )
-        config = parse_config(_text(raw).encode() if not isinstance(raw, bytes) else raw,
-                              file=path, what="model_config")
+        # h5py decodes undecodable bytes as surrogates; encoding them back keeps them invalid
+        # UTF-8, which parse_config reports, instead of failing here
+        config = parse_config(
+            raw if isinstance(raw, bytes) else _text(raw).encode("utf-8", "surrogateescape"),
+            file=path, what="model_config",
+        )
         weights_group = child(h5, "model_weights", file=path)
         if weights_group is None:
             raise MalformedFileError("the .h5 file has no model_weights group", file=path)
-        reader = _H5Reader(path, open_mapping(path))
+        reader = _H5Reader(path, mapping)
         if config.get("class_name") not in _MODELS:
             _model_weights(reader, h5, config)  # raises the subclassed-model error
         configs = {_name_of(c): c for c in _layer_configs(config, path)}
         weights = reader.legacy(weights_group, configs)
         version = h5.attrs.get("keras_version")
-    return archive_from_keras_config(
+    return _mapped(path, archive_from_keras_config,
         config, weights, provenance=_provenance(path, config.get("class_name"), version)
     )
 
@@ -350,11 +413,12 @@ def _architecture(architecture: Any) -> dict[str, Any]:
     if not where.is_file():
         raise SourceNotFoundError("no such architecture file", file=where)
     if where.suffix.lower() == ".keras":
-        with zipfile.ZipFile(where) as zf:
+        with zip_errors(where, "the architecture .keras zip"), zipfile.ZipFile(where) as zf:
             members = _check_members(zf, where)
             if members["config.json"].file_size > MAX_CONFIG_BYTES:
                 raise ResourceLimitError("config.json is too large", file=where)
-            return parse_config(zf.read("config.json"), file=where, what="config.json")
+            return parse_config(read_member(zf, members["config.json"], where), file=where,
+                                what="config.json")
     if where.stat().st_size > MAX_CONFIG_BYTES:
         raise ResourceLimitError("architecture JSON is too large", file=where)
     return parse_config(where.read_bytes(), file=where, what="architecture JSON")
@@ -373,13 +437,14 @@ def read_weights_h5(path: Path, architecture: Any) -> Archive:
     from weightio.adapters.keras_mapping import archive_from_keras_config
 
     config = _architecture(architecture)
+    mapping = _checked_mapping(path)
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
         raise MalformedFileError(f"not a readable HDF5 file ({exc})", file=path) from None
-    with h5:
-        weights = _model_weights(_H5Reader(path, open_mapping(path)), h5, config)
-    return archive_from_keras_config(
+    with h5, hdf5_errors(path):
+        weights = _model_weights(_H5Reader(path, mapping), h5, config)
+    return _mapped(path, archive_from_keras_config,
         config, weights, provenance=_provenance(path, config.get("class_name"), None)
     )
 

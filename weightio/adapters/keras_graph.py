@@ -19,7 +19,8 @@ def policy_name(dtype: Any) -> tuple[str | None, str]:
     if isinstance(dtype, dict):
         inner = dtype.get("config")
         name = inner.get("name") if isinstance(inner, dict) else None
-        return dtype.get("class_name"), str(name or "")
+        policy_class = dtype.get("class_name")  # a file may hold any JSON value here
+        return (None if policy_class is None else str(policy_class)), str(name or "")
     return None, str(dtype or "")
 
 

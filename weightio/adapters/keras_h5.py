@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
+from weightio.shapes import check_shape
 from weightio.errors import (
     ExternalReferenceError,
     MalformedFileError,
@@ -30,6 +34,48 @@ ALLOWED_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 6: "scaleoffset"
 MAX_TENSOR_BYTES = 1 << 40
 #: A filtered dataset may expand at most this much beyond its stored size.
 MAX_EXPANSION = 1000
+
+
+def _raised_by_h5py(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside h5py (its Python layer or its Cython/C layer)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_code.co_filename
+    return name.startswith("h5py/") or f"{os.sep}h5py{os.sep}" in name
+
+
+@contextmanager
+def hdf5_errors(file: Path, what: str = "the HDF5 file") -> Iterator[None]:
+    """Turn what h5py raises on a damaged file into ``MalformedFileError``.
+
+    A corrupt object header, B-tree, heap or type message surfaces from h5py as ``OSError``,
+    ``RuntimeError``, ``KeyError``, ``TypeError``, ``ValueError``… from wherever the damaged
+    structure is first touched (opening a group, listing links, reading an attribute's type).
+    Only exceptions raised inside h5py are translated, so a bug in weightio's own code is not
+    disguised as a bad file. ``MemoryError`` (HDF5 allocating what a header claims) becomes
+    ``ResourceLimitError``.
+    """
+    from weightio.errors import WeightioError
+
+    try:
+        yield
+    except WeightioError as exc:
+        raise exc.with_file(file) from None
+    except MemoryError:
+        raise ResourceLimitError(
+            f"{what} declares a structure larger than memory; it is corrupt or hostile", file=file
+        ) from None
+    except Exception as exc:
+        if not _raised_by_h5py(exc) and not isinstance(exc, OSError):
+            raise
+        raise MalformedFileError(
+            f"{what} is damaged ({type(exc).__name__}: {str(exc)[:200]}); it is truncated or "
+            "corrupt, re-download or re-save it",
+            file=file,
+        ) from None
 
 
 def check_name(name: str, *, file: Path, layer: str | None = None) -> str:
@@ -112,6 +158,8 @@ def read_dataset(
     """
     import h5py
 
+    if dataset is None:
+        raise MalformedFileError("a weight dataset is missing", file=file, layer=layer)
     if not isinstance(dataset, h5py.Dataset):
         raise MalformedFileError(f"{dataset.name} is not a dataset", file=file, layer=layer)
     if dataset.is_virtual:
@@ -139,6 +187,7 @@ def read_dataset(
     shape = tuple(int(d) for d in dataset.shape) if dataset.shape is not None else None
     if shape is None:
         raise MalformedFileError(f"dataset {dataset.name} has no shape", file=file, layer=layer)
+    check_shape(shape, dtype.itemsize, file=file, layer=layer)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > MAX_TENSOR_BYTES:
         raise ResourceLimitError(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from weightio.adapters.common import provenance
+from weightio.adapters.zip_members import is_zip
 from weightio.adapters.torch_common import (
     is_torch_tensor,
     loaded_torch_version,
@@ -113,7 +113,7 @@ def _check_path(path: Path) -> None:
 
 def _container_kind(path: Path) -> str:
     """``zip`` (torch.save since 1.6), ``legacy`` (a bare pickle), else refuse."""
-    if zipfile.is_zipfile(path):
+    if is_zip(path):
         return "zip"
     with open(path, "rb") as handle:
         head = handle.read(2)

@@ -30,7 +30,9 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from weightio.adapters.zip_members import ZIP_ERRORS, is_zip, read_member
 from weightio.checkpoints import pick_state_dict
+from weightio.shapes import check_shape
 from weightio.archive import Archive
 from weightio.errors import (
     MalformedFileError,
@@ -161,6 +163,7 @@ class _Pending(_Frozen):
                 )
             base = base.view(self.dtype)
         count = len(base)
+        check_shape(self.shape, base.itemsize, file=file, tensor=storage.key)
         if any(n == 0 for n in self.shape):
             if self.offset > count:
                 raise MalformedFileError("tensor offset lies past its storage", file=file)
@@ -297,10 +300,15 @@ class _Unpickler(pickle.Unpickler):
 def _load_pickle(data: Any, file: Path, storage_for: Callable[..., _Storage]) -> Any:
     try:
         return _Unpickler(data, file, storage_for).load()
-    except WeightioError:
-        raise
+    except WeightioError as exc:
+        raise exc.with_file(file) from None
+    except MemoryError:
+        raise ResourceLimitError(
+            "the pickle declares an object larger than memory; the file is corrupt or hostile",
+            file=file,
+        ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, RecursionError, struct.error, UnicodeDecodeError) as exc:
+            KeyError, RecursionError, struct.error, UnicodeDecodeError, OverflowError) as exc:
         raise MalformedFileError(
             f"the pickle is unreadable ({type(exc).__name__}: {str(exc)[:200]}); the file is "
             "truncated or not a PyTorch file",
@@ -310,8 +318,11 @@ def _load_pickle(data: Any, file: Path, storage_for: Callable[..., _Storage]) ->
 
 def _member_offset(handle: Any, info: zipfile.ZipInfo, file: Path) -> int:
     """Byte offset of a stored member's data, from its local header."""
-    handle.seek(info.header_offset)
-    local = handle.read(30)
+    try:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+    except (OSError, ValueError, OverflowError):
+        local = b""
     if len(local) != 30 or local[:4] != b"PK\x03\x04":
         raise MalformedFileError(f"zip member {info.filename!r} has no local header", file=file)
     name_len, extra_len = struct.unpack("<HH", local[26:30])
@@ -326,7 +337,7 @@ class _ZipCheckpoint:
         self._handle = open(path, "rb")
         try:
             self.zip = zipfile.ZipFile(self._handle)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except ZIP_ERRORS as exc:
             self._handle.close()
             raise MalformedFileError(f"unreadable zip ({exc})", file=path) from None
         try:
@@ -367,7 +378,7 @@ class _ZipCheckpoint:
                 file=self.path,
             )
         self._check_ratio(info)
-        return self.zip.read(info)
+        return read_member(self.zip, info, self.path)
 
     def _check_ratio(self, info: zipfile.ZipInfo) -> None:
         if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(
@@ -409,7 +420,7 @@ class _ZipCheckpoint:
             storage.array = np.frombuffer(self._mapping(), dtype=dtype, count=numel, offset=start)
         else:
             self._check_ratio(info)
-            storage.array = np.frombuffer(self.zip.read(info), dtype=dtype)
+            storage.array = np.frombuffer(read_member(self.zip, info, self.path), dtype=dtype)
         self.storages[key] = storage
         return storage
 
@@ -485,7 +496,7 @@ def _load_legacy(path: Path) -> Any:
 
 def load_checkpoint(path: Path) -> Any:
     """Unpickle a ``torch.save`` file into plain containers of read-only numpy arrays."""
-    if zipfile.is_zipfile(path):
+    if is_zip(path):
         obj = _ZipCheckpoint(path).load()
     else:
         with open(path, "rb") as handle:
