@@ -38,7 +38,10 @@ def battery(tmp_path_factory: pytest.TempPathFactory, helper: Helper) -> dict[st
     helper process is importing its readers."""
     import fcntl
 
-    shared = tmp_path_factory.getbasetemp().parent
+    base = tmp_path_factory.getbasetemp()
+    # xdist workers get basetemp/popen-gwN: their parent is this run's; without xdist the
+    # parent is shared by every run (a stale battery from an older checkout would be reused)
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     folder = shared / "battery"
     with open(shared / "battery.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -345,3 +345,38 @@ def _(d: Path) -> dict[str, Any]:
         v.create_dataset(b"\xff1", data=np.ones(3, "f4"))
     return {"path": str(path), "op": "read", "expect": MAL, "c_parser": True,
             "options": {"architecture": str(d / "config.json")}}
+
+
+def _weights_h5_with_vars_name(d: Path, value: Any, dtype: Any) -> dict[str, Any]:
+    import h5py
+
+    config = {"class_name": "Sequential", "config": {"name": "seq", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "in"}},
+        {"class_name": "Dense", "config": {"name": "dense", "units": 3, "use_bias": True}}]}}
+    (d / "config.json").write_text(json.dumps(config))
+    path = d / "model.weights.h5"
+    with h5py.File(path, "w") as f:
+        v = f.create_group("layers/dense/vars")
+        v.attrs.create("name", value, dtype=dtype)
+        v.create_dataset("0", data=np.ones((4, 3), "f4"))
+        v.create_dataset("1", data=np.ones(3, "f4"))
+    return {"path": str(path), "op": "read", "expect": MAL, "c_parser": True,
+            "match": "type class", "options": {"architecture": str(d / "config.json")}}
+
+
+@item("item40_fuzz_weights_h5_vlen_sequence_attribute")
+def _(d: Path) -> dict[str, Any]:
+    # was: SIGSEGV in libhdf5 (H5VL_blob_put <- H5T__vlen_disk_write <- H5Aread) reading a vars
+    # group's "name" attribute whose datatype a mutation turned into a damaged vlen sequence;
+    # attributes are now read only when their type class is integer, float or string
+    import h5py
+
+    value = np.empty((), dtype=object)
+    value[()] = np.arange(3, dtype="i4")
+    return _weights_h5_with_vars_name(d, value, h5py.vlen_dtype(np.dtype("i4")))
+
+
+@item("item40_fuzz_weights_h5_compound_attribute")
+def _(d: Path) -> dict[str, Any]:
+    dtype = np.dtype([("a", "i4"), ("b", "f8")])
+    return _weights_h5_with_vars_name(d, np.zeros((), dtype), dtype)

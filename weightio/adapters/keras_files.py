@@ -31,7 +31,14 @@ from typing import Any
 import numpy as np
 
 from weightio.adapters.h5_heap import check_global_heaps, check_global_heaps_stream
-from weightio.adapters.keras_h5 import child, hdf5_errors, open_mapping, read_dataset, walk
+from weightio.adapters.keras_h5 import (
+    attribute,
+    child,
+    hdf5_errors,
+    open_mapping,
+    read_dataset,
+    walk,
+)
 from weightio.adapters.zip_members import ZIP_ERRORS, read_member, zip_errors
 from weightio.archive import Archive
 from weightio.errors import (
@@ -158,7 +165,8 @@ class _H5Reader:
                 result[name] = []
                 continue
             variables = child(node, "vars", file=self.file, layer=name)
-            marked = variables.attrs.get("name") if variables is not None else None
+            marked = (attribute(variables, "name", file=self.file, layer=name)
+                      if variables is not None else None)
             if marked is not None and _text(marked) != name:
                 raise MalformedFileError(
                     f"weights group {node.name} belongs to layer {_text(marked)!r}, the config "
@@ -187,7 +195,7 @@ class _H5Reader:
     def legacy(self, weights: Any, configs: dict[str, dict[str, Any]]) -> dict[str, list[np.ndarray]]:
         from weightio.adapters.keras_graph import policy_name
 
-        names = weights.attrs.get("layer_names")
+        names = attribute(weights, "layer_names", file=self.file)
         if names is None:
             raise MalformedFileError("model_weights has no layer_names attribute", file=self.file)
         result: dict[str, list[np.ndarray]] = {}
@@ -199,7 +207,8 @@ class _H5Reader:
                                          layer=name)
             cfg = configs.get(name, {})
             bf16 = policy_name((cfg.get("config") or {}).get("dtype"))[1] == "bfloat16"
-            weight_names = np.asarray(group.attrs.get("weight_names", [])).reshape(-1).tolist()
+            listed = attribute(group, "weight_names", file=self.file, layer=name)
+            weight_names = np.asarray([] if listed is None else listed).reshape(-1).tolist()
             result[name] = [
                 self.read(walk(group, _text(w), file=self.file, layer=name), name, bf16=bf16)
                 for w in weight_names
@@ -354,7 +363,7 @@ def _model_weights(reader: _H5Reader, h5: Any, config: Mapping[str, Any]) -> dic
             "subclassed models have no graph to read. Rebuild it with the Functional API",
             file=reader.file,
         )
-    if "layer_names" in h5.attrs:  # a Keras 2 style weights file
+    if attribute(h5, "layer_names", file=reader.file) is not None:  # a Keras 2 weights file
         return reader.legacy(h5, {_name_of(c): c for c in _layer_configs(config, reader.file)})
     return reader.container(h5, config)
 
@@ -379,7 +388,7 @@ def read_legacy_h5(path: Path) -> Archive:
     except OSError as exc:
         raise MalformedFileError(f"not a readable HDF5 file ({exc})", file=path) from None
     with h5, hdf5_errors(path):
-        raw = h5.attrs.get("model_config")
+        raw = attribute(h5, "model_config", file=path)
         if raw is None:
             raise UnsupportedSourceError(
                 "this .h5 file has no model_config (weights only?); read it with "
@@ -400,7 +409,7 @@ def read_legacy_h5(path: Path) -> Archive:
             _model_weights(reader, h5, config)  # raises the subclassed-model error
         configs = {_name_of(c): c for c in _layer_configs(config, path)}
         weights = reader.legacy(weights_group, configs)
-        version = h5.attrs.get("keras_version")
+        version = attribute(h5, "keras_version", file=path)
     return _mapped(path, archive_from_keras_config,
         config, weights, provenance=_provenance(path, config.get("class_name"), version)
     )

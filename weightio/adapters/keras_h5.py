@@ -78,6 +78,49 @@ def hdf5_errors(file: Path, what: str = "the HDF5 file") -> Iterator[None]:
         ) from None
 
 
+#: HDF5 type classes an attribute weightio reads may have: integer, float, string. Everything
+#: else (vlen sequences, compound, reference, enum, array, opaque) is refused before h5py reads
+#: it -- a damaged vlen sequence type crashes libhdf5 inside ``H5Aread`` (found by fuzzing).
+_ATTRIBUTE_CLASSES = {0: "integer", 1: "float", 3: "string"}
+#: Largest attribute weightio reads (Keras' model_config is a few KB to a few MB).
+MAX_ATTRIBUTE_BYTES = 64 * 1024 * 1024
+
+
+def attribute(node: Any, name: str, *, file: Path, layer: str | None = None) -> Any:
+    """Attribute ``name`` of ``node`` (``None`` if absent), read only if its type is plain data.
+
+    The datatype and dataspace are inspected through the low-level API first; only integers,
+    floats and (fixed or variable length) strings with a simple or scalar dataspace of bounded
+    size are handed to h5py to read.
+    """
+    import h5py
+
+    encoded = name.encode()
+    with hdf5_errors(file, f"attribute {name!r} of {getattr(node, 'name', '?')}"):
+        if not h5py.h5a.exists(node.id, encoded):
+            return None
+        handle = h5py.h5a.open(node.id, encoded)
+        kind = handle.get_type().get_class()
+        space = handle.get_space()
+        simple = space.get_simple_extent_type() in (h5py.h5s.SCALAR, h5py.h5s.SIMPLE)
+        count = space.get_simple_extent_npoints() if simple else -1
+        size = handle.get_storage_size()
+    if kind not in _ATTRIBUTE_CLASSES or not simple:
+        raise MalformedFileError(
+            f"attribute {name!r} of {getattr(node, 'name', '?')} has HDF5 type class {kind} "
+            "(weightio reads only integer, float and string attributes); the file is damaged "
+            "or was not written by Keras",
+            file=file, layer=layer,
+        )
+    if count > MAX_ATTRIBUTE_BYTES or size > MAX_ATTRIBUTE_BYTES:
+        raise ResourceLimitError(
+            f"attribute {name!r} of {getattr(node, 'name', '?')} is larger than "
+            f"{MAX_ATTRIBUTE_BYTES} bytes", file=file, layer=layer,
+        )
+    with hdf5_errors(file, f"attribute {name!r} of {getattr(node, 'name', '?')}"):
+        return node.attrs[name]
+
+
 def check_name(name: str, *, file: Path, layer: str | None = None) -> str:
     """A group/dataset name from a file: one plain path component."""
     if (
@@ -129,7 +172,7 @@ def walk(group: Any, relative: str, *, file: Path, layer: str | None = None) -> 
 def _dtype(dataset: Any, *, bf16: bool, file: Path, layer: str | None) -> np.dtype:
     dt = dataset.dtype
     if dt.kind == "V" and dt.itemsize == 2 and dt.names is None and dt.subdtype is None:
-        marked = dataset.attrs.get("dtype")
+        marked = attribute(dataset, "dtype", file=file, layer=layer)
         if isinstance(marked, bytes):
             marked = marked.decode("utf-8", "replace")
         if marked == "bfloat16" or bf16:
