@@ -380,3 +380,16 @@ def _(d: Path) -> dict[str, Any]:
 def _(d: Path) -> dict[str, Any]:
     dtype = np.dtype([("a", "i4"), ("b", "f8")])
     return _weights_h5_with_vars_name(d, np.zeros((), dtype), dtype)
+
+
+@item("item40_fuzz_h5_keras_version_not_utf8")
+def _(d: Path) -> dict[str, Any]:
+    # was: read succeeded with the surrogates h5py decodes bad UTF-8 into, and writing the
+    # spec then failed with PydanticSerializationError
+    import h5py
+
+    path = d / "model.h5"
+    path.write_bytes(_legacy_h5(d))
+    with h5py.File(path, "a") as f:
+        f.attrs.create("keras_version", b"\xff\xfe2.1", dtype=h5py.string_dtype("utf-8"))
+    return {"path": str(path), "op": "read", "expect": MAL, "c_parser": True, "match": "UTF-8"}

@@ -62,9 +62,19 @@ def _snake(name: str) -> str:
 
 
 def _text(value: Any) -> str:
-    """A name or string attribute from the file; bytes must be UTF-8."""
+    """A name or string attribute from the file; it must be UTF-8.
+
+    h5py hands back undecodable bytes of a variable-length string as lone surrogates
+    (``surrogateescape``); such a string is as invalid as the bytes and would only fail later,
+    when the spec is written.
+    """
     if not isinstance(value, bytes):
-        return str(value)
+        text = str(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedFileError(f"the string {text[:60]!r} is not UTF-8") from None
+        return text
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
@@ -269,12 +279,19 @@ def _mapped(path: Path, build: Any, *args: Any, **kwargs: Any) -> Archive:
         ) from None
 
 
+def _checked_text(value: Any, path: Path) -> str:
+    try:
+        return _text(value)
+    except MalformedFileError as exc:
+        raise exc.with_file(path) from None
+
+
 def _provenance(path: Path, class_name: Any, version: Any) -> Any:
     from weightio.adapters.common import provenance
 
     return provenance(
         "keras",
-        framework_version=_text(version) if version is not None else None,
+        framework_version=_checked_text(version, path) if version is not None else None,
         source_class=f"keras.{class_name}",
         source_file=path,
     )
@@ -395,10 +412,9 @@ def read_legacy_h5(path: Path) -> Archive:
                 "architecture= naming the model's .keras file or config",
                 file=path,
             )
-        # h5py decodes undecodable bytes as surrogates; encoding them back keeps them invalid
-        # UTF-8, which parse_config reports, instead of failing here
+        # h5py decodes undecodable bytes as surrogates: _checked_text refuses them as not UTF-8
         config = parse_config(
-            raw if isinstance(raw, bytes) else _text(raw).encode("utf-8", "surrogateescape"),
+            raw if isinstance(raw, bytes) else _checked_text(raw, path).encode("utf-8"),
             file=path, what="model_config",
         )
         weights_group = child(h5, "model_weights", file=path)

@@ -100,11 +100,14 @@ def attribute(node: Any, name: str, *, file: Path, layer: str | None = None) -> 
         if not h5py.h5a.exists(node.id, encoded):
             return None
         handle = h5py.h5a.open(node.id, encoded)
-        kind = handle.get_type().get_class()
+        datatype = handle.get_type()
+        kind = datatype.get_class()
         space = handle.get_space()
         simple = space.get_simple_extent_type() in (h5py.h5s.SCALAR, h5py.h5s.SIMPLE)
         count = space.get_simple_extent_npoints() if simple else -1
-        size = handle.get_storage_size()
+        # stored size of fixed-size elements; a variable-length string's bytes live in the
+        # file's global heap, which h5_heap has bounded by the file size
+        size = count * datatype.get_size()
     if kind not in _ATTRIBUTE_CLASSES or not simple:
         raise MalformedFileError(
             f"attribute {name!r} of {getattr(node, 'name', '?')} has HDF5 type class {kind} "
@@ -112,7 +115,7 @@ def attribute(node: Any, name: str, *, file: Path, layer: str | None = None) -> 
             "or was not written by Keras",
             file=file, layer=layer,
         )
-    if count > MAX_ATTRIBUTE_BYTES or size > MAX_ATTRIBUTE_BYTES:
+    if size > MAX_ATTRIBUTE_BYTES:
         raise ResourceLimitError(
             f"attribute {name!r} of {getattr(node, 'name', '?')} is larger than "
             f"{MAX_ATTRIBUTE_BYTES} bytes", file=file, layer=layer,
