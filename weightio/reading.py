@@ -135,6 +135,14 @@ def _lazy_keras_runner(path: Path) -> Runner | None:
 
 
 def _open_path(path: Path, **options: Any) -> Source:
+    """Open a file or folder; every refusal names it, wherever in a reader it was raised."""
+    try:
+        return _open_named_path(path, **options)
+    except WeightioError as exc:
+        raise exc.with_file(path) from None
+
+
+def _open_named_path(path: Path, **options: Any) -> Source:
     if not path.exists():
         raise SourceNotFoundError("no such file or folder", file=path)
     from weightio.sharding import INDEX_SUFFIX, is_sharded, read_sharded

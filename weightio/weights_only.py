@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from pydantic import ValidationError
 
 from weightio.archive import Archive, tensor_ref
 from weightio.dtypes import as_little_endian
+from weightio.errors import SpecValidationError
 from weightio.spec import ModelSpec, OpaqueLayer, Provenance
 
 
@@ -44,8 +46,22 @@ def archive_from_state_dict(
             key = param if layer_name == param else f"{layer_name}.{param}"
             refs[param] = tensor_ref(key, array)
             stored[key] = array
-        layers.append(
-            OpaqueLayer(name=layer_name, tensors=refs, source_class=source_class, config={})
-        )
-    spec = ModelSpec(name=name, provenance=provenance, weights_only=True, layers=layers)
+        try:
+            layers.append(
+                OpaqueLayer(name=layer_name, tensors=refs, source_class=source_class, config={})
+            )
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"] for e in exc.errors(include_url=False))[:300]
+            raise SpecValidationError(
+                f"the state dict key(s) {sorted(refs)!r} under {layer_name!r} cannot name a "
+                f"layer ({problems}); layer names are non-empty, start with no whitespace and "
+                "hold no '/' or '\\'. Rename the keys before saving the state dict",
+                layer=layer_name,
+            ) from None
+    try:
+        spec = ModelSpec(name=name, provenance=provenance, weights_only=True, layers=layers)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors(include_url=False)[:5])
+        raise SpecValidationError(f"the state dict does not form a valid archive: {problems}") from None
     return Archive(spec, stored)

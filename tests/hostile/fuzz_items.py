@@ -393,3 +393,16 @@ def _(d: Path) -> dict[str, Any]:
     with h5py.File(path, "a") as f:
         f.attrs.create("keras_version", b"\xff\xfe2.1", dtype=h5py.string_dtype("utf-8"))
     return {"path": str(path), "op": "read", "expect": MAL, "c_parser": True, "match": "UTF-8"}
+
+
+@item("item40_fuzz_pt_legacy_key_that_cannot_name_a_layer")
+def _(d: Path) -> dict[str, Any]:
+    # was: pydantic ValidationError from a state-dict key ("\x0b.bias", "0/weight") that cannot
+    # be a layer name in the weights-only archive
+    import torch
+
+    path = d / "model.pt"
+    torch.save({"\x0b.bias": torch.ones(2), "0/weight": torch.ones(2)}, path,
+               _use_new_zipfile_serialization=False)
+    return {"path": str(path), "op": "read", "expect": ["SpecValidationError"],
+            "match": "cannot name a layer"}
