@@ -445,6 +445,30 @@ class _ZipCheckpoint:
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
+class _ClampedReader:
+    """A file the unpickler reads from, whose ``read(n)`` never asks for more than is left.
+
+    CPython's unpickler reads a length-prefixed object (``BINBYTES8``, ``BINUNICODE8``...) with
+    one ``read(n)`` of the length the pickle states, and a buffered file allocates ``n`` bytes
+    before reading: a 100-byte file claiming 2**40 bytes would ask for a terabyte. Clamped, the
+    read returns what the file holds and the unpickler reports the pickle as truncated.
+    """
+
+    def __init__(self, handle: Any, size: int) -> None:
+        self._handle = handle
+        self._size = size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self._size - self._handle.tell())
+        return self._handle.read(left if n is None or n < 0 or n > left else n)
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._handle.readline(limit)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._handle.readinto(buffer)
+
+
 def _load_legacy(path: Path) -> Any:
     """The pre-1.6 format: magic, protocol, sys info, the object, storage keys, raw storages."""
     storages: dict[str, _Storage] = {}
@@ -459,14 +483,15 @@ def _load_legacy(path: Path) -> Any:
 
     size = path.stat().st_size
     with open(path, "rb") as handle:
-        if _load_pickle(handle, path, no_storages) != _LEGACY_MAGIC:
+        pickles = _ClampedReader(handle, size)
+        if _load_pickle(pickles, path, no_storages) != _LEGACY_MAGIC:
             raise MalformedFileError("not a PyTorch file (bad magic number)", file=path)
-        if _load_pickle(handle, path, no_storages) != 1001:
+        if _load_pickle(pickles, path, no_storages) != 1001:
             raise MalformedFileError("unknown legacy PyTorch protocol version", file=path)
-        info = _load_pickle(handle, path, no_storages)
+        info = _load_pickle(pickles, path, no_storages)
         little = not isinstance(info, dict) or info.get("little_endian", True)
-        obj = _load_pickle(handle, path, storage_for)
-        keys = _load_pickle(handle, path, no_storages)
+        obj = _load_pickle(pickles, path, storage_for)
+        keys = _load_pickle(pickles, path, no_storages)
         if not isinstance(keys, list) or set(keys) != set(storages) or len(keys) != len(storages):
             raise MalformedFileError("the storage list does not match the pickle", file=path)
         offset = handle.tell()
