@@ -8,11 +8,11 @@ a folder target and refused before anything is serialized.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np

@@ -21,10 +21,10 @@ keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 datasets = pytest.importorskip("sklearn.datasets")
 
+from conftest import assert_close  # noqa: E402
+
 import weightio  # noqa: E402
 from weightio.layouts import to_channels_first, to_channels_last  # noqa: E402
-
-from conftest import assert_close  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.torch]
 

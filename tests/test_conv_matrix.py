@@ -18,12 +18,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
+from conftest import assert_close  # noqa: E402
+
 import weightio  # noqa: E402
 import weightio.errors  # noqa: E402
 from weightio.layout_flow import tensor_layouts  # noqa: E402
 from weightio.layouts import to_channels_first, to_channels_last  # noqa: E402
-
-from conftest import assert_close  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.torch]
 L = keras.layers

@@ -14,10 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
+from conftest import assert_close  # noqa: E402
+
 import weightio  # noqa: E402
 from weightio.errors import VerificationError, WeightsOnlyArchiveError  # noqa: E402
-
-from conftest import assert_close  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.torch]
 

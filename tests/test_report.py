@@ -16,7 +16,6 @@ import weightio
 from weightio.adapters.common import provenance
 from weightio.archive import tensor_ref
 from weightio.spec import DenseLayer, InputSpec, ModelSpec, OutputSpec
-from weightio.weights_only import archive_from_state_dict
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -15,12 +15,20 @@ keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from conftest import assert_close  # noqa: E402
+from test_seq_matrix import (  # noqa: E402
+    Recurrent,
+    Residual,
+    TextModel,
+    keras_out,
+    randomize_keras,
+    randomize_torch,
+    torch_out,
+)
+
 import weightio  # noqa: E402
 from weightio.errors import UnsupportedLayerError  # noqa: E402
 from weightio.verification import probe_inputs  # noqa: E402
-
-from conftest import assert_close  # noqa: E402
-from test_seq_matrix import Recurrent, TextModel, Residual, keras_out, randomize_keras, randomize_torch, torch_out  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.torch]
 L = keras.layers

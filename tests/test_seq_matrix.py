@@ -20,9 +20,9 @@ keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-import weightio  # noqa: E402
-
 from conftest import assert_close  # noqa: E402
+
+import weightio  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.torch]
 

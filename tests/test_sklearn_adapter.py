@@ -10,9 +10,9 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import weightio
-from conftest import assert_close
 from weightio.errors import UnsupportedLayerError, UnsupportedSourceError
 
 sklearn = pytest.importorskip("sklearn")

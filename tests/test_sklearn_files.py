@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import weightio
-from conftest import assert_close
 from weightio.errors import UnsafeFormatError
 
 sklearn = pytest.importorskip("sklearn")

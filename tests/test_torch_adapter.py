@@ -41,8 +41,8 @@ from weightio.errors import (  # noqa: E402
     StructureMismatchError,
     TraceError,
     UnsafeFormatError,
-    UnsupportedSourceError,
     UnsupportedLayerError,
+    UnsupportedSourceError,
     UnsupportedTensorError,
     WeightsOnlyArchiveError,
 )

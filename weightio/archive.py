@@ -18,7 +18,12 @@ import numpy as np
 
 from weightio.atomic import atomic_write
 from weightio.dtypes import as_little_endian, dtype_name
-from weightio.errors import IntegrityError, MalformedFileError, SourceNotFoundError, SpecValidationError
+from weightio.errors import (
+    IntegrityError,
+    MalformedFileError,
+    SourceNotFoundError,
+    SpecValidationError,
+)
 from weightio.safetensors_io import MappedTensors, build_header, read_header, tensor_bytes
 from weightio.spec import FORMAT_VERSION, ModelSpec, TensorRef, spec_from_json
 

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -65,7 +65,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = None,
 ) -> None:
@@ -80,31 +80,31 @@ def convert(
         Path, typer.Argument(help="Output: .safetensors (archive), .keras, .pt2 or .pt")
     ],
     to: Annotated[
-        Optional[str], typer.Option(help="Target when the extension does not say: archive, keras, pt2, pt.")
+        str | None, typer.Option(help="Target when the extension does not say: archive, keras, pt2, pt.")
     ] = None,
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Compare outputs before writing.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the probe inputs.")] = 0,
     samples: Annotated[int, typer.Option(help="Batch size of the probe.")] = 8,
-    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance (default by dtype).")] = None,
-    rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance (default by dtype).")] = None,
+    atol: Annotated[float | None, typer.Option(help="Absolute tolerance (default by dtype).")] = None,
+    rtol: Annotated[float | None, typer.Option(help="Relative tolerance (default by dtype).")] = None,
     key: Annotated[
-        Optional[str], typer.Option(help="Key of the state dict inside a training checkpoint.")
+        str | None, typer.Option(help="Key of the state dict inside a training checkpoint.")
     ] = None,
     head: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="scikit-learn classifiers: predict_proba (default) or decision_function."),
     ] = None,
     trust_pickle: Annotated[
         bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)
     ] = False,
     architecture: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(help="For a .weights.h5 source: the model's .keras file or config.json."),
     ] = None,
     max_shard_size: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--max-shard-size",
             help="Split an archive into shards of at most this size (e.g. 2GB, 500MiB) plus "
@@ -127,7 +127,7 @@ def convert(
         typer.echo(line)
 
 
-def _sklearn_options(head: Optional[str], trust_pickle: bool) -> dict[str, Any]:
+def _sklearn_options(head: str | None, trust_pickle: bool) -> dict[str, Any]:
     """Reader options for scikit-learn files, only when given (other readers reject them)."""
     options: dict[str, Any] = {}
     if head is not None:
@@ -148,7 +148,7 @@ def inspect(
         typer.Option("--stats", help="Read every tensor for mean, std, min, max, L2, zeros, NaN/Inf."),
     ] = False,
     html: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--html", help="Write a self-contained HTML report (stats, table, plots)."),
     ] = None,
 ) -> None:
@@ -180,9 +180,9 @@ def diff_verb(
     atol: Annotated[float, typer.Option(help="Unchanged when |B - A| <= atol + rtol * |A|.")] = 0.0,
     rtol: Annotated[float, typer.Option(help="Relative tolerance (see --atol).")] = 0.0,
     plot: Annotated[
-        Optional[Path], typer.Option("--plot", help="Write a bar chart of relative change per layer into this folder.")
+        Path | None, typer.Option("--plot", help="Write a bar chart of relative change per layer into this folder.")
     ] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
 ) -> None:
     """Compare A and B layer by layer; exit 0 if identical within tolerance, 1 if they differ."""
     from weightio.diff import diff as do_diff
@@ -250,7 +250,7 @@ def run(
     input_path: Annotated[
         Path, typer.Option("--input", help=".npy file with a batch of inputs (no pickles).")
     ],
-    output: Annotated[Optional[Path], typer.Option(help="Write the output to this .npy file.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the output to this .npy file.")] = None,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)] = False,
 ) -> None:
     """Compute the model's output for --input with the numpy reference runtime."""
@@ -302,7 +302,7 @@ def cast_verb(
     destination: Annotated[Path, typer.Argument(help="Output archive (.safetensors).")],
     dtype: Annotated[str, typer.Option("--dtype", help="float16, bfloat16, float32 or float64.")],
     layer: Annotated[
-        Optional[list[str]], typer.Option("--layer", help="Cast only this layer (repeatable).")
+        list[str] | None, typer.Option("--layer", help="Cast only this layer (repeatable).")
     ] = None,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)] = False,
 ) -> None:
@@ -333,7 +333,7 @@ def cast_verb(
 @handles_errors
 def clean(
     folders: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Argument(help="Folders to search (default: the current folder)."),
     ] = None,
     older_than: Annotated[
@@ -367,7 +367,7 @@ def clean(
 
 @app.command()
 def schema(
-    out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Print the JSON Schema of the archive's model spec."""
     from weightio.spec import json_schema

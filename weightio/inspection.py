@@ -8,7 +8,6 @@ min, max, L2 norm, fraction of zeros and NaN/Inf counts: opt-in, because that re
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer

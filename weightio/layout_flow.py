@@ -184,13 +184,13 @@ def tensor_ranks(spec: ModelSpec) -> dict[str, int]:
         kind = layer.kind
         rank: int | None = None
         if kind in SPATIAL_KINDS or (kind == "global_pool" and getattr(layer, "keepdims", False)):
-            rank = int(getattr(layer, "rank")) + 2
+            rank = int(layer.rank) + 2
         elif kind in ("global_pool", "flatten"):
             rank = 2
         elif kind == "reshape":
-            rank = len(getattr(layer, "target_shape")) + 1
+            rank = len(layer.target_shape) + 1
         elif kind == "permute":
-            rank = len(getattr(layer, "dims")) + 1
+            rank = len(layer.dims) + 1
         elif (kind in ELEMENTWISE or kind in TAG_PRESERVING or kind == "dense") and sources:
             rank = ranks.get(sources[0])
         if rank is not None:
@@ -255,7 +255,7 @@ def refold_flatten(archive: object, natural: Callable[[LayerBase, str], str]) ->
             continue
         source = spec.layer_inputs(index)[0]
         want = natural(layer, tags.get(source, PLAIN))
-        current = getattr(layer, "order")
+        current = layer.order
         if current == want:
             continue
         dense_index = _dense_after(spec, layer.name, users)
@@ -297,6 +297,6 @@ def unfolded_flattens(archive: object, natural: Callable[[LayerBase, str], str])
     for index, layer in enumerate(spec.layers):
         if layer.kind == "flatten":
             tag = tags.get(spec.layer_inputs(index)[0], PLAIN)
-            if getattr(layer, "order") != natural(layer, tag) and tag == CHANNELS:
+            if layer.order != natural(layer, tag) and tag == CHANNELS:
                 names.append(layer.name)
     return names

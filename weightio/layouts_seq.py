@@ -57,7 +57,8 @@ def gru_from_keras(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray |
 
 def recurrent_to_keras(kind: str, params: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Canonical tensors of one direction (keys weight_ih, weight_hh[, bias_ih, bias_hh]) ->
-    the Keras layer's ``[kernel, recurrent_kernel(, bias)]``."""
+    the Keras layer's ``[kernel, recurrent_kernel(, bias)]``.
+    """
     if kind == "gru":
         weights = [_t(_blocks(params["weight_ih"], _GRU_ORDER, 0)), _t(_blocks(params["weight_hh"], _GRU_ORDER, 0))]
         if "bias_ih" in params:

@@ -88,7 +88,7 @@ def _no_options(options: dict[str, Any], what: str) -> None:
 
 
 def _read_state_dict(state_dict: Mapping[str, Any], **options: Any) -> Archive:
-    """numpy arrays stay framework-free; anything else (torch tensors) goes to the torch adapter."""
+    """Numpy arrays stay framework-free; anything else (torch tensors) goes to the torch adapter."""
     if state_dict and all(isinstance(v, np.ndarray) for v in state_dict.values()):
         from weightio.adapters.common import provenance
         from weightio.weights_only import archive_from_state_dict

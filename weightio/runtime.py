@@ -183,7 +183,6 @@ def run(archive: Archive, x: InputLike) -> np.ndarray | list[np.ndarray]:
     cast = [out.astype(dtype) if out.dtype.kind == "f" else out for out in outputs]
     return cast[0] if len(cast) == 1 else cast
 
-from weightio import runtime_seq as _runtime_seq  # noqa: E402,F401  (registers the sequence kinds)
-
 # Family modules register their kinds into RUNTIME; imported last, once RUNTIME exists.
 from weightio import runtime_conv  # noqa: E402,F401
+from weightio import runtime_seq as _runtime_seq  # noqa: E402,F401  (registers the sequence kinds)

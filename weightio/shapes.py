@@ -12,9 +12,9 @@ import math
 import sys
 from collections.abc import Sequence
 
-from weightio.errors import MalformedFileError
-
 import numpy as np
+
+from weightio.errors import MalformedFileError
 
 #: Most dimensions numpy arrays may have (64 since numpy 2, 32 before).
 MAX_DIMS = 64 if int(np.__version__.split(".")[0]) >= 2 else 32

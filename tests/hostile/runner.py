@@ -37,10 +37,10 @@ def _preload() -> None:
 
     _ = weightio.errors
     try:  # the sklearn items: import scikit-learn once, not in every forked child
-        import skops.io  # noqa: F401
         import sklearn.linear_model  # noqa: F401
         import sklearn.pipeline  # noqa: F401
         import sklearn.preprocessing  # noqa: F401
+        import skops.io  # noqa: F401
     except ImportError:
         pass
     try:  # converting to .pt needs torch; importing it once here keeps each forked child fast

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from weightio.adapters import keras_write_conv  # noqa: F401  (registers the spatial writers)
 from weightio.adapters.common import provenance, require
 from weightio.adapters.keras_mapping import archive_from_keras_config
 from weightio.adapters.keras_write import KERAS_WRITE, to_keras
 from weightio.adapters.keras_write_seq import keras_weights
-from weightio.adapters import keras_write_conv  # noqa: F401  (registers the spatial writers)
 from weightio.archive import Archive
 from weightio.atomic import atomic_path
 from weightio.errors import (

@@ -21,7 +21,12 @@ import ml_dtypes
 import numpy as np
 
 from weightio.adapters.keras_files import _snake
-from weightio.adapters.keras_write import _KERAS_ANY, _KERAS_FLOAT, NameAllocator, keras_activation_name
+from weightio.adapters.keras_write import (
+    _KERAS_ANY,
+    _KERAS_FLOAT,
+    NameAllocator,
+    keras_activation_name,
+)
 from weightio.archive import Archive
 from weightio.atomic import TEMP_MARKER, atomic_write
 from weightio.errors import UnsupportedLayerError, WeightsOnlyArchiveError, WriteError

@@ -20,13 +20,13 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from weightio.shapes import check_shape
 from weightio.errors import (
     ExternalReferenceError,
     MalformedFileError,
     ResourceLimitError,
     UnsupportedDtypeError,
 )
+from weightio.shapes import check_shape
 
 #: HDF5 filters weightio lets h5py decode: deflate, shuffle, fletcher32, scale-offset, lzf.
 ALLOWED_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 6: "scaleoffset", 32000: "lzf"}

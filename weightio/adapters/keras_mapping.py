@@ -25,7 +25,6 @@ import numpy as np
 from pydantic import ValidationError
 
 from weightio.adapters.common import TensorCollector
-from weightio.archive import Archive
 from weightio.adapters.keras_activations import (
     KERAS_ACTIVATIONS,
     NotExact,
@@ -39,6 +38,7 @@ from weightio.adapters.keras_graph import (
     policy_name,
     sequential_build_input,
 )
+from weightio.archive import Archive
 from weightio.errors import MalformedFileError, UnsupportedLayerError, UnsupportedSourceError
 from weightio.layouts import DENSE_KERNEL_TRANSPOSED, dense_weight_from_keras
 from weightio.registry import Registry
@@ -446,6 +446,6 @@ def archive_from_keras_config(
 
 
 # Family modules register into KERAS_READ (kept last: they import this module's helpers).
-from weightio.adapters import keras_read_seq as _keras_read_seq  # noqa: E402,F401
 # Family modules register their Keras classes into KERAS_READ; imported once it exists.
 from weightio.adapters import keras_read_conv  # noqa: E402
+from weightio.adapters import keras_read_seq as _keras_read_seq  # noqa: E402,F401

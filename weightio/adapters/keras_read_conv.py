@@ -16,6 +16,7 @@ from weightio.adapters.common import TensorCollector
 from weightio.adapters.keras_activations import NotExact, activation_from_keras, short
 from weightio.adapters.keras_graph import functional_inputs
 from weightio.adapters.keras_mapping import KERAS_READ, KerasLayerEntry, _base, _expect_weights
+from weightio.layout_flow import CHANNELS, PLAIN
 from weightio.layouts import (
     CONV_KERNEL_TRANSPOSED,
     DEPTHWISE_KERNEL_RESHAPED,
@@ -26,7 +27,6 @@ from weightio.layouts import (
     depthwise_weight_from_keras,
     shape_channels_first,
 )
-from weightio.layout_flow import CHANNELS, PLAIN
 from weightio.spec import (
     ConvLayer,
     ConvTransposeLayer,

@@ -346,7 +346,8 @@ def _merge(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
 @KERAS_READ.register("Concatenate", produces=("concatenate",))
 def _concatenate(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     """``Concatenate(axis)``; the axis counts the batch axis in both Keras and the spec. On
-    channels-last feature maps it becomes the canonical axis (-1 -> 1)."""
+    channels-last feature maps it becomes the canonical axis (-1 -> 1).
+    """
     _expect_weights(entry, 0)
     axis = _single_axis(entry.config.get("axis", -1), "Concatenate")
     if entry.input_tags and all(tag == "channels" for tag in entry.input_tags):
@@ -382,7 +383,8 @@ def _get_item(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
 def _attention(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     """Self-attention only (query, value and key one tensor, no mask), key_dim = value_dim =
     embed_dim / num_heads, output of the input's width: PyTorch's nn.MultiheadAttention then
-    computes the same. Kernels ``[E, heads, dim]`` pack into ``in_proj_weight [3E, E]``."""
+    computes the same. Kernels ``[E, heads, dim]`` pack into ``in_proj_weight [3E, E]``.
+    """
     config = entry.config
     node = (entry.raw.get("inbound_nodes") or [{}])[0]
     kwargs = node.get("kwargs") if isinstance(node, dict) else None

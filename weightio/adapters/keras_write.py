@@ -21,7 +21,6 @@ from weightio.archive import Archive
 from weightio.errors import UnsupportedLayerError, WeightsOnlyArchiveError
 from weightio.layouts import dense_weight_to_keras
 from weightio.registry import Registry
-from weightio.spec.merge import MULTI_INPUT_KINDS
 from weightio.spec import (
     ActivationFn,
     ActivationLayer,
@@ -31,6 +30,7 @@ from weightio.spec import (
     LayerBase,
     OpaqueLayer,
 )
+from weightio.spec.merge import MULTI_INPUT_KINDS
 
 #: safetensors dtype name -> Keras dtype string (floating types a Keras layer can compute in).
 _KERAS_FLOAT = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}

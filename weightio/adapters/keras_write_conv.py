@@ -454,7 +454,8 @@ def keras_weights(
 ) -> list[np.ndarray] | None:
     """A spatial layer's canonical arrays in Keras ``set_weights`` order and layout (for
     ``load_into``), or None for other kinds. ``target`` is the Keras layer read back, whose
-    class tells a depthwise kernel from a grouped one."""
+    class tells a depthwise kernel from a grouped one.
+    """
     bias = [arrays["bias"]] if "bias" in arrays else []
     if isinstance(layer, ConvLayer):
         depthwise = target is not None and "DepthwiseConv" in (target.source_class or "")

@@ -123,7 +123,8 @@ def _layer_norm(layer: LayerNormLayer, ctx: WriteContext) -> list[Any]:
 @KERAS_WRITE.register("group_norm")
 def _group_norm(layer: GroupNormLayer, ctx: WriteContext) -> list[Any]:
     """GroupNormalization(groups, axis, epsilon, center, scale); on a feature map the canonical
-    channel axis 1 becomes ``axis=-1`` of the channels-last tensor (as for batch_norm)."""
+    channel axis 1 becomes ``axis=-1`` of the channels-last tensor (as for batch_norm).
+    """
     ref = layer.weight or layer.bias
     dtype = _float_dtype(layer, ref) if ref is not None else ctx.dtype
     axis, rank = layer.axis, layer.input_rank
@@ -212,7 +213,8 @@ def _recurrent_weights(layer: RecurrentBase, archive: Archive, k: int) -> list[n
 
 def keras_weights(archive: Archive, layer: LayerBase) -> list[np.ndarray] | None:
     """What ``set_weights`` of the Keras layer reading as ``layer`` takes, for ``load_into``;
-    None where the canonical parameter order is already Keras's (norms, embedding)."""
+    None where the canonical parameter order is already Keras's (norms, embedding).
+    """
     if isinstance(layer, RecurrentBase):
         if layer.num_layers != 1:
             raise UnsupportedLayerError("a stacked recurrent layer pairs with several Keras layers; load each into its own", layer=layer.name)

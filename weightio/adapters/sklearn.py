@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from weightio.adapters.common import make_archive, provenance, require
+from weightio.adapters.sklearn_functions import FUNCTION_TRANSFORMER, read_function_transformer
 from weightio.adapters.sklearn_read import (
     HEADS,
     SKLEARN_READ,
@@ -22,7 +23,6 @@ from weightio.adapters.sklearn_read import (
     public_name,
     supported_estimators,
 )
-from weightio.adapters.sklearn_functions import FUNCTION_TRANSFORMER, read_function_transformer
 from weightio.archive import Archive
 from weightio.errors import UnsupportedLayerError, UnsupportedSourceError
 

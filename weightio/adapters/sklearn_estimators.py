@@ -203,7 +203,7 @@ def _linear_regressor(unit: Any, archive: Archive, hint: dict[str, Any], output_
 
 
 def _fold_two_way_softmax(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """softmax over two logits = [1 - sigmoid(d), sigmoid(d)] with d = logit1 - logit0."""
+    """Softmax over two logits = [1 - sigmoid(d), sigmoid(d)] with d = logit1 - logit0."""
     folded = (weight[1] - weight[0])[None, :]
     return folded, None if bias is None else (bias[1:] - bias[:1])
 

@@ -30,7 +30,7 @@ from weightio.adapters.common import require
 from weightio.archive import Archive
 from weightio.errors import UnsupportedLayerError, UnsupportedSourceError, WeightsOnlyArchiveError
 from weightio.registry import Registry
-from weightio.spec import ActivationFn, LayerBase
+from weightio.spec import ActivationFn
 
 CheckFn = Callable[[Any], None]
 

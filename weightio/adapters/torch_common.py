@@ -37,7 +37,7 @@ def torch_module(purpose: str) -> ModuleType:
 
 
 def loaded_torch_version() -> str | None:
-    """torch's version if torch is already imported (never imports it just to ask)."""
+    """Torch's version if torch is already imported (never imports it just to ask)."""
     module = sys.modules.get("torch")
     return getattr(module, "__version__", None) if module is not None else None
 

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from weightio.adapters.common import provenance
-from weightio.adapters.zip_members import is_zip
 from weightio.adapters.torch_common import (
     is_torch_tensor,
     loaded_torch_version,
@@ -33,9 +32,10 @@ from weightio.adapters.torch_common import (
     tensor_to_numpy,
     torch_module,
 )
-from weightio.checkpoints import pick_state_dict
+from weightio.adapters.zip_members import is_zip
 from weightio.archive import Archive
 from weightio.atomic import atomic_write
+from weightio.checkpoints import pick_state_dict
 from weightio.errors import (
     MalformedFileError,
     SourceNotFoundError,

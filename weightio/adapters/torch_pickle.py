@@ -31,9 +31,8 @@ import ml_dtypes
 import numpy as np
 
 from weightio.adapters.zip_members import ZIP_ERRORS, is_zip, read_member
-from weightio.checkpoints import pick_state_dict
-from weightio.shapes import check_shape
 from weightio.archive import Archive
+from weightio.checkpoints import pick_state_dict
 from weightio.errors import (
     MalformedFileError,
     ResourceLimitError,
@@ -41,6 +40,7 @@ from weightio.errors import (
     UnsupportedTensorError,
     WeightioError,
 )
+from weightio.shapes import check_shape
 
 #: Largest pickle (the structure, not the tensor data) weightio reads.
 MAX_PICKLE_BYTES = 256 * 1024 * 1024

@@ -19,13 +19,13 @@ from typing import Any
 
 from weightio.adapters.common import provenance
 from weightio.adapters.torch_common import qualified_name, torch_dtype_name, torch_module
+from weightio.adapters.torch_read_conv import SHAPE_CHANGING  # noqa: I001  (after the registry)
 from weightio.adapters.torch_read_ops import TORCH_READ, ReadContext, bind_arguments
 from weightio.adapters.torch_read_seq import (
     MULTI_ARGUMENT_MODULES,
     MULTI_TENSOR_KEYS,
     resolve_tuples,
 )
-from weightio.adapters.torch_read_conv import SHAPE_CHANGING  # noqa: I001  (after the registry)
 from weightio.archive import Archive
 from weightio.errors import TraceError, UnsupportedLayerError
 from weightio.layout_flow import mark_channel_inputs

@@ -189,7 +189,7 @@ _register([f"{_N}AdaptiveMaxPool{r}" for r in _RANKS], "global_pool")(_adaptive(
 
 
 def _pairs_from_torch(pad: tuple[int, ...], rank: int) -> tuple[tuple[int, int], ...]:
-    """torch's ``(last_before, last_after, prev_before, …)`` -> ``[(before, after)]`` in axis order."""
+    """Torch's ``(last_before, last_after, prev_before, …)`` -> ``[(before, after)]`` in axis order."""
     pairs = [(int(pad[2 * i]), int(pad[2 * i + 1])) for i in range(len(pad) // 2)]
     return tuple(reversed(pairs))
 

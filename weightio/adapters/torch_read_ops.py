@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from weightio.adapters.torch_common import tensor_to_numpy
 from weightio.archive import tensor_ref
 from weightio.errors import UnsupportedLayerError
 from weightio.registry import Registry
@@ -29,8 +30,6 @@ from weightio.spec import (
     LayerBase,
     TensorRef,
 )
-
-from weightio.adapters.torch_common import tensor_to_numpy
 
 #: A reader: ``(call, ctx) -> spec layer``. ``call`` is the module for ``call_module`` nodes
 #: and the bound arguments (a dict, every parameter explicit) for functions and methods.
@@ -361,6 +360,6 @@ def bind_arguments(
 
 
 # Family modules register into TORCH_READ (kept last: they import this module's helpers).
-from weightio.adapters import torch_read_seq as _torch_read_seq  # noqa: E402,F401
 # Family modules register their readers into TORCH_READ; imported once it exists.
 from weightio.adapters import torch_read_conv  # noqa: E402,F401
+from weightio.adapters import torch_read_seq as _torch_read_seq  # noqa: E402,F401

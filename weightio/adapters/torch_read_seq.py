@@ -100,7 +100,7 @@ def _group_norm(module: Any, ctx: ReadContext) -> LayerBase:
 
 @TORCH_READ.register("torch.nn.Embedding", produces=("embedding",))
 def _embedding(module: Any, ctx: ReadContext) -> LayerBase:
-    """weight [num, dim]; padding_idx only shapes training and is kept as metadata."""
+    """Weight [num, dim]; padding_idx only shapes training and is kept as metadata."""
     if module.max_norm is not None:
         raise ctx.refuse(
             f"max_norm={module.max_norm} renormalises rows of the weight during forward; "
@@ -209,7 +209,8 @@ def _full(value: Any) -> bool:
 @TORCH_READ.register("operator.getitem", produces=("last_step",))
 def _getitem(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     """``x[:, -1]``/``x[:, -1, :]`` is a last step; ``result[0]``, ``[1]``, ``[-1]``… are tuple
-    picks resolved by ``resolve_tuples``."""
+    picks resolved by ``resolve_tuples``.
+    """
     index = args["index"]
     if isinstance(index, tuple) and len(index) in (2, 3) and _full(index[0]) and index[1] == -1 and all(_full(i) for i in index[2:]):
         return LastStepLayer(**ctx.base())

@@ -109,7 +109,7 @@ def _identity(layer: Any, archive: Archive) -> list[Any]:
 
 @TORCH_WRITE.register("affine")
 def _affine(layer: Any, archive: Archive) -> list[Any]:
-    """weightio's ``Affine`` module: ``x * scale + offset``, exact in train and eval mode."""
+    """Weightio's ``Affine`` module: ``x * scale + offset``, exact in train and eval mode."""
     from weightio.adapters.torch_modules import Affine
 
     scale = numpy_to_tensor(np.array(archive.tensor(layer.name, "scale")))
@@ -306,6 +306,6 @@ def run_torch(module: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
 
 
 # Family modules register into TORCH_WRITE (kept last: they import this module's helpers).
-from weightio.adapters import torch_write_seq as _torch_write_seq  # noqa: E402
 # Family modules register their writers into TORCH_WRITE; imported once it exists.
 from weightio.adapters import torch_write_conv  # noqa: E402,F401
+from weightio.adapters import torch_write_seq as _torch_write_seq  # noqa: E402

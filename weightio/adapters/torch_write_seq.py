@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from weightio.adapters.torch_common import numpy_to_tensor, torch_dtype_for, torch_module
+from weightio.adapters.torch_write import TORCH_WRITE
 from weightio.archive import Archive
 from weightio.errors import UnsupportedLayerError
-from weightio.adapters.torch_write import TORCH_WRITE
 from weightio.spec import LayerBase, ModelSpec
 from weightio.spec.merge import MULTI_INPUT_KINDS
 from weightio.spec.recurrent import RECURRENT_KINDS
@@ -123,7 +123,8 @@ def _group_norm(layer: Any, archive: Archive) -> list[Any]:
 @TORCH_WRITE.register("normalization")
 def _normalization(layer: Any, archive: Archive) -> list[Any]:
     """Keras Normalization as ``BatchNorm1d(affine=False, eps=0)`` with ``running_var =
-    max(variance, eps**2)``: ``sqrt(max(v, e**2)) == max(sqrt(v), e)``, the same floor."""
+    max(variance, eps**2)``: ``sqrt(max(v, e**2)) == max(sqrt(v), e)``, the same floor.
+    """
     rank = _channel_axis_one(layer, "BatchNorm1d")
     if rank > 3:
         raise UnsupportedLayerError("normalization of rank > 3 inputs has no PyTorch mapping yet", layer=layer.name)

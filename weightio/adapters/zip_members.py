@@ -61,6 +61,7 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, file: object) -> byt
 
 def is_zip(path: object) -> bool:
     """``zipfile.is_zipfile``, which itself raises ``BadZipFile`` on some damaged end records
-    (a ZIP64 locator claiming several disks), with that failure typed."""
+    (a ZIP64 locator claiming several disks), with that failure typed.
+    """
     with zip_errors(path, "the zip's end-of-archive record"):
         return zipfile.is_zipfile(path)  # type: ignore[arg-type]

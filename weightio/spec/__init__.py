@@ -12,22 +12,7 @@ from pydantic import ValidationError
 
 from weightio.errors import SpecValidationError
 from weightio.spec.activations import ACTIVATION_PARAMETERS, LINEAR, ActivationFn, ActivationName
-from weightio.spec.layers import (
-    LAYER_KINDS,
-    ActivationLayer,
-    AffineLayer,
-    BinaryProbaLayer,
-    DenseLayer,
-    DropoutLayer,
-    IdentityLayer,
-    Layer,
-    LayerBase,
-    OpaqueLayer,
-)
 from weightio.spec.attention import MultiHeadAttentionLayer
-from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
-from weightio.spec.norm import BatchNormLayer, GroupNormLayer, LayerNormLayer, NormalizationLayer
-from weightio.spec.recurrent import EmbeddingLayer, GRULayer, LSTMLayer, SimpleRNNLayer
 from weightio.spec.conv import (
     ConvLayer,
     ConvTransposeLayer,
@@ -40,6 +25,19 @@ from weightio.spec.conv import (
     UpSamplingLayer,
     ZeroPaddingLayer,
 )
+from weightio.spec.layers import (
+    LAYER_KINDS,
+    ActivationLayer,
+    AffineLayer,
+    BinaryProbaLayer,
+    DenseLayer,
+    DropoutLayer,
+    IdentityLayer,
+    Layer,
+    LayerBase,
+    OpaqueLayer,
+)
+from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
 from weightio.spec.model import (
     FORMAT_VERSION,
     InputSpec,
@@ -50,6 +48,8 @@ from weightio.spec.model import (
     Provenance,
     VerificationRecord,
 )
+from weightio.spec.norm import BatchNormLayer, GroupNormLayer, LayerNormLayer, NormalizationLayer
+from weightio.spec.recurrent import EmbeddingLayer, GRULayer, LSTMLayer, SimpleRNNLayer
 from weightio.spec.tensors import TensorRef
 
 __all__ = [

@@ -92,7 +92,8 @@ class LayerNormLayer(LayerBase):
 
 class GroupNormLayer(LayerBase):
     """Split the channels on ``axis`` into ``num_groups`` groups; normalise each group over its
-    channels and every non-batch position; then per-channel ``* weight + bias``."""
+    channels and every non-batch position; then per-channel ``* weight + bias``.
+    """
 
     kind: Literal["group_norm"] = "group_norm"
     num_groups: int = Field(gt=0)

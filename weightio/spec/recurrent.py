@@ -129,7 +129,8 @@ class LSTMLayer(RecurrentBase):
 
 class GRULayer(RecurrentBase):
     """GRU, gates ``r, z, n``; ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``,
-    ``h = (1 - z) * n + z * h_prev`` (Keras ``reset_after=True``, PyTorch nn.GRU)."""
+    ``h = (1 - z) * n + z * h_prev`` (Keras ``reset_after=True``, PyTorch nn.GRU).
+    """
 
     kind: Literal["gru"] = "gru"
 
