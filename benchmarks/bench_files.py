@@ -124,7 +124,7 @@ m.save({str(folder / 'mlp.keras')!r})
 m.save_weights({str(folder / 'mlp.weights.h5')!r})
 print(n)
 """
-    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True)
+    subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True)
     return folder / "mlp.keras", folder / "mlp.weights.h5", 2048 * 2048 * 4
 
 

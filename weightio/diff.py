@@ -40,7 +40,14 @@ DIFF_FORMAT = "weightio.diff/1"
 
 Status = Literal["identical", "changed", "shape_changed", "dtype_changed", "added", "removed"]
 Match = Literal["key", "name", "position", "none"]
-STATUSES: tuple[str, ...] = ("identical", "changed", "shape_changed", "dtype_changed", "added", "removed")
+STATUSES: tuple[str, ...] = (
+    "identical",
+    "changed",
+    "shape_changed",
+    "dtype_changed",
+    "added",
+    "removed",
+)
 
 
 class Side(BaseModel):
@@ -196,7 +203,9 @@ def _tensor_pairs(pairs: list[Pair]) -> list[tuple[Any, Any, str, Match]]:
         refs_a = la.tensor_refs() if la is not None else {}
         refs_b = lb.tensor_refs() if lb is not None else {}
         for param, ref in refs_a.items():
-            out.append(((la, ref), (lb, refs_b.get(param)), param, match if param in refs_b else "none"))
+            out.append(
+                ((la, ref), (lb, refs_b.get(param)), param, match if param in refs_b else "none")
+            )
         for param, ref in refs_b.items():
             if param not in refs_a:
                 out.append(((la, None), (lb, ref), param, "none"))
@@ -211,8 +220,14 @@ def _nbytes(ref: TensorRef) -> int:
 
 
 def _entry(
-    archive_a: Archive, archive_b: Archive, side_a: Any, side_b: Any, param: str, match: Match,
-    atol: float, rtol: float,
+    archive_a: Archive,
+    archive_b: Archive,
+    side_a: Any,
+    side_b: Any,
+    param: str,
+    match: Match,
+    atol: float,
+    rtol: float,
 ) -> DiffEntry:
     la, ra = side_a
     lb, rb = side_b
@@ -256,7 +271,9 @@ def _layer_status(entries: list[DiffEntry]) -> Status:
     return "changed"
 
 
-def _layer_diffs(entries: list[DiffEntry], kinds: dict[tuple[str, str | None], tuple[Any, Any, Match]]) -> list[LayerDiff]:
+def _layer_diffs(
+    entries: list[DiffEntry], kinds: dict[tuple[str, str | None], tuple[Any, Any, Match]]
+) -> list[LayerDiff]:
     groups: dict[tuple[str, str | None], list[DiffEntry]] = {}
     for entry in entries:
         key = (entry.layer, entry.layer_b)
@@ -315,7 +332,9 @@ def _check_tolerance(name: str, value: float) -> float:
     return value
 
 
-def diff(a: Any, b: Any, *, atol: float = 0.0, rtol: float = 0.0, progress: bool = False) -> DiffReport:
+def diff(
+    a: Any, b: Any, *, atol: float = 0.0, rtol: float = 0.0, progress: bool = False
+) -> DiffReport:
     """Compare two checkpoints layer by layer and tensor by tensor.
 
     Args:
@@ -363,10 +382,13 @@ def diff(a: Any, b: Any, *, atol: float = 0.0, rtol: float = 0.0, progress: bool
                 advance(_nbytes(side_a[1]) + _nbytes(side_b[1]))
     layers = _layer_diffs(entries, kinds)
     counts = {status: sum(1 for e in entries if e.status == status) for status in STATUSES}
-    moved = [layer for layer in layers if layer.status != "identical" and layer.relative_l2 is not None]
+    moved = [
+        layer for layer in layers if layer.status != "identical" and layer.relative_l2 is not None
+    ]
     top = max(moved, key=lambda layer: layer.relative_l2 or 0.0, default=None)
     alignment = (
-        next(iter(alignment_modes)) if len(alignment_modes) == 1
+        next(iter(alignment_modes))
+        if len(alignment_modes) == 1
         else ("mixed" if alignment_modes else "none")
     )
     return DiffReport(

@@ -18,9 +18,9 @@ MAX_STRING = 4 * 1024 * 1024
 
 
 def check_json_limits(data: Any, *, file: object | None = None, what: str = "spec") -> None:
-    """Raise ``ResourceLimitError`` if ``data`` nests deeper than ``MAX_DEPTH`` or holds a longer
+    r"""Raise ``ResourceLimitError`` if ``data`` nests deeper than ``MAX_DEPTH`` or holds a longer
     string than ``MAX_STRING`` (keys included), and ``MalformedFileError`` if a string is not
-    valid Unicode (JSON's ``\\ud800`` escape decodes to a lone surrogate, which no UTF-8 writer
+    valid Unicode (JSON's ``\ud800`` escape decodes to a lone surrogate, which no UTF-8 writer
     accepts: the archive written from it could never be saved).
     """
     stack: list[tuple[Any, int]] = [(data, 0)]

@@ -90,7 +90,7 @@ FORMULAS: dict[str, Callable[[Any], str]] = {
     "concatenate": lambda l: f"[x₀, x₁, …] joined on axis {l.axis}",
     "last_step": lambda l: "x[:, -1]   (the sequence's last step)",
     "multi_head_attention": lambda l: f"softmax(Q·Kᵀ / √d)·V with {l.num_heads} heads, Q = K = V from x",
-    **{kind: (lambda text: lambda l: text)(text) for kind, text in _MERGE_TEXT.items()},
+    **{kind: (lambda text: lambda l: text)(text) for kind, text in _MERGE_TEXT.items()},  # noqa: B023
 }
 
 

@@ -31,7 +31,9 @@ def _t(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(array).T)
 
 
-def simple_rnn_from_keras(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None) -> dict[str, np.ndarray]:
+def simple_rnn_from_keras(
+    kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None
+) -> dict[str, np.ndarray]:
     """Keras SimpleRNN / LSTM (same gate order i, f, c, o) -> canonical tensors of one direction."""
     out = {"weight_ih": _t(kernel), "weight_hh": _t(recurrent)}
     if bias is not None:
@@ -43,9 +45,14 @@ def simple_rnn_from_keras(kernel: np.ndarray, recurrent: np.ndarray, bias: np.nd
 lstm_from_keras = simple_rnn_from_keras
 
 
-def gru_from_keras(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None) -> dict[str, np.ndarray]:
+def gru_from_keras(
+    kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None
+) -> dict[str, np.ndarray]:
     """Keras GRU (reset_after=True, bias ``[2, 3u]``) -> canonical, gates reordered."""
-    out = {"weight_ih": _blocks(_t(kernel), _GRU_ORDER, 0), "weight_hh": _blocks(_t(recurrent), _GRU_ORDER, 0)}
+    out = {
+        "weight_ih": _blocks(_t(kernel), _GRU_ORDER, 0),
+        "weight_hh": _blocks(_t(recurrent), _GRU_ORDER, 0),
+    }
     if bias is not None:
         bias = np.asarray(bias)
         if bias.ndim != 2 or bias.shape[0] != 2:
@@ -60,13 +67,29 @@ def recurrent_to_keras(kind: str, params: dict[str, np.ndarray]) -> list[np.ndar
     the Keras layer's ``[kernel, recurrent_kernel(, bias)]``.
     """
     if kind == "gru":
-        weights = [_t(_blocks(params["weight_ih"], _GRU_ORDER, 0)), _t(_blocks(params["weight_hh"], _GRU_ORDER, 0))]
+        weights = [
+            _t(_blocks(params["weight_ih"], _GRU_ORDER, 0)),
+            _t(_blocks(params["weight_hh"], _GRU_ORDER, 0)),
+        ]
         if "bias_ih" in params:
-            weights.append(np.ascontiguousarray(np.stack([_blocks(params["bias_ih"], _GRU_ORDER, 0), _blocks(params["bias_hh"], _GRU_ORDER, 0)])))
+            weights.append(
+                np.ascontiguousarray(
+                    np.stack(
+                        [
+                            _blocks(params["bias_ih"], _GRU_ORDER, 0),
+                            _blocks(params["bias_hh"], _GRU_ORDER, 0),
+                        ]
+                    )
+                )
+            )
         return weights
     weights = [_t(params["weight_ih"]), _t(params["weight_hh"])]
     if "bias_ih" in params:
         bias_hh = params["bias_hh"]
         # The one arithmetic step: exact when bias_hh is zero, else float rounding of one add.
-        weights.append(params["bias_ih"] + bias_hh if np.any(bias_hh) else np.array(params["bias_ih"], copy=True))
+        weights.append(
+            params["bias_ih"] + bias_hh
+            if np.any(bias_hh)
+            else np.array(params["bias_ih"], copy=True)
+        )
     return weights

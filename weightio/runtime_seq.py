@@ -30,7 +30,9 @@ def _along(vector: np.ndarray, axis: int, rank: int) -> np.ndarray:
 def _axis(axis: int, x: np.ndarray, layer: str) -> int:
     positive = axis if axis >= 0 else axis + x.ndim
     if not 0 < positive < x.ndim:
-        raise InvalidInputError(f"axis {axis} is out of range for a rank-{x.ndim} input", layer=layer)
+        raise InvalidInputError(
+            f"axis {axis} is out of range for a rank-{x.ndim} input", layer=layer
+        )
     return positive
 
 
@@ -89,7 +91,9 @@ def _normalization(layer: NormalizationLayer, params: Params, xs: list[np.ndarra
 def _embedding(layer: EmbeddingLayer, params: Params, xs: list[np.ndarray]) -> np.ndarray:
     x = np.asarray(xs[0])
     if x.dtype.kind not in "iu":
-        raise InvalidInputError(f"an embedding reads integer indices, received dtype {x.dtype}", layer=layer.name)
+        raise InvalidInputError(
+            f"an embedding reads integer indices, received dtype {x.dtype}", layer=layer.name
+        )
     if x.size and (x.min() < 0 or x.max() >= layer.num_embeddings):
         raise InvalidInputError(
             f"indices must lie in [0, {layer.num_embeddings}); received values from {x.min()} to {x.max()}",
@@ -102,7 +106,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _cell(kind: str, layer: RecurrentBase, p: Params, suffix: str, x_t: np.ndarray, state: tuple) -> tuple:
+def _cell(
+    kind: str, layer: RecurrentBase, p: Params, suffix: str, x_t: np.ndarray, state: tuple
+) -> tuple:
     """One step of one direction of one stacked layer; returns the new state (h first)."""
     w_ih, w_hh = p[f"weight_ih{suffix}"], p[f"weight_hh{suffix}"]
     b_ih = p.get(f"bias_ih{suffix}", 0.0)
@@ -123,7 +129,9 @@ def _cell(kind: str, layer: RecurrentBase, p: Params, suffix: str, x_t: np.ndarr
     return ((1.0 - z) * n + z * state[0],)
 
 
-def _direction(layer: RecurrentBase, p: Params, suffix: str, x: np.ndarray, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
+def _direction(
+    layer: RecurrentBase, p: Params, suffix: str, x: np.ndarray, reverse: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Run one direction over batch-first ``x``; return outputs in time order and final h."""
     n, steps = x.shape[:2]
     zeros = np.zeros((n, layer.hidden_size))
@@ -139,7 +147,10 @@ def _direction(layer: RecurrentBase, p: Params, suffix: str, x: np.ndarray, reve
 def _recurrent(layer: RecurrentBase, params: Params, xs: list[np.ndarray]) -> np.ndarray:
     x = xs[0] if layer.batch_first else np.swapaxes(xs[0], 0, 1)
     if x.ndim != 3:
-        raise InvalidInputError(f"a {layer.kind} layer reads (batch, time, features); received rank {x.ndim}", layer=layer.name)
+        raise InvalidInputError(
+            f"a {layer.kind} layer reads (batch, time, features); received rank {x.ndim}",
+            layer=layer.name,
+        )
     finals: list[np.ndarray] = []
     for k in range(layer.num_layers):
         outs, finals = [], []
@@ -161,8 +172,13 @@ for _kind in ("simple_rnn", "lstm", "gru"):
 def _merge(layer: MergeLayer, params: Params, xs: list[np.ndarray]) -> np.ndarray:
     if layer.kind == "subtract":
         return xs[0] - xs[1]
-    ops = {"add": np.add, "multiply": np.multiply, "maximum": np.maximum, "minimum": np.minimum,
-           "average": np.add}
+    ops = {
+        "add": np.add,
+        "multiply": np.multiply,
+        "maximum": np.maximum,
+        "minimum": np.minimum,
+        "average": np.add,
+    }
     y = xs[0]
     for other in xs[1:]:
         y = ops[layer.kind](y, other)
@@ -172,7 +188,9 @@ def _merge(layer: MergeLayer, params: Params, xs: list[np.ndarray]) -> np.ndarra
 @RUNTIME.register("concatenate")
 def _concatenate(layer: ConcatenateLayer, params: Params, xs: list[np.ndarray]) -> np.ndarray:
     if layer.axis == 0:
-        raise UnsupportedLayerError("concatenating along the batch axis is not a layer", layer=layer.name)
+        raise UnsupportedLayerError(
+            "concatenating along the batch axis is not a layer", layer=layer.name
+        )
     return np.concatenate(xs, axis=layer.axis)
 
 
@@ -192,7 +210,9 @@ def _attention(layer: Any, params: Params, xs: list[np.ndarray]) -> np.ndarray:
     n, t, e = x.shape
     heads, d = layer.num_heads, layer.embed_dim // layer.num_heads
     qkv = x @ params["in_proj_weight"].T + params.get("in_proj_bias", 0.0)
-    q, k, v = (part.reshape(n, t, heads, d).transpose(0, 2, 1, 3) for part in np.split(qkv, 3, axis=-1))
+    q, k, v = (
+        part.reshape(n, t, heads, d).transpose(0, 2, 1, 3) for part in np.split(qkv, 3, axis=-1)
+    )
     weights = _softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(d))
     context = (weights @ v).transpose(0, 2, 1, 3).reshape(n, t, e)
     return context @ params["out_proj_weight"].T + params.get("out_proj_bias", 0.0)

@@ -86,7 +86,7 @@ def parse_size(value: int | str) -> int:
 
 
 def shard_names(path: Path, count: int) -> list[Path]:
-    """``model.safetensors`` -> ``model-00001-of-0000N.safetensors``…"""
+    """``model.safetensors`` -> ``model-00001-of-0000N.safetensors``, ... (``count`` names)."""
     stem = path.name[: -len(".safetensors")] if path.name.endswith(".safetensors") else path.name
     return [path.parent / f"{stem}-{k:05d}-of-{count:05d}.safetensors" for k in range(1, count + 1)]
 

@@ -138,7 +138,7 @@ def _(d: Path) -> dict[str, Any]:
 
 
 def _entry_raw(shape: str, offsets: str) -> bytes:
-    return ('{"w":{"dtype":"F32","shape":%s,"data_offsets":%s}}' % (shape, offsets)).encode()
+    return f'{{"w":{{"dtype":"F32","shape":{shape},"data_offsets":{offsets}}}}}'.encode()
 
 
 for _name, _shape, _offsets in [

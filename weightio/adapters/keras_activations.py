@@ -81,5 +81,6 @@ def activation_from_keras(value: Any) -> ActivationFn:
 
 
 def short(value: Any) -> str:
+    """``repr(value)``, cut to 120 characters for error messages."""
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."

@@ -37,12 +37,21 @@ KERAS_FORMAT_VERSION = "3.15.1"
 
 
 def _policy(dtype: str) -> dict[str, Any]:
-    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype},
-            "registered_name": None}
+    return {
+        "module": "keras",
+        "class_name": "DTypePolicy",
+        "config": {"name": dtype},
+        "registered_name": None,
+    }
 
 
-def _layer(class_name: str, name: str, dtype: str, config: dict[str, Any],
-           input_shape: list[Any] | None = None) -> dict[str, Any]:
+def _layer(
+    class_name: str,
+    name: str,
+    dtype: str,
+    config: dict[str, Any],
+    input_shape: list[Any] | None = None,
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "module": "keras.layers",
         "class_name": class_name,
@@ -56,8 +65,12 @@ def _layer(class_name: str, name: str, dtype: str, config: dict[str, Any],
 
 def _initializer(name: str) -> dict[str, Any]:
     config = {"seed": None} if name == "GlorotUniform" else {}
-    return {"module": "keras.initializers", "class_name": name, "config": config,
-            "registered_name": None}
+    return {
+        "module": "keras.initializers",
+        "class_name": name,
+        "config": config,
+        "registered_name": None,
+    }
 
 
 def _activation_layer(fn: ActivationFn, name: str, dtype: str, layer: str) -> dict[str, Any]:
@@ -83,7 +96,9 @@ class _Plan:
     def __init__(self, archive: Archive, names: NameAllocator) -> None:
         self.archive, self.names = archive, names
 
-    def layers_for(self, layer: LayerBase, shape: list[Any], dtype: str) -> list[tuple[dict[str, Any], list[np.ndarray], list[Any], str]]:
+    def layers_for(
+        self, layer: LayerBase, shape: list[Any], dtype: str
+    ) -> list[tuple[dict[str, Any], list[np.ndarray], list[Any], str]]:
         """``[(config, arrays, output_shape, dtype)]`` computing ``layer``."""
         name = self.names.by_spec[layer.name]
         kind = layer.kind
@@ -97,17 +112,25 @@ class _Plan:
             dtype = _KERAS_FLOAT[layer.weight.dtype]
             as_string = keras_activation_name(layer.activation)
             out = [*shape[:-1], layer.units]
-            config = _layer("Dense", name, dtype, {
-                "units": layer.units,
-                "activation": as_string or "linear",
-                "use_bias": layer.use_bias,
-                "kernel_initializer": _initializer("GlorotUniform"),
-                "bias_initializer": _initializer("Zeros"),
-                "kernel_regularizer": None, "bias_regularizer": None,
-                "activity_regularizer": None,
-                "kernel_constraint": None, "bias_constraint": None,
-                "quantization_config": None,
-            }, input_shape=[None, *shape])
+            config = _layer(
+                "Dense",
+                name,
+                dtype,
+                {
+                    "units": layer.units,
+                    "activation": as_string or "linear",
+                    "use_bias": layer.use_bias,
+                    "kernel_initializer": _initializer("GlorotUniform"),
+                    "bias_initializer": _initializer("Zeros"),
+                    "kernel_regularizer": None,
+                    "bias_regularizer": None,
+                    "activity_regularizer": None,
+                    "kernel_constraint": None,
+                    "bias_constraint": None,
+                    "quantization_config": None,
+                },
+                input_shape=[None, *shape],
+            )
             weight = self.archive.tensors[layer.weight.key]
             arrays = [np.asarray(weight).T]  # Keras kernel [in, out]: a view, copied when written
             if layer.bias is not None:
@@ -115,14 +138,18 @@ class _Plan:
             result = [(config, arrays, out, dtype)]
             if as_string is None:
                 follow = self.names.fresh(f"{name}_{layer.activation.name}")
-                result.append((_activation_layer(layer.activation, follow, dtype, layer.name), [],
-                               out, dtype))
+                result.append(
+                    (_activation_layer(layer.activation, follow, dtype, layer.name), [], out, dtype)
+                )
             return result
         if kind == "activation":
-            return [(_activation_layer(layer.activation, name, dtype, layer.name), [], shape, dtype)]
+            return [
+                (_activation_layer(layer.activation, name, dtype, layer.name), [], shape, dtype)
+            ]
         if kind == "dropout":
-            config = _layer("Dropout", name, dtype, {"rate": layer.rate, "seed": None,
-                                                     "noise_shape": None})
+            config = _layer(
+                "Dropout", name, dtype, {"rate": layer.rate, "seed": None, "noise_shape": None}
+            )
             return [(config, [], shape, dtype)]
         if kind == "identity":
             return [(_layer("Identity", name, dtype, {}), [], shape, dtype)]
@@ -137,11 +164,15 @@ class _Plan:
 
 
 def _tensor(shape: list[Any], dtype: str, source: str) -> dict[str, Any]:
-    return {"class_name": "__keras_tensor__",
-            "config": {"shape": [None, *shape], "dtype": dtype, "keras_history": [source, 0, 0]}}
+    return {
+        "class_name": "__keras_tensor__",
+        "config": {"shape": [None, *shape], "dtype": dtype, "keras_history": [source, 0, 0]},
+    }
 
 
-def keras_model_config(archive: Archive) -> tuple[dict[str, Any], list[tuple[dict[str, Any], list[np.ndarray]]]]:
+def keras_model_config(
+    archive: Archive,
+) -> tuple[dict[str, Any], list[tuple[dict[str, Any], list[np.ndarray]]]]:
     """The ``config.json`` of the Keras model computing ``archive``, and each layer's arrays.
 
     A chain becomes ``Sequential``, anything else ``Functional`` (as ``to_keras`` builds them).
@@ -165,10 +196,19 @@ def keras_model_config(archive: Archive) -> tuple[dict[str, Any], list[tuple[dic
     dtypes: dict[str, str] = {}
     for inp in spec.inputs:
         name = names.by_spec[inp.name]
-        inputs.append(_layer("InputLayer", name, "float32", {
-            "batch_shape": [None, *inp.shape], "sparse": False, "ragged": False,
-            "optional": False,
-        }))
+        inputs.append(
+            _layer(
+                "InputLayer",
+                name,
+                "float32",
+                {
+                    "batch_shape": [None, *inp.shape],
+                    "sparse": False,
+                    "ragged": False,
+                    "optional": False,
+                },
+            )
+        )
         inputs[-1]["config"]["dtype"] = _KERAS_ANY.get(inp.dtype, "float32")
         shapes[inp.name] = list(inp.shape)
         dtypes[inp.name] = _KERAS_FLOAT.get(inp.dtype, "float32")
@@ -176,13 +216,25 @@ def keras_model_config(archive: Archive) -> tuple[dict[str, Any], list[tuple[dic
     if spec.is_chain:
         shape, dtype = shapes[spec.inputs[0].name], dtypes[spec.inputs[0].name]
         for layer in spec.layers:
-            for config, arrays, shape, dtype in plan.layers_for(layer, shape, dtype):
-                entries.append((config, arrays))
+            produced = list(plan.layers_for(layer, shape, dtype))
+            entries.extend((config, arrays) for config, arrays, _, _ in produced)
+            if produced:  # the next layer reads what the last Keras layer made
+                shape, dtype = produced[-1][2], produced[-1][3]
         first = inputs[0]["config"]["batch_shape"]
-        config = {"name": model_name, "trainable": True, "dtype": _policy("float32"),
-                  "layers": [inputs[0], *[c for c, _ in entries]], "build_input_shape": first}
-        model = {"module": "keras", "class_name": "Sequential", "config": config,
-                 "registered_name": None, "build_config": {"input_shape": first}}
+        config = {
+            "name": model_name,
+            "trainable": True,
+            "dtype": _policy("float32"),
+            "layers": [inputs[0], *[c for c, _ in entries]],
+            "build_input_shape": first,
+        }
+        model = {
+            "module": "keras",
+            "class_name": "Sequential",
+            "config": config,
+            "registered_name": None,
+            "build_config": {"input_shape": first},
+        }
         return model, entries
     ends: dict[str, str] = {inp.name: names.by_spec[inp.name] for inp in spec.inputs}
     for inp in inputs:
@@ -211,19 +263,25 @@ def keras_model_config(archive: Archive) -> tuple[dict[str, Any], list[tuple[dic
         return points[0] if len(points) == 1 else points
 
     config = {
-        "name": model_name, "trainable": True,
+        "name": model_name,
+        "trainable": True,
         "layers": [*inputs, *[c for c, _ in entries]],
         "input_layers": endpoints([names.by_spec[i.name] for i in spec.inputs]),
         "output_layers": endpoints([ends[o.layer] for o in spec.outputs]),
     }
-    model = {"module": "keras.src.models.functional", "class_name": "Functional",
-             "config": config, "registered_name": "Functional"}
+    model = {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "config": config,
+        "registered_name": "Functional",
+    }
     # Functional models also save their InputLayers as weight groups (with no variables).
     return model, [(inp, []) for inp in inputs] + entries
 
 
-def _write_weights(h5_path: Path, model_name: str,
-                   entries: list[tuple[dict[str, Any], list[np.ndarray]]]) -> None:
+def _write_weights(
+    h5_path: Path, model_name: str, entries: list[tuple[dict[str, Any], list[np.ndarray]]]
+) -> None:
     import h5py
 
     from weightio.dtypes import as_little_endian
@@ -259,12 +317,15 @@ def write_keras_file(archive: Archive, path: os.PathLike[str] | str) -> Path:
     """
     path = Path(path)
     if path.suffix.lower() != ".keras":
-        raise WriteError("Keras models are saved as .keras files; name the target '<name>.keras'",
-                         file=path)
+        raise WriteError(
+            "Keras models are saved as .keras files; name the target '<name>.keras'", file=path
+        )
     model, entries = keras_model_config(archive)
-    metadata = {"keras_version": KERAS_FORMAT_VERSION,
-                "date_saved": _dt.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
-                "written_by": "weightio"}
+    metadata = {
+        "keras_version": KERAS_FORMAT_VERSION,
+        "date_saved": _dt.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+        "written_by": "weightio",
+    }
     with atomic_write(path) as handle:
         scratch = path.parent / f".{path.name}{TEMP_MARKER}{secrets.token_hex(6)}.h5"
         try:
@@ -272,8 +333,10 @@ def write_keras_file(archive: Archive, path: os.PathLike[str] | str) -> Path:
             with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as zf:
                 zf.writestr("metadata.json", json.dumps(metadata))
                 zf.writestr("config.json", json.dumps(model))
-                with open(scratch, "rb") as src, zf.open("model.weights.h5", "w",
-                                                         force_zip64=True) as dst:
+                with (
+                    open(scratch, "rb") as src,
+                    zf.open("model.weights.h5", "w", force_zip64=True) as dst,
+                ):
                     shutil.copyfileobj(src, dst, 16 * 1024 * 1024)
         finally:
             scratch.unlink(missing_ok=True)

@@ -122,7 +122,9 @@ def _layer_norm(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     rank = _input_rank(entry)
     negative = sorted(a - rank if a >= 0 and rank else a for a in axes)
     if any(a >= 0 for a in negative) or negative != list(range(-len(negative), 0)):
-        raise NotExact(f"LayerNormalization over axes {axes} (not the last axes) has no exact torch form")
+        raise NotExact(
+            f"LayerNormalization over axes {axes} (not the last axes) has no exact torch form"
+        )
     weights = list(entry.weights)
     gamma = weights.pop(0) if scale else None
     beta = weights.pop(0) if center else None
@@ -131,7 +133,7 @@ def _layer_norm(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
         shape = tuple(present.shape)
     else:  # no affine parameters: the normalised shape comes from the recorded input shape
         build = (entry.raw.get("build_config") or {}).get("input_shape") or []
-        shape = tuple(build[len(build) - len(negative):])
+        shape = tuple(build[len(build) - len(negative) :])
         if not build or any(d is None for d in shape):
             raise NotExact("LayerNormalization without scale or center and unknown input shape")
     if len(shape) != len(negative):
@@ -190,7 +192,9 @@ def _normalization(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBas
         raise NotExact("Normalization was never adapted and has no mean/variance")
     mean, variance = np.ravel(mean), np.ravel(variance)
     if mean.shape != variance.shape:
-        raise NotExact(f"Normalization mean {list(mean.shape)} and variance {list(variance.shape)} differ")
+        raise NotExact(
+            f"Normalization mean {list(mean.shape)} and variance {list(variance.shape)} differ"
+        )
     return NormalizationLayer(
         **_base(entry),
         num_features=int(mean.shape[0]),
@@ -236,7 +240,9 @@ def _check_rnn_config(class_name: str, config: dict[str, Any]) -> None:
     activation = config.get("activation", "tanh")
     allowed = ("tanh", "relu") if class_name == "SimpleRNN" else ("tanh",)
     if activation not in allowed:
-        raise NotExact(f"{class_name}(activation={short(activation)}): only {' or '.join(allowed)} maps exactly to PyTorch")
+        raise NotExact(
+            f"{class_name}(activation={short(activation)}): only {' or '.join(allowed)} maps exactly to PyTorch"
+        )
     if class_name != "SimpleRNN" and config.get("recurrent_activation", "sigmoid") != "sigmoid":
         raise NotExact(
             f"{class_name}(recurrent_activation={short(config.get('recurrent_activation'))}): "
@@ -249,7 +255,9 @@ def _check_rnn_config(class_name: str, config: dict[str, Any]) -> None:
         )
 
 
-def _direction_weights(class_name: str, config: dict[str, Any], arrays: list[np.ndarray], suffix: str) -> dict[str, np.ndarray]:
+def _direction_weights(
+    class_name: str, config: dict[str, Any], arrays: list[np.ndarray], suffix: str
+) -> dict[str, np.ndarray]:
     use_bias = bool(config.get("use_bias", True))
     if len(arrays) != 2 + use_bias:
         raise NotExact(f"{class_name} holds {len(arrays)} weights, expected {2 + use_bias}")
@@ -263,7 +271,13 @@ def _direction_weights(class_name: str, config: dict[str, Any], arrays: list[np.
     return {f"{name}_l0{suffix}": value for name, value in converted.items()}
 
 
-def _rnn(entry: KerasLayerEntry, tensors: TensorCollector, inner: dict[str, Any], arrays: list[np.ndarray], backward: dict[str, Any] | None) -> LayerBase:
+def _rnn(
+    entry: KerasLayerEntry,
+    tensors: TensorCollector,
+    inner: dict[str, Any],
+    arrays: list[np.ndarray],
+    backward: dict[str, Any] | None,
+) -> LayerBase:
     class_name = inner.get("class_name")
     if class_name not in _CELL_KIND:
         raise NotExact(f"a recurrent layer of class {short(class_name)} is not supported")
@@ -274,7 +288,9 @@ def _rnn(entry: KerasLayerEntry, tensors: TensorCollector, inner: dict[str, Any]
     params = _direction_weights(class_name, config, arrays[:half], "")
     if backward is not None:
         bconfig = backward.get("config") or {}
-        if backward.get("class_name") != class_name or bool(bconfig.get("use_bias", True)) != bool(config.get("use_bias", True)):
+        if backward.get("class_name") != class_name or bool(bconfig.get("use_bias", True)) != bool(
+            config.get("use_bias", True)
+        ):
             raise NotExact("Bidirectional with a backward layer unlike the forward one")
         _check_rnn_config(class_name, {**bconfig, "go_backwards": False})
         if bconfig.get("activation", "tanh") != config.get("activation", "tanh"):
@@ -314,18 +330,27 @@ def _bidirectional(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBas
     """``merge_mode='concat'`` only: forward weights then backward weights."""
     config = entry.config
     if config.get("merge_mode", "concat") != "concat":
-        raise NotExact(f"Bidirectional(merge_mode={short(config.get('merge_mode'))}): only 'concat' maps to PyTorch")
+        raise NotExact(
+            f"Bidirectional(merge_mode={short(config.get('merge_mode'))}): only 'concat' maps to PyTorch"
+        )
     inner = config.get("layer") or {}
     backward = config.get("backward_layer") or {
-        "class_name": inner.get("class_name"), "config": inner.get("config") or {}
+        "class_name": inner.get("class_name"),
+        "config": inner.get("config") or {},
     }
     return _rnn(entry, tensors, inner, entry.weights, backward)
 
 
 # -- merges and slicing -------------------------------------------------------------------------
 
-_MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Average": "average",
-           "Maximum": "maximum", "Minimum": "minimum"}
+_MERGES = {
+    "Add": "add",
+    "Subtract": "subtract",
+    "Multiply": "multiply",
+    "Average": "average",
+    "Maximum": "maximum",
+    "Minimum": "minimum",
+}
 
 
 def _is_op(entry: KerasLayerEntry) -> bool:
@@ -339,7 +364,10 @@ def _merge(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     if _is_op(entry) and entry.class_name == "Average":
         raise NotExact("keras.ops.average is a weighted mean over an axis, not the Average layer")
     if len(entry.inputs or []) < 2:
-        raise NotExact(f"{entry.class_name} reads {len(entry.inputs or [])} tensor(s); weightio merges two or more layer outputs (a constant operand is not supported)")
+        raise NotExact(
+            f"{entry.class_name} reads {len(entry.inputs or [])} tensor(s); weightio merges two "
+            "or more layer outputs (a constant operand is not supported)"
+        )
     return MergeLayer(**_base(entry), kind=_MERGES[entry.class_name])  # type: ignore[arg-type]
 
 
@@ -360,8 +388,10 @@ def _concatenate(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
 
 
 def _is_full_slice(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("class_name") == "__slice__" and all(
-        (value.get("config") or {}).get(k) is None for k in ("start", "stop", "step")
+    return (
+        isinstance(value, dict)
+        and value.get("class_name") == "__slice__"
+        and all((value.get("config") or {}).get(k) is None for k in ("start", "stop", "step"))
     )
 
 
@@ -371,9 +401,17 @@ def _get_item(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     node = entry.raw.get("inbound_nodes") or [{}]
     args = node[0].get("args") if isinstance(node[0], dict) else None
     key = args[1] if isinstance(args, (list, tuple)) and len(args) == 2 else None
-    if isinstance(key, (list, tuple)) and len(key) in (2, 3) and _is_full_slice(key[0]) and key[1] == -1 and all(_is_full_slice(k) for k in key[2:]):
+    if (
+        isinstance(key, (list, tuple))
+        and len(key) in (2, 3)
+        and _is_full_slice(key[0])
+        and key[1] == -1
+        and all(_is_full_slice(k) for k in key[2:])
+    ):
         return LastStepLayer(**_base(entry))
-    raise NotExact(f"indexing with {short(key)}: weightio reads only a sequence's last step, x[:, -1]")
+    raise NotExact(
+        f"indexing with {short(key)}: weightio reads only a sequence's last step, x[:, -1]"
+    )
 
 
 # -- attention ----------------------------------------------------------------------------------
@@ -390,12 +428,20 @@ def _attention(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     kwargs = node.get("kwargs") if isinstance(node, dict) else None
     for key, value in (kwargs or {}).items():
         if key in ("attention_mask", "query_mask", "value_mask", "key_mask") and value is not None:
-            raise NotExact(f"MultiHeadAttention called with {key}; weightio maps unmasked self-attention")
+            raise NotExact(
+                f"MultiHeadAttention called with {key}; weightio maps unmasked self-attention"
+            )
         if key in ("use_causal_mask", "return_attention_scores") and value:
             raise NotExact(f"MultiHeadAttention called with {key}=True")
     if len(set(entry.inputs or [])) != 1:
-        raise NotExact("MultiHeadAttention with distinct query/key/value tensors (cross-attention) has no exact PyTorch self-attention form")
-    if config.get("attention_axes") not in (None, [1], (1,)) or config.get("output_shape") is not None:
+        raise NotExact(
+            "MultiHeadAttention with distinct query/key/value tensors (cross-attention) has no "
+            "exact PyTorch self-attention form"
+        )
+    if (
+        config.get("attention_axes") not in (None, [1], (1,))
+        or config.get("output_shape") is not None
+    ):
         raise NotExact("MultiHeadAttention with attention_axes or output_shape set")
     use_bias = bool(config.get("use_bias", True))
     _expect_weights(entry, 8 if use_bias else 4)
@@ -411,7 +457,9 @@ def _attention(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     in_w = np.ascontiguousarray(np.concatenate([a.reshape(e, e).T for a in (q, k, v)]))
     refs = {
         "in_proj_weight": tensors.add(entry.name, "in_proj_weight", in_w),
-        "out_proj_weight": tensors.add(entry.name, "out_proj_weight", np.ascontiguousarray(o.reshape(e, e).T)),
+        "out_proj_weight": tensors.add(
+            entry.name, "out_proj_weight", np.ascontiguousarray(o.reshape(e, e).T)
+        ),
     }
     if use_bias:
         in_b = np.ascontiguousarray(np.concatenate([w[1].ravel(), w[3].ravel(), w[5].ravel()]))
@@ -419,5 +467,9 @@ def _attention(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
         refs["out_proj_bias"] = tensors.add(entry.name, "out_proj_bias", w[7])
     base = _base(entry)
     base["inputs"] = None if entry.inputs is None else [entry.inputs[0]]
-    entry.transforms.append("multi_head_attention: Keras [E, heads, dim] kernels packed into in_proj_weight [3E, E]")
-    return MultiHeadAttentionLayer(**base, embed_dim=int(e), num_heads=int(heads), use_bias=use_bias, **refs)
+    entry.transforms.append(
+        "multi_head_attention: Keras [E, heads, dim] kernels packed into in_proj_weight [3E, E]"
+    )
+    return MultiHeadAttentionLayer(
+        **base, embed_dim=int(e), num_heads=int(heads), use_bias=use_bias, **refs
+    )

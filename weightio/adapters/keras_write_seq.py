@@ -38,7 +38,10 @@ def _array(ctx: WriteContext, ref: Any) -> np.ndarray:
 
 def _float_dtype(layer: LayerBase, ref: Any) -> str:
     if ref.dtype not in _KERAS_FLOAT:
-        raise UnsupportedLayerError(f"{layer.kind} parameters are {ref.dtype}; Keras computes in float dtypes only", layer=layer.name)
+        raise UnsupportedLayerError(
+            f"{layer.kind} parameters are {ref.dtype}; Keras computes in float dtypes only",
+            layer=layer.name,
+        )
     return _KERAS_FLOAT[ref.dtype]
 
 
@@ -57,7 +60,10 @@ def _channels_last_axis(layer: Any, rank: int) -> int:
     """The Keras axis of canonical ``layer.axis`` on a channels-last feature map of ``rank``."""
     positive = layer.axis if layer.axis > 0 else layer.axis + rank
     if not 0 < positive < rank:
-        raise UnsupportedLayerError(f"{layer.kind} axis {layer.axis} is out of range for a rank-{rank} feature map", layer=layer.name)
+        raise UnsupportedLayerError(
+            f"{layer.kind} axis {layer.axis} is out of range for a rank-{rank} feature map",
+            layer=layer.name,
+        )
     return -1 if positive == 1 else positive - 1
 
 
@@ -70,7 +76,9 @@ def _feature_map_rank(layer: Any, ctx: WriteContext) -> int:
     index = next(i for i, l in enumerate(spec.layers) if l.name == layer.name)
     rank = tensor_ranks(spec).get(spec.layer_inputs(index)[0])
     if rank is None:
-        raise UnsupportedLayerError(f"{layer.kind} on a feature map of unknown rank", layer=layer.name)
+        raise UnsupportedLayerError(
+            f"{layer.kind} on a feature map of unknown rank", layer=layer.name
+        )
     return rank
 
 
@@ -90,12 +98,17 @@ def _batch_norm(layer: BatchNormLayer, ctx: WriteContext) -> list[Any]:
         axis = layer.axis
         rank = layer.input_rank or (2 if layer.axis in (1, -1) else None)
         if rank is None:
-            raise UnsupportedLayerError(f"batch_norm on axis {layer.axis} of an input of unknown rank", layer=layer.name)
+            raise UnsupportedLayerError(
+                f"batch_norm on axis {layer.axis} of an input of unknown rank", layer=layer.name
+            )
     bn = ctx.keras.layers.BatchNormalization(
-        axis=axis, epsilon=layer.eps, center=layer.bias is not None,
+        axis=axis,
+        epsilon=layer.eps,
+        center=layer.bias is not None,
         scale=layer.weight is not None,
         momentum=0.99 if layer.momentum is None else 1.0 - layer.momentum,
-        dtype=dtype, name=ctx.names.by_spec[layer.name],
+        dtype=dtype,
+        name=ctx.names.by_spec[layer.name],
     )
     bn.build(_shape_for(rank, axis, layer.num_features))
     bn.set_weights(_weights(ctx, layer, ("weight", "bias", "running_mean", "running_var")))
@@ -110,9 +123,12 @@ def _layer_norm(layer: LayerNormLayer, ctx: WriteContext) -> list[Any]:
     dtype = _float_dtype(layer, ref) if ref is not None else ctx.dtype
     k = len(layer.normalized_shape)
     ln = ctx.keras.layers.LayerNormalization(
-        axis=-1 if k == 1 else list(range(-k, 0)), epsilon=layer.eps,
-        center=layer.bias is not None, scale=layer.weight is not None,
-        dtype=dtype, name=ctx.names.by_spec[layer.name],
+        axis=-1 if k == 1 else list(range(-k, 0)),
+        epsilon=layer.eps,
+        center=layer.bias is not None,
+        scale=layer.weight is not None,
+        dtype=dtype,
+        name=ctx.names.by_spec[layer.name],
     )
     ln.build((None, *layer.normalized_shape))
     ln.set_weights(_weights(ctx, layer, ("weight", "bias")))
@@ -132,9 +148,13 @@ def _group_norm(layer: GroupNormLayer, ctx: WriteContext) -> list[Any]:
         rank = _feature_map_rank(layer, ctx)
         axis = _channels_last_axis(layer, rank)
     gn = ctx.keras.layers.GroupNormalization(
-        groups=layer.num_groups, axis=axis, epsilon=layer.eps,
-        center=layer.bias is not None, scale=layer.weight is not None,
-        dtype=dtype, name=ctx.names.by_spec[layer.name],
+        groups=layer.num_groups,
+        axis=axis,
+        epsilon=layer.eps,
+        center=layer.bias is not None,
+        scale=layer.weight is not None,
+        dtype=dtype,
+        name=ctx.names.by_spec[layer.name],
     )
     gn.build(_shape_for(rank, axis, layer.num_channels))
     gn.set_weights(_weights(ctx, layer, ("weight", "bias")))
@@ -153,10 +173,15 @@ def _normalization(layer: NormalizationLayer, ctx: WriteContext) -> list[Any]:
             layer=layer.name,
         )
     mean, variance = _array(ctx, layer.mean), _array(ctx, layer.variance)
-    return [keras.layers.Normalization(
-        axis=layer.axis, mean=mean.tolist(), variance=variance.tolist(),
-        dtype=_float_dtype(layer, layer.mean), name=ctx.names.by_spec[layer.name],
-    )]
+    return [
+        keras.layers.Normalization(
+            axis=layer.axis,
+            mean=mean.tolist(),
+            variance=variance.tolist(),
+            dtype=_float_dtype(layer, layer.mean),
+            name=ctx.names.by_spec[layer.name],
+        )
+    ]
 
 
 @KERAS_WRITE.register("embedding")
@@ -164,7 +189,10 @@ def _embedding(layer: EmbeddingLayer, ctx: WriteContext) -> list[Any]:
     """Embedding(input_dim, output_dim), never masking."""
     dtype = _float_dtype(layer, layer.weight)
     emb = ctx.keras.layers.Embedding(
-        layer.num_embeddings, layer.embedding_dim, mask_zero=False, dtype=dtype,
+        layer.num_embeddings,
+        layer.embedding_dim,
+        mask_zero=False,
+        dtype=dtype,
         name=ctx.names.by_spec[layer.name],
     )
     emb.build((None, None))
@@ -180,7 +208,10 @@ def _recurrent_layer(layer: RecurrentBase, ctx: WriteContext, k: int, dtype: str
     """Stacked layer ``k`` as a Keras layer (wrapped in Bidirectional when two directions)."""
     keras = ctx.keras
     cls = getattr(keras.layers, _RNN_CLASS[layer.kind])
-    options: dict[str, Any] = {"use_bias": layer.use_bias, "activation": getattr(layer, "activation", "tanh")}
+    options: dict[str, Any] = {
+        "use_bias": layer.use_bias,
+        "activation": getattr(layer, "activation", "tanh"),
+    }
     if layer.kind != "simple_rnn":
         options["recurrent_activation"] = "sigmoid"
     if layer.kind == "gru":
@@ -193,7 +224,13 @@ def _recurrent_layer(layer: RecurrentBase, ctx: WriteContext, k: int, dtype: str
         rnn.build((None, None, in_size))
         rnn.set_weights(weights)
         return rnn
-    forward = cls(layer.hidden_size, return_sequences=sequences, dtype=dtype, name=f"forward_{name}", **options)
+    forward = cls(
+        layer.hidden_size,
+        return_sequences=sequences,
+        dtype=dtype,
+        name=f"forward_{name}",
+        **options,
+    )
     wrapper = keras.layers.Bidirectional(forward, merge_mode="concat", dtype=dtype, name=name)
     wrapper.build((None, None, in_size))
     wrapper.set_weights(weights)
@@ -217,12 +254,19 @@ def keras_weights(archive: Archive, layer: LayerBase) -> list[np.ndarray] | None
     """
     if isinstance(layer, RecurrentBase):
         if layer.num_layers != 1:
-            raise UnsupportedLayerError("a stacked recurrent layer pairs with several Keras layers; load each into its own", layer=layer.name)
+            raise UnsupportedLayerError(
+                "a stacked recurrent layer pairs with several Keras layers; load each into its own",
+                layer=layer.name,
+            )
         return _recurrent_weights(layer, archive, 0)
     if layer.kind == "multi_head_attention":
         return _attention_weights(layer, lambda ref: np.asarray(archive.tensors[ref.key]))
     if layer.kind == "normalization":
-        raise UnsupportedLayerError("Keras Normalization keeps its statistics with an adapt count; rebuild it with mean= and variance= instead of loading into it", layer=layer.name)
+        raise UnsupportedLayerError(
+            "Keras Normalization keeps its statistics with an adapt count; rebuild it with "
+            "mean= and variance= instead of loading into it",
+            layer=layer.name,
+        )
     return None
 
 
@@ -245,8 +289,14 @@ def _recurrent(layer: RecurrentBase, ctx: WriteContext) -> list[Any]:
     return built
 
 
-_MERGE_CLASS = {"add": "Add", "subtract": "Subtract", "multiply": "Multiply", "average": "Average",
-                "maximum": "Maximum", "minimum": "Minimum"}
+_MERGE_CLASS = {
+    "add": "Add",
+    "subtract": "Subtract",
+    "multiply": "Multiply",
+    "average": "Average",
+    "maximum": "Maximum",
+    "minimum": "Minimum",
+}
 
 
 @KERAS_WRITE.register(*_MERGE_CLASS)
@@ -262,7 +312,9 @@ def _concatenate(layer: ConcatenateLayer, ctx: WriteContext) -> list[Any]:
     axis = layer.axis
     if ctx.layout == "channels":
         axis = _channels_last_axis(layer, _feature_map_rank(layer, ctx))
-    return [ctx.keras.layers.Concatenate(axis=axis, name=ctx.names.by_spec[layer.name], dtype=ctx.dtype)]
+    return [
+        ctx.keras.layers.Concatenate(axis=axis, name=ctx.names.by_spec[layer.name], dtype=ctx.dtype)
+    ]
 
 
 @KERAS_WRITE.register("last_step")
@@ -278,7 +330,12 @@ def _attention(layer: Any, ctx: WriteContext) -> list[Any]:
     d = e // heads
     dtype = _float_dtype(layer, layer.in_proj_weight)
     mha = ctx.keras.layers.MultiHeadAttention(
-        heads, d, value_dim=d, use_bias=layer.use_bias, dtype=dtype, name=ctx.names.by_spec[layer.name]
+        heads,
+        d,
+        value_dim=d,
+        use_bias=layer.use_bias,
+        dtype=dtype,
+        name=ctx.names.by_spec[layer.name],
     )
     mha.build((None, None, e), (None, None, e))
     weights = _attention_weights(layer, lambda ref: _array(ctx, ref))
@@ -294,9 +351,15 @@ def _attention_weights(layer: Any, get: Any) -> list[np.ndarray]:
     w_in = get(layer.in_proj_weight)
     weights = []
     for block in range(3):
-        weights.append(np.ascontiguousarray(w_in[block * e:(block + 1) * e].T.reshape(e, heads, d)))
+        weights.append(
+            np.ascontiguousarray(w_in[block * e : (block + 1) * e].T.reshape(e, heads, d))
+        )
         if layer.use_bias:
-            weights.append(np.ascontiguousarray(get(layer.in_proj_bias)[block * e:(block + 1) * e].reshape(heads, d)))
+            weights.append(
+                np.ascontiguousarray(
+                    get(layer.in_proj_bias)[block * e : (block + 1) * e].reshape(heads, d)
+                )
+            )
     weights.append(np.ascontiguousarray(get(layer.out_proj_weight).T.reshape(heads, d, e)))
     if layer.use_bias:
         weights.append(get(layer.out_proj_bias))

@@ -25,9 +25,11 @@ class Affine(nn.Module):
         self.offset = nn.Parameter(offset, requires_grad=requires_grad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * scale + offset``, per feature on the last axis."""
         return x * self.scale + self.offset
 
     def extra_repr(self) -> str:
+        """Shown by ``print(module)``."""
         return f"features={self.features}"
 
 

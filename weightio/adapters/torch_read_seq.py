@@ -29,10 +29,20 @@ from weightio.spec.recurrent import (
 )
 
 #: Function keys whose extra arguments are tensors (checked by their readers, not refused).
-MULTI_TENSOR_KEYS = frozenset({
-    "operator.add", "torch.add", "operator.sub", "torch.sub", "operator.mul", "torch.mul",
-    "torch.maximum", "torch.minimum", "torch.cat", "torch.concat",
-})
+MULTI_TENSOR_KEYS = frozenset(
+    {
+        "operator.add",
+        "torch.add",
+        "operator.sub",
+        "torch.sub",
+        "operator.mul",
+        "torch.mul",
+        "torch.maximum",
+        "torch.minimum",
+        "torch.cat",
+        "torch.concat",
+    }
+)
 
 _GETITEM_TAG = "operator.getitem:"
 _TUPLE_KINDS = RECURRENT_KINDS | {"multi_head_attention"}
@@ -41,7 +51,9 @@ _TUPLE_KINDS = RECURRENT_KINDS | {"multi_head_attention"}
 # -- normalisation --------------------------------------------------------------------------
 
 
-def _affine(module: Any, ctx: ReadContext, weight: str = "weight", bias: str = "bias") -> dict[str, Any]:
+def _affine(
+    module: Any, ctx: ReadContext, weight: str = "weight", bias: str = "bias"
+) -> dict[str, Any]:
     out = {}
     for field, attr in (("weight", weight), ("bias", bias)):
         value = getattr(module, attr, None)
@@ -49,7 +61,9 @@ def _affine(module: Any, ctx: ReadContext, weight: str = "weight", bias: str = "
     return out
 
 
-@TORCH_READ.register("torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d", produces=("batch_norm",))
+@TORCH_READ.register(
+    "torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d", produces=("batch_norm",)
+)
 def _batch_norm(module: Any, ctx: ReadContext) -> LayerBase:
     """Inference statistics on the channel axis (1); eps exact; momentum kept as metadata."""
     if not module.track_running_stats or module.running_mean is None:
@@ -154,8 +168,13 @@ def _rank_of(node: Any) -> int | None:
 
 
 _BINARY = {
-    "operator.add": "add", "torch.add": "add", "operator.sub": "subtract", "torch.sub": "subtract",
-    "operator.mul": "multiply", "torch.mul": "multiply", "torch.maximum": "maximum",
+    "operator.add": "add",
+    "torch.add": "add",
+    "operator.sub": "subtract",
+    "torch.sub": "subtract",
+    "operator.mul": "multiply",
+    "torch.mul": "multiply",
+    "torch.maximum": "maximum",
     "torch.minimum": "minimum",
 }
 
@@ -176,7 +195,9 @@ def _binary(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
 
 for _key in _BINARY:
     TORCH_READ.register(_key, produces=(_BINARY[_key],))(_binary)
-    FUNCTION_PARAMETERS[_key] = (("other", REQUIRED),) + ((("alpha", 1),) if _key in ("torch.add", "torch.sub") else ())
+    FUNCTION_PARAMETERS[_key] = (("other", REQUIRED),) + (
+        (("alpha", 1),) if _key in ("torch.add", "torch.sub") else ()
+    )
 
 
 @TORCH_READ.register("torch.cat", "torch.concat", produces=("concatenate",))
@@ -212,7 +233,13 @@ def _getitem(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     picks resolved by ``resolve_tuples``.
     """
     index = args["index"]
-    if isinstance(index, tuple) and len(index) in (2, 3) and _full(index[0]) and index[1] == -1 and all(_full(i) for i in index[2:]):
+    if (
+        isinstance(index, tuple)
+        and len(index) in (2, 3)
+        and _full(index[0])
+        and index[1] == -1
+        and all(_full(i) for i in index[2:])
+    ):
         return LastStepLayer(**ctx.base())
     if isinstance(index, int) and not isinstance(index, bool) and index in (0, 1, -1, -2):
         return IdentityLayer(**{**ctx.base(), "source_class": f"{_GETITEM_TAG}{index}"})
@@ -227,11 +254,13 @@ def _getitem(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
 
 def _pick(layer: LayerBase) -> int | None:
     if layer.kind == "identity" and (layer.source_class or "").startswith(_GETITEM_TAG):
-        return int(layer.source_class[len(_GETITEM_TAG):])  # type: ignore[index]
+        return int(layer.source_class[len(_GETITEM_TAG) :])  # type: ignore[index]
     return None
 
 
-def resolve_tuples(layers: list[LayerBase], outputs: list[OutputSpec]) -> tuple[list[LayerBase], list[OutputSpec]]:
+def resolve_tuples(
+    layers: list[LayerBase], outputs: list[OutputSpec]
+) -> tuple[list[LayerBase], list[OutputSpec]]:
     """Replace the provisional tuple picks by the layers they select (see module doc).
 
     Raises:
@@ -255,7 +284,8 @@ def resolve_tuples(layers: list[LayerBase], outputs: list[OutputSpec]) -> tuple[
     used_names = {out.layer for out in outputs}
     for layer in layers:
         if layer.kind in _TUPLE_KINDS and (
-            layer.name in used_names or any(_pick(by_name[c]) is None for c in consumers.get(layer.name, []))
+            layer.name in used_names
+            or any(_pick(by_name[c]) is None for c in consumers.get(layer.name, []))
         ):
             raise UnsupportedLayerError(
                 f"the {layer.source_class} result is a tuple and is used whole; take its output "
@@ -278,11 +308,16 @@ def resolve_tuples(layers: list[LayerBase], outputs: list[OutputSpec]) -> tuple[
             meaning[layer.name] = ("seq", base)  # (attn_output, attn_weights)[0]
             continue
         if rnn is None or rnn.kind not in RECURRENT_KINDS:
-            raise UnsupportedLayerError(f"indexes the output of {base!r} with {path}; weightio reads tuple elements of recurrent modules only", layer=layer.name)
+            raise UnsupportedLayerError(
+                f"indexes the output of {base!r} with {path}; weightio reads tuple elements of recurrent modules only",
+                layer=layer.name,
+            )
         state_path = [1, 0, -1] if rnn.kind == "lstm" else [1, -1]
         if path == [0]:
             meaning[layer.name] = ("seq", base)
-        elif (path == state_path or (path == [0, -1] and not rnn.batch_first)) and not rnn.bidirectional:  # type: ignore[attr-defined]
+        elif (
+            path == state_path or (path == [0, -1] and not rnn.batch_first)
+        ) and not rnn.bidirectional:  # type: ignore[attr-defined]
             meaning[layer.name] = ("final", base)
         else:
             raise UnsupportedLayerError(
@@ -296,14 +331,23 @@ def resolve_tuples(layers: list[LayerBase], outputs: list[OutputSpec]) -> tuple[
         if layer.kind == "last_step":
             target = meaning.get((layer.inputs or [""])[0])
             base = by_name[target[1]] if target else None
-            if target and target[0] == "seq" and isinstance(base, RecurrentBase) and not base.bidirectional and base.batch_first:
+            if (
+                target
+                and target[0] == "seq"
+                and isinstance(base, RecurrentBase)
+                and not base.bidirectional
+                and base.batch_first
+            ):
                 meaning[layer.name] = ("final", target[1])
 
     wants: dict[str, set[str]] = {}
     for name, (what, base) in meaning.items():
         real = [c for c in consumers.get(name, []) if _pick(by_name[c]) is None]
-        if what == "seq" and real and name not in used_names and all(
-            meaning.get(c, ("", ""))[0] == "final" for c in real
+        if (
+            what == "seq"
+            and real
+            and name not in used_names
+            and all(meaning.get(c, ("", ""))[0] == "final" for c in real)
         ):
             continue  # read only by last steps, which fold into the layer
         if real or name in used_names:
@@ -365,7 +409,9 @@ MULTI_ARGUMENT_MODULES = {"torch.nn.MultiheadAttention": check_attention_call}
 def _attention(module: Any, ctx: ReadContext) -> LayerBase:
     """Packed projections (kdim = vdim = embed_dim), batch_first=True, no bias_k/v or zero-attn."""
     if not module._qkv_same_embed_dim:
-        raise ctx.refuse("kdim/vdim differ from embed_dim; only packed self-attention maps to Keras")
+        raise ctx.refuse(
+            "kdim/vdim differ from embed_dim; only packed self-attention maps to Keras"
+        )
     if not module.batch_first:
         raise ctx.refuse("batch_first=False reads (T, N, E); build it with batch_first=True")
     if module.bias_k is not None or module.add_zero_attn:
@@ -383,5 +429,9 @@ def _attention(module: Any, ctx: ReadContext) -> LayerBase:
     base = ctx.base()
     base["inputs"] = base["inputs"][:1]
     return MultiHeadAttentionLayer(
-        **base, embed_dim=int(module.embed_dim), num_heads=int(module.num_heads), use_bias=has_bias, **refs
+        **base,
+        embed_dim=int(module.embed_dim),
+        num_heads=int(module.num_heads),
+        use_bias=has_bias,
+        **refs,
     )

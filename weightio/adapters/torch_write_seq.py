@@ -38,14 +38,26 @@ def _nn() -> Any:
     return torch_module("building PyTorch modules").nn
 
 
-def _load(module: Any, archive: Archive, layer: LayerBase, names: dict[str, str], fill: dict[str, np.ndarray] | None = None) -> Any:
+def _load(
+    module: Any,
+    archive: Archive,
+    layer: LayerBase,
+    names: dict[str, str],
+    fill: dict[str, np.ndarray] | None = None,
+) -> Any:
     """Load ``names`` (module attribute -> canonical param) and ``fill`` exact constants."""
-    state = {attr: numpy_to_tensor(np.asarray(archive.tensors[layer.tensor_refs()[param].key])) for attr, param in names.items()}
+    state = {
+        attr: numpy_to_tensor(np.asarray(archive.tensors[layer.tensor_refs()[param].key]))
+        for attr, param in names.items()
+    }
     state.update({attr: numpy_to_tensor(value) for attr, value in (fill or {}).items()})
     missing, unexpected = module.load_state_dict(state, strict=False)
     left = [k for k in missing if not k.endswith("num_batches_tracked")]
     if left or unexpected:
-        raise UnsupportedLayerError(f"internal: parameters {left or unexpected} do not fit {type(module).__name__}", layer=layer.name)
+        raise UnsupportedLayerError(
+            f"internal: parameters {left or unexpected} do not fit {type(module).__name__}",
+            layer=layer.name,
+        )
     return module.eval()
 
 
@@ -54,7 +66,9 @@ def _dtype(archive: Archive, layer: LayerBase) -> Any:
     return torch_dtype_for(np.asarray(archive.tensors[ref.key]).dtype)
 
 
-def _affine_fill(layer: Any, archive: Archive, size: tuple[int, ...]) -> tuple[dict[str, str], dict[str, np.ndarray], bool]:
+def _affine_fill(
+    layer: Any, archive: Archive, size: tuple[int, ...]
+) -> tuple[dict[str, str], dict[str, np.ndarray], bool]:
     """weight/bias present -> loaded; one missing -> exact ones/zeros; both missing -> no affine."""
     names = {p: p for p in ("weight", "bias") if getattr(layer, p) is not None}
     if not names:
@@ -71,7 +85,11 @@ def _affine_fill(layer: Any, archive: Archive, size: tuple[int, ...]) -> tuple[d
 def _channel_axis_one(layer: Any, what: str) -> int:
     """The input rank of a layer normalising axis 1 (refuse any other axis)."""
     rank = layer.input_rank
-    if layer.axis == 1 or (layer.axis == -1 and rank == 2) or (rank is not None and layer.axis + rank == 1):
+    if (
+        layer.axis == 1
+        or (layer.axis == -1 and rank == 2)
+        or (rank is not None and layer.axis + rank == 1)
+    ):
         return rank or 2
     raise UnsupportedLayerError(
         f"{layer.kind} over axis {layer.axis} of a rank-{rank or '?'} input: PyTorch's {what} "
@@ -87,11 +105,16 @@ def _batch_norm(layer: Any, archive: Archive) -> list[Any]:
     rank = _channel_axis_one(layer, "BatchNorm")
     cls = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}.get(rank)
     if cls is None:
-        raise UnsupportedLayerError(f"batch_norm on a rank-{rank} input has no PyTorch module", layer=layer.name)
+        raise UnsupportedLayerError(
+            f"batch_norm on a rank-{rank} input has no PyTorch module", layer=layer.name
+        )
     names, fill, affine = _affine_fill(layer, archive, (layer.num_features,))
     module = getattr(_nn(), cls)(
-        layer.num_features, eps=layer.eps, momentum=layer.momentum if layer.momentum is not None else 0.1,
-        affine=affine, dtype=_dtype(archive, layer),
+        layer.num_features,
+        eps=layer.eps,
+        momentum=layer.momentum if layer.momentum is not None else 0.1,
+        affine=affine,
+        dtype=_dtype(archive, layer),
     )
     names.update(running_mean="running_mean", running_var="running_var")
     return [_load(module, archive, layer, names, fill)]
@@ -116,7 +139,9 @@ def _group_norm(layer: Any, archive: Archive) -> list[Any]:
     _channel_axis_one(layer, "GroupNorm")
     names, fill, affine = _affine_fill(layer, archive, (layer.num_channels,))
     kwargs = {"dtype": _dtype(archive, layer)} if affine else {}
-    module = _nn().GroupNorm(layer.num_groups, layer.num_channels, eps=layer.eps, affine=affine, **kwargs)
+    module = _nn().GroupNorm(
+        layer.num_groups, layer.num_channels, eps=layer.eps, affine=affine, **kwargs
+    )
     return [_load(module, archive, layer, names, fill)]
 
 
@@ -127,17 +152,26 @@ def _normalization(layer: Any, archive: Archive) -> list[Any]:
     """
     rank = _channel_axis_one(layer, "BatchNorm1d")
     if rank > 3:
-        raise UnsupportedLayerError("normalization of rank > 3 inputs has no PyTorch mapping yet", layer=layer.name)
+        raise UnsupportedLayerError(
+            "normalization of rank > 3 inputs has no PyTorch mapping yet", layer=layer.name
+        )
     variance = np.asarray(archive.tensors[layer.variance.key])
-    floored = np.maximum(variance, np.asarray(layer.eps ** 2, dtype=variance.dtype))
-    module = _nn().BatchNorm1d(layer.num_features, eps=0.0, affine=False, dtype=_dtype(archive, layer))
+    floored = np.maximum(variance, np.asarray(layer.eps**2, dtype=variance.dtype))
+    module = _nn().BatchNorm1d(
+        layer.num_features, eps=0.0, affine=False, dtype=_dtype(archive, layer)
+    )
     return [_load(module, archive, layer, {"running_mean": "mean"}, {"running_var": floored})]
 
 
 @TORCH_WRITE.register("embedding")
 def _embedding(layer: Any, archive: Archive) -> list[Any]:
     """Embedding(num_embeddings, embedding_dim, padding_idx)."""
-    module = _nn().Embedding(layer.num_embeddings, layer.embedding_dim, padding_idx=layer.padding_idx, dtype=_dtype(archive, layer))
+    module = _nn().Embedding(
+        layer.num_embeddings,
+        layer.embedding_dim,
+        padding_idx=layer.padding_idx,
+        dtype=_dtype(archive, layer),
+    )
     return [_load(module, archive, layer, {"weight": "weight"})]
 
 
@@ -151,15 +185,22 @@ def _recurrent(layer: Any, archive: Archive) -> list[Any]:
     if layer.kind == "simple_rnn":
         kwargs["nonlinearity"] = layer.activation
     module = getattr(_nn(), _RNN_CLASS[layer.kind])(
-        layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.use_bias,
-        batch_first=layer.batch_first, bidirectional=layer.bidirectional,
-        dtype=_dtype(archive, layer), **kwargs,
+        layer.input_size,
+        layer.hidden_size,
+        num_layers=layer.num_layers,
+        bias=layer.use_bias,
+        batch_first=layer.batch_first,
+        bidirectional=layer.bidirectional,
+        dtype=_dtype(archive, layer),
+        **kwargs,
     )
     return [_load(module, archive, layer, {n: n for n in layer.tensor_refs()})]
 
 
 def _graph_only(layer: Any, archive: Archive) -> list[Any]:
-    raise UnsupportedLayerError(f"a {layer.kind} is a graph operation, built by graph_value", layer=layer.name)
+    raise UnsupportedLayerError(
+        f"a {layer.kind} is a graph operation, built by graph_value", layer=layer.name
+    )
 
 
 TORCH_WRITE.register(*sorted(MULTI_INPUT_KINDS), "last_step")(_graph_only)
@@ -169,7 +210,10 @@ TORCH_WRITE.register(*sorted(MULTI_INPUT_KINDS), "last_step")(_graph_only)
 def _attention(layer: Any, archive: Archive) -> list[Any]:
     """nn.MultiheadAttention(embed_dim, num_heads, bias, batch_first=True), packed projections."""
     module = _nn().MultiheadAttention(
-        layer.embed_dim, layer.num_heads, bias=layer.use_bias, batch_first=True,
+        layer.embed_dim,
+        layer.num_heads,
+        bias=layer.use_bias,
+        batch_first=True,
         dtype=_dtype(archive, layer),
     )
     names = {"in_proj_weight": "in_proj_weight", "out_proj.weight": "out_proj_weight"}
@@ -178,8 +222,9 @@ def _attention(layer: Any, archive: Archive) -> list[Any]:
     return [_load(module, archive, layer, names)]
 
 
-
-def graph_value(layer: Any, archive: Archive, graph: Any, inputs: list[Any], add_module: AddModule) -> Any:
+def graph_value(
+    layer: Any, archive: Archive, graph: Any, inputs: list[Any], add_module: AddModule
+) -> Any:
     """Add the fx nodes computing ``layer`` to ``graph``; return the node of its value."""
     torch = torch_module("building PyTorch modules")
     if layer.kind in RECURRENT_KINDS:
@@ -199,7 +244,9 @@ def graph_value(layer: Any, archive: Archive, graph: Any, inputs: list[Any], add
     if layer.kind == "multi_head_attention":
         module = _attention(layer, archive)[0]
         x = inputs[0]
-        result = graph.call_module(add_module(layer.name, module), (x, x, x), {"need_weights": False})
+        result = graph.call_module(
+            add_module(layer.name, module), (x, x, x), {"need_weights": False}
+        )
         return graph.call_function(operator.getitem, (result, 0))
     if layer.kind == "last_step":
         return graph.call_function(operator.getitem, (inputs[0], (slice(None), -1)))
@@ -207,8 +254,13 @@ def graph_value(layer: Any, archive: Archive, graph: Any, inputs: list[Any], add
         return graph.call_function(torch.cat, (list(inputs),), {"dim": layer.axis})
     if layer.kind == "subtract":
         return graph.call_function(operator.sub, (inputs[0], inputs[1]))
-    fn = {"add": operator.add, "average": operator.add, "multiply": operator.mul,
-          "maximum": torch.maximum, "minimum": torch.minimum}[layer.kind]
+    fn = {
+        "add": operator.add,
+        "average": operator.add,
+        "multiply": operator.mul,
+        "maximum": torch.maximum,
+        "minimum": torch.minimum,
+    }[layer.kind]
     value = inputs[0]
     for other in inputs[1:]:
         value = graph.call_function(fn, (value, other))

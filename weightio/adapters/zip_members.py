@@ -3,7 +3,8 @@
 ``zipfile`` reports damage in many ways: ``BadZipFile`` (bad local header, CRC mismatch),
 ``OSError``/``EOFError`` (seeks and reads past the end), ``struct.error`` (short headers),
 ``zlib.error``/``lzma.LZMAError`` (corrupt compressed data), ``NotImplementedError`` (unknown
-compression or zip version), ``RuntimeError`` (an encrypted member), ``UnicodeDecodeError`` (a name flagged UTF-8 that is not) and
+compression or zip version), ``RuntimeError`` (an encrypted member), ``UnicodeDecodeError`` (a
+name flagged UTF-8 that is not) and
 ``OverflowError``/``ValueError`` on absurd sizes. A hostile or damaged file must end in one
 ``MalformedFileError`` naming the file and the member, which ``zip_errors`` provides.
 """

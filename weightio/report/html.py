@@ -153,11 +153,11 @@ def page(
         "INITIAL_DIRECTION", "1" if initial_sort[1] >= 0 else "-1"
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
-        f"{heading_html}<table class=\"summary\">{summary_html}</table>"
+        f'{heading_html}<table class="summary">{summary_html}</table>'
         f'<h2>Tensors</h2><p style="font-size:12px;color:#666">Click a column header to sort.</p>'
         f'<table id="wio-table" data-rows="0"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>"
@@ -173,11 +173,21 @@ def _num(value: float | None, spec: str = ".4g") -> Cell:
 def inspect_page(report: Inspection, archive: Archive, *, plots: bool = True) -> str:
     """The inspect page: model summary, a sortable tensor table with statistics, the plots."""
     columns = [
-        Column("#", "index", True), Column("tensor", "tensor"), Column("layer", "layer"),
-        Column("kind", "kind"), Column("shape", "shape"), Column("dtype", "dtype"),
-        Column("count", "count", True), Column("mean", "mean", True), Column("std", "std", True),
-        Column("min", "min", True), Column("max", "max", True), Column("L2", "l2", True),
-        Column("zeros", "zeros", True), Column("NaN", "nan", True), Column("Inf", "inf", True),
+        Column("#", "index", True),
+        Column("tensor", "tensor"),
+        Column("layer", "layer"),
+        Column("kind", "kind"),
+        Column("shape", "shape"),
+        Column("dtype", "dtype"),
+        Column("count", "count", True),
+        Column("mean", "mean", True),
+        Column("std", "std", True),
+        Column("min", "min", True),
+        Column("max", "max", True),
+        Column("L2", "l2", True),
+        Column("zeros", "zeros", True),
+        Column("NaN", "nan", True),
+        Column("Inf", "inf", True),
     ]
     rows = []
     index = 0
@@ -185,18 +195,38 @@ def inspect_page(report: Inspection, archive: Archive, *, plots: bool = True) ->
         for t in layer.tensors:
             index += 1
             s = t.stats
-            rows.append(("", [
-                Cell(str(index), index), Cell(t.key), Cell(layer.name), Cell(layer.kind),
-                Cell(str(t.shape)), Cell(t.dtype), Cell(f"{t.count:,}", t.count),
-                _num(s.mean if s else None), _num(s.std if s else None), _num(s.min if s else None),
-                _num(s.max if s else None), _num(s.l2 if s else None),
-                Cell("-" if s is None else f"{s.zero_fraction:.1%}", s.zero_fraction if s else None),
-                Cell("-" if s is None else str(s.nan_count), s.nan_count if s else None),
-                Cell("-" if s is None else str(s.inf_count), s.inf_count if s else None),
-            ]))
+            rows.append(
+                (
+                    "",
+                    [
+                        Cell(str(index), index),
+                        Cell(t.key),
+                        Cell(layer.name),
+                        Cell(layer.kind),
+                        Cell(str(t.shape)),
+                        Cell(t.dtype),
+                        Cell(f"{t.count:,}", t.count),
+                        _num(s.mean if s else None),
+                        _num(s.std if s else None),
+                        _num(s.min if s else None),
+                        _num(s.max if s else None),
+                        _num(s.l2 if s else None),
+                        Cell(
+                            "-" if s is None else f"{s.zero_fraction:.1%}",
+                            s.zero_fraction if s else None,
+                        ),
+                        Cell("-" if s is None else str(s.nan_count), s.nan_count if s else None),
+                        Cell("-" if s is None else str(s.inf_count), s.inf_count if s else None),
+                    ],
+                )
+            )
     summary = [
         ("model", report.name),
-        ("source", f"{report.source_framework}" + (f" ({report.source_class})" if report.source_class else "")),
+        (
+            "source",
+            f"{report.source_framework}"
+            + (f" ({report.source_class})" if report.source_class else ""),
+        ),
         ("layers", f"{len(report.layers)}"),
         ("parameters", f"{report.parameter_count:,}"),
         ("bytes", ", ".join(f"{d}: {n:,}" for d, n in report.bytes_by_dtype.items()) or "none"),
@@ -207,7 +237,10 @@ def inspect_page(report: Inspection, archive: Archive, *, plots: bool = True) ->
     if plots:
         from weightio.report import plots as p
 
-        for caption, make in (("L2 norm per layer", p.layer_norms), ("input-feature importance", p.feature_importance)):
+        for caption, make in (
+            ("L2 norm per layer", p.layer_norms),
+            ("input-feature importance", p.feature_importance),
+        ):
             png = make(archive)
             if png is not None:
                 images.append((caption, png))
@@ -220,30 +253,59 @@ def inspect_page(report: Inspection, archive: Archive, *, plots: bool = True) ->
                     images.append((f"{layer.name}.{param}: filters", grid))
     heading = f"<h1>weightio inspect: {_e(report.name)}</h1>"
     return page(
-        title=f"weightio inspect: {report.name}", heading_html=heading, summary=summary,
-        columns=columns, rows=rows, images=images, initial_sort=(0, 1),
+        title=f"weightio inspect: {report.name}",
+        heading_html=heading,
+        summary=summary,
+        columns=columns,
+        rows=rows,
+        images=images,
+        initial_sort=(0, 1),
     )
 
 
 def diff_page(report: DiffReport, *, plots: bool = True) -> str:
     """The diff page: verdict and summary, a sortable table (most changed first), the plot."""
     columns = [
-        Column("#", "index", True), Column("tensor (A)", "tensor"), Column("tensor (B)", "tensor_b"),
-        Column("status", "status"), Column("match", "match"), Column("shape", "shape"),
-        Column("max |Δ|", "max_abs_diff", True), Column("‖Δ‖/‖A‖", "relative_l2", True),
-        Column("cosine", "cosine_similarity", True), Column("changed", "fraction_changed", True),
+        Column("#", "index", True),
+        Column("tensor (A)", "tensor"),
+        Column("tensor (B)", "tensor_b"),
+        Column("status", "status"),
+        Column("match", "match"),
+        Column("shape", "shape"),
+        Column("max |Δ|", "max_abs_diff", True),
+        Column("‖Δ‖/‖A‖", "relative_l2", True),
+        Column("cosine", "cosine_similarity", True),
+        Column("changed", "fraction_changed", True),
     ]
     rows = []
     for index, e in enumerate(report.entries, start=1):
         css = e.status if e.status in ("identical", "changed") else "bad"
         shape = e.shape_a if e.shape_a is not None else e.shape_b
-        shape_text = str(shape) if e.shape_a in (None, e.shape_b) or e.shape_b is None else f"{e.shape_a} → {e.shape_b}"
-        rows.append((css, [
-            Cell(str(index), index), Cell(e.name_a or "-"), Cell(e.name_b or "-"), Cell(e.status),
-            Cell(e.match), Cell(shape_text), _num(e.max_abs_diff), _num(e.relative_l2),
-            _num(e.cosine_similarity, ".6f"),
-            Cell("-" if e.fraction_changed is None else f"{e.fraction_changed:.1%}", e.fraction_changed),
-        ]))
+        shape_text = (
+            str(shape)
+            if e.shape_a in (None, e.shape_b) or e.shape_b is None
+            else f"{e.shape_a} → {e.shape_b}"
+        )
+        rows.append(
+            (
+                css,
+                [
+                    Cell(str(index), index),
+                    Cell(e.name_a or "-"),
+                    Cell(e.name_b or "-"),
+                    Cell(e.status),
+                    Cell(e.match),
+                    Cell(shape_text),
+                    _num(e.max_abs_diff),
+                    _num(e.relative_l2),
+                    _num(e.cosine_similarity, ".6f"),
+                    Cell(
+                        "-" if e.fraction_changed is None else f"{e.fraction_changed:.1%}",
+                        e.fraction_changed,
+                    ),
+                ],
+            )
+        )
     s = report.summary
     summary = [
         ("A", f"{report.a.source} ({report.a.framework}, {report.a.parameters:,} parameters)"),
@@ -252,7 +314,12 @@ def diff_page(report: DiffReport, *, plots: bool = True) -> str:
         ("aligned by", report.alignment),
         ("tensors", ", ".join(f"{n} {status}" for status, n in s.counts.items() if n) or "none"),
         ("layers", f"{s.layers_identical} of {s.layers} identical"),
-        ("most changed layer", "-" if s.most_changed_layer is None else f"{s.most_changed_layer} (‖Δ‖/‖A‖ = {fmt(s.most_changed_relative_l2)})"),
+        (
+            "most changed layer",
+            "-"
+            if s.most_changed_layer is None
+            else f"{s.most_changed_layer} (‖Δ‖/‖A‖ = {fmt(s.most_changed_relative_l2)})",
+        ),
     ]
     images: list[tuple[str, bytes]] = []
     if plots:
@@ -263,12 +330,17 @@ def diff_page(report: DiffReport, *, plots: bool = True) -> str:
             images.append(("relative change per layer", png))
     verdict = "identical" if report.identical else "different"
     heading = (
-        f"<h1>weightio diff</h1><p class=\"verdict {'ok' if report.identical else 'differ'}\">"
+        f'<h1>weightio diff</h1><p class="verdict {"ok" if report.identical else "differ"}">'
         f"{_e(verdict)}: {_e(summary_line(report))}</p>"
     )
     return page(
-        title="weightio diff", heading_html=heading, summary=summary, columns=columns, rows=rows,
-        images=images, initial_sort=(7, -1),
+        title="weightio diff",
+        heading_html=heading,
+        summary=summary,
+        columns=columns,
+        rows=rows,
+        images=images,
+        initial_sort=(7, -1),
     )
 
 

@@ -104,12 +104,20 @@ def filter_grid(array: np.ndarray, title: str) -> bytes | None:
     return _png(fig)
 
 
-def _bar_chart(labels: list[str], values: list[float], title: str, ylabel: str, *, log: bool = False) -> bytes:
+def _bar_chart(
+    labels: list[str], values: list[float], title: str, ylabel: str, *, log: bool = False
+) -> bytes:
     fig = _figure(max(4.0, 0.35 * len(labels) + 1.5), 3.4)
     ax = fig.subplots()
     positions = np.arange(len(labels))
     ax.bar(positions, values, color="#4472c4")
-    ax.set_xticks(positions, labels, rotation=60 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center", fontsize=7)
+    ax.set_xticks(
+        positions,
+        labels,
+        rotation=60 if len(labels) > 4 else 0,
+        ha="right" if len(labels) > 4 else "center",
+        fontsize=7,
+    )
     if log and any(v > 0 for v in values):
         ax.set_yscale("log")
     ax.set_ylabel(ylabel, fontsize=8)
@@ -124,7 +132,9 @@ def layer_norms(archive: Archive) -> bytes | None:
         return None
     norms = []
     for layer in layers:
-        squares = sum(tensor_stats(archive.tensors[ref.key]).l2 ** 2 for ref in layer.tensor_refs().values())
+        squares = sum(
+            tensor_stats(archive.tensors[ref.key]).l2 ** 2 for ref in layer.tensor_refs().values()
+        )
         norms.append(math.sqrt(squares))
     return _bar_chart([layer.name for layer in layers], norms, "L2 norm per layer", "L2 norm")
 
@@ -141,13 +151,20 @@ def input_importance(archive: Archive) -> tuple[list[float], str] | None:
         return None
     first = layers[0]
     ref = first.tensor_refs().get("weight")
-    if first.kind not in ("dense", "opaque") or ref is None or len(ref.shape) != 2 or ref.shape[1] == 0:
+    if (
+        first.kind not in ("dense", "opaque")
+        or ref is None
+        or len(ref.shape) != 2
+        or ref.shape[1] == 0
+    ):
         return None
     weight = archive.tensors[ref.key]
     sums = np.zeros(ref.shape[1], dtype=np.float64)
     step = max(1, CHUNK_ELEMENTS // ref.shape[1])
     for start in range(0, ref.shape[0], step):  # row blocks: bounded memory on big weights
-        sums += np.nansum(np.abs(np.asarray(weight[start : start + step], dtype=np.float64)), axis=0)
+        sums += np.nansum(
+            np.abs(np.asarray(weight[start : start + step], dtype=np.float64)), axis=0
+        )
     total = float(sums.sum())
     if total == 0:
         return None
@@ -161,7 +178,9 @@ def feature_importance(archive: Archive) -> bytes | None:
         return None
     values, layer = found
     labels = [str(j) for j in range(len(values))]
-    return _bar_chart(labels, values, f"input-feature importance (|W| of {layer}, normalised)", "share")
+    return _bar_chart(
+        labels, values, f"input-feature importance (|W| of {layer}, normalised)", "share"
+    )
 
 
 def diff_relative_change(report: DiffReport) -> bytes | None:
@@ -173,7 +192,11 @@ def diff_relative_change(report: DiffReport) -> bytes | None:
     positive = [v for v in values if v > 0]
     spans = bool(positive) and max(positive) / min(positive) > 100
     return _bar_chart(
-        [layer.name for layer in layers], values, "relative change per layer", "||B - A|| / ||A||", log=spans
+        [layer.name for layer in layers],
+        values,
+        "relative change per layer",
+        "||B - A|| / ||A||",
+        log=spans,
     )
 
 
@@ -187,11 +210,15 @@ def archive_pngs(archive: Archive, *, max_layers: int = 200) -> list[tuple[str, 
     if importance is not None:
         pngs.append(("feature-importance.png", importance))
     for index, layer in enumerate(_param_layers(archive)[:max_layers]):
-        pngs.append((f"hist-{index:03d}-{safe_name(layer.name)}.png", layer_histogram(archive, layer)))
+        pngs.append(
+            (f"hist-{index:03d}-{safe_name(layer.name)}.png", layer_histogram(archive, layer))
+        )
         for param, ref in layer.tensor_refs().items():
             grid = filter_grid(archive.tensors[ref.key], f"{layer.name}.{param}")
             if grid is not None:
-                pngs.append((f"filters-{index:03d}-{safe_name(layer.name)}-{safe_name(param)}.png", grid))
+                pngs.append(
+                    (f"filters-{index:03d}-{safe_name(layer.name)}-{safe_name(param)}.png", grid)
+                )
     return pngs
 
 
@@ -203,7 +230,9 @@ def write_pngs(pngs: Iterable[tuple[str, bytes]], out_dir: Path) -> list[Path]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WriteError(f"cannot create the output folder ({exc.strerror})", file=out_dir) from None
+        raise WriteError(
+            f"cannot create the output folder ({exc.strerror})", file=out_dir
+        ) from None
     written = []
     for name, data in pngs:
         target = out_dir / name

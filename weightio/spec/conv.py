@@ -25,7 +25,7 @@ from weightio.spec.tensors import TensorRef
 
 Rank = Literal[1, 2, 3]
 PadPair = tuple[int, int]
-Padding = Union[Literal["valid", "same"], tuple[PadPair, ...]]
+Padding = Union[Literal["valid", "same"], tuple[PadPair, ...]]  # noqa: UP007 - pydantic alias
 Order = Literal["channels_first", "channels_last"]
 
 

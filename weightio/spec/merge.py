@@ -32,7 +32,9 @@ class MergeLayer(LayerBase):
     def _arity(self) -> MergeLayer:
         count = len(self.inputs or [])
         if self.inputs is not None and (count < 2 or (self.kind == "subtract" and count != 2)):
-            raise ValueError(f"a {self.kind} layer needs {'two' if self.kind == 'subtract' else 'two or more'} inputs, got {count}")
+            raise ValueError(
+                f"a {self.kind} layer needs {'two' if self.kind == 'subtract' else 'two or more'} inputs, got {count}"
+            )
         return self
 
 

@@ -167,7 +167,7 @@ def _find_problems(spec: ModelSpec) -> list[str]:
             problems.append(f"layers[{index}]: name {layer.name!r} is used twice")
         names.add(layer.name)
     keys: set[str] = set()
-    for layer, param, ref in spec.tensor_refs():
+    for layer, _param, ref in spec.tensor_refs():
         if ref.key in keys:
             problems.append(f"layer {layer.name!r}: tensor key {ref.key!r} is used twice")
         keys.add(ref.key)
