@@ -3,6 +3,7 @@
 Depends on nothing but pydantic and numpy, so every adapter and tool can share it.
 """
 
+# ruff: noqa: I001 - layers must be imported before the families that extend its union
 from __future__ import annotations
 
 import json
@@ -12,19 +13,6 @@ from pydantic import ValidationError
 
 from weightio.errors import SpecValidationError
 from weightio.spec.activations import ACTIVATION_PARAMETERS, LINEAR, ActivationFn, ActivationName
-from weightio.spec.attention import MultiHeadAttentionLayer
-from weightio.spec.conv import (
-    ConvLayer,
-    ConvTransposeLayer,
-    FlattenLayer,
-    GlobalPoolLayer,
-    PermuteLayer,
-    PoolLayer,
-    ReshapeLayer,
-    SeparableConvLayer,
-    UpSamplingLayer,
-    ZeroPaddingLayer,
-)
 from weightio.spec.layers import (
     LAYER_KINDS,
     ActivationLayer,
@@ -37,7 +25,22 @@ from weightio.spec.layers import (
     LayerBase,
     OpaqueLayer,
 )
+from weightio.spec.attention import MultiHeadAttentionLayer
 from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
+from weightio.spec.norm import BatchNormLayer, GroupNormLayer, LayerNormLayer, NormalizationLayer
+from weightio.spec.recurrent import EmbeddingLayer, GRULayer, LSTMLayer, SimpleRNNLayer
+from weightio.spec.conv import (
+    ConvLayer,
+    ConvTransposeLayer,
+    FlattenLayer,
+    GlobalPoolLayer,
+    PermuteLayer,
+    PoolLayer,
+    ReshapeLayer,
+    SeparableConvLayer,
+    UpSamplingLayer,
+    ZeroPaddingLayer,
+)
 from weightio.spec.model import (
     FORMAT_VERSION,
     InputSpec,
@@ -48,8 +51,6 @@ from weightio.spec.model import (
     Provenance,
     VerificationRecord,
 )
-from weightio.spec.norm import BatchNormLayer, GroupNormLayer, LayerNormLayer, NormalizationLayer
-from weightio.spec.recurrent import EmbeddingLayer, GRULayer, LSTMLayer, SimpleRNNLayer
 from weightio.spec.tensors import TensorRef
 
 __all__ = [

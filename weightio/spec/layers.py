@@ -10,7 +10,7 @@ framework in the adapters' registries, a runtime function, and a round-trip test
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -181,7 +181,7 @@ _ALL_LAYERS: tuple[type[LayerBase], ...] = (
     *CONV_LAYER_CLASSES, *NORM_LAYERS, *SEQUENCE_LAYERS, *MERGE_LAYERS, *ATTENTION_LAYERS,
 )
 
-Layer = Annotated[_ALL_LAYERS, Field(discriminator="kind")]  # type: ignore[valid-type]
+Layer = Annotated[Union[_ALL_LAYERS], Field(discriminator="kind")]  # type: ignore[valid-type]  # noqa: UP007 - Union of a runtime tuple
 
 
 def _kinds_of(cls: type[LayerBase]) -> tuple[str, ...]:
