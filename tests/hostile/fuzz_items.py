@@ -4,7 +4,7 @@ Each item is a valid file built here (h5py, zipfile, pickle, struct) and then da
 the fuzzer damaged it, at a place found by the format's own structure (a signature, a header
 field), never at a hard-coded offset of a particular library version's layout. Before each
 fix the reader failed with the error named in the item's comment (or hung, or crashed);
-registered into ``generate.ITEMS`` by ``generate.py``.
+registered in ``registry.ITEMS`` when ``generate.py`` imports this module.
 """
 
 from __future__ import annotations
@@ -14,22 +14,11 @@ import json
 import pickle
 import struct
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-ITEMS: list[tuple[str, Callable[[Path], dict[str, Any]]]] = []
-MAL = ["MalformedFileError"]
-
-
-def item(name: str) -> Callable[[Callable[[Path], dict[str, Any]]], Callable[[Path], dict[str, Any]]]:
-    def register(fn: Callable[[Path], dict[str, Any]]) -> Callable[[Path], dict[str, Any]]:
-        ITEMS.append((name, fn))
-        return fn
-
-    return register
+from registry import MAL, item  # the battery's one registry
 
 
 def _write(d: Path, name: str, data: bytes, op: str = "read", expect: list[str] = MAL,
@@ -328,16 +317,21 @@ def _(d: Path) -> dict[str, Any]:
     return {"path": str(path), "op": "read", "expect": ["SpecValidationError"], "c_parser": True}
 
 
+def _dense_config(d: Path) -> None:
+    """``d/config.json``: a Keras 3 Sequential with one Dense(3) on 4 inputs (architecture=)."""
+    config = {"class_name": "Sequential", "config": {"name": "seq", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "in"}},
+        {"class_name": "Dense", "config": {"name": "dense", "units": 3, "use_bias": True}}]}}
+    (d / "config.json").write_text(json.dumps(config))
+
+
 @item("item40_fuzz_weights_h5_member_name_not_utf8")
 def _(d: Path) -> dict[str, Any]:
     # was: TypeError "'<' not supported between instances of 'str' and 'bytes'": h5py returns a
     # link name that is not UTF-8 as bytes
     import h5py
 
-    config = {"class_name": "Sequential", "config": {"name": "seq", "layers": [
-        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "in"}},
-        {"class_name": "Dense", "config": {"name": "dense", "units": 3, "use_bias": True}}]}}
-    (d / "config.json").write_text(json.dumps(config))
+    _dense_config(d)
     path = d / "model.weights.h5"
     with h5py.File(path, "w") as f:
         v = f.create_group("layers/dense/vars")
@@ -350,10 +344,7 @@ def _(d: Path) -> dict[str, Any]:
 def _weights_h5_with_vars_name(d: Path, value: Any, dtype: Any) -> dict[str, Any]:
     import h5py
 
-    config = {"class_name": "Sequential", "config": {"name": "seq", "layers": [
-        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "in"}},
-        {"class_name": "Dense", "config": {"name": "dense", "units": 3, "use_bias": True}}]}}
-    (d / "config.json").write_text(json.dumps(config))
+    _dense_config(d)
     path = d / "model.weights.h5"
     with h5py.File(path, "w") as f:
         v = f.create_group("layers/dense/vars")

@@ -28,16 +28,11 @@ from typing import Any
 
 import numpy as np
 
-ITEMS: list[tuple[str, Callable[[Path], dict[str, Any]]]] = []
+sys.path.insert(0, str(Path(__file__).parent))
+from registry import ITEMS, item  # noqa: E402 - the battery's one registry
+
 PAYLOAD_MODULES = ["posix", "os", "subprocess", "webbrowser", "nt", "builtins"]
 
-
-def item(name: str) -> Callable[[Callable[[Path], dict[str, Any]]], Callable[[Path], dict[str, Any]]]:
-    def register(fn: Callable[[Path], dict[str, Any]]) -> Callable[[Path], dict[str, Any]]:
-        ITEMS.append((name, fn))
-        return fn
-
-    return register
 
 
 # --- safetensors helpers -----------------------------------------------------------------------
@@ -536,22 +531,12 @@ def _(d: Path) -> dict[str, Any]:
                 modules=TORCH_MODULES)
 
 
-# --- items 24-35 live in keras_h5_items.py ----------------------------------------------------
+# --- the other items live in their own modules; importing one registers its items --------------
 
-sys.path.insert(0, str(Path(__file__).parent))
-import keras_h5_items  # noqa: E402
+import keras_h5_items  # noqa: E402,F401,I001  items 24-35: Keras files and HDF5
+import sklearn_items  # noqa: E402,F401  items 37-39: scikit-learn files
+import fuzz_items  # noqa: E402,F401  items 40+: what the mutation fuzzer found
 
-ITEMS.extend(keras_h5_items.ITEMS)
-
-# --- items 37-39 live in sklearn_items.py -------------------------------------------------------
-
-import sklearn_items  # noqa: E402
-
-ITEMS.extend(sklearn_items.ITEMS)
-
-import fuzz_items  # noqa: E402  (items 40+: what the mutation fuzzer found)
-
-ITEMS.extend(fuzz_items.ITEMS)
 
 def generate(out: Path, only: set[str] | None = None) -> list[dict[str, Any]]:
     """Write every item under ``out`` and return the manifest (also written as manifest.json)."""

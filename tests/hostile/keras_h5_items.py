@@ -1,5 +1,5 @@
 """Battery items 24-35: Keras ``.keras``/``.h5`` files and HDF5 containers, built with h5py and
-zipfile only (no Keras). Registered into ``generate.ITEMS`` by ``generate.py``."""
+zipfile only (no Keras). Registered in ``registry.ITEMS`` when ``generate.py`` imports this module."""
 
 from __future__ import annotations
 
@@ -10,17 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-ITEMS: list[tuple[str, Callable[[Path], dict[str, Any]]]] = []
-MAL = ["MalformedFileError"]
-
-
-def item(name: str) -> Callable[[Callable[[Path], dict[str, Any]]], Callable[[Path], dict[str, Any]]]:
-    def register(fn: Callable[[Path], dict[str, Any]]) -> Callable[[Path], dict[str, Any]]:
-        ITEMS.append((name, fn))
-        return fn
-
-    return register
+from registry import MAL, item  # the battery's one registry
 
 
 def case(folder: Path, name: str, content: bytes, op: str, expect: list[str], **extra: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Battery items 37-39: ``.skops`` types outside the allowlist, Pipelines with code or unfitted
 steps (``.skops`` and trusted ``.joblib``), and an overflowing dtype cast. Registered into
-``generate.ITEMS`` by ``generate.py``. Built with scikit-learn, skops and joblib (left out, and
+``registry.ITEMS`` when ``generate.py`` imports it. Built with scikit-learn, skops and joblib (left out, and
 reported as skipped, when they are not installed); the ``.skops`` schema edit uses zipfile/json.
 """
 
@@ -15,18 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from registry import item  # the battery's one registry
 
-ITEMS: list[tuple[str, Callable[[Path], dict[str, Any]]]] = []
 UNSAFE = ["UnsafeFormatError"]
 CUSTOM_MODULE = "weightio_battery_skops"
-
-
-def item(name: str) -> Callable[[Callable[[Path], dict[str, Any]]], Callable[[Path], dict[str, Any]]]:
-    def register(fn: Callable[[Path], dict[str, Any]]) -> Callable[[Path], dict[str, Any]]:
-        ITEMS.append((name, fn))
-        return fn
-
-    return register
 
 
 def _sklearn() -> Any:
