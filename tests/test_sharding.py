@@ -130,3 +130,32 @@ def test_iter_chunks_covers_every_element_in_order() -> None:
         pieces = list(iter_chunks(view, chunk_bytes=256))
         assert all(p.ndim == 1 for p in pieces)
         assert np.array_equal(np.concatenate(pieces), np.ascontiguousarray(view).reshape(-1))
+
+
+def test_a_single_file_save_retires_a_sharded_set_of_the_same_name(tmp_path):
+    """Its index would shadow the new file when the folder is read; it is stale now."""
+    import numpy as np
+
+    from weightio.archive import load, save
+    from weightio.errors import TargetExistsError
+    from weightio.reading import read
+
+    arrays = {f"l{i}.weight": np.full((64, 64), i, "f4") for i in range(4)}
+    from weightio.spec import Provenance
+    from weightio.weights_only import archive_from_state_dict
+
+    def make(offset: float):
+        data = {k: v + offset for k, v in arrays.items()}
+        return archive_from_state_dict(data, name="m", provenance=Provenance(
+            source_framework="weightio", weightio_version="t", created_at="now"))
+
+    target = tmp_path / "model.safetensors"
+    index = save(make(0), target, max_shard_size=20_000)
+    assert index.name == "model.safetensors.index.json"
+    assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) == 4
+    with pytest.raises(TargetExistsError):
+        save(make(1), target, overwrite=False)  # the set counts as the target
+    save(make(1), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+    np.testing.assert_array_equal(read(target).tensors["l2.weight"], arrays["l2.weight"] + 1)
+    load(target, verify=True)

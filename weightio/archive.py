@@ -276,17 +276,18 @@ def save(
     spec = archive.spec
     if source_sha256 is not None and spec.provenance is None:
         source_sha256 = None
+    if not overwrite:  # a sharded set of the same name counts: writing would replace it
+        from weightio.sharding import INDEX_SUFFIX, index_path
+
+        for existing in (path, index_path(path)):
+            if os.path.lexists(existing):
+                from weightio.errors import TargetExistsError
+
+                raise TargetExistsError(
+                    f"already exists and overwrite=False (a sharded set is named by its "
+                    f"'{INDEX_SUFFIX}'); remove it or allow overwriting", file=existing)
     if max_shard_size is not None:
-        from weightio.sharding import INDEX_SUFFIX, index_path, save_sharded
-
-        if not overwrite:
-            for existing in (path, index_path(path)):
-                if os.path.lexists(existing):
-                    from weightio.errors import TargetExistsError
-
-                    raise TargetExistsError(
-                        f"already exists and overwrite=False (a sharded set is named by its "
-                        f"'{INDEX_SUFFIX}'); remove it or allow overwriting", file=existing)
+        from weightio.sharding import save_sharded
 
         if source_sha256 is not None:  # the index is written after the shards anyway
             archive.spec = _with_source_sha256(spec, source_sha256.result())
@@ -306,6 +307,9 @@ def save(
         before_final=resolve_source, overwrite=overwrite,
     )
     archive.spec = spec_with_digests(spec, digests)
+    from weightio.sharding import retire_sharded_set
+
+    retire_sharded_set(path)
     return path
 
 

@@ -122,12 +122,7 @@ def save_sharded(archive: Any, path: Path, max_shard_size: int | str) -> Path:
     target = index_path(path)
     live = _named_by_index(target)
     if len(groups) == 1:
-        written = save(archive, path)
-        if target.exists():  # a sharded set of the same name would shadow the new file
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target)
-            _remove_unnamed_shards(path, set(), live)
-        return written
+        return save(archive, path)  # which retires a sharded set of the same name
     generation = secrets.token_hex(6)
     digests: dict[str, str] = {}
     weight_map: dict[str, str] = {}
@@ -156,6 +151,21 @@ def save_sharded(archive: Any, path: Path, max_shard_size: int | str) -> Path:
             os.unlink(path)  # now, and transformers would load it before the index
     archive.spec = final
     return target
+
+
+def retire_sharded_set(path: Path) -> None:
+    """After ``path`` was written as one file: remove a sharded set of the same name.
+
+    Its index would shadow the new file when the folder is read (and the set is stale now);
+    the index goes first, so no index ever names a removed shard, then the shards it named.
+    """
+    target = index_path(path)
+    if not target.is_file() or target.is_symlink():
+        return
+    live = _named_by_index(target)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(target)
+    _remove_unnamed_shards(path, set(), live)
 
 
 def _write_index(target: Path, metadata: dict[str, Any], weight_map: dict[str, str]) -> None:
