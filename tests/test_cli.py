@@ -125,3 +125,23 @@ def test_explain_bad_inputs_exit_2(archive_path: Path) -> None:
         assert result.returncode == 2, (value, result.stderr)
         assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert cli("explain", str(archive_path), "--input", "1,2,3").returncode == 0
+
+
+def test_convert_no_overwrite_refuses_before_reading_and_leaves_the_file(archive_path: Path,
+                                                                          tmp_path: Path) -> None:
+    import hashlib
+
+    target = tmp_path / "copy.safetensors"
+    assert cli("convert", str(archive_path), str(target)).returncode == 0
+    before = hashlib.sha256(target.read_bytes()).hexdigest()
+    refused = cli("convert", str(archive_path), str(target), "--no-overwrite")
+    assert refused.returncode == 2 and "overwrite" in refused.stderr and "copy.safetensors" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == before
+    with pytest.raises(weightio.errors.TargetExistsError):
+        weightio.convert(tmp_path / "missing.safetensors", target, overwrite=False)  # before reading
+    fresh = tmp_path / "fresh.safetensors"
+    assert cli("convert", str(archive_path), str(fresh), "--no-overwrite").returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.safetensors", "fresh.safetensors"]
+    np.testing.assert_array_equal(weightio.run(weightio.load(fresh), np.ones((1, 3), "f4"))[0],
+                                  weightio.run(weightio.load(archive_path), np.ones((1, 3), "f4"))[0])

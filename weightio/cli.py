@@ -111,6 +111,10 @@ def convert(
             "NAME.safetensors.index.json.",
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite/--no-overwrite", help="Replace an existing DESTINATION (default)."),
+    ] = True,
 ) -> None:
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
     from weightio.converting import convert as do_convert
@@ -121,7 +125,7 @@ def convert(
     options.update(_sklearn_options(head, trust_pickle))
     result = do_convert(
         source, destination, to=to, verify=verify, seed=seed, samples=samples,
-        atol=atol, rtol=rtol, max_shard_size=max_shard_size, **options,
+        atol=atol, rtol=rtol, max_shard_size=max_shard_size, overwrite=overwrite, **options,
     )
     for line in result.summary():
         typer.echo(line)

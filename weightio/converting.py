@@ -88,6 +88,7 @@ def convert(
     atol: float | None = None,
     rtol: float | None = None,
     max_shard_size: int | str | None = None,
+    overwrite: bool = True,
     **options: Any,
 ) -> ConversionResult:
     """Convert ``source`` into ``destination``, verifying outputs before writing anything.
@@ -105,6 +106,9 @@ def convert(
         rtol: Relative tolerance; default by dtype.
         max_shard_size: For an archive target, write shards of at most this size (``"2GB"``)
             plus a ``.safetensors.index.json``; the result's ``destination`` is the index.
+        overwrite: ``False`` refuses an existing destination (or a sharded set of that name)
+            with ``TargetExistsError`` before anything is read; for archives the check is
+            repeated, atomically, when the file is published.
         **options: Passed to the reader (``example_input=``, ``key=``, ``architecture=``; for scikit-learn
             sources ``head=``, ``dtype=``, ``trust_pickle=``).
 
@@ -113,6 +117,8 @@ def convert(
     """
     destination = Path(destination)
     target = target_for(destination, to)
+    if not overwrite:
+        _refuse_existing(destination)
     if max_shard_size is not None and target != "archive":
         raise UnsupportedSourceError(
             f"max_shard_size applies to .safetensors archives, not to a {target} target",
@@ -127,7 +133,8 @@ def convert(
         source_file = source if isinstance(source, (str, os.PathLike)) else None
         return _convert_opened(src, destination, target, pick(pending, src.archive), verify=verify,
                                seed=seed, samples=samples, atol=atol, rtol=rtol,
-                               max_shard_size=max_shard_size, source_file=source_file)
+                               max_shard_size=max_shard_size, source_file=source_file,
+                               overwrite=overwrite)
     finally:
         for digest in pending:
             digest.cancel()
@@ -146,6 +153,7 @@ def _convert_opened(
     rtol: float | None,
     max_shard_size: int | str | None,
     source_file: os.PathLike[str] | str | None = None,
+    overwrite: bool = True,
 ) -> ConversionResult:
     archive = src.archive
     try:
@@ -179,9 +187,22 @@ def _convert_opened(
             archive.spec.model_copy(update={"verification": [*archive.spec.verification, record]})
         )
 
+    if not overwrite:  # the checks and the build took time: look again before writing
+        _refuse_existing(destination)
     written = _write(archive, native, target, destination, seed=seed, max_shard_size=max_shard_size,
-                     source_sha256=source_sha256)
+                     source_sha256=source_sha256, overwrite=overwrite)
     return ConversionResult(written, target, archive, record, nonfinite if record else [])
+
+
+def _refuse_existing(destination: Path) -> None:
+    from weightio.errors import TargetExistsError
+    from weightio.sharding import index_path
+
+    sharded = destination.suffix == ".safetensors" and os.path.lexists(index_path(destination))
+    if os.path.lexists(destination) or sharded:
+        raise TargetExistsError(
+            "already exists and overwrite=False (--no-overwrite); remove it, pick another name, "
+            "or allow overwriting", file=index_path(destination) if sharded else destination)
 
 
 def _build_target(archive: Archive, target: Target) -> tuple[Any, Any]:
@@ -225,10 +246,11 @@ def _write(
     seed: int,
     max_shard_size: int | str | None = None,
     source_sha256: Any = None,
+    overwrite: bool = True,
 ) -> Path:
     if target == "archive":
         return save(archive, destination, max_shard_size=max_shard_size,
-                    source_sha256=source_sha256)
+                    source_sha256=source_sha256, overwrite=overwrite)
     if target in ("skops", "joblib"):
         from weightio.adapters import sklearn_files
 
