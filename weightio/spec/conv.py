@@ -20,7 +20,7 @@ from typing import ClassVar, Literal, Union
 from pydantic import Field, model_validator
 
 from weightio.spec.activations import LINEAR, ActivationFn
-from weightio.spec.layers import LayerBase, check_bias
+from weightio.spec.layers import LayerBase, check_bias, check_param_shape
 from weightio.spec.tensors import TensorRef
 
 Rank = Literal[1, 2, 3]
@@ -80,11 +80,7 @@ class ConvLayer(LayerBase):
                 f"out_channels={self.out_channels}"
             )
         want = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        if tuple(self.weight.shape) != want:
-            raise ValueError(
-                f"conv weight shape {list(self.weight.shape)} disagrees with "
-                f"[out, in/groups, *kernel] = {list(want)}"
-            )
+        check_param_shape(self.weight, want, what="conv weight", layout="[out, in/groups, *kernel]")
         check_bias(self.bias, self.use_bias, self.out_channels, weight=self.weight, what="conv")
         return self
 
@@ -161,11 +157,8 @@ class ConvTransposeLayer(LayerBase):
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups={self.groups} must divide in and out channels")
         want = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
-        if tuple(self.weight.shape) != want:
-            raise ValueError(
-                f"conv_transpose weight shape {list(self.weight.shape)} disagrees with "
-                f"[in, out/groups, *kernel] = {list(want)}"
-            )
+        check_param_shape(self.weight, want, what="conv_transpose weight",
+                          layout="[in, out/groups, *kernel]")
         check_bias(self.bias, self.use_bias, self.out_channels, weight=self.weight, what="conv_transpose")
         return self
 

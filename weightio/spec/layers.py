@@ -49,6 +49,16 @@ class LayerBase(SpecModel):
         return refs
 
 
+def check_param_shape(ref: TensorRef, want: tuple[int, ...], *, what: str, layout: str = "") -> None:
+    """The one shape check of a parameter against what its layer's hyper-parameters imply.
+
+    ``layout`` names the axes (``"[units, in_features]"``) so the message says which one is off.
+    """
+    if tuple(ref.shape) != want:
+        expected = f"{layout} = {list(want)}" if layout else f"{list(want)}"
+        raise ValueError(f"{what} shape {list(ref.shape)} disagrees with {expected}")
+
+
 def check_bias(
     bias: TensorRef | None, use_bias: bool, size: int, *, weight: TensorRef, what: str
 ) -> None:
@@ -57,8 +67,7 @@ def check_bias(
         raise ValueError(f"use_bias={use_bias} but bias is {'absent' if bias is None else 'present'}")
     if bias is None:
         return
-    if tuple(bias.shape) != (size,):
-        raise ValueError(f"{what} bias shape {list(bias.shape)} disagrees with [{size}]")
+    check_param_shape(bias, (size,), what=f"{what} bias")
     if bias.dtype != weight.dtype:
         raise ValueError(f"{what} bias dtype {bias.dtype} differs from weight dtype {weight.dtype}")
 
@@ -78,12 +87,8 @@ class DenseLayer(LayerBase):
 
     @model_validator(mode="after")
     def _shapes_agree(self) -> DenseLayer:
-        want = (self.units, self.in_features)
-        if tuple(self.weight.shape) != want:
-            raise ValueError(
-                f"dense weight shape {list(self.weight.shape)} disagrees with "
-                f"[units, in_features] = {list(want)}"
-            )
+        check_param_shape(self.weight, (self.units, self.in_features), what="dense weight",
+                          layout="[units, in_features]")
         check_bias(self.bias, self.use_bias, self.units, weight=self.weight, what="dense")
         return self
 
@@ -125,12 +130,8 @@ class AffineLayer(LayerBase):
     @model_validator(mode="after")
     def _shapes_agree(self) -> AffineLayer:
         for param in ("scale", "offset"):
-            ref: TensorRef = getattr(self, param)
-            if tuple(ref.shape) != (self.features,):
-                raise ValueError(
-                    f"affine {param} shape {list(ref.shape)} disagrees with "
-                    f"[features] = [{self.features}]"
-                )
+            check_param_shape(getattr(self, param), (self.features,), what=f"affine {param}",
+                              layout="[features]")
         if self.scale.dtype != self.offset.dtype:
             raise ValueError(
                 f"affine offset dtype {self.offset.dtype} differs from scale dtype {self.scale.dtype}"

@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from weightio.spec.layers import LayerBase
+from weightio.spec.layers import LayerBase, check_param_shape
 from weightio.spec.tensors import TensorRef
 
 
@@ -38,12 +38,8 @@ class EmbeddingLayer(LayerBase):
 
     @model_validator(mode="after")
     def _shapes_agree(self) -> EmbeddingLayer:
-        want = (self.num_embeddings, self.embedding_dim)
-        if tuple(self.weight.shape) != want:
-            raise ValueError(
-                f"embedding weight shape {list(self.weight.shape)} disagrees with "
-                f"[num_embeddings, embedding_dim] = {list(want)}"
-            )
+        check_param_shape(self.weight, (self.num_embeddings, self.embedding_dim),
+                          what="embedding weight", layout="[num_embeddings, embedding_dim]")
         return self
 
 
