@@ -26,10 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-from registry import ITEMS, item  # noqa: E402 - the battery's one registry
+from registry import ITEMS, dense_archive, item  # noqa: E402 - the battery's one registry
 
 PAYLOAD_MODULES = ["posix", "os", "subprocess", "webbrowser", "nt", "builtins"]
 
@@ -46,21 +44,7 @@ def st_bytes(header: Any, data: bytes, *, raw_header: bytes | None = None, pad: 
 
 def valid_archive(folder: Path) -> Path:
     """A real weightio archive (a 4->3 dense layer) written by weightio itself."""
-    from weightio.archive import Archive, save, tensor_ref
-    from weightio.spec import DenseLayer, InputSpec, ModelSpec, OutputSpec, Provenance
-
-    rng = np.random.default_rng(7)
-    w = rng.standard_normal((3, 4)).astype("f4")
-    b = rng.standard_normal(3).astype("f4")
-    layer = DenseLayer(name="fc", units=3, in_features=4, weight=tensor_ref("fc.weight", w),
-                       bias=tensor_ref("fc.bias", b))
-    spec = ModelSpec(name="tiny", provenance=Provenance(source_framework="weightio",
-                     weightio_version="battery", created_at="now"),
-                     inputs=[InputSpec(name="x", shape=(4,))], layers=[layer],
-                     outputs=[OutputSpec(name="y", layer="fc")])
-    path = folder / "valid.safetensors"
-    save(Archive(spec, {"fc.weight": w, "fc.bias": b}), path)
-    return path
+    return dense_archive(folder / "valid.safetensors")
 
 
 def split(path: Path) -> tuple[dict[str, Any], bytes]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from registry import item  # the battery's one registry
+from registry import dense_archive, item  # the battery's one registry
 
 UNSAFE = ["UnsafeFormatError"]
 CUSTOM_MODULE = "weightio_battery_skops"
@@ -202,19 +202,8 @@ def _(d: Path) -> dict[str, Any]:
 
 @item("item39_cast_f32_1e5_to_f16")
 def _(d: Path) -> dict[str, Any]:
-    from weightio.archive import Archive, save, tensor_ref
-    from weightio.spec import DenseLayer, InputSpec, ModelSpec, OutputSpec, Provenance
-
     w = np.random.default_rng(7).standard_normal((3, 4)).astype("f4")
     w[0, :3] = [1e5, -2e5, 7e4]  # three values beyond float16's 65504
-    b = np.zeros(3, "f4")
-    layer = DenseLayer(name="fc", units=3, in_features=4, weight=tensor_ref("fc.weight", w),
-                       bias=tensor_ref("fc.bias", b))
-    spec = ModelSpec(name="big", provenance=Provenance(source_framework="weightio",
-                     weightio_version="battery", created_at="now"),
-                     inputs=[InputSpec(name="x", shape=(4,))], layers=[layer],
-                     outputs=[OutputSpec(name="y", layer="fc")])
-    path = d / "model.safetensors"
-    save(Archive(spec, {"fc.weight": w, "fc.bias": b}), path)
+    path = dense_archive(d / "model.safetensors", w, name="big")
     return {"path": str(path), "op": "cast", "dtype": "float16", "expect": ["UnsupportedDtypeError"],
             "match": "3 values"}
