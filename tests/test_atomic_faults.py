@@ -166,16 +166,22 @@ import multiprocessing, sys
 sys.path.insert(0, sys.argv[2])
 from test_atomic_faults import blob
 from weightio.archive import save
+from weightio.errors import TargetExistsError
 
-def writer(target, seed, barrier):
+def writer(target, seed, barrier, overwrite):
     archive = blob(seed)
     barrier.wait()
-    save(archive, target)
+    try:
+        save(archive, target, overwrite=overwrite)
+    except TargetExistsError:
+        sys.exit(17)
 
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("fork")  # a fresh single-threaded parent: forking is safe
     barrier = ctx.Barrier(8)
-    procs = [ctx.Process(target=writer, args=(sys.argv[1], seed, barrier)) for seed in range(10, 18)]
+    overwrite = sys.argv[3] == "overwrite"
+    procs = [ctx.Process(target=writer, args=(sys.argv[1], seed, barrier, overwrite))
+             for seed in range(10, 18)]
     for p in procs:
         p.start()
     for p in procs:
@@ -195,11 +201,31 @@ def test_f5_eight_concurrent_writers_leave_exactly_one_output(tmp_path: Path) ->
     assert len(expected) == 8
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", _WRITERS_SCRIPT, str(target), str(HERE)],
+    out = subprocess.run([sys.executable, "-c", _WRITERS_SCRIPT, str(target), str(HERE), "overwrite"],
                          capture_output=True, text=True, env=env, timeout=180)
     assert out.stdout.split() == ["0"] * 8, out.stdout + out.stderr
     assert sha(target) in expected
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no stray temp files
+    load(target, verify=True)
+
+
+def test_f5_eight_writers_racing_for_a_new_name_without_overwrite(tmp_path: Path) -> None:
+    """``overwrite=False`` publishes with ``os.link``: exactly one writer wins, seven get
+    ``TargetExistsError`` (a ``FileExistsError``), and the file is the winner's, whole."""
+    target = tmp_path / "model.safetensors"
+    expected = {}
+    for seed in range(10, 18):
+        save(blob(seed), tmp_path / f"w{seed}.safetensors")
+        expected[sha(tmp_path / f"w{seed}.safetensors")] = seed
+        os.unlink(tmp_path / f"w{seed}.safetensors")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", _WRITERS_SCRIPT, str(target), str(HERE), "no-overwrite"],
+                         capture_output=True, text=True, env=env, timeout=180)
+    codes = out.stdout.split()
+    assert sorted(codes) == ["0"] + ["17"] * 7, out.stdout + out.stderr
+    assert expected[sha(target)] == range(10, 18)[codes.index("0")]
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temp left by the losers
     load(target, verify=True)
 
 
