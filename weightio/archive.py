@@ -276,16 +276,8 @@ def save(
     spec = archive.spec
     if source_sha256 is not None and spec.provenance is None:
         source_sha256 = None
-    if not overwrite:  # a sharded set of the same name counts: writing would replace it
-        from weightio.sharding import INDEX_SUFFIX, index_path
-
-        for existing in (path, index_path(path)):
-            if os.path.lexists(existing):
-                from weightio.errors import TargetExistsError
-
-                raise TargetExistsError(
-                    f"already exists and overwrite=False (a sharded set is named by its "
-                    f"'{INDEX_SUFFIX}'); remove it or allow overwriting", file=existing)
+    if not overwrite:
+        refuse_existing(path)
     if max_shard_size is not None:
         from weightio.sharding import save_sharded
 
@@ -311,6 +303,21 @@ def save(
 
     retire_sharded_set(path)
     return path
+
+
+def refuse_existing(path: Path, *, sharded_too: bool = True) -> None:
+    """For ``overwrite=False``: ``TargetExistsError`` if ``path`` exists or, with
+    ``sharded_too``, a sharded set named after it (writing ``path`` would replace that set).
+    """
+    from weightio.errors import TargetExistsError
+    from weightio.sharding import INDEX_SUFFIX, index_path
+
+    for existing in (path, index_path(path)) if sharded_too else (path,):
+        if os.path.lexists(existing):
+            raise TargetExistsError(
+                f"already exists and overwrite=False (--no-overwrite; a sharded set is named by "
+                f"its '{INDEX_SUFFIX}'); remove it, pick another name or allow overwriting",
+                file=existing)
 
 
 def _with_source_sha256(spec: ModelSpec, digest: str) -> ModelSpec:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from weightio.archive import Archive, save
+from weightio.archive import Archive, refuse_existing, save
 from weightio.errors import (
     UnsupportedSourceError,
     VerificationError,
@@ -118,7 +118,7 @@ def convert(
     destination = Path(destination)
     target = target_for(destination, to)
     if not overwrite:
-        _refuse_existing(destination)
+        refuse_existing(destination, sharded_too=target == "archive")
     if max_shard_size is not None and target != "archive":
         raise UnsupportedSourceError(
             f"max_shard_size applies to .safetensors archives, not to a {target} target",
@@ -188,21 +188,10 @@ def _convert_opened(
         )
 
     if not overwrite:  # the checks and the build took time: look again before writing
-        _refuse_existing(destination)
+        refuse_existing(destination, sharded_too=target == "archive")
     written = _write(archive, native, target, destination, seed=seed, max_shard_size=max_shard_size,
                      source_sha256=source_sha256, overwrite=overwrite)
     return ConversionResult(written, target, archive, record, nonfinite if record else [])
-
-
-def _refuse_existing(destination: Path) -> None:
-    from weightio.errors import TargetExistsError
-    from weightio.sharding import index_path
-
-    sharded = destination.suffix == ".safetensors" and os.path.lexists(index_path(destination))
-    if os.path.lexists(destination) or sharded:
-        raise TargetExistsError(
-            "already exists and overwrite=False (--no-overwrite); remove it, pick another name, "
-            "or allow overwriting", file=index_path(destination) if sharded else destination)
 
 
 def _build_target(archive: Archive, target: Target) -> tuple[Any, Any]:
