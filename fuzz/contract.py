@@ -43,7 +43,7 @@ _FORBIDDEN = ("os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.
 
 def _touch(archive: Any) -> None:
     """Use the result as a caller would: read every tensor's bytes, serialize the spec."""
-    from weightio.archive import sha256_of
+    from weightio.format.archive import sha256_of
 
     for key in archive.tensors:
         sha256_of(archive.tensors[key])
@@ -92,13 +92,13 @@ def _preload() -> None:
     import pydantic  # noqa: F401
 
     import weightio
-    import weightio.adapters.keras_files  # noqa: F401
-    import weightio.adapters.keras_mapping  # noqa: F401
-    import weightio.adapters.torch_pickle  # noqa: F401
-    import weightio.archive  # noqa: F401
-    import weightio.reading  # noqa: F401
-    import weightio.sharding  # noqa: F401
-    import weightio.weights_only  # noqa: F401
+    import weightio.format.archive
+    import weightio.format.sharding
+    import weightio.format.weights_only
+    import weightio.frameworks.keras.files.reader
+    import weightio.frameworks.keras.read.model  # noqa: F401
+    import weightio.frameworks.torch.files.pickle
+    import weightio.verbs.read
 
     _ = weightio.errors
     import importlib

@@ -49,8 +49,6 @@ def main() -> None:
 
     with atheris.instrument_imports():
         import weightio  # noqa: F401
-        import weightio.adapters.keras_files  # noqa: F401
-        import weightio.adapters.torch_pickle  # noqa: F401
         from fuzz import mutate, seeds
         from fuzz.contract import call_reader
         from weightio.errors import WeightioError

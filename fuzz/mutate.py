@@ -13,13 +13,21 @@ the container valid enough that the damage lands deeper:
 - zip (``.keras``, ``.pt``): one member is mutated (recursively by its own kind: JSON, pickle,
   HDF5, raw storage), renamed, dropped, duplicated or re-compressed, and the zip is rebuilt;
 - HDF5 and pickles: byte-level, biased towards the start of the file and the places that hold
-  structure (HDF5 object-header signatures, pickle opcodes).
+  structure (HDF5 object-header signatures, pickle opcodes);
+- object graphs: a pickle value replaced by a memo reference to an earlier object (sharing, or a
+  cycle when that object is still being built), or by 2..40 levels of one reused list; an HDF5
+  hard link added from a group to another object (a DAG, or a cycle when it is an ancestor).
+  These go through h5py only on an unmutated HDF5 file (h5py may crash on a damaged one);
+- JSON numerals replaced by ``Infinity``, ``-Infinity``, ``1e400``, names by markup and escapes.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import pickletools
+import re
 import struct
 import zipfile
 from typing import Any, Protocol
@@ -211,10 +219,14 @@ def _replacement(rng: Chooser, target: Any) -> Any:
             return rng.choice(DTYPES)
         return rng.choice([target + "x", target[:-1], target.upper(), "", "../" + target,
                            target * 3, target.replace("_", "."), "fc1", "dense", "relu",
-                           "Functional", "Lambda", "Sequential", "weight", "bias"])
+                           "Functional", "Lambda", "Sequential", "weight", "bias", "[/x]",
+                           "[bold red]x", "\x1b[2J", "a\u202eb", "x.x", target + "." + target])
     if isinstance(target, float):
-        return rng.choice([0.0, -1.0, 1e300, 2.5, int(target)])
+        return rng.choice([0.0, -1.0, 1e300, 2.5, int(target) if math.isfinite(target) else 0])
     return rng.choice(JSON_VALUES)
+
+
+_NUMBER = re.compile(r"(?<=[:\[,])-?[0-9]+(?:\.[0-9]+)?(?=[,\]}])")
 
 
 def mutate_json_bytes(rng: Chooser, raw: bytes) -> bytes:
@@ -228,6 +240,12 @@ def mutate_json_bytes(rng: Chooser, raw: bytes) -> bytes:
     if rng.random() < 0.1:  # things a real parser must also survive
         text = rng.choice([text.replace("1", "NaN", 1), text + " ", "[" + text + "]",
                            text.replace("{", '{"k":1,"k":2,', 1), text.replace('"', "'", 2)])
+    elif rng.random() < 0.1:  # a numeral no integer (or float) field can hold
+        numbers = [m.span() for m in _NUMBER.finditer(text)][:200]
+        if numbers:
+            begin, end = rng.choice(numbers)
+            text = text[:begin] + rng.choice(["Infinity", "-Infinity", "1e400", "-1e400", "NaN",
+                                              "1e30", "4.0", "true"]) + text[end:]
     return text.encode("utf-8", "surrogatepass")
 
 
@@ -277,18 +295,18 @@ def _members(data: bytes) -> list[tuple[zipfile.ZipInfo, bytes]] | None:
         return None
 
 
-def mutate_member(rng: Chooser, name: str, content: bytes) -> bytes:
+def mutate_member(rng: Chooser, name: str, content: bytes, fresh: bool = False) -> bytes:
     """Mutate one member by what it holds."""
     if name.endswith(".json"):
         return mutate_json_bytes(rng, content)
     if name.endswith(".h5"):
-        return mutate_hdf5(rng, content)
+        return mutate_hdf5(rng, content, fresh)
     if name.endswith(".pkl"):
         return mutate_pickle(rng, content)
     return mutate_bytes(rng, content)
 
 
-def mutate_zip(rng: Chooser, data: bytes) -> bytes:
+def mutate_zip(rng: Chooser, data: bytes, fresh: bool = False) -> bytes:
     """Change one member (content, name, presence, compression) and rebuild the zip."""
     members = _members(data)
     if not members:
@@ -298,7 +316,8 @@ def mutate_zip(rng: Chooser, data: bytes) -> bytes:
     info, content = members[i]
     entries = [(m.filename, m.compress_type, c) for m, c in members]
     if roll < 0.6:
-        entries[i] = (info.filename, info.compress_type, mutate_member(rng, info.filename, content))
+        entries[i] = (info.filename, info.compress_type,
+                      mutate_member(rng, info.filename, content, fresh))
     elif roll < 0.7:
         name = rng.choice([info.filename + "x", "../" + info.filename, "/" + info.filename,
                            info.filename.replace("/", "\\"), info.filename.upper(),
@@ -329,8 +348,41 @@ def mutate_zip(rng: Chooser, data: bytes) -> bytes:
 
 # --- HDF5 and pickles ----------------------------------------------------------------------------
 
-def mutate_hdf5(rng: Chooser, data: bytes) -> bytes:
-    """Byte-level, often right at an object-header or B-tree signature, or in the superblock."""
+def link_hdf5(rng: Chooser, data: bytes) -> bytes | None:
+    """A hard link from a random group to a random object of the same (unmutated) file: the file
+    becomes a DAG (one object, two names) or a cycle (a group linked inside its descendant)."""
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover
+        return None
+    buffer = io.BytesIO(data)
+    try:
+        with h5py.File(buffer, "r+") as f:
+            groups: list[Any] = [f]
+            objects: list[Any] = []
+            f.visititems(lambda name, obj: (groups if isinstance(obj, h5py.Group) else objects)
+                         .append(obj) or None)
+            objects.extend(groups)
+            if not groups:
+                return None
+            group = rng.choice(groups)
+            target = rng.choice(objects) if rng.random() < 0.6 else rng.choice(groups)
+            name = rng.choice(["again", "a", "vars", "0", "1", "layers", "sub"])
+            if name in group:
+                name += str(rng.randrange(1000))
+            group[name] = target
+    except Exception:  # noqa: BLE001 - a file h5py cannot extend gets other mutations
+        return None
+    return buffer.getvalue()
+
+
+def mutate_hdf5(rng: Chooser, data: bytes, fresh: bool = False) -> bytes:
+    """Byte-level, often right at an object-header or B-tree signature, or in the superblock;
+    on an unmutated file, sometimes a hard link that makes it a DAG or a cycle."""
+    if fresh and rng.random() < 0.25:
+        linked = link_hdf5(rng, data)
+        if linked is not None:
+            return linked
     spots = [i for sig in H5_SIGNATURES for i in _find_all(data, sig)]
     if spots and rng.random() < 0.6:
         at = rng.choice(spots) + rng.randrange(64)
@@ -354,8 +406,72 @@ def _find_all(data: bytes, needle: bytes, limit: int = 64) -> list[int]:
 PICKLE_OPCODES = b"(.0123FGIJKLMNPRSTUVXabcdeghijklmopqrstu}\x80\x81\x82\x83\x84\x85\x86\x87\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x90\x91\x92\x93\x94\x95"
 
 
+#: Opcodes that push one plain value, which a memo reference can stand in for.
+_VALUE_OPS = {"EMPTY_LIST", "EMPTY_DICT", "EMPTY_TUPLE", "BINUNICODE", "SHORT_BINUNICODE", "BININT",
+              "BININT1", "BININT2", "NONE", "NEWFALSE", "NEWTRUE", "BINFLOAT", "BINGET",
+              "LONG_BINGET", "LONG1", "SHORT_BINSTRING"}
+
+
+def _pickle_ops(data: bytes) -> list[tuple[str, Any, int, int]]:
+    """``(opcode name, argument, start, end)`` of every opcode of each pickle ``data`` holds
+    back to back (a legacy .pt is five), as far as they parse."""
+    ops: list[tuple[str, Any, int, int]] = []
+    start = 0
+    while start < len(data) and len(ops) < 20000:
+        try:
+            found = list(pickletools.genops(data[start:]))
+        except Exception:  # noqa: BLE001 - the rest is raw storage bytes, or damage
+            break
+        for i, (op, arg, pos) in enumerate(found):
+            end = found[i + 1][2] if i + 1 < len(found) else pos + 1
+            ops.append((op.name, arg, start + pos, start + end))
+        start += found[-1][2] + 1
+    return ops
+
+
+def _shared_lists(levels: int, base: int) -> bytes:
+    """``levels`` nested lists, each holding the one below twice (memo ``base`` upwards)."""
+    out = bytearray(b"]r" + struct.pack("<I", base))
+    for i in range(levels):
+        ref = b"j" + struct.pack("<I", base + i)
+        out += b"](" + ref + ref + b"er" + struct.pack("<I", base + i + 1)
+    return bytes(out)
+
+
+def share_pickle(rng: Chooser, data: bytes) -> bytes | None:
+    """Replace one value with a reference to an earlier memoised object (shared, or a cycle when
+    that object is a container still being filled), add such a reference as one more item of a
+    container being filled, or replace a value with 2..40 levels of one shared list."""
+    ops = _pickle_ops(data)
+    fills = [(i, op) for i, op in enumerate(ops) if op[0] in ("SETITEMS", "APPENDS")]
+    if fills and rng.random() < 0.3:  # one more item: a reference to an earlier object, often
+        index, (name, _, begin, _) = rng.choice(fills)  # the container being filled (a cycle)
+        puts = [op[1] for op in ops[:index] if op[0] in ("BINPUT", "LONG_BINPUT")]
+        if puts:
+            ref = b"j" + struct.pack("<I", rng.choice(puts[:3] + puts[-3:]))
+            key = b"X\x05\x00\x00\x00again" if name == "SETITEMS" else b""
+            return data[:begin] + key + ref + data[begin:]
+    values = [(i, op) for i, op in enumerate(ops) if op[0] in _VALUE_OPS]
+    if not values:
+        return None
+    index, (_, _, begin, end) = rng.choice(values)
+    if rng.random() < 0.4:
+        replacement = _shared_lists(_randint(rng, 2, 40), 60000 + rng.randrange(1000))
+    else:
+        puts = [op[1] for op in ops[:index] if op[0] in ("BINPUT", "LONG_BINPUT", "MEMOIZE")]
+        if not puts or not all(isinstance(p, int) for p in puts):
+            return None
+        replacement = b"j" + struct.pack("<I", rng.choice(puts))
+    return data[:begin] + replacement + data[end:]
+
+
 def mutate_pickle(rng: Chooser, data: bytes) -> bytes:
-    """Byte-level, or one byte replaced by a pickle opcode (which reshapes the stack)."""
+    """Byte-level, one byte replaced by a pickle opcode (which reshapes the stack), or a value
+    replaced by a shared reference (see ``share_pickle``)."""
+    if data and rng.random() < 0.2:
+        shared = share_pickle(rng, data)
+        if shared is not None:
+            return shared
     if data and rng.random() < 0.3:
         out = bytearray(data)
         out[rng.randrange(len(out))] = rng.choice(PICKLE_OPCODES)
@@ -365,14 +481,15 @@ def mutate_pickle(rng: Chooser, data: bytes) -> bytes:
 
 # --- entry point ---------------------------------------------------------------------------------
 
-def structured(rng: Chooser, reader: str, data: bytes) -> bytes:
-    """One structure-aware mutation for ``reader``'s format."""
+def structured(rng: Chooser, reader: str, data: bytes, fresh: bool = False) -> bytes:
+    """One structure-aware mutation for ``reader``'s format (``fresh``: ``data`` is a seed, not
+    yet mutated, which h5py may safely open)."""
     if reader == "archive":
         return mutate_safetensors(rng, data)
     if reader in ("keras", "pt"):
-        return mutate_zip(rng, data)
+        return mutate_zip(rng, data, fresh)
     if reader == "h5":
-        return mutate_hdf5(rng, data)
+        return mutate_hdf5(rng, data, fresh)
     if reader == "pt_legacy":
         return mutate_pickle(rng, data)
     raise ValueError(reader)
@@ -381,10 +498,10 @@ def structured(rng: Chooser, reader: str, data: bytes) -> bytes:
 def mutate(rng: Chooser, reader: str, data: bytes, others: list[bytes] | None = None,
            max_stack: int = 3) -> bytes:
     """Apply 1..``max_stack`` mutations to ``data`` (a seed of ``reader``)."""
-    for _ in range(_randint(rng, 1, max_stack)):
+    for step in range(_randint(rng, 1, max_stack)):
         roll = rng.random()
         if roll < 0.55:
-            data = structured(rng, reader, data)
+            data = structured(rng, reader, data, fresh=step == 0)
         elif roll < 0.93:
             data = mutate_bytes(rng, data, hot=256)
         else:

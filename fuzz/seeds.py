@@ -45,16 +45,10 @@ class Seed:
 
 def _dense_archive(dtype: str = "f4") -> Any:
     """A 4 -> 3 -> relu -> 2 model built from the spec, written by weightio itself."""
-    from weightio.archive import Archive, tensor_ref
-    from weightio.spec import (
-        ActivationFn,
-        ActivationLayer,
-        DenseLayer,
-        InputSpec,
-        ModelSpec,
-        OutputSpec,
-        Provenance,
-    )
+    from weightio.format.archive import Archive, tensor_ref
+    from weightio.spec.activations import ActivationFn
+    from weightio.spec.core import ActivationLayer, DenseLayer
+    from weightio.spec.model import InputSpec, ModelSpec, OutputSpec, Provenance
 
     rng = np.random.default_rng(11)
     w1 = rng.standard_normal((3, 4)).astype(dtype)
@@ -103,7 +97,7 @@ def _written(write: Callable[[Path], Any], name: str) -> bytes:
 def archive_seeds() -> list[Seed]:
     """A weightio archive (with spec), a weights-only archive and a plain safetensors dict."""
     import weightio
-    from weightio.safetensors_io import build_header, write_tensors
+    from weightio.format.safetensors import build_header, write_tensors
 
     arrays = _state_arrays()
     weights_only = weightio.read(arrays, name="wo")
@@ -126,7 +120,7 @@ def archive_seeds() -> list[Seed]:
 
 def _keras_parts() -> tuple[dict[str, Any], bytes]:
     """The config and ``model.weights.h5`` of the dense model, via weightio's TF-free writer."""
-    from weightio.adapters.keras_files_write import write_keras_file
+    from weightio.frameworks.keras.files.writer import write_keras_file
 
     data = _written(lambda p: write_keras_file(_dense_archive(), p), "model.keras")
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -143,7 +137,7 @@ def _rezip(members: list[tuple[str, bytes]], compression: int) -> bytes:
 
 def keras_seeds() -> list[Seed]:
     """``.keras`` zips: as weightio writes them (stored) and with a deflated weights member."""
-    from weightio.adapters.keras_files_write import write_keras_file
+    from weightio.frameworks.keras.files.writer import write_keras_file
 
     stored = _written(lambda p: write_keras_file(_dense_archive(), p), "model.keras")
     with zipfile.ZipFile(io.BytesIO(stored)) as zf:

@@ -8,7 +8,6 @@ registry without importing Keras, TensorFlow or PyTorch (each imports its framew
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import sys
 from pathlib import Path
 
@@ -26,14 +25,21 @@ COLUMNS = (
 )
 
 
-def _load_registries() -> dict:
-    import weightio.adapters
-    import weightio.runtime  # noqa: F401  (the numpy runtime's registry)
+#: The packages whose import fills every registry (each imports its framework lazily).
+REGISTRY_PACKAGES = (
+    "weightio.runtime",
+    "weightio.frameworks.keras.read",
+    "weightio.frameworks.keras.write",
+    "weightio.frameworks.torch.read",
+    "weightio.frameworks.torch.write",
+    "weightio.frameworks.sklearn.read",
+    "weightio.frameworks.sklearn.write",
+)
 
-    for info in pkgutil.iter_modules(weightio.adapters.__path__):
-        if info.name.endswith("_modules"):
-            continue  # framework classes (nn.Module subclasses), no registry entries
-        importlib.import_module(f"weightio.adapters.{info.name}")
+
+def _load_registries() -> dict:
+    for name in REGISTRY_PACKAGES:
+        importlib.import_module(name)
     from weightio.registry import ALL_REGISTRIES
 
     return ALL_REGISTRIES
@@ -52,7 +58,7 @@ def _sources(registry: object, kind: str) -> list[str]:
 def render() -> str:
     """The whole markdown file."""
     registries = _load_registries()
-    from weightio.spec import LAYER_KINDS
+    from weightio.spec.layers import LAYER_KINDS
 
     lines = [
         "# Layer support matrix",
@@ -77,6 +83,10 @@ def render() -> str:
         lines.append(f"| `{kind}` | " + " | ".join(cells) + " |")
     lines += [
         "",
+        "The Keras write column holds for both Keras back ends: `to_keras` (live Keras) and the",
+        "`.keras` file written without Keras consume the same mapping per kind",
+        "([conventions.md](conventions.md#writing-keras-one-mapping-two-back-ends)).",
+        "",
         "Every reader keeps a layer it cannot map exactly as `opaque` (its raw tensors and",
         "configuration), so any model can be archived, inspected and diffed; writing or running",
         "it fails naming the layer. PyTorch has no separable convolution module: a Keras",
@@ -89,7 +99,7 @@ def render() -> str:
 
 def main() -> None:
     """Write docs/layers.md (through weightio's atomic writer)."""
-    from weightio.atomic import atomic_write
+    from weightio.format.atomic import atomic_write
 
     text = render()
     with atomic_write(OUTPUT) as handle:

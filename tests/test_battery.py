@@ -5,17 +5,24 @@ hands its item to a forked child of a clean helper process (``tests/hostile/runn
 crash in a C parser fails only that test and the audit hook stays out of the pytest process.
 Every item asserts:
 
-(a) a ``WeightioError`` subclass among those RELIABILITY.md names, with the file in the message;
+(a) a ``WeightioError`` subclass among those RELIABILITY.md names, with the file in the message
+    (items with ``outcome: "ok"`` instead must read without error, and ``outcome: "cli"`` items
+    must exit with the stated status, print no traceback, none of the raw bytes in ``absent``
+    and every text in ``present``);
 (b) the payload's canary file never appears;
 (c) the audit hook saw no import of a module the file names, no process launch or socket, and
     no ``open`` outside the item's folder other than Python's own modules;
-(d) the output folder is still empty, and the input folder holds what it held (nothing extracted).
+(d) the output folder is still empty, and the input folder holds what it held (nothing extracted,
+    and a FIFO or device an item names is still one).
+
+Each runs in a forked child with a time limit (``timeout``) and a memory limit (``memory``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -118,13 +125,25 @@ def test_battery(name: str, battery: dict[str, dict[str, Any]], helper: Helper, 
     error = result["error"]
     events = result["events"]
 
-    # (a) a typed error naming the file
-    assert error is not None, "the hostile input was accepted"
-    assert error["weightio"], f"untyped {error['type']}: {error['message']}\n{error['traceback']}"
-    assert error["type"] in item["expect"], f"{error['type']} (expected {item['expect']}): {error['message']}"
-    assert Path(item["path"]).name in error["message"], error["message"]
-    if item.get("match"):
-        assert item["match"] in error["message"], error["message"]
+    outcome = item.get("outcome", "error")
+    if outcome == "error":  # (a) a typed error naming the file
+        assert error is not None, "the hostile input was accepted"
+        assert error["weightio"], f"untyped {error['type']}: {error['message']}\n{error['traceback']}"
+        assert error["type"] in item["expect"], f"{error['type']} (expected {item['expect']}): {error['message']}"
+        assert Path(item["path"]).name in error["message"], error["message"]
+        if item.get("match"):
+            assert item["match"] in error["message"], error["message"]
+    else:
+        assert error is None, f"{error['type']}: {error['message']}\n{error['traceback']}"
+    if outcome == "cli":
+        cli = result["cli"]
+        shown = cli["stdout"] + cli["stderr"]
+        assert cli["exit"] == item["exit"], shown
+        assert "Traceback" not in shown, shown
+        for raw in item["absent"]:
+            assert raw not in shown, (raw, shown)
+        for text in item["present"]:
+            assert text in shown, (text, shown)
     # (b) the canary never fires
     assert not Path(item["canary"]).exists()
     # (c) no module named in the file imported, no process/socket, nothing opened outside
@@ -136,6 +155,9 @@ def test_battery(name: str, battery: dict[str, dict[str, Any]], helper: Helper, 
     # (d) nothing written
     assert _listing(out) == []
     assert _listing(folder) == before
+    if item.get("still"):
+        mode = os.lstat(item["path"]).st_mode
+        assert {"fifo": stat.S_ISFIFO, "device": stat.S_ISCHR}[item["still"]](mode), oct(mode)
 
 
 def test_battery_count(battery: dict[str, dict[str, Any]]) -> None:

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 import weightio
-from weightio.adapters.common import provenance
-from weightio.archive import tensor_ref
-from weightio.spec import DenseLayer, InputSpec, ModelSpec, OutputSpec, json_schema
+from weightio.format.archive import tensor_ref
+from weightio.format.provenance import provenance
+from weightio.spec import json_schema
+from weightio.spec.core import DenseLayer
+from weightio.spec.model import InputSpec, ModelSpec, OutputSpec
 
 VERBS = ["convert", "inspect", "run", "verify", "schema", "diff", "explain", "plot"]
 
@@ -145,3 +147,24 @@ def test_convert_no_overwrite_refuses_before_reading_and_leaves_the_file(archive
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.safetensors", "fresh.safetensors"]
     np.testing.assert_array_equal(weightio.run(weightio.load(fresh), np.ones((1, 3), "f4"))[0],
                                   weightio.run(weightio.load(archive_path), np.ones((1, 3), "f4"))[0])
+
+
+def _plain_state_dict(path: Path, tensors: dict[str, np.ndarray]) -> Path:
+    from weightio.format.safetensors import build_header, write_tensors
+
+    header, ordered = build_header(tensors.items(), {})
+    with open(path, "wb") as handle:
+        write_tensors(handle, header, ordered)
+    return path
+
+
+def test_diff_of_state_dicts_differing_only_in_a_colliding_key_is_refused(tmp_path: Path) -> None:
+    """``x`` and ``x.x`` both group into parameter ``x`` of layer ``x``: one used to replace the
+    other, and ``diff`` called two different checkpoints identical. Now both are refused."""
+    one = np.ones(2, "f4")
+    a = _plain_state_dict(tmp_path / "a.safetensors", {"x": one, "x.x": np.zeros(2, "f4")})
+    b = _plain_state_dict(tmp_path / "b.safetensors", {"x": one, "x.x": np.full(2, 5, "f4")})
+    out = cli("diff", str(a), str(b))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "'x' and 'x.x'" in out.stderr and "a.safetensors" in out.stderr

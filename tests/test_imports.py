@@ -39,8 +39,8 @@ def test_help_loads_no_framework_and_nothing_heavy() -> None:
 def test_reading_an_archive_loads_no_framework(tmp_path) -> None:
     code = f"""
 import numpy as np, weightio
-from weightio.weights_only import archive_from_state_dict
-from weightio.adapters.common import provenance
+from weightio.format.weights_only import archive_from_state_dict
+from weightio.format.provenance import provenance
 a = archive_from_state_dict({{"fc.weight": np.ones((2, 2), "f4")}}, name="m",
     provenance=provenance("unknown", framework_version=None, source_class=None))
 weightio.save(a, {str(tmp_path / "m.safetensors")!r})
@@ -52,7 +52,7 @@ weightio.read({str(tmp_path / "m.safetensors")!r})
 def test_diff_inspect_and_explain_load_no_framework_nor_matplotlib() -> None:
     code = """
 import numpy as np, weightio
-from weightio.inspection import inspect_archive
+from weightio.analysis.inspect import inspect_archive
 a = {"fc.weight": np.ones((2, 3), "f4"), "fc.bias": np.zeros(2, "f4")}
 report = weightio.diff(a, {k: v + 1 for k, v in a.items()})
 assert not report.identical

@@ -25,24 +25,24 @@ from typing import TYPE_CHECKING, Any
 from weightio.version import __version__
 
 _LAZY = {
-    "Archive": "weightio.archive",
-    "save": "weightio.archive",
-    "load": "weightio.archive",
-    "read": "weightio.reading",
+    "Archive": "weightio.format.archive",
+    "save": "weightio.format.store",
+    "load": "weightio.format.store",
+    "read": "weightio.verbs.read",
     "run": "weightio.runtime",
-    "convert": "weightio.converting",
-    "diff": "weightio.diff",
-    "DiffReport": "weightio.diff",
-    "explain": "weightio.explain",
-    "cast": "weightio.transforms",
-    "CastResult": "weightio.transforms",
-    "Explanation": "weightio.explain",
-    "ConversionResult": "weightio.converting",
-    "to_keras": "weightio.writing",
-    "to_torch": "weightio.writing",
-    "to_sklearn": "weightio.writing",
-    "load_into": "weightio.writing",
-    "verify": "weightio.writing",
+    "convert": "weightio.verbs.convert",
+    "diff": "weightio.verbs.diff",
+    "DiffReport": "weightio.analysis.diff",
+    "explain": "weightio.verbs.explain",
+    "cast": "weightio.verbs.cast",
+    "CastResult": "weightio.verbs.cast",
+    "Explanation": "weightio.analysis.explain",
+    "ConversionResult": "weightio.verbs.convert",
+    "to_keras": "weightio.verbs.write",
+    "to_torch": "weightio.verbs.write",
+    "to_sklearn": "weightio.verbs.write",
+    "load_into": "weightio.verbs.write",
+    "verify": "weightio.verbs.write",
     "ModelSpec": "weightio.spec",
     "errors": "weightio.errors",
     "spec": "weightio.spec",
@@ -52,15 +52,18 @@ __all__ = ["__version__", *sorted(_LAZY)]
 
 if TYPE_CHECKING:  # pragma: no cover
     from weightio import errors, spec
-    from weightio.archive import Archive, load, save
-    from weightio.converting import ConversionResult, convert
-    from weightio.diff import DiffReport, diff
-    from weightio.explain import Explanation, explain
-    from weightio.reading import read
-    from weightio.runtime import run
-    from weightio.spec import ModelSpec
-    from weightio.transforms import CastResult, cast
-    from weightio.writing import load_into, to_keras, to_sklearn, to_torch, verify
+    from weightio.analysis.diff import DiffReport
+    from weightio.analysis.explain import Explanation
+    from weightio.format.archive import Archive
+    from weightio.format.store import load, save
+    from weightio.runtime.forward import run
+    from weightio.spec.model import ModelSpec
+    from weightio.verbs.cast import CastResult, cast
+    from weightio.verbs.convert import ConversionResult, convert
+    from weightio.verbs.diff import diff
+    from weightio.verbs.explain import explain
+    from weightio.verbs.read import read
+    from weightio.verbs.write import load_into, to_keras, to_sklearn, to_torch, verify
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,9 @@
 
 Each verb parses, calls the API, renders. Every expected failure is a ``WeightioError`` and
 becomes one line on stderr and the error's exit code (1 a check failed, 2 bad usage or input),
-never a traceback. Heavy modules (pydantic, numpy, frameworks) are imported inside the verbs, so
+never a traceback. Everything printed goes through ``_echo``/``_echo_json``, which escape what a
+file could smuggle into a terminal (``weightio.terminal``): names are shown, never obeyed.
+Heavy modules (pydantic, numpy, frameworks) are imported inside the verbs, so
 ``weightio --help`` stays fast.
 """
 
@@ -17,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from weightio.terminal import json_text, printable, printable_lines
 from weightio.version import __version__
 
 app = typer.Typer(
@@ -34,10 +37,21 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TRUST_PICKLE_HELP = "Allow unpickling a .pkl/.joblib you trust (runs its code)."
+_DIGEST_HELP = "Digest recorded for every tensor of an archive: blake3 (default, fast) or sha256."
+
+
+def _echo(text: str, *, err: bool = False, nl: bool = True) -> None:
+    """Print text whose names may come from a file: each line made printable."""
+    typer.echo(printable_lines(text), err=err, nl=nl)
+
+
+def _echo_json(text: str) -> None:
+    """Print JSON for machines, its strings' control and bidi characters as JSON escapes."""
+    typer.echo(json_text(text))
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message)}", err=True)  # one line, whatever the message holds
     return typer.Exit(code)
 
 
@@ -51,7 +65,7 @@ def handles_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except WeightioError as exc:
-            raise _fail(str(exc).replace("\n", " "), exc.exit_code) from None
+            raise _fail(str(exc), exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -115,9 +129,10 @@ def convert(
         bool,
         typer.Option("--overwrite/--no-overwrite", help="Replace an existing DESTINATION (default)."),
     ] = True,
+    digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
 ) -> None:
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
-    from weightio.converting import convert as do_convert
+    from weightio.verbs.convert import convert as do_convert
 
     options: dict[str, Any] = {"key": key} if key is not None else {}
     if architecture is not None:
@@ -125,10 +140,11 @@ def convert(
     options.update(_sklearn_options(head, trust_pickle))
     result = do_convert(
         source, destination, to=to, verify=verify, seed=seed, samples=samples,
-        atol=atol, rtol=rtol, max_shard_size=max_shard_size, overwrite=overwrite, **options,
+        atol=atol, rtol=rtol, max_shard_size=max_shard_size, overwrite=overwrite, digest=digest,
+        **options,
     )
     for line in result.summary():
-        typer.echo(line)
+        _echo(line)
 
 
 def _sklearn_options(head: str | None, trust_pickle: bool) -> dict[str, Any]:
@@ -157,18 +173,23 @@ def inspect(
     ] = None,
 ) -> None:
     """Show the layers of SOURCE: kind, parameter shapes, dtypes and counts (header only)."""
-    from weightio.inspection import inspect_archive
-    from weightio.reading import read
+    from weightio.analysis.inspect import inspect_archive
+    from weightio.format.single import open_archive_file
 
-    archive = read(source, **_sklearn_options(None, trust_pickle))
+    # header only: a weightio archive file opens without numpy or the table of every reader
+    archive = open_archive_file(source) if not (stats or html or trust_pickle) else None
+    if archive is None:
+        from weightio.verbs.read import read
+
+        archive = read(source, **_sklearn_options(None, trust_pickle))
     report = inspect_archive(archive, stats=stats or html is not None, progress=True)
     if html is not None:
         from weightio.report.html import inspect_page, write_html
 
         write_html(inspect_page(report, archive), html)
-        typer.echo(f"wrote {html}", err=True)
+        _echo(f"wrote {html}", err=True)
     if as_json:
-        typer.echo(report.model_dump_json(indent=2))
+        _echo_json(report.model_dump_json(indent=2))
         return
     from weightio.report.text import console, print_inspection
 
@@ -189,7 +210,7 @@ def diff_verb(
     html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
 ) -> None:
     """Compare A and B layer by layer; exit 0 if identical within tolerance, 1 if they differ."""
-    from weightio.diff import diff as do_diff
+    from weightio.verbs.diff import diff as do_diff
 
     report = do_diff(a, b, atol=atol, rtol=rtol, progress=True)
     if plot is not None:
@@ -197,14 +218,14 @@ def diff_verb(
 
         png = diff_relative_change(report)
         for path in write_pngs([("diff-relative-change.png", png)] if png else [], plot):
-            typer.echo(f"wrote {path}", err=True)
+            _echo(f"wrote {path}", err=True)
     if html is not None:
         from weightio.report.html import diff_page, write_html
 
         write_html(diff_page(report), html)
-        typer.echo(f"wrote {html}", err=True)
+        _echo(f"wrote {html}", err=True)
     if as_json:
-        typer.echo(report.to_json())
+        _echo_json(report.to_json())
     else:
         from weightio.report.text import console, print_diff
 
@@ -224,13 +245,16 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Write out the forward pass of one input, layer by layer, ending in the model's output."""
-    from weightio.explain import explain as do_explain
-    from weightio.explain import parse_input
-    from weightio.reading import read
+    from weightio.analysis.explain import parse_input
+    from weightio.verbs.explain import explain as do_explain
+    from weightio.verbs.read import read
 
     archive = read(source)
     explanation = do_explain(archive, parse_input(input_value, archive.spec), sample=sample)
-    typer.echo(explanation.model_dump_json(indent=2) if as_json else explanation.to_text(), nl=as_json)
+    if as_json:
+        _echo_json(explanation.model_dump_json(indent=2))
+    else:
+        _echo(explanation.to_text(), nl=False)
 
 
 @app.command()
@@ -240,11 +264,11 @@ def plot(
     out: Annotated[Path, typer.Option("--out", help="Folder for the PNG files (created if needed).")],
 ) -> None:
     """Draw PNGs: weight histograms per layer, conv filter grids, layer norms, input importance."""
-    from weightio.reading import read
     from weightio.report.plots import archive_pngs, write_pngs
+    from weightio.verbs.read import read
 
     for path in write_pngs(archive_pngs(read(source)), out):
-        typer.echo(f"wrote {path}")
+        _echo(f"wrote {path}")
 
 
 @app.command()
@@ -260,13 +284,15 @@ def run(
     """Compute the model's output for --input with the numpy reference runtime."""
     import numpy as np
 
-    from weightio.atomic import atomic_write
     from weightio.errors import InvalidInputError
-    from weightio.reading import read
-    from weightio.runtime import run as run_model
+    from weightio.format.atomic import atomic_write
+    from weightio.format.paths import open_regular
+    from weightio.runtime.forward import run as run_model
+    from weightio.verbs.read import read
 
     try:
-        x = np.load(input_path, allow_pickle=False)
+        with open_regular(input_path) as handle:  # never blocks on a FIFO or reads a device
+            x = np.load(handle, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read the input as a .npy array ({exc})", file=input_path) from None
     result = run_model(read(source, **_sklearn_options(None, trust_pickle)), x)
@@ -274,10 +300,10 @@ def run(
     if output is not None:
         with atomic_write(output) as handle:
             np.save(handle, outputs[0], allow_pickle=False)
-        typer.echo(f"wrote {output}")
+        _echo(f"wrote {output}")
     else:
         for out in outputs:
-            typer.echo(np.array2string(out, threshold=200))
+            _echo(np.array2string(out, threshold=200))
 
 
 @app.command()
@@ -285,15 +311,16 @@ def run(
 def verify(
     archive: Annotated[Path, typer.Argument(help="A weightio .safetensors archive.")],
 ) -> None:
-    """Check every tensor of ARCHIVE against the sha256 recorded when it was written."""
-    from weightio.writing import verify as do_verify
+    """Check every tensor of ARCHIVE against the digest (BLAKE3 or sha256) recorded when written."""
+    from weightio.verbs.write import verify as do_verify
 
     loaded = do_verify(archive)
     count = len(loaded.tensors)
-    typer.echo(f"ok: {count} tensor(s) in {archive} match their recorded sha256")
+    algorithms = "/".join(loaded.digest_algorithms()) or "recorded"
+    _echo(f"ok: {count} tensor(s) in {archive} match their recorded {algorithms} digest")
     for record in loaded.spec.verification:
         worst = max((c.worst_abs for c in record.checks), default=0.0)
-        typer.echo(
+        _echo(
             f"recorded proof: {record.target} checked on {record.samples} seeded samples "
             f"(seed {record.seed}), worst abs diff {worst:.3g}, {'passed' if record.passed else 'FAILED'}"
         )
@@ -309,16 +336,19 @@ def cast_verb(
         list[str] | None, typer.Option("--layer", help="Cast only this layer (repeatable).")
     ] = None,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)] = False,
+    digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
 ) -> None:
     """Cast the float weights of SOURCE to --dtype and write DESTINATION; refuse any overflow.
 
     Integer tensors are left as they are; values that underflow to zero and NaN/Inf already in
     the weights are counted and reported. The old verification record is dropped.
     """
-    from weightio.archive import save
-    from weightio.transforms import cast, cast_dtype_name
+    from weightio.format.hashing import check_algorithm
+    from weightio.format.store import save
+    from weightio.verbs.cast import cast, cast_dtype_name
 
     cast_dtype_name(dtype)  # a typo in --dtype fails before anything is read
+    check_algorithm(digest)
     if destination.suffix.lower() != ".safetensors":
         from weightio.errors import UnsupportedSourceError
 
@@ -327,10 +357,10 @@ def cast_verb(
             file=destination,
         )
     result = cast(source, dtype, layers=layer, **_sklearn_options(None, trust_pickle))
-    save(result.archive, destination)
+    save(result.archive, destination, digest=digest)
     for line in result.summary():
-        typer.echo(line)
-    typer.echo(f"wrote {destination}")
+        _echo(line)
+    _echo(f"wrote {destination}")
 
 
 @app.command()
@@ -356,17 +386,17 @@ def clean(
     ] = False,
 ) -> None:
     """Remove temp files (.NAME.weightio-tmp-*) that killed weightio writes left behind."""
-    from weightio.cleanup import clean_stale_temps
+    from weightio.format.cleanup import clean_stale_temps
 
     verb = "would remove" if dry_run else "removed"
     found = clean_stale_temps(
         folders or [Path(".")], older_than=older_than, dry_run=dry_run, recursive=recursive,
-        on_remove=lambda path: typer.echo(f"{verb} {path}"),
+        on_remove=lambda path: _echo(f"{verb} {path}"),
     )
     if not found:
-        typer.echo("no stale weightio temp files found")
+        _echo("no stale weightio temp files found")
     else:
-        typer.echo(f"{verb} {len(found)} stale temp file(s)")
+        _echo(f"{verb} {len(found)} stale temp file(s)")
 
 
 @app.command()
@@ -380,7 +410,7 @@ def schema(
     if out is None:
         sys.stdout.write(text)
     else:
-        from weightio.atomic import atomic_write
+        from weightio.format.atomic import atomic_write
 
         with atomic_write(out) as handle:
             handle.write(text.encode())

@@ -160,3 +160,21 @@ class TargetExistsError(WriteError, FileExistsError):
 
 class InvalidInputError(WeightioError, ValueError):
     """An input array given to ``run``/``explain`` does not fit the model's declared inputs."""
+
+
+def received(value: object, limit: int = 160) -> str:
+    """A bounded ``repr`` of a value read from a file, for a message.
+
+    Built-in ``repr`` of what a file can make is unbounded: a pickle's memo lets 40 levels of one
+    reused list stand for 2**40 elements (a 2**40-step repr), and a container can hold itself.
+    ``reprlib`` stops at a few levels and items and marks recursion, so this is cheap for any
+    value.
+    """
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxlist, shortener.maxtuple, shortener.maxdict = 3, 6, 6, 4
+    shortener.maxset = shortener.maxfrozenset = shortener.maxdeque = shortener.maxarray = 6
+    shortener.maxstring = shortener.maxother = shortener.maxlong = 60
+    text = shortener.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

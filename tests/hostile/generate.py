@@ -520,6 +520,7 @@ def _(d: Path) -> dict[str, Any]:
 import keras_h5_items  # noqa: E402,F401,I001  items 24-35: Keras files and HDF5
 import sklearn_items  # noqa: E402,F401  items 37-39: scikit-learn files
 import fuzz_items  # noqa: E402,F401  items 40+: what the mutation fuzzer found
+import round2_items  # noqa: E402,F401  items 41-47: the second round of hand-made attacks
 
 
 def generate(out: Path, only: set[str] | None = None) -> list[dict[str, Any]]:

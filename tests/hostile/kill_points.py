@@ -3,7 +3,7 @@
 ``python kill_points.py FOLDER POINT...`` writes archive A to FOLDER/model.safetensors, then for
 each POINT forks a child that saves archive B over it and dies at that point:
 
-- ``header-written``, ``before-rename``, ``renamed``: the child sets ``weightio.atomic.fault_hook``
+- ``header-written``, ``before-rename``, ``renamed``: the child sets ``weightio.format.atomic.fault_hook``
   and SIGKILLs itself when the writer reaches that step (header on disk; temp complete and fsynced
   but not renamed; renamed).
 - ``mid-tensor``: the child's file-size limit (``RLIMIT_FSIZE``) is set to end halfway through the
@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-import weightio.atomic
-from weightio.archive import Archive, save, tensor_ref
-from weightio.spec import ModelSpec, OpaqueLayer, Provenance
+import weightio.format.atomic
+from weightio.format.archive import Archive, tensor_ref
+from weightio.format.store import save
+from weightio.spec.core import OpaqueLayer
+from weightio.spec.model import ModelSpec, Provenance
 
 TENSORS, ELEMENTS = 6, 250_000  # 6 MB
 
@@ -65,7 +67,7 @@ def die_at(point: str, limit: int) -> None:
         if reached == point:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    weightio.atomic.fault_hook = hook
+    weightio.format.atomic.fault_hook = hook
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 shards) as FOLDER/model.safetensors.index.json, then repeatedly forks a child that rewrites it as
 set B (NEW_SHARDS shards, different values) and dies:
 
-- deterministically at the k-th ``"renamed"`` step of the write (``weightio.atomic.fault_hook``;
+- deterministically at the k-th ``"renamed"`` step of the write (``weightio.format.atomic.fault_hook``;
   one per shard, per index write and per shard taking its final name), for every k the write has;
 - after a random delay spread over a whole write, RANDOM_KILLS times.
 
@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-import weightio.atomic
-from weightio.archive import Archive, load, save, tensor_ref
-from weightio.spec import ModelSpec, OpaqueLayer, Provenance
+import weightio.format.atomic
+from weightio.format.archive import Archive, tensor_ref
+from weightio.format.store import load, save
+from weightio.spec.core import OpaqueLayer
+from weightio.spec.model import ModelSpec, Provenance
 
 TENSORS, ELEMENTS = 4, 60_000  # 240 kB each: one tensor per shard at 250 kB
 
@@ -46,7 +48,7 @@ def shard_size(count: int) -> int:
 
 
 def digests(spec) -> dict[str, str]:
-    return {ref.key: ref.sha256 for _, _, ref in spec.tensor_refs()}
+    return {ref.key: ref.recorded_digest() for _, _, ref in spec.tensor_refs()}
 
 
 def state(folder: Path, index: Path, a: dict, b: dict) -> dict:
@@ -82,7 +84,7 @@ def main() -> None:
         pid = os.fork()
         if pid == 0:
             try:
-                weightio.atomic.fault_hook = die
+                weightio.format.atomic.fault_hook = die
                 save(new, path, max_shard_size=shard_size(new_n))
             finally:
                 os._exit(0)
@@ -94,9 +96,9 @@ def main() -> None:
     duration = time.perf_counter() - start
     steps: list[str] = []
     save(old, path, max_shard_size=shard_size(old_n))  # restore A, then count B's steps over it
-    weightio.atomic.fault_hook = steps.append
+    weightio.format.atomic.fault_hook = steps.append
     save(new, path, max_shard_size=shard_size(new_n))
-    weightio.atomic.fault_hook = None
+    weightio.format.atomic.fault_hook = None
     renames = steps.count("renamed")
     save(old, path, max_shard_size=shard_size(old_n))
 

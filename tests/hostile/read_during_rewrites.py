@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from weightio.archive import Archive, load, save, tensor_ref
-from weightio.spec import ModelSpec, OpaqueLayer, Provenance
+from weightio.format.archive import Archive, tensor_ref
+from weightio.format.store import load, save
+from weightio.spec.core import OpaqueLayer
+from weightio.spec.model import ModelSpec, Provenance
 
 
 def archive(seed: int) -> Archive:

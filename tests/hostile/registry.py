@@ -32,8 +32,10 @@ def dense_archive(path: Path, weight: Any = None, *, name: str = "tiny") -> Path
     """Write a real weightio archive of one 4->3 dense layer (``weight`` replaces the seeded one)."""
     import numpy as np
 
-    from weightio.archive import Archive, save, tensor_ref
-    from weightio.spec import DenseLayer, InputSpec, ModelSpec, OutputSpec, Provenance
+    from weightio.format.archive import Archive, tensor_ref
+    from weightio.format.store import save
+    from weightio.spec.core import DenseLayer
+    from weightio.spec.model import InputSpec, ModelSpec, OutputSpec, Provenance
 
     rng = np.random.default_rng(7)
     w = rng.standard_normal((3, 4)).astype("f4") if weight is None else weight

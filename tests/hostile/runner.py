@@ -27,13 +27,13 @@ def _preload() -> None:
     import h5py  # noqa: F401
 
     import weightio
-    import weightio.adapters.keras_files  # noqa: F401
-    import weightio.adapters.sklearn_files  # noqa: F401
-    import weightio.adapters.torch_files  # noqa: F401
-    import weightio.adapters.torch_pickle  # noqa: F401
-    import weightio.archive  # noqa: F401
-    import weightio.reading  # noqa: F401
-    import weightio.sharding  # noqa: F401
+    import weightio.format.archive
+    import weightio.format.sharding
+    import weightio.frameworks.keras.files.reader
+    import weightio.frameworks.sklearn.files
+    import weightio.frameworks.torch.files.pickle
+    import weightio.frameworks.torch.files.state_dict
+    import weightio.verbs.read
 
     _ = weightio.errors
     try:  # the sklearn items: import scikit-learn once, not in every forked child
@@ -47,17 +47,62 @@ def _preload() -> None:
         import torch
 
         torch.set_num_threads(1)
-        import weightio.adapters.torch_write  # noqa: F401
+        import weightio.frameworks.torch.write  # noqa: F401
     except ImportError:
         pass
 
 
-def _run_op(item: dict[str, Any], out: Path) -> None:
+def _limit_memory(budget: int) -> None:
+    """Cap the child's address space at what it inherited plus ``budget`` bytes."""
+    import resource
+
+    with open("/proc/self/statm") as handle:
+        current = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (current + budget, current + budget))
+
+
+def _run_cli(args: list[str]) -> dict[str, Any]:
+    """The ``weightio`` command in this process: its exit status and what it printed."""
+    import contextlib
+    import io
+
+    from weightio.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code: Any = 0
+    argv = sys.argv
+    sys.argv = ["weightio", *args]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            main()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = argv
+    return {"exit": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()}
+
+
+def _run_op(item: dict[str, Any], out: Path) -> dict[str, Any] | None:
+    import numpy as np
+
     import weightio
-    from weightio.archive import load
+    from weightio.format.store import load
 
     path = item["path"]
     op = item["op"]
+    if op == "cli":
+        return _run_cli(item["args"])
+    if op == "read_values":  # read, and touch every byte of every tensor; nothing written
+        archive = weightio.read(path, **item.get("options", {}))
+        for array in archive.tensors.values():
+            np.asarray(array).tobytes()
+        return None
+    if op == "save_over":  # write a valid archive over ``path``
+        weightio.save(load(item["source"]), path)
+        return None
+    if op == "convert_archive":
+        weightio.convert(path, out / "model.safetensors", **item.get("options", {}))
+        return None
     if op == "load":
         archive = load(path)
     elif op == "load_verify":
@@ -76,10 +121,11 @@ def _run_op(item: dict[str, Any], out: Path) -> None:
 
         with open(path, "rb") as handle:
             pickle.load(handle)  # noqa: S301 - deliberately unsafe, in a throwaway child
-        return
+        return None
     else:  # pragma: no cover
         raise AssertionError(op)
     weightio.save(archive, out / "result.safetensors")
+    return None
 
 
 def _child(item: dict[str, Any], result_file: str) -> None:
@@ -99,10 +145,12 @@ def _child(item: dict[str, Any], result_file: str) -> None:
             events["forbidden"].append(event)
 
     out = Path(item["out"])
+    _limit_memory(int(item.get("memory") or 2 << 30))
     sys.addaudithook(hook)
     error: dict[str, Any] | None = None
+    cli: dict[str, Any] | None = None
     try:
-        _run_op(item, out)
+        cli = _run_op(item, out)
     except BaseException as exc:  # noqa: BLE001 - everything is reported to the test
         from weightio.errors import WeightioError
 
@@ -114,7 +162,7 @@ def _child(item: dict[str, Any], result_file: str) -> None:
         }
     recording[0] = False
     with open(result_file, "w") as handle:
-        json.dump({"error": error, "events": events}, handle)
+        json.dump({"error": error, "events": events, "cli": cli}, handle)
 
 
 def serve() -> None:
@@ -127,7 +175,7 @@ def serve() -> None:
         if pid == 0:
             code = 0
             try:
-                signal.alarm(60)
+                signal.alarm(int(item.get("timeout") or 60))
                 _child(item, result_file)
             except BaseException:  # noqa: BLE001
                 traceback.print_exc()

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 import weightio
-from weightio.archive import save
-from weightio.atomic import atomic_path
+from weightio.format.atomic import atomic_path
+from weightio.format.store import save
 
 REPLACED_MODE = 0o604  # group cannot read, others can: no umask gives this
 
@@ -36,7 +36,7 @@ def writers() -> dict[str, Callable[[Path], None]]:
     weights_only = weightio.read(state)
 
     def keras_file(folder: Path) -> None:
-        from weightio.adapters.keras_files_write import write_keras_file
+        from weightio.frameworks.keras.files.writer import write_keras_file
 
         write_keras_file(archive, folder / "model.keras")
 
@@ -46,24 +46,24 @@ def writers() -> dict[str, Callable[[Path], None]]:
             temp.write_bytes(b"written by a library that wants a path")
 
     def skops(folder: Path) -> None:
-        from weightio.adapters.sklearn_files import save_estimator
+        from weightio.frameworks.sklearn.files import save_estimator
 
         save_estimator(estimator, folder / "model.skops")
 
     def joblib(folder: Path) -> None:
-        from weightio.adapters.sklearn_files import save_estimator
+        from weightio.frameworks.sklearn.files import save_estimator
 
         save_estimator(estimator, folder / "model.joblib")
 
     def pt_state_dict(folder: Path) -> None:
         import torch
 
-        from weightio.adapters.torch_files import save_state_dict
+        from weightio.frameworks.torch.files.state_dict import save_state_dict
 
         save_state_dict(torch.nn.Linear(3, 2), folder / "model.pt")
 
     def pt_archive_state_dict(folder: Path) -> None:
-        from weightio.adapters.torch_files import save_archive_state_dict
+        from weightio.frameworks.torch.files.state_dict import save_archive_state_dict
 
         save_archive_state_dict(weights_only, folder / "weights.pt")
 

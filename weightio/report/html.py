@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from weightio.atomic import atomic_write
+from weightio.format.atomic import atomic_write
 from weightio.report.text import fmt, summary_line
+from weightio.terminal import printable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from weightio.archive import Archive
-    from weightio.diff import DiffReport
-    from weightio.inspection import Inspection
+    from weightio.analysis.diff import DiffReport
+    from weightio.analysis.inspect import Inspection
+    from weightio.format.archive import Archive
 
 #: Histograms embedded in an inspect page at most (the PNG folder from ``plot`` has them all).
 MAX_HISTOGRAMS = 48
@@ -111,7 +112,10 @@ _CSP = (
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Text from a file in HTML: markup escaped, and (as on a terminal) control and bidi
+    characters shown as escapes, so a name displays as what it is.
+    """
+    return html.escape(printable(text), quote=True)
 
 
 def _sort_attr(value: float | str | None) -> str:

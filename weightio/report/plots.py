@@ -4,7 +4,7 @@ matplotlib is optional (``pip install 'weightio[plot]'``) and imported only here
 is asked for. Figures are built with ``matplotlib.figure.Figure`` directly, never through
 ``pyplot``: no global state, no GUI backend, no display needed, safe to call from any thread.
 Every function returns PNG bytes; ``write_pngs`` writes them atomically. Tensor data is read chunk
-by chunk (``weightio.stats``), so pictures of big tensors stay within bounded memory.
+by chunk (``weightio.analysis.stats``), so pictures of big tensors stay within bounded memory.
 """
 
 from __future__ import annotations
@@ -18,25 +18,36 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightio.atomic import atomic_write
-from weightio.stats import CHUNK_ELEMENTS, histogram, tensor_stats
+from weightio.analysis.stats import CHUNK_ELEMENTS, histogram, tensor_stats
+from weightio.format.atomic import atomic_write
+from weightio.terminal import printable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from weightio.archive import Archive
-    from weightio.diff import DiffReport
+    from weightio.analysis.diff import DiffReport
+    from weightio.format.archive import Archive
 
 #: At most this many filters are drawn in a conv filter grid.
 MAX_FILTERS = 64
 
 
 def _figure(width: float, height: float) -> Any:
-    from weightio.adapters.common import require
+    from weightio.optional import require
 
     figure_module = require("matplotlib.figure", purpose="drawing plots")
     return figure_module.Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
 def _png(fig: Any) -> bytes:
+    """The figure as PNG bytes, every text in it shown literally.
+
+    Titles and labels hold names from the file: control and bidi characters are escaped, and
+    ``$…$`` is not parsed as mathtext (a name like ``a$^{$`` would make matplotlib raise).
+    """
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_text(printable(text.get_text()))
+        text.set_parse_math(False)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()

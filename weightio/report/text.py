@@ -1,15 +1,23 @@
-"""Text renderings: rich tables for inspect and diff, plain text for explain."""
+"""Text renderings: rich tables for inspect and diff, plain text for explain.
+
+Names come from files: every string a table shows is a ``rich.text.Text`` of
+``weightio.terminal.printable(...)`` (``cell``), and the console has markup, emoji codes and
+highlighting off, so ``[bold red]``, ``[/x]``, ``:smile:``, ANSI escapes and bidi overrides in a
+layer or tensor name are shown literally, never interpreted.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from weightio.terminal import printable
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
+    from rich.text import Text
 
-    from weightio.diff import DiffReport
-    from weightio.explain import Explanation, Values
-    from weightio.inspection import Inspection
+    from weightio.analysis.diff import DiffReport
+    from weightio.analysis.inspect import Inspection
 
 
 def fmt(value: float | None, spec: str = ".4g") -> str:
@@ -18,12 +26,23 @@ def fmt(value: float | None, spec: str = ".4g") -> str:
 
 
 def console() -> Console:
-    """A rich console on stdout; wide when piped, so tables are not squeezed to 80 columns."""
+    """A rich console on stdout; wide when piped, so tables are not squeezed to 80 columns.
+
+    Markup, emoji codes and highlighting are off: everything printed is text.
+    """
     import sys
 
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    options = {"markup": False, "emoji": False, "highlight": False}
+    return Console(**options) if sys.stdout.isatty() else Console(width=200, **options)
+
+
+def cell(value: object, style: str = "") -> Text:
+    """A table cell or line: ``value`` made printable, as rich ``Text`` (never markup)."""
+    from rich.text import Text
+
+    return Text(printable(value), style=style)
 
 
 def shape_text(shape: list[int] | None) -> str:
@@ -35,19 +54,19 @@ def shape_text(shape: list[int] | None) -> str:
 
 def print_inspection(report: Inspection, console: Console) -> None:
     """The ``inspect`` table: one row per layer, or one per tensor when stats were read."""
-    from rich.table import Table
+    from weightio.report.table import Table
 
     with_stats = any(t.stats is not None for layer in report.layers for t in layer.tensors)
-    table = Table(title=f"{report.name} ({report.source_framework})")
+    table = Table(title=cell(f"{report.name} ({report.source_framework})"))
     if not with_stats:
         for column in ("layer", "kind", "parameters", "dtype", "count", "detail"):
             table.add_column(column, justify="right" if column == "count" else "left")
         for layer in report.layers:
             shapes = ", ".join(f"{t.param}{t.shape}" for t in layer.tensors) or "-"
             dtypes = ", ".join(sorted({t.dtype for t in layer.tensors})) or "-"
-            table.add_row(
+            table.add_row(*map(cell, (
                 layer.name, layer.kind, shapes, dtypes, f"{layer.parameter_count:,}", layer.detail
-            )
+            )))
     else:
         columns = ("tensor", "kind", "shape", "dtype", "count", "mean", "std", "min", "max", "L2",
                    "zeros", "NaN/Inf")
@@ -55,35 +74,35 @@ def print_inspection(report: Inspection, console: Console) -> None:
             table.add_column(column, justify="left" if column in {"tensor", "kind", "shape", "dtype"} else "right")
         for layer in report.layers:
             if not layer.tensors:
-                table.add_row(layer.name, layer.kind, "-", "-", "0", *["" for _ in range(7)])
+                table.add_row(*map(cell, (layer.name, layer.kind, "-", "-", "0", *["" for _ in range(7)])))
             for t in layer.tensors:
                 s = t.stats
                 assert s is not None
-                table.add_row(
+                table.add_row(*map(cell, (
                     t.key, layer.kind, shape_text(t.shape), t.dtype, f"{t.count:,}", fmt(s.mean), fmt(s.std),
                     fmt(s.min), fmt(s.max), fmt(s.l2), f"{s.zero_fraction:.1%}",
                     f"{s.nan_count}/{s.inf_count}",
-                )
+                )))
     console.print(table)
     sizes = ", ".join(f"{d}: {n:,} bytes" for d, n in report.bytes_by_dtype.items()) or "no tensors"
-    console.print(f"{report.parameter_count:,} parameters; {sizes}")
+    console.print(cell(f"{report.parameter_count:,} parameters; {sizes}"))
     if report.nonfinite:
         nans = sum(t.nan for t in report.nonfinite)
         infs = sum(t.inf for t in report.nonfinite)
         where = ", ".join(f"{t.key} ({t.nan} NaN, {t.inf} Inf)" for t in report.nonfinite[:8])
         more = f" and {len(report.nonfinite) - 8} more" if len(report.nonfinite) > 8 else ""
-        console.print(f"non-finite values: {nans:,} NaN, {infs:,} Inf, kept bit-exact, in {where}{more}")
+        console.print(cell(f"non-finite values: {nans:,} NaN, {infs:,} Inf, kept bit-exact, in {where}{more}"))
     elif report.nonfinite is None:
-        console.print("NaN/Inf not checked (large archive); run with --stats to read every tensor")
+        console.print(cell("NaN/Inf not checked (large archive); run with --stats to read every tensor"))
     if report.weights_only:
-        console.print("weights only: no architecture (read from a bare state dict)")
+        console.print(cell("weights only: no architecture (read from a bare state dict)"))
 
 
 def print_diff(report: DiffReport, console: Console) -> None:
     """The ``diff`` table: one row per tensor, then the summary."""
-    from rich.table import Table
+    from weightio.report.table import Table
 
-    table = Table(title=f"{report.a.source}  vs  {report.b.source}  (aligned by {report.alignment})")
+    table = Table(title=cell(f"{report.a.source}  vs  {report.b.source}  (aligned by {report.alignment})"))
     for column in ("tensor", "status", "shape", "max |Δ|", "‖Δ‖/‖A‖", "cosine", "changed"):
         table.add_column(column, justify="left" if column in {"tensor", "status", "shape"} else "right")
     styles = {"identical": "green", "changed": "yellow"}
@@ -95,12 +114,12 @@ def print_diff(report: DiffReport, console: Console) -> None:
         if e.dtype_a and e.dtype_b and e.dtype_a != e.dtype_b:
             shape += f" {e.dtype_a}→{e.dtype_b}"
         table.add_row(
-            name, f"[{styles.get(e.status, 'red')}]{e.status}[/]", shape, fmt(e.max_abs_diff),
-            fmt(e.relative_l2), fmt(e.cosine_similarity, ".6f"),
-            "-" if e.fraction_changed is None else f"{e.fraction_changed:.1%}",
+            cell(name), cell(e.status, styles.get(e.status, "red")), cell(shape),
+            *map(cell, (fmt(e.max_abs_diff), fmt(e.relative_l2), fmt(e.cosine_similarity, ".6f"),
+                        "-" if e.fraction_changed is None else f"{e.fraction_changed:.1%}")),
         )
     console.print(table)
-    console.print(summary_line(report))
+    console.print(cell(summary_line(report)))
 
 
 def summary_line(report: DiffReport) -> str:
@@ -115,35 +134,3 @@ def summary_line(report: DiffReport) -> str:
     return line
 
 
-def _block(label: str, values: Values, indent: str = "    ") -> list[str]:
-    shape = "×".join(map(str, values.shape)) or "scalar"
-    text = values.text.replace("\n", "\n" + indent + " " * (len(label) + 2))
-    lines = [f"{indent}{label}: {text}   [{shape}]"]
-    if values.abbreviated and values.min is not None:
-        lines.append(f"{indent}{' ' * (len(label) + 2)}(abbreviated; min {values.min:.6g}, max {values.max:.6g})")
-    return lines
-
-
-def explanation_text(explanation: Explanation) -> str:
-    """The forward pass as a learner would write it out by hand."""
-    out = [f"Forward pass of {explanation.model!r}, sample {explanation.sample} (float64 inside)", ""]
-    for name, values in explanation.inputs.items():
-        out += _block(f"input {name}", values, indent="")
-    for step in explanation.steps:
-        cls = f" ({step.source_class})" if step.source_class else ""
-        out += ["", f"step {step.index}: {step.layer} — {step.kind}{cls}"]
-        out.append(f"    formula: {step.layer} = {step.formula}")
-        out += _block(f"x = {', '.join(step.inputs)}", step.input)
-        labels = {"weight": "W", "bias": "b"}
-        for param, values in step.parameters.items():
-            out += _block(labels.get(param, param), values)
-        if step.expansion:
-            out.append("    by hand, unit by unit: [u] = W[u,0]·x[0] + W[u,1]·x[1] + … + b[u]")
-            out += [f"      {line}" for line in step.expansion]
-        if step.pre_activation is not None:
-            out += _block("pre-activation x · Wᵀ + b", step.pre_activation)
-        out += _block("output", step.output)
-    out.append("")
-    for name, values in explanation.outputs.items():
-        out += _block(f"model output {name} (= weightio.run)", values, indent="")
-    return "\n".join(out) + "\n"

@@ -85,5 +85,15 @@ class ActivationFn(SpecModel):
         params = [f"{p}={getattr(self, p)}" for p in ACTIVATION_PARAMETERS.get(self.name, ())]
         return f"{self.name}({', '.join(params)})" if params else self.name
 
+    def around(self, inner: str) -> str:
+        """The activation applied to the expression ``inner``: ``relu(x · Wᵀ + b)``.
+
+        The identity gives ``inner`` unchanged; parameters follow, ``… with alpha=1.0``.
+        """
+        if self.name == "linear":
+            return inner
+        params = [f"{p}={getattr(self, p)}" for p in ACTIVATION_PARAMETERS.get(self.name, ())]
+        return f"{self.name}({inner})" + (f"  with {', '.join(params)}" if params else "")
+
 
 LINEAR = ActivationFn(name="linear")

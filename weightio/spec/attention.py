@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from weightio.spec.layers import LayerBase
+from weightio.spec.base import LayerBase, Shape
 from weightio.spec.tensors import TensorRef
 
 
@@ -50,5 +50,18 @@ class MultiHeadAttentionLayer(LayerBase):
             raise ValueError("; ".join(problems))
         return self
 
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The query's shape."""
+        return input_shapes[0] if input_shapes else None
 
-ATTENTION_LAYERS = (MultiHeadAttentionLayer,)
+    def formula(self) -> str:
+        """Scaled dot-product attention over the heads."""
+        return f"softmax(Q·Kᵀ / √d)·V with {self.num_heads} heads, Q = K = V from x"
+
+    def detail(self) -> str:
+        """Width and heads."""
+        return f"embed={self.embed_dim}, heads={self.num_heads}"
+
+
+#: This family's layer kinds, joined into ``weightio.spec.layers.Layer``.
+LAYERS = (MultiHeadAttentionLayer,)

@@ -2,9 +2,9 @@
 
 Canonical semantics are **channels-first**: a spatial tensor is ``[N, C, *spatial]`` (PyTorch's
 layout), whatever the source used. A Keras model holds the same tensor channels-last; the archive
-records that on its inputs (``InputSpec.layout``) and ``weightio.layout_flow`` works out which
+records that on its inputs (``InputSpec.layout``) and ``weightio.layouts.flow`` works out which
 tensors in the graph are spatial, so writers and verification can move between the two forms
-with exact permutations (``weightio.layouts``).
+with exact permutations (``weightio.layouts.transforms``).
 
 Padding is stored as ``"valid"``, ``"same"`` or explicit ``[[before, after], ...]`` per spatial
 dimension. ``"same"`` means TensorFlow/Keras semantics: ``out = ceil(in / stride)``, total
@@ -20,7 +20,16 @@ from typing import ClassVar, Literal, Union
 from pydantic import Field, model_validator
 
 from weightio.spec.activations import LINEAR, ActivationFn
-from weightio.spec.layers import LayerBase, check_bias, check_param_shape
+from weightio.spec.base import (
+    CHANNELS,
+    PLAIN,
+    LayerBase,
+    LayoutTrait,
+    Shape,
+    check_bias,
+    check_param_shape,
+    window_size,
+)
 from weightio.spec.tensors import TensorRef
 
 Rank = Literal[1, 2, 3]
@@ -38,6 +47,22 @@ def _check_padding(padding: Padding, rank: int, *, allow_negative: bool = False)
         raise ValueError(f"padding {list(padding)} has a negative entry")
 
 
+def conv_detail(layer: ConvLayer | SeparableConvLayer | ConvTransposeLayer) -> str:
+    """The one-line hyper-parameters of the convolution kinds."""
+    text = (
+        f"{layer.in_channels}->{layer.out_channels}, kernel {tuple(layer.kernel_size)}, "
+        f"stride {tuple(layer.strides)}"
+    )
+    padding = getattr(layer, "padding", None)
+    if padding is not None:
+        text += f", padding {padding if isinstance(padding, str) else [tuple(p) for p in padding]}"
+    if getattr(layer, "groups", 1) != 1:
+        text += f", groups {layer.groups}"
+    if layer.activation.name != "linear":
+        text += f", activation={layer.activation.describe()}"
+    return text
+
+
 def _check_tuples(layer: LayerBase, rank: int, *names: str) -> None:
     for name in names:
         value = getattr(layer, name)
@@ -45,6 +70,16 @@ def _check_tuples(layer: LayerBase, rank: int, *names: str) -> None:
             raise ValueError(f"{name} {list(value)} has {len(value)} entries, rank is {rank}")
         if any(v <= 0 for v in value):
             raise ValueError(f"{name} {list(value)} must be positive")
+
+
+def _windowed(layer: LayerBase, input_shapes: list[Shape], channels: int, kernel: tuple[int, ...],
+              strides: tuple[int, ...], dilation: tuple[int, ...], padding: Padding) -> Shape | None:
+    """``[channels, *spatial]`` after a windowed op over ``[C, *spatial]``."""
+    if not input_shapes or len(input_shapes[0]) != len(kernel) + 1:
+        return None
+    pads = [padding] * len(kernel) if isinstance(padding, str) else list(padding)
+    return (channels, *(window_size(n, k, st, d, p) for n, k, st, d, p in
+                        zip(input_shapes[0][1:], kernel, strides, dilation, pads)))
 
 
 class ConvLayer(LayerBase):
@@ -84,6 +119,27 @@ class ConvLayer(LayerBase):
         check_bias(self.bias, self.use_bias, self.out_channels, weight=self.weight, what="conv")
         return self
 
+    layout: ClassVar[LayoutTrait] = "spatial"
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """A feature map of this rank."""
+        return self.rank + 2
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """``[out_channels, *windowed spatial]``."""
+        return _windowed(self, input_shapes, self.out_channels, self.kernel_size, self.strides,
+                         self.dilation, self.padding)
+
+    def formula(self) -> str:
+        """``conv2d(x, W) + b``, groups and activation included."""
+        grouped = f", groups {self.groups}" if self.groups != 1 else ""
+        bias = " + b" if self.bias is not None else ""
+        return self.activation.around(f"conv{self.rank}d(x, W{grouped}){bias}")
+
+    def detail(self) -> str:
+        """Channels, kernel, stride, padding, groups, activation."""
+        return conv_detail(self)
+
 
 class SeparableConvLayer(LayerBase):
     """Depthwise convolution (``groups = in_channels``) then a pointwise 1×1 one; bias at the end.
@@ -121,6 +177,26 @@ class SeparableConvLayer(LayerBase):
             raise ValueError(f"pointwise_weight shape {list(self.pointwise_weight.shape)} != {list(want_p)}")
         check_bias(self.bias, self.use_bias, self.out_channels, weight=self.pointwise_weight, what="separable_conv")
         return self
+
+    layout: ClassVar[LayoutTrait] = "spatial"
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """A feature map of this rank."""
+        return self.rank + 2
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """``[out_channels, *windowed spatial]``."""
+        return _windowed(self, input_shapes, self.out_channels, self.kernel_size, self.strides,
+                         self.dilation, self.padding)
+
+    def formula(self) -> str:
+        """Depthwise, then pointwise, then the bias."""
+        bias = " + b" if self.bias is not None else ""
+        return self.activation.around(f"pointwise(depthwise(x, W_dw), W_pw){bias}")
+
+    def detail(self) -> str:
+        """Channels, kernel, stride, padding, activation."""
+        return conv_detail(self)
 
 
 class ConvTransposeLayer(LayerBase):
@@ -162,6 +238,32 @@ class ConvTransposeLayer(LayerBase):
         check_bias(self.bias, self.use_bias, self.out_channels, weight=self.weight, what="conv_transpose")
         return self
 
+    layout: ClassVar[LayoutTrait] = "spatial"
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """A feature map of this rank."""
+        return self.rank + 2
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """``(in - 1) * stride + (k - 1) * dilation + 1`` per axis, less the cropping."""
+        if not input_shapes or len(input_shapes[0]) != self.rank + 1:
+            return None
+        spatial = [
+            None if n is None else (n - 1) * s + (k - 1) * d + 1 - begin - end
+            for n, s, k, d, (begin, end) in zip(input_shapes[0][1:], self.strides,
+                                                self.kernel_size, self.dilation, self.cropping)
+        ]
+        return (self.out_channels, *spatial)
+
+    def formula(self) -> str:
+        """``conv_transpose2d(x, W) + b``."""
+        bias = " + b" if self.bias is not None else ""
+        return self.activation.around(f"conv_transpose{self.rank}d(x, W){bias}")
+
+    def detail(self) -> str:
+        """Channels, kernel, stride, groups, activation."""
+        return conv_detail(self)
+
 
 class PoolLayer(LayerBase):
     """Max or average pooling over the spatial axes.
@@ -185,6 +287,28 @@ class PoolLayer(LayerBase):
         _check_padding(self.padding, self.rank)
         return self
 
+    layout: ClassVar[LayoutTrait] = "spatial"
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """A feature map of this rank."""
+        return self.rank + 2
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The channels kept, the spatial axes windowed."""
+        if not input_shapes or not input_shapes[0]:
+            return None
+        return _windowed(self, input_shapes, input_shapes[0][0], self.pool_size,  # type: ignore[arg-type]
+                         self.strides, (1,) * self.rank, self.padding)
+
+    def formula(self) -> str:
+        """``max_pool2d(x, size (2, 2), stride (2, 2))``."""
+        return f"{self.op}_pool{self.rank}d(x, size {tuple(self.pool_size)}, stride {tuple(self.strides)})"
+
+    def detail(self) -> str:
+        """Op, size, stride, padding."""
+        return (f"{self.op}, size {tuple(self.pool_size)}, stride {tuple(self.strides)}, "
+                f"padding {self.padding}")
+
 
 class GlobalPoolLayer(LayerBase):
     """Mean or max over every spatial axis; ``keepdims`` keeps them as size 1."""
@@ -193,6 +317,32 @@ class GlobalPoolLayer(LayerBase):
     rank: Rank
     op: Literal["max", "avg"]
     keepdims: bool = False
+
+    layout: ClassVar[LayoutTrait] = "spatial_reduce"
+
+    def output_form(self, input_forms: list[str]) -> str | None:
+        """A map of size-1 axes with ``keepdims``, else a vector."""
+        return CHANNELS if self.keepdims else PLAIN
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """The input's rank with ``keepdims``, else a vector."""
+        return self.rank + 2 if self.keepdims else 2
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """``[C]``, or ``[C, 1, …]`` with ``keepdims``."""
+        if not input_shapes or not input_shapes[0]:
+            return None
+        channels = input_shapes[0][0]
+        return (channels, *([1] * self.rank)) if self.keepdims else (channels,)
+
+    def formula(self) -> str:
+        """Mean or max over the spatial axes."""
+        kept = " (kept as size 1)" if self.keepdims else ""
+        return f"{self.op} of x over its spatial axes{kept}"
+
+    def detail(self) -> str:
+        """Op and keepdims."""
+        return f"{self.op}, keepdims={self.keepdims}"
 
 
 class ZeroPaddingLayer(LayerBase):
@@ -211,6 +361,27 @@ class ZeroPaddingLayer(LayerBase):
         _check_padding(self.padding, self.rank, allow_negative=True)
         return self
 
+    layout: ClassVar[LayoutTrait] = "spatial"
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """A feature map of this rank."""
+        return self.rank + 2
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """Each spatial axis grown by its pads (shrunk by negative ones)."""
+        if not input_shapes or len(input_shapes[0]) != self.rank + 1:
+            return None
+        x = input_shapes[0]
+        return (x[0], *(None if n is None else n + b + a for n, (b, a) in zip(x[1:], self.padding)))
+
+    def formula(self) -> str:
+        """Zeros around the spatial axes."""
+        return f"x padded with zeros {[tuple(p) for p in self.padding]} on its spatial axes"
+
+    def detail(self) -> str:
+        """The pads."""
+        return f"padding {[tuple(p) for p in self.padding]}"
+
 
 class UpSamplingLayer(LayerBase):
     """Nearest-neighbour upsampling by integer factors: each element repeated ``size`` times."""
@@ -225,6 +396,27 @@ class UpSamplingLayer(LayerBase):
         _check_tuples(self, self.rank, "size")
         return self
 
+    layout: ClassVar[LayoutTrait] = "spatial"
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """A feature map of this rank."""
+        return self.rank + 2
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """Each spatial axis times its factor."""
+        if not input_shapes or len(input_shapes[0]) != self.rank + 1:
+            return None
+        x = input_shapes[0]
+        return (x[0], *(None if n is None else n * f for n, f in zip(x[1:], self.size)))
+
+    def formula(self) -> str:
+        """Nearest-neighbour repetition."""
+        return f"x repeated {tuple(self.size)} times along its spatial axes (nearest)"
+
+    def detail(self) -> str:
+        """The factors."""
+        return f"size {tuple(self.size)}"
+
 
 class FlattenLayer(LayerBase):
     """Flattens everything but the batch axis, in the order the source flattened in.
@@ -237,6 +429,27 @@ class FlattenLayer(LayerBase):
 
     kind: Literal["flatten"] = "flatten"
     order: Order = "channels_first"
+
+    layout: ClassVar[LayoutTrait] = "flatten"
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """A vector."""
+        return 2
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """One axis holding every element."""
+        if not input_shapes:
+            return None
+        x = input_shapes[0]
+        return (None,) if any(n is None for n in x) else (_product(x),)
+
+    def formula(self) -> str:
+        """A vector, in the order recorded."""
+        return f"x as a vector, read in {self.order.replace('_', '-')} order"
+
+    def detail(self) -> str:
+        """The order."""
+        return f"order={self.order}"
 
 
 class ReshapeLayer(LayerBase):
@@ -263,6 +476,37 @@ class ReshapeLayer(LayerBase):
             raise ValueError("output_order channels_last needs a spatial target_shape")
         return self
 
+    layout: ClassVar[LayoutTrait] = "reshape"
+
+    def output_form(self, input_forms: list[str]) -> str | None:
+        """A feature map when the source reshaped into its channels-last form."""
+        return CHANNELS if self.output_order == "channels_last" else PLAIN
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """The target's rank."""
+        return len(self.target_shape) + 1
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The target, its ``-1`` resolved from the input's size when that is known."""
+        target = list(self.target_shape)
+        x = input_shapes[0] if input_shapes else None
+        known = x is not None and all(n is not None for n in x)
+        if -1 in target:
+            rest = _product(d for d in target if d != -1)
+            if not known or rest == 0:
+                return tuple(None if d == -1 else d for d in target)
+            target[target.index(-1)] = _product(x) // rest  # type: ignore[arg-type]
+        return tuple(target)
+
+    def formula(self) -> str:
+        """The target shape."""
+        return f"x reshaped to {tuple(self.target_shape)}"
+
+    def detail(self) -> str:
+        """Target shape and the orders read and written."""
+        return (f"target={tuple(self.target_shape)}, input_order={self.input_order}, "
+                f"output_order={self.output_order}")
+
 
 class PermuteLayer(LayerBase):
     """Permutes the non-batch axes: ``y = x.transpose(0, *dims)`` (dims count from 1)."""
@@ -276,8 +520,40 @@ class PermuteLayer(LayerBase):
             raise ValueError(f"dims {list(self.dims)} is not a permutation of 1..{len(self.dims)}")
         return self
 
+    layout: ClassVar[LayoutTrait] = "permute"
 
-CONV_LAYER_CLASSES: tuple[type[LayerBase], ...] = (
+    def output_form(self, input_forms: list[str]) -> str | None:
+        """Decided by the consumers: a feature map when one of them reads one."""
+        return None
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """The input's rank."""
+        return len(self.dims) + 1
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The input's axes in the new order."""
+        if not input_shapes or len(input_shapes[0]) != len(self.dims):
+            return None
+        return tuple(input_shapes[0][d - 1] for d in self.dims)
+
+    def formula(self) -> str:
+        """The axis order."""
+        return f"x with axes reordered to {tuple(self.dims)}"
+
+    def detail(self) -> str:
+        """The axis order."""
+        return f"dims={tuple(self.dims)}"
+
+
+def _product(values: object) -> int:
+    result = 1
+    for v in values:  # type: ignore[attr-defined]
+        result *= v
+    return result
+
+
+#: This family's layer kinds, joined into ``weightio.spec.layers.Layer``.
+LAYERS: tuple[type[LayerBase], ...] = (
     ConvLayer,
     SeparableConvLayer,
     ConvTransposeLayer,

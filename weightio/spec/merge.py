@@ -7,16 +7,17 @@ shape (Concatenate: the same shape but on ``axis``); ``subtract`` reads exactly 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
-from weightio.spec.layers import LayerBase
+from weightio.spec.base import LayerBase, LayoutTrait, Shape
 
-#: Kinds that read more than one input.
-MULTI_INPUT_KINDS = frozenset(
-    {"add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate"}
-)
+#: What each elementwise merge computes, for ``formula``.
+MERGE_TEXT = {
+    "add": "x₀ + x₁ + …", "subtract": "x₀ - x₁", "multiply": "x₀ · x₁ · …",
+    "average": "(x₀ + x₁ + …) / n", "maximum": "max(x₀, x₁, …)", "minimum": "min(x₀, x₁, …)",
+}
 
 
 class MergeLayer(LayerBase):
@@ -37,6 +38,13 @@ class MergeLayer(LayerBase):
             )
         return self
 
+    layout: ClassVar[LayoutTrait] = "merge"
+    multi_input: ClassVar[bool] = True
+
+    def formula(self) -> str:
+        """The merge, written out."""
+        return MERGE_TEXT[self.kind]
+
 
 class ConcatenateLayer(LayerBase):
     """Join the inputs along ``axis`` (counted with the batch axis; negative from the end)."""
@@ -44,11 +52,45 @@ class ConcatenateLayer(LayerBase):
     kind: Literal["concatenate"] = "concatenate"
     axis: int = -1
 
+    layout: ClassVar[LayoutTrait] = "join"
+    multi_input: ClassVar[bool] = True
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The inputs' shape, their sizes summed along ``axis``."""
+        if not input_shapes or any(len(x) != len(input_shapes[0]) for x in input_shapes):
+            return None
+        rank = len(input_shapes[0])
+        axis = self.axis - 1 if self.axis > 0 else rank + self.axis
+        if not 0 <= axis < rank:
+            return None
+        sizes = [x[axis] for x in input_shapes]
+        total = None if any(n is None for n in sizes) else sum(sizes)  # type: ignore[arg-type]
+        return (*input_shapes[0][:axis], total, *input_shapes[0][axis + 1:])
+
+    def formula(self) -> str:
+        """The inputs joined on the axis."""
+        return f"[x₀, x₁, …] joined on axis {self.axis}"
+
+    def detail(self) -> str:
+        """The axis."""
+        return f"axis={self.axis}"
+
 
 class LastStepLayer(LayerBase):
     """``x[:, -1]``: the last step of a batch-first sequence ``(N, T, ...)`` -> ``(N, ...)``."""
 
     kind: Literal["last_step"] = "last_step"
 
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The time axis dropped."""
+        if not input_shapes or not input_shapes[0]:
+            return None
+        return tuple(input_shapes[0][1:])
 
-MERGE_LAYERS = (MergeLayer, ConcatenateLayer, LastStepLayer)
+    def formula(self) -> str:
+        """The last step."""
+        return "x[:, -1]   (the sequence's last step)"
+
+
+#: This family's layer kinds, joined into ``weightio.spec.layers.Layer``.
+LAYERS = (MergeLayer, ConcatenateLayer, LastStepLayer)

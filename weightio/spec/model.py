@@ -7,12 +7,15 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from weightio.dtypes import DTypeName
-from weightio.spec.layers import Layer, LayerBase
-from weightio.spec.tensors import SpecModel, TensorRef
+from weightio.spec.base import LayerBase, Shape
+from weightio.spec.dtypes import DTypeName
+from weightio.spec.layers import Layer
+from weightio.spec.tensors import DIGEST_PATTERN, SpecModel, TensorRef
 
-#: Bumped on any change an older reader could misread; see docs/format.md.
-FORMAT_VERSION = "1.0"
+#: Bumped on any change an older reader could misread; see docs/format.md. 1.1: digests are
+#: ``"<algorithm>:<hex>"`` in ``digest`` / ``source_digest`` (BLAKE3 by default) instead of a
+#: plain sha256 in ``sha256`` / ``source_sha256``, which are still read.
+FORMAT_VERSION = "1.1"
 
 Layout = Literal["features_last", "channels_last", "channels_first"]
 
@@ -24,13 +27,34 @@ class Provenance(SpecModel):
     source_framework_version: str | None = None
     source_class: str | None = Field(default=None, description="e.g. 'keras.Sequential'.")
     source_file: str | None = Field(default=None, description="File name only, never a full path.")
-    source_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    source_digest: str | None = Field(
+        default=None,
+        pattern=DIGEST_PATTERN,
+        description="Digest of the source file's bytes: 'blake3:<hex>' or 'sha256:<hex>'.",
+    )
+    source_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Format 1.0 only: hex sha256 of the source file. Newer archives write 'source_digest'.",
+    )
     weightio_version: str
     created_at: str = Field(description="UTC, ISO 8601.")
     transforms: list[str] = Field(
         default_factory=list,
         description="Layout transforms applied to reach canonical form, one line each.",
     )
+
+    @model_validator(mode="after")
+    def _one_digest(self) -> Provenance:
+        if self.source_digest is not None and self.source_sha256 is not None:
+            raise ValueError("provenance records one source digest: 'source_digest' or 'source_sha256'")
+        return self
+
+    def recorded_source_digest(self) -> str | None:
+        """The source file's digest as ``"<algorithm>:<hex>"`` (a format 1.0 sha256 included)."""
+        if self.source_digest is not None:
+            return self.source_digest
+        return None if self.source_sha256 is None else f"sha256:{self.source_sha256}"
 
 
 class InputSpec(SpecModel):
@@ -189,6 +213,70 @@ def _find_problems(spec: ModelSpec) -> list[str]:
             _topological_order(spec)
         except ValueError as exc:
             problems.append(str(exc))
+        else:
+            problems.extend(size_problems(spec))
+    return problems
+
+
+#: Most elements one layer's output may hold per sample (16 GiB of float32). Sizes follow from
+#: the input shape and the hyper-parameters (``LayerBase.output_shape``), so an upsampling factor
+#: of 2**40 or a padding of a billion is refused when the spec is validated, before ``run``.
+MAX_ACTIVATION_ELEMENTS = 2**32
+
+
+def activation_shapes(
+    spec: ModelSpec, input_shapes: dict[str, Shape] | None = None
+) -> dict[str, Shape | None]:
+    """Every input's and layer's output shape without the batch axis, where the spec fixes it.
+
+    Args:
+        input_shapes: Shapes to use instead of the spec's (the arrays ``run`` was given).
+    """
+    shapes: dict[str, Shape | None] = {
+        inp.name: tuple(inp.shape) for inp in spec.inputs
+    }
+    shapes.update(input_shapes or {})
+    for index in _topological_order(spec):
+        layer = spec.layers[index]
+        sources = [shapes.get(name) for name in spec.layer_inputs(index)]
+        out: Shape | None = None
+        if sources and all(x is not None for x in sources):
+            try:
+                out = layer.output_shape(sources)  # type: ignore[arg-type]
+            except (TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError):
+                out = None
+        if out is not None and any(d is not None and d < 0 for d in out):
+            out = None  # an impossible size: the runtime reports it with the actual input
+        shapes[layer.name] = out
+    return shapes
+
+
+def size_problems(spec: ModelSpec, input_shapes: dict[str, Shape] | None = None,
+                  *, batch: int = 1) -> list[str]:
+    """Layers whose output would hold more than ``MAX_ACTIVATION_ELEMENTS`` per sample (free
+    dimensions counted as 1, so the count is a lower bound), times ``batch``.
+    """
+    if spec.weights_only:
+        return []
+    if input_shapes is None:  # free dimensions at their smallest: the sizes are lower bounds
+        input_shapes = {inp.name: tuple(1 if d is None else d for d in inp.shape)
+                        for inp in spec.inputs}
+    problems = []
+    for name, shape in activation_shapes(spec, input_shapes).items():
+        if shape is None:
+            continue
+        count = max(batch, 1)
+        for d in shape:
+            count *= 1 if d is None else d
+        if count > MAX_ACTIVATION_ELEMENTS * max(batch, 1):
+            problems.append(
+                f"layer {name!r} would output at least {count:,} elements per "
+                f"{'sample' if batch <= 1 else f'batch of {batch}'} (shape {list(shape)}), over "
+                f"the limit of {MAX_ACTIVATION_ELEMENTS:,}; its hyper-parameters (upsampling "
+                "size, padding, strides, reshape target) are corrupt or hostile"
+            )
+            if len(problems) >= 3:
+                break
     return problems
 
 

@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from weightio.spec.layers import LayerBase
+from weightio.spec.base import LayerBase, LayoutTrait, Shape
 from weightio.spec.tensors import TensorRef
 
 
@@ -62,6 +62,26 @@ class BatchNormLayer(LayerBase):
             return self.axis
         return None if self.input_rank is None else self.axis + self.input_rank
 
+    buffers: ClassVar[frozenset[str]] = frozenset({"running_mean", "running_var"})
+    layout: ClassVar[LayoutTrait] = "per_channel"
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The input's shape."""
+        return input_shapes[0] if input_shapes else None
+
+    def formula(self) -> str:
+        """Inference statistics along the axis, then the affine part when there is one."""
+        scale = " · weight" if self.weight is not None else ""
+        shift = " + bias" if self.bias is not None else ""
+        return (
+            f"(x - running_mean) / sqrt(running_var + {self.eps:g}){scale}{shift}"
+            f"   (one statistic per index on axis {self.axis})"
+        )
+
+    def detail(self) -> str:
+        """Features, axis, eps."""
+        return f"features={self.num_features}, axis={self.axis}, eps={self.eps:g}"
+
 
 class LayerNormLayer(LayerBase):
     """Normalise over the last ``len(normalized_shape)`` axes, then ``* weight + bias``.
@@ -88,6 +108,22 @@ class LayerNormLayer(LayerBase):
                     f"normalized_shape {list(self.normalized_shape)}"
                 )
         return self
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The input's shape."""
+        return input_shapes[0] if input_shapes else None
+
+    def formula(self) -> str:
+        """Statistics over the last axes."""
+        return (
+            f"(x - mean) / sqrt(var + {self.eps:g}) over the last {len(self.normalized_shape)} "
+            f"axis(es){' · weight' if self.weight is not None else ''}"
+            f"{' + bias' if self.bias is not None else ''}"
+        )
+
+    def detail(self) -> str:
+        """Normalised shape and eps."""
+        return f"shape={tuple(self.normalized_shape)}, eps={self.eps:g}"
 
 
 class GroupNormLayer(LayerBase):
@@ -117,6 +153,24 @@ class GroupNormLayer(LayerBase):
             raise ValueError("; ".join(problems))
         return self
 
+    layout: ClassVar[LayoutTrait] = "per_channel"
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The input's shape."""
+        return input_shapes[0] if input_shapes else None
+
+    def formula(self) -> str:
+        """Statistics within each channel group."""
+        return (
+            f"(x - mean) / sqrt(var + {self.eps:g}) within each of {self.num_groups} channel "
+            f"groups{' · weight' if self.weight is not None else ''}"
+            f"{' + bias' if self.bias is not None else ''}"
+        )
+
+    def detail(self) -> str:
+        """Groups, channels, eps."""
+        return f"groups={self.num_groups}, channels={self.num_channels}, eps={self.eps:g}"
+
 
 class NormalizationLayer(LayerBase):
     """Keras ``Normalization``: ``y = (x - mean) / max(sqrt(variance), eps)`` along ``axis``.
@@ -144,5 +198,20 @@ class NormalizationLayer(LayerBase):
             raise ValueError("; ".join(problems))
         return self
 
+    buffers: ClassVar[frozenset[str]] = frozenset({"mean", "variance"})
 
-NORM_LAYERS = (BatchNormLayer, LayerNormLayer, GroupNormLayer, NormalizationLayer)
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The input's shape."""
+        return input_shapes[0] if input_shapes else None
+
+    def formula(self) -> str:
+        """Keras's own floor on the standard deviation."""
+        return f"(x - mean) / max(sqrt(variance), {self.eps:g}) on axis {self.axis}"
+
+    def detail(self) -> str:
+        """Features, axis, eps."""
+        return f"features={self.num_features}, axis={self.axis}, eps={self.eps:g}"
+
+
+#: This family's layer kinds, joined into ``weightio.spec.layers.Layer``.
+LAYERS = (BatchNormLayer, LayerNormLayer, GroupNormLayer, NormalizationLayer)

@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from weightio.spec.layers import LayerBase, check_param_shape
+from weightio.spec.base import LayerBase, Shape, check_param_shape
 from weightio.spec.tensors import TensorRef
 
 
@@ -41,6 +41,18 @@ class EmbeddingLayer(LayerBase):
         check_param_shape(self.weight, (self.num_embeddings, self.embedding_dim),
                           what="embedding weight", layout="[num_embeddings, embedding_dim]")
         return self
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """A trailing axis of ``embedding_dim``."""
+        return (*input_shapes[0], self.embedding_dim) if input_shapes else None
+
+    def formula(self) -> str:
+        """A row per index."""
+        return "weight[x]   (one row per index)"
+
+    def detail(self) -> str:
+        """Vocabulary size and width."""
+        return f"{self.num_embeddings}x{self.embedding_dim}"
 
 
 #: Gates per kind: how many hidden-size blocks ``weight_ih`` stacks.
@@ -109,6 +121,30 @@ class RecurrentBase(LayerBase):
             raise ValueError("; ".join(problems))
         return self
 
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """``[T, H * directions]`` with ``return_sequences``, else ``[H * directions]``."""
+        if not input_shapes or len(input_shapes[0]) != 2 or not self.batch_first:
+            return None
+        width = self.hidden_size * self.directions
+        return (input_shapes[0][0], width) if self.return_sequences else (width,)
+
+    def formula(self) -> str:
+        """The cell over time, direction, stacking and what is returned."""
+        cell = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}[self.kind]
+        direction = "both directions, concatenated" if self.bidirectional else "forward"
+        steps = "every step's h" if self.return_sequences else "the last step's h"
+        stack = f"{self.num_layers} stacked layers, " if self.num_layers > 1 else ""
+        return f"{cell} over x[:, t] ({stack}{direction}); returns {steps}"
+
+    def detail(self) -> str:
+        """Sizes, stacking, direction, what is returned."""
+        text = f"in={self.input_size}, hidden={self.hidden_size}"
+        if self.num_layers > 1:
+            text += f", layers={self.num_layers}"
+        if self.bidirectional:
+            text += ", bidirectional"
+        return text + f", return_sequences={self.return_sequences}"
+
 
 class SimpleRNNLayer(RecurrentBase):
     """``h_t = activation(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (Keras SimpleRNN, nn.RNN)."""
@@ -131,5 +167,6 @@ class GRULayer(RecurrentBase):
     kind: Literal["gru"] = "gru"
 
 
-SEQUENCE_LAYERS = (EmbeddingLayer, SimpleRNNLayer, LSTMLayer, GRULayer)
+#: This family's layer kinds, joined into ``weightio.spec.layers.Layer``.
+LAYERS = (EmbeddingLayer, SimpleRNNLayer, LSTMLayer, GRULayer)
 RECURRENT_KINDS = frozenset({"simple_rnn", "lstm", "gru"})

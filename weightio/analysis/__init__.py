@@ -1,0 +1,1 @@
+"""What weightio says about archives: inspect, diff, stats, explain, non-finite values."""

@@ -1,0 +1,1 @@
+"""The file on disk: safetensors I/O, the archive, sharding, atomic writes, streaming, digests, limits."""

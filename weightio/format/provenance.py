@@ -1,0 +1,65 @@
+"""The provenance record of an archive: where its weights came from, when, and by which weightio."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from pathlib import Path
+
+from weightio.format.hashing import DEFAULT_ALGORITHM, file_digest
+from weightio.spec.model import Provenance
+from weightio.version import __version__
+
+
+def now_utc() -> str:
+    """Current UTC time, ISO 8601, seconds precision."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def file_sha256(path: os.PathLike[str] | str) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def source_file_digest(path: os.PathLike[str] | str, algorithm: str = DEFAULT_ALGORITHM) -> str:
+    """The tagged digest (``"blake3:<hex>"``) of a source file, as provenance records it."""
+    return file_digest(path, algorithm)
+
+
+def provenance(
+    framework: str,
+    *,
+    framework_version: str | None,
+    source_class: str | None,
+    source_file: os.PathLike[str] | str | None = None,
+    transforms: list[str] | None = None,
+) -> Provenance:
+    """Build the provenance record; a file is named by base name and digest, never full path.
+
+    Inside ``weightio.format.digests.deferring_source_digests()`` (``convert`` to an archive) the
+    file's digest is computed on a worker thread while the tensors are copied, and ``save`` fills
+    it in before the header is final; everywhere else it is computed here (BLAKE3).
+    """
+    from weightio.format import digests as source_digest
+
+    digest = None
+    if source_file is not None:
+        if source_digest.deferring():
+            source_digest.start(source_file)
+        else:
+            digest = source_file_digest(source_file)
+    return Provenance(
+        source_framework=framework,  # type: ignore[arg-type]
+        source_framework_version=framework_version,
+        source_class=source_class,
+        source_file=None if source_file is None else Path(source_file).name,
+        source_digest=digest,
+        weightio_version=__version__,
+        created_at=now_utc(),
+        transforms=sorted(set(transforms or [])),
+    )

@@ -1,0 +1,89 @@
+"""Keras merge layers and slicing -> spec graph operations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from weightio.frameworks.common import TensorCollector
+from weightio.frameworks.keras.activations import NotExact, short
+from weightio.frameworks.keras.read.base import (
+    KERAS_READ,
+    KerasLayerEntry,
+    expect_weights,
+    layer_fields,
+)
+from weightio.frameworks.keras.read.norm import canonical_axis, single_axis
+from weightio.spec.base import LayerBase
+from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
+
+# -- merges and slicing -------------------------------------------------------------------------
+
+_MERGES = {
+    "Add": "add",
+    "Subtract": "subtract",
+    "Multiply": "multiply",
+    "Average": "average",
+    "Maximum": "maximum",
+    "Minimum": "minimum",
+}
+
+
+def _is_op(entry: KerasLayerEntry) -> bool:
+    return (entry.module or "").startswith("keras.src.ops")
+
+
+@KERAS_READ.register(*_MERGES, produces=tuple(_MERGES.values()))
+def _merge(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """Merge layers (``keras.layers.Add``…) and the same ops written ``x + y`` in a Functional."""
+    expect_weights(entry, 0)
+    if _is_op(entry) and entry.class_name == "Average":
+        raise NotExact("keras.ops.average is a weighted mean over an axis, not the Average layer")
+    if len(entry.inputs or []) < 2:
+        raise NotExact(
+            f"{entry.class_name} reads {len(entry.inputs or [])} tensor(s); weightio merges two "
+            "or more layer outputs (a constant operand is not supported)"
+        )
+    return MergeLayer(**layer_fields(entry), kind=_MERGES[entry.class_name])  # type: ignore[arg-type]
+
+
+@KERAS_READ.register("Concatenate", produces=("concatenate",))
+def _concatenate(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """``Concatenate(axis)``; the axis counts the batch axis in both Keras and the spec. On
+    channels-last feature maps it becomes the canonical axis (-1 -> 1).
+    """
+    expect_weights(entry, 0)
+    axis = single_axis(entry.config.get("axis", -1), "Concatenate")
+    if entry.input_tags and all(tag == "channels" for tag in entry.input_tags):
+        build = entry.raw.get("build_config") if entry.raw else None
+        shapes = build.get("input_shape") if isinstance(build, dict) else None
+        first = shapes[0] if isinstance(shapes, (list, tuple)) and shapes else None
+        rank = len(first) if isinstance(first, (list, tuple)) else None
+        axis = canonical_axis(axis, rank)
+    return ConcatenateLayer(**layer_fields(entry), axis=axis)
+
+
+def _is_full_slice(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.get("class_name") == "__slice__"
+        and all((value.get("config") or {}).get(k) is None for k in ("start", "stop", "step"))
+    )
+
+
+@KERAS_READ.register("GetItem", produces=("last_step",))
+def _get_item(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """``x[:, -1]`` / ``x[:, -1, :]`` in a Functional model: a sequence's last step."""
+    node = entry.raw.get("inbound_nodes") or [{}]
+    args = node[0].get("args") if isinstance(node[0], dict) else None
+    key = args[1] if isinstance(args, (list, tuple)) and len(args) == 2 else None
+    if (
+        isinstance(key, (list, tuple))
+        and len(key) in (2, 3)
+        and _is_full_slice(key[0])
+        and key[1] == -1
+        and all(_is_full_slice(k) for k in key[2:])
+    ):
+        return LastStepLayer(**layer_fields(entry))
+    raise NotExact(
+        f"indexing with {short(key)}: weightio reads only a sequence's last step, x[:, -1]"
+    )

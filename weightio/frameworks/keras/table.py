@@ -1,0 +1,122 @@
+"""Keras's rows in the table of sources and targets: models, model files, the ``.keras`` target.
+
+Reading a Keras file never needs Keras (h5py, zipfile and json only). When Keras happens to be
+installed, the opened source also carries a runner that loads the file through Keras on first
+use, so ``convert`` can check its result against Keras's own reading of the file. Keras sees the
+file only after weightio has checked it (``model.read_keras_file``: the TF-free reader's checks,
+then the allowlist of Keras' own classes, on the file and on a private copy Keras then loads with
+``safe_mode=True``); a config naming anything else is refused before Keras is imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightio.format.archive import Archive
+from weightio.frameworks.table import (
+    FileSource,
+    ObjectSource,
+    Runner,
+    Source,
+    Target,
+    from_modules,
+    no_options,
+)
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def keras_installed() -> bool:
+    """Whether Keras could be imported, asked without importing it."""
+    try:
+        return importlib.util.find_spec("keras") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _open_model(model: Any, **options: Any) -> Source:
+    from weightio.frameworks.keras.model import read_keras_model, run_keras
+
+    no_options(options, "a Keras model")
+    archive = read_keras_model(model)
+    return Source(archive, "keras", lambda xs: run_keras(model, xs), model)
+
+
+def _lazy_runner(path: Path) -> Runner | None:
+    """Run the file's model with Keras, loaded on first use and only if Keras is installed
+    (``read_keras_file`` checks the file and its config before Keras is imported).
+    """
+    if not keras_installed():
+        return None
+    model: list[Any] = []
+
+    def run(xs: list[np.ndarray]) -> list[np.ndarray]:
+        from weightio.frameworks.keras.model import read_keras_file, run_keras
+
+        if not model:
+            model.append(read_keras_file(path)[1])
+        return run_keras(model[0], xs)
+
+    return run
+
+
+def _open_file(path: Path, **options: Any) -> Source:
+    from weightio.frameworks.keras.files.reader import read_keras_path
+
+    architecture = options.pop("architecture", None)
+    no_options(options, "a Keras file", allowed=("architecture",))
+    archive = read_keras_path(path, architecture=architecture)
+    weights_only_file = path.name.lower().endswith(".weights.h5")
+    return Source(archive, "keras", None if weights_only_file else _lazy_runner(path))
+
+
+def _load_into(archive: Archive, model: Any) -> None:
+    from weightio.frameworks.keras.load import load_into_keras
+
+    load_into_keras(archive, model)
+
+
+def _build(archive: Archive) -> tuple[Any, Runner | None]:
+    """A live Keras model when Keras is installed; else None (written by weightio itself)."""
+    if not keras_installed():
+        return None, None
+    from weightio.frameworks.keras.model import run_keras
+    from weightio.frameworks.keras.write.build import to_keras
+
+    model = to_keras(archive)
+    return model, lambda xs: run_keras(model, xs)
+
+
+def _write(archive: Archive, native: Any, destination: Path, **options: Any) -> Path:
+    if native is None:
+        from weightio.frameworks.keras.files.writer import write_keras_file
+
+        return write_keras_file(archive, destination)
+    from weightio.frameworks.keras.model import save_keras
+
+    return save_keras(native, destination)
+
+
+#: This package's rows of the table, registered in order by ``weightio.frameworks``.
+ROWS = (
+    ObjectSource(
+        "keras",
+        "keras.Model",
+        from_modules("keras.", "tf_keras."),
+        _open_model,
+        load_into=_load_into,
+    ),
+    FileSource(
+        "keras",
+        "Keras files",
+        _open_file,
+        suffixes=(".keras", ".h5", ".hdf5", ".weights.h5"),
+        sniff=lambda head: head.startswith(HDF5_MAGIC),
+        listed_as=".keras, .h5, .weights.h5 (with architecture=)",
+    ),
+    Target("keras", "keras", (".keras",), _build, _write, what="Keras"),
+)

@@ -1,0 +1,283 @@
+"""One model assembly: an archive -> the Keras model as data, for both back ends.
+
+The result is what ``config.json`` holds (``Sequential`` for a chain, ``Functional`` otherwise,
+wired with ``inbound_nodes``/``keras_history`` as Keras 3 serializes it) and every layer's arrays.
+The live back end (``build.to_keras``) deserializes it with Keras and sets the arrays; the file
+back end (``files.writer``) writes it and the arrays with h5py. Nothing here imports Keras.
+
+A Functional model lists its layers in the order Keras itself computes from the graph
+(``keras.src.ops.function.map_graph``: by depth from the outputs, ties by traversal order):
+``model.layers`` of the loaded model follows that order, and ``model.weights.h5`` names each
+layer's group by its position in it, so the file must list them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from weightio.errors import UnsupportedLayerError, WeightsOnlyArchiveError
+from weightio.format.archive import Archive
+from weightio.frameworks.keras.write.base import (
+    INPUT,
+    KERAS_ANY,
+    KERAS_FLOAT,
+    KERAS_WRITE,
+    KerasLayer,
+    KerasSettings,
+    NameAllocator,
+    WriteContext,
+)
+from weightio.frameworks.keras.write.bridge import (
+    keras_input_shape,
+    prepare,
+    spec_tags,
+    write_layer,
+)
+from weightio.frameworks.keras.write.serialized import (
+    batch_shape,
+    keras_tensor,
+    policy,
+)
+from weightio.layouts.flow import CHANNELS, MAP_MERGE_KINDS, PLAIN
+from weightio.spec.base import LayerBase
+from weightio.spec.layers import MULTI_INPUT_KINDS
+from weightio.spec.model import InputSpec, ModelSpec
+
+
+@dataclass
+class KerasModelPlan:
+    """A Keras model as data: its serialized form and the layers it lists, in order."""
+
+    #: The model as ``keras.saving.serialize_keras_object`` gives it (``config.json``).
+    config: dict[str, Any]
+    #: Every entry of the model's ``layers`` (InputLayers and operations included), in order.
+    layers: list[KerasLayer]
+    sequential: bool
+
+    @property
+    def name(self) -> str:
+        """The Keras model's name."""
+        return str(self.config["config"]["name"])
+
+    def saved_layers(self) -> Iterator[KerasLayer]:
+        """The layers of ``model.layers``, whose variables ``model.weights.h5`` holds in order:
+        a Sequential's InputLayer and a Functional's operations are not among them.
+        """
+        for layer in self.layers:
+            if not layer.is_layer or (self.sequential and layer.class_name == "InputLayer"):
+                continue
+            yield layer
+
+
+def _input_layer(spec: ModelSpec, inp: InputSpec, name: str) -> KerasLayer:
+    shape = keras_input_shape(spec, inp)
+    config = {
+        "batch_shape": batch_shape(shape), "dtype": KERAS_ANY.get(inp.dtype, "float32"),
+        "sparse": False, "ragged": False, "name": name, "optional": False,
+    }
+    return KerasLayer("InputLayer", config, shape)
+
+
+def plan_keras_model(archive: Archive, settings: KerasSettings | None = None) -> KerasModelPlan:
+    """The Keras model computing what ``archive`` describes, as data.
+
+    ``settings`` are the global Keras settings the model will run under (the live Keras's, or
+    Keras's defaults for a file).
+
+    Raises:
+        WeightsOnlyArchiveError: the archive has no architecture.
+        UnsupportedLayerError: naming the first layer with no exact Keras equivalent.
+    """
+    spec = archive.spec
+    if spec.weights_only:
+        raise WeightsOnlyArchiveError(
+            "this archive holds weights only (a bare state dict) and no architecture, so no Keras "
+            "model can be made from it; build the model in Keras and use load_into instead",
+            file=archive.path,
+        )
+    archive = prepare(archive)
+    spec = archive.spec
+    names = NameAllocator()
+    for inp in spec.inputs:
+        names.reserve(inp.name)
+    for layer in spec.layers:
+        names.reserve(layer.name)
+    model_name = NameAllocator.clean(spec.name)
+    inputs = {inp.name: _input_layer(spec, inp, names.by_spec[inp.name]) for inp in spec.inputs}
+    dtypes = {inp.name: KERAS_FLOAT.get(inp.dtype, "float32") for inp in spec.inputs}
+    settings = settings or KerasSettings()
+    if spec.is_chain:
+        plan = _sequential(archive, names, inputs[spec.inputs[0].name], dtypes, model_name, settings)
+        if not any(layer.needs_functional for layer in plan.layers):
+            return plan
+        names = NameAllocator()  # again from scratch, for the Functional model
+        for inp in spec.inputs:
+            names.reserve(inp.name)
+        for layer in spec.layers:
+            names.reserve(layer.name)
+    return _functional(archive, names, inputs, dtypes, model_name, settings)
+
+
+def _sequential(
+    archive: Archive, names: NameAllocator, first: KerasLayer, dtypes: dict[str, str],
+    model_name: str, settings: KerasSettings,
+) -> KerasModelPlan:
+    spec = archive.spec
+    source = spec.inputs[0].name
+    ctx = WriteContext(archive, dtypes[source], names, [first.output_shape], settings=settings)
+    layers = [first]
+    for layer in spec.layers:
+        built = write_layer(layer, ctx, source)
+        layers.extend(built)
+        ctx.shapes = [built[-1].output_shape]
+        source = layer.name
+    shape = batch_shape(first.output_shape)
+    config = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {
+            "name": model_name, "trainable": True, "dtype": policy("float32"),
+            "layers": [layer.serialized() for layer in layers], "build_input_shape": shape,
+        },
+        "registered_name": None,
+        "build_config": {"input_shape": shape},
+        "compile_config": {},
+    }
+    return KerasModelPlan(config, layers, sequential=True)
+
+
+def _write_merge(layer: LayerBase, ctx: WriteContext, sources: list[str]) -> list[KerasLayer]:
+    """A layer reading several tensors (merges, attention).
+
+    Elementwise merges (add, subtract…) of feature maps only are written on the channels-last
+    tensors as they are: elementwise, they compute the same numbers in either layout; a
+    concatenate of feature maps has its canonical axis moved to Keras's (1 -> -1). Any other
+    layer reading a feature map assumes features on the last axis, which Keras' channels-last
+    maps do not hold in canonical (channels-first) terms: refuse it rather than merge or
+    concatenate along the wrong axis.
+    """
+    tags = spec_tags(ctx.archive.spec)
+    maps = [s for s in sources if tags.get(s, PLAIN) != PLAIN]
+    if maps and layer.kind in MAP_MERGE_KINDS and len(maps) == len(sources):
+        ctx.layout = CHANNELS
+    elif maps:
+        raise UnsupportedLayerError(
+            f"{layer.kind} reads feature maps ({', '.join(maps)}); weightio writes a merge of "
+            "channels-first feature maps into a channels-last Keras model only for elementwise "
+            "merges whose inputs are all feature maps. Flatten or pool before merging",
+            layer=layer.name,
+        )
+    return KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx)
+
+
+def _inbound(layer: KerasLayer, producers: list[KerasLayer]) -> list[dict[str, Any]]:
+    """The layer's one inbound node: its call's arguments, each tensor by ``keras_history``."""
+    refs = [keras_tensor(p.output_shape, p.dtype, p.name) for p in producers]
+    args: list[Any]
+    if layer.call == "list":
+        args = [refs]
+    elif layer.call == "query_value":
+        args = [refs[0], refs[0]]
+    elif layer.call == "args":
+        args = [refs[0] if arg == INPUT else arg for arg in layer.call_args]
+    else:
+        args = [refs[0]]
+    return [{"args": args, "kwargs": dict(layer.call_kwargs)}]
+
+
+def _parents(layer: KerasLayer, producers: list[str]) -> list[str]:
+    """The tensors a call reads, in argument order (``mha(x, x)`` reads ``x`` twice)."""
+    return [producers[0], producers[0]] if layer.call == "query_value" else list(producers)
+
+
+def _functional(
+    archive: Archive, names: NameAllocator, inputs: dict[str, KerasLayer], dtypes: dict[str, str],
+    model_name: str, settings: KerasSettings,
+) -> KerasModelPlan:
+    """Wire the layers in topological order; each reads the tensors its spec inputs name."""
+    spec = archive.spec
+    ends: dict[str, KerasLayer] = dict(inputs)  # spec tensor -> the Keras layer producing it
+    by_name: dict[str, KerasLayer] = {layer.name: layer for layer in inputs.values()}
+    parents: dict[str, list[str]] = {name: [] for name in by_name}
+    nodes: dict[str, list[dict[str, Any]]] = {name: [] for name in by_name}
+    for index in spec.topological_order():
+        layer = spec.layers[index]
+        sources = spec.layer_inputs(index)
+        if len(sources) != 1 and layer.kind not in MULTI_INPUT_KINDS:
+            raise UnsupportedLayerError(
+                f"a {layer.kind} layer takes one input, the spec gives it "
+                f"{len(sources)}: {sources}",
+                layer=layer.name,
+            )
+        shapes = [ends[s].output_shape for s in sources]
+        ctx = WriteContext(archive, dtypes[sources[0]], names, shapes, settings=settings)
+        built = write_layer(layer, ctx, sources[0]) if len(sources) == 1 else _write_merge(layer, ctx, sources)
+        producers = [ends[s] for s in sources]
+        for keras_layer in built:
+            by_name[keras_layer.name] = keras_layer
+            nodes[keras_layer.name] = _inbound(keras_layer, producers)
+            parents[keras_layer.name] = _parents(keras_layer, [p.name for p in producers])
+            producers = [keras_layer]
+        ends[layer.name] = built[-1]
+        dtypes[layer.name] = ctx.dtype
+    in_names = [inputs[inp.name].name for inp in spec.inputs]
+    out_names = [ends[out.layer].name for out in spec.outputs]
+    order = keras_layer_order(parents, out_names, in_names)
+    layers = [by_name[name] for name in order]
+    entries = [{**layer.serialized(), "name": layer.name, "inbound_nodes": nodes[layer.name]} for layer in layers]
+
+    def endpoints(points: list[str]) -> list[Any]:
+        refs = [[name, 0, 0] for name in points]
+        return refs[0] if len(refs) == 1 else refs
+
+    config = {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "config": {
+            "name": model_name, "trainable": True, "layers": entries,
+            "input_layers": endpoints(in_names), "output_layers": endpoints(out_names),
+        },
+        "registered_name": "Functional",
+        "build_config": {"input_shape": None},
+        "compile_config": {},
+    }
+    return KerasModelPlan(config, layers, sequential=False)
+
+
+def keras_layer_order(parents: dict[str, list[str]], outputs: list[str], inputs: list[str]) -> list[str]:
+    """The order Keras gives a Functional model's operations (``map_graph``).
+
+    A depth-first walk from each output (in order) numbers every operation when first seen and
+    lists nodes inputs-first; an operation's depth is the longest path from it to an output.
+    Operations come deepest first, ties in the order the walk first saw them; inputs no output
+    depends on come last among depth 0 (Keras numbers them -1).
+    """
+    finished: set[str] = set()
+    walk: list[str] = []
+    seen: dict[str, int] = {}
+    for output in outputs:
+        if output in finished:
+            continue
+        seen.setdefault(output, len(seen))
+        stack = [(output, iter(parents[output]))]
+        while stack:
+            name, pending = stack[-1]
+            parent = next(pending, None)
+            if parent is None:
+                stack.pop()
+                finished.add(name)
+                walk.append(name)
+            elif parent not in finished:
+                seen.setdefault(parent, len(seen))
+                stack.append((parent, iter(parents[parent])))
+    depth: dict[str, int] = {}
+    for name in reversed(walk):
+        own = depth.setdefault(name, 0)
+        for parent in parents[name]:
+            depth[parent] = max(own + 1, depth.get(parent, 0))
+    for name in inputs:
+        if name not in depth:
+            depth[name], seen[name] = 0, -1
+    return sorted(depth, key=lambda name: (-depth[name], seen[name]))

@@ -1,0 +1,1 @@
+"""scikit-learn: fitted estimators and Pipelines read, rebuilt and run; .skops and trusted pickles."""

@@ -1,0 +1,1 @@
+"""PyTorch checkpoint files: a data-only unpickler, state dicts, .pt/.pt2 writes."""

@@ -1,0 +1,94 @@
+"""The PyTorch reader registry, the context every reader receives, and argument binding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from weightio.errors import UnsupportedLayerError
+from weightio.format.archive import tensor_ref
+from weightio.frameworks.torch.common import tensor_to_numpy
+from weightio.registry import Registry
+from weightio.spec.base import LayerBase
+from weightio.spec.tensors import TensorRef
+
+#: A reader: ``(call, ctx) -> spec layer``. ``call`` is the module for ``call_module`` nodes
+#: and the bound arguments (a dict, every parameter explicit) for functions and methods.
+ReadFn = Callable[[Any, "ReadContext"], LayerBase]
+
+TORCH_READ: Registry[ReadFn] = Registry("torch", "read")
+
+REQUIRED = object()
+"""Marks a function parameter that has no default."""
+
+#: Parameters that change how, not what, a function computes.
+IGNORED_PARAMETERS = frozenset({"inplace", "_stacklevel"})
+
+
+@dataclass
+class ReadContext:
+    """What a reader needs about the node it converts, and where it puts tensors."""
+
+    layer_name: str
+    inputs: list[str]
+    source: str
+    input_rank: int | None
+    module_path: str | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The data input's shape with batch, from shape propagation (None when unknown).
+    input_shape: tuple[int, ...] | None = None
+
+    def tensor(self, param: str, value: Any) -> TensorRef:
+        """Store a module's tensor under its state-dict key ``<module path>.<param>``."""
+        key = f"{self.module_path}.{param}" if self.module_path else param
+        array = tensor_to_numpy(value, key=key)
+        self.arrays[key] = array
+        return tensor_ref(key, array)
+
+    def base(self) -> dict[str, Any]:
+        """The fields every layer takes: name, wiring and source."""
+        return {"name": self.layer_name, "inputs": self.inputs, "source_class": self.source}
+
+    def refuse(self, message: str) -> UnsupportedLayerError:
+        """An error naming this layer and its torch source."""
+        return UnsupportedLayerError(f"{self.source}: {message}", layer=self.layer_name)
+
+
+FUNCTION_PARAMETERS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "torch.nn.functional.dropout": (("p", 0.5), ("training", True), ("inplace", False)),
+}
+"""Each function's parameters after the input tensor, in positional order, with defaults."""
+
+
+def bind_arguments(
+    key: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], ctx_name: str
+) -> dict[str, Any]:
+    """Bind a call's arguments after the input tensor, filling in the function's defaults.
+
+    Raises:
+        UnsupportedLayerError: an unknown keyword, too many positionals, or a missing argument.
+    """
+    table = FUNCTION_PARAMETERS[key]
+    names = [name for name, _ in table]
+    if len(args) > len(table):
+        raise UnsupportedLayerError(
+            f"{key} takes at most {len(table) + 1} positional arguments; got {len(args) + 1}",
+            layer=ctx_name,
+        )
+    bound = dict(zip(names, args))
+    for name, value in kwargs.items():
+        if name not in names or name in bound:
+            raise UnsupportedLayerError(
+                f"{key}: unexpected or repeated argument {name!r}; known: {', '.join(names)}",
+                layer=ctx_name,
+            )
+        bound[name] = value
+    for name, default in table:
+        if name not in bound:
+            if default is REQUIRED:
+                raise UnsupportedLayerError(f"{key}: argument {name!r} is missing", layer=ctx_name)
+            bound[name] = default
+    return bound

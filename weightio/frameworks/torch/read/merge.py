@@ -1,0 +1,110 @@
+"""PyTorch graph operations (add, cat, getitem…) -> spec layers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from weightio.frameworks.torch.read.base import (
+    FUNCTION_PARAMETERS,
+    REQUIRED,
+    TORCH_READ,
+    ReadContext,
+)
+from weightio.frameworks.torch.read.tuples import GETITEM_TAG
+from weightio.spec.base import LayerBase
+from weightio.spec.core import IdentityLayer
+from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
+
+# -- graph operations -----------------------------------------------------------------------
+
+
+def _is_node(value: Any) -> bool:
+    return hasattr(value, "op") and hasattr(value, "meta")
+
+
+def _rank_of(node: Any) -> int | None:
+    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+    return None if shape is None else len(shape)
+
+
+_BINARY = {
+    "operator.add": "add",
+    "torch.add": "add",
+    "operator.sub": "subtract",
+    "torch.sub": "subtract",
+    "operator.mul": "multiply",
+    "torch.mul": "multiply",
+    "torch.maximum": "maximum",
+    "torch.minimum": "minimum",
+}
+
+
+def _binary(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+    """``a + b``, ``a - b``, ``a * b``, ``torch.maximum(a, b)`` between two traced tensors."""
+    if not _is_node(args["other"]):
+        raise ctx.refuse(
+            f"operates on a tensor and the constant {args['other']!r}; weightio reads it only "
+            "between two layer outputs (e.g. the residual x + self.fc(x))"
+        )
+    if args.get("alpha", 1) != 1:
+        raise ctx.refuse(f"alpha={args['alpha']} scales the second operand; only alpha=1 maps")
+    if len(ctx.inputs) != 2:
+        raise ctx.refuse("expects two distinct traced tensors")
+    return MergeLayer(**ctx.base(), kind=_BINARY[ctx.source])  # type: ignore[arg-type]
+
+
+for _key in _BINARY:
+    TORCH_READ.register(_key, produces=(_BINARY[_key],))(_binary)
+    FUNCTION_PARAMETERS[_key] = (("other", REQUIRED),) + (
+        (("alpha", 1),) if _key in ("torch.add", "torch.sub") else ()
+    )
+
+
+@TORCH_READ.register("torch.cat", "torch.concat", produces=("concatenate",))
+def _cat(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+    """``torch.cat([a, b], dim)``: the dim as a negative axis (batch counted), as Keras writes."""
+    dim = args["dim"]
+    if len(ctx.inputs) < 2:
+        raise ctx.refuse("concatenates fewer than two traced tensors")
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise ctx.refuse(f"dim must be an int. Received: dim={dim!r}")
+    rank = ctx.input_rank
+    if dim >= 0:
+        if rank is None:
+            raise ctx.refuse("dim cannot be normalised without the rank; pass example_input=")
+        dim -= rank
+    if rank is not None and dim <= -rank:
+        raise ctx.refuse("concatenates along the batch axis")
+    return ConcatenateLayer(**ctx.base(), axis=dim)
+
+
+FUNCTION_PARAMETERS["torch.cat"] = (("dim", 0),)
+FUNCTION_PARAMETERS["torch.concat"] = (("dim", 0),)
+FUNCTION_PARAMETERS["operator.getitem"] = (("index", REQUIRED),)
+
+
+def _full(value: Any) -> bool:
+    return isinstance(value, slice) and value == slice(None)
+
+
+@TORCH_READ.register("operator.getitem", produces=("last_step",))
+def _getitem(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+    """``x[:, -1]``/``x[:, -1, :]`` is a last step; ``result[0]``, ``[1]``, ``[-1]``… are tuple
+    picks resolved by ``resolve_tuples``.
+    """
+    index = args["index"]
+    if (
+        isinstance(index, tuple)
+        and len(index) in (2, 3)
+        and _full(index[0])
+        and index[1] == -1
+        and all(_full(i) for i in index[2:])
+    ):
+        return LastStepLayer(**ctx.base())
+    if isinstance(index, int) and not isinstance(index, bool) and index in (0, 1, -1, -2):
+        return IdentityLayer(**{**ctx.base(), "source_class": f"{GETITEM_TAG}{index}"})
+    raise ctx.refuse(
+        f"indexing with {index!r}: weightio reads a recurrent module's (output, h_n) and a "
+        "sequence's last step x[:, -1]"
+    )

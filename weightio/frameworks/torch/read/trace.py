@@ -1,0 +1,427 @@
+"""Read a live ``torch.nn.Module`` into an archive by tracing it with ``torch.fx``.
+
+Tracing turns any module (``nn.Sequential`` or a custom ``forward``) into a graph of module
+calls, function calls and tensor-method calls; each node is then mapped by one reader from
+``torch_read_ops.TORCH_READ``. A node without a reader is refused by name rather than guessed at,
+except ``torch.nn`` leaf modules, which are kept as ``opaque`` with their tensors so the archive
+still archives, inspects and diffs. The module is traced and probed in eval mode (what inference
+computes) and its train/eval flags are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
+from typing import Any
+
+from weightio.errors import TraceError, UnsupportedLayerError
+from weightio.format.archive import Archive
+from weightio.format.provenance import provenance
+from weightio.frameworks.torch.common import qualified_name, torch_dtype_name, torch_module
+from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES
+from weightio.frameworks.torch.read.base import TORCH_READ, ReadContext, bind_arguments
+from weightio.frameworks.torch.read.conv import SHAPE_CHANGING
+from weightio.frameworks.torch.read.tuples import MULTI_TENSOR_KEYS, resolve_tuples
+from weightio.layouts.flow import mark_channel_inputs
+from weightio.spec.base import LayerBase
+from weightio.spec.core import OpaqueLayer
+from weightio.spec.model import InputSpec, ModelSpec, OutputSpec
+
+_FUNCTION_KEYS: dict[Any, str] | None = None
+#: Weightio's own module for ``affine`` (its input shape is its ``features``).
+AFFINE_MODULE = "weightio.frameworks.torch.write.core.Affine"
+
+
+def _function_keys() -> dict[Any, str]:
+    """Map each supported function object to its registry key (built once, torch imported)."""
+    global _FUNCTION_KEYS
+    if _FUNCTION_KEYS is None:
+        torch = torch_module("reading PyTorch modules")
+        table: dict[Any, str] = {}
+        for key in TORCH_READ.keys():
+            if key.startswith("method:") or not key.startswith("torch."):
+                continue
+            obj: Any = torch
+            for part in key.split(".")[1:]:
+                obj = getattr(obj, part, None)
+            if obj is not None and not isinstance(obj, type):
+                table.setdefault(obj, key)
+        _FUNCTION_KEYS = table
+    return _FUNCTION_KEYS
+
+
+def _function_name(target: Any) -> str:
+    """A readable name for an unsupported function target (``torch.matmul``, ``operator.add``)."""
+    module = getattr(target, "__module__", None) or "torch"
+    return f"{module.replace('_operator', 'operator')}.{getattr(target, '__name__', target)}"
+
+
+def node_key(node: Any, root: Any) -> str:
+    """The registry key of an fx node: module class, function name or ``method:<name>``."""
+    if node.op == "call_module":
+        return qualified_name(root.get_submodule(node.target))
+    if node.op == "call_method":
+        return f"method:{node.target}"
+    return _function_keys().get(node.target) or _function_name(node.target)
+
+
+@contextmanager
+def _eval_mode(module: Any) -> Iterator[None]:
+    """Put every submodule in eval mode, then restore each one's own flag."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _trace(module: Any) -> Any:
+    torch = torch_module("reading PyTorch modules")
+    try:
+        class _Tracer(torch.fx.Tracer):  # a module with a reader is a leaf, like torch.nn's
+            def is_leaf_module(self, m: Any, qualname: str) -> bool:
+                return qualified_name(m) in TORCH_READ or super().is_leaf_module(m, qualname)
+
+        tracer = _Tracer()
+        graph = tracer.trace(module)
+        return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
+    except Exception as exc:  # fx raises many types; each means "not traceable as written"
+        raise TraceError(
+            f"torch.fx could not trace {qualified_name(module)} ({type(exc).__name__}: {exc}). "
+            "weightio reads modules whose forward is a fixed graph of module and function calls; "
+            "remove data-dependent control flow from forward, or save the weights with "
+            "save_state_dict() and read them with read_torch_file() (weights only)"
+        ) from None
+
+
+def _is_supported(node: Any, root: Any) -> bool:
+    if node.op == "call_module":
+        return True  # a leaf module is at worst kept as opaque
+    return node_key(node, root) in TORCH_READ
+
+
+def _unsupported(node: Any, root: Any, op: str) -> UnsupportedLayerError:
+    users = ", ".join(user.name for user in node.users) or "nothing"
+    return UnsupportedLayerError(
+        f"the operation {op} (fx node {node.name!r}, read by {users}) in "
+        f"{qualified_name(root)} is not supported yet; weightio reads nn modules and "
+        "elementwise activations. Move it into a layer weightio knows, or archive the weights "
+        "only with read_state_dict(module.state_dict())",
+        layer=node.name,
+    )
+
+
+def _check_graph(gm: Any, root: Any) -> None:
+    """Refuse what cannot be read before any shape inference, so the first error is the real one."""
+    called: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            raise _unsupported(node, root, f"reading the attribute self.{node.target}")
+        if node.op in ("call_function", "call_method"):
+            if not _is_supported(node, root):
+                raise _unsupported(node, root, node_key(node, root))
+            _check_call(node, root, node_key(node, root))
+        if node.op == "call_module":
+            called[node.target] = called.get(node.target, 0) + 1
+    shared = [target for target, count in called.items() if count > 1]
+    if shared:
+        raise UnsupportedLayerError(
+            f"module {shared[0]!r} is called {called[shared[0]]} times in forward (shared "
+            "weights); the spec gives each layer its own tensors. Use one module per call",
+            layer=shared[0],
+        )
+
+
+def _as_tuple(example_input: Any) -> tuple[Any, ...]:
+    return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+
+
+def _inferred_shape(placeholder: Any, root: Any) -> tuple[tuple[int, ...], Any] | None:
+    """Follow the input through shape-keeping layers to the first nn.Linear: its input shape."""
+    torch = torch_module("reading PyTorch modules")
+    pending, seen = list(placeholder.users), set()
+    while pending:
+        node = pending.pop(0)
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op != "output" and node_key(node, root) in SHAPE_CHANGING:
+            return None  # a convolution, pooling or reshape: its input shape is not the Linear's
+        if node.op == "call_module":
+            sub = root.get_submodule(node.target)
+            if isinstance(sub, torch.nn.Linear):
+                return (int(sub.in_features),), sub.weight.dtype
+            if qualified_name(sub) == AFFINE_MODULE:
+                return (sub.features,), sub.scale.dtype
+            if node_key(node, root) not in TORCH_READ:
+                continue  # an opaque module may reshape: stop following this path
+        elif node.op not in ("call_function", "call_method"):
+            continue
+        pending.extend(node.users)
+    return None
+
+
+def _example_inputs(placeholders: list[Any], root: Any, example_input: Any) -> tuple[Any, ...]:
+    torch = torch_module("reading PyTorch modules")
+    if example_input is not None:
+        examples = _as_tuple(example_input)
+        if len(examples) != len(placeholders) or not all(
+            isinstance(t, torch.Tensor) for t in examples
+        ):
+            raise TraceError(
+                f"{qualified_name(root)}.forward takes {len(placeholders)} tensor input(s) "
+                f"({', '.join(p.target for p in placeholders)}); example_input= must be a tensor "
+                f"or a tuple of that many tensors, each with a batch axis"
+            )
+        return examples
+    examples = []
+    for placeholder in placeholders:
+        inferred = _inferred_shape(placeholder, root)
+        if inferred is None:
+            raise TraceError(
+                f"cannot tell the shape of input {placeholder.target!r} of "
+                f"{qualified_name(root)}: it does not feed an nn.Linear directly. Pass "
+                "example_input= (a tensor with a batch axis, or a tuple of them)"
+            )
+        shape, dtype = inferred
+        examples.append(torch.zeros((2, *shape), dtype=dtype))
+    return tuple(examples)
+
+
+def _propagate_shapes(gm: Any, root: Any, examples: tuple[Any, ...]) -> None:
+    torch = torch_module("reading PyTorch modules")
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        # The probe is ours, not the user's run: its warnings would only be noise.
+        # ShapeProp prints the failing node's traceback itself; the error below says it all.
+        with torch.no_grad(), warnings.catch_warnings(), redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            ShapeProp(gm).propagate(*examples)
+    except Exception as exc:
+        shapes = ", ".join(str(tuple(t.shape)) for t in examples)
+        raise TraceError(
+            f"running {qualified_name(root)} on example input(s) of shape {shapes} failed "
+            f"({type(exc).__name__}: {exc}); pass example_input= with the shape and dtype the "
+            "model expects"
+        ) from None
+
+
+def _rank(node: Any) -> int | None:
+    shape = _shape(node)
+    return None if shape is None else len(shape)
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta") if hasattr(node, "meta") else None
+    shape = getattr(meta, "shape", None)
+    return None if shape is None else tuple(int(d) for d in shape)
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` if it is plain JSON data (finite numbers only), else a ``_Skip``."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _SKIP
+    if isinstance(value, (tuple, list)):
+        items = [_json_value(v) for v in value]
+        return _SKIP if any(i is _SKIP for i in items) else items
+    return _SKIP
+
+
+_SKIP = object()
+
+
+def _opaque(module: Any, ctx: ReadContext) -> LayerBase:
+    """Keep an unknown leaf module's tensors under their state-dict names, and its settings."""
+    config = {}
+    for attr, value in vars(module).items():
+        if attr.startswith("_") or attr == "training":
+            continue
+        plain = _json_value(value)
+        if plain is not _SKIP:
+            config[attr] = plain
+    tensors = {}
+    for param, value in module.state_dict(keep_vars=True).items():
+        tensors[param] = ctx.tensor(param, value)
+    reason = f"weightio has no mapping for {qualified_name(type(module))} yet"
+    return OpaqueLayer(**ctx.base(), reason=reason, config=config, tensors=tensors)
+
+
+class _Namer:
+    """Gives each input and layer a unique spec name."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def take(self, wanted: str) -> str:
+        name, n = wanted, 1
+        while name in self.used:
+            name, n = f"{wanted}_{n}", n + 1
+        self.used.add(name)
+        return name
+
+
+def _call_parts(node: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """Split a call into its data argument and the rest (fx may pass the data as ``input=``)."""
+    args, kwargs = tuple(node.args), dict(node.kwargs)
+    if args:
+        return args[0], args[1:], kwargs
+    for name in ("input", "self"):
+        if name in kwargs:
+            return kwargs.pop(name), (), kwargs
+    return None, (), kwargs
+
+
+def _nodes_in(value: Any) -> list[Any]:
+    found: list[Any] = []
+    torch_module("reading PyTorch modules").fx.node.map_arg(value, found.append)
+    return found
+
+
+def _check_call(node: Any, root: Any, key: str) -> None:
+    """A function reads one tensor; every other argument must be a constant."""
+    data, args, kwargs = _call_parts(node)
+    if not _nodes_in(data):
+        raise _unsupported(node, root, f"{key} without an input tensor")
+    if _nodes_in((args, kwargs)) and key not in MULTI_TENSOR_KEYS:
+        raise _unsupported(node, root, f"{key} with a tensor-valued parameter")
+
+
+def _sources(node: Any, names: dict[Any, str], root: Any) -> list[str]:
+    """Names of the inputs and layers feeding ``node``."""
+    feeding = _nodes_in((node.args, node.kwargs))
+    for dep in feeding:
+        if dep not in names:
+            raise _unsupported(dep, root, f"the value of {dep.op} {dep.target}")
+    return [names[dep] for dep in feeding]
+
+
+def _first_rank(data: Any) -> int | None:
+    """The rank of the first tensor of a list argument (``torch.cat([a, b], dim)``)."""
+    if isinstance(data, (list, tuple)) and data and hasattr(data[0], "meta"):
+        return _rank(data[0])
+    return None
+
+
+def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, arrays: dict) -> Any:
+    key = node_key(node, root)
+    is_module = node.op == "call_module"
+    data, args, kwargs = _call_parts(node)
+    ctx = ReadContext(
+        layer_name=namer.take(node.target if is_module else node.name),
+        inputs=_sources(node, names, root),
+        source=key,
+        input_rank=_rank(data) if hasattr(data, "meta") else _first_rank(data),
+        module_path=node.target if is_module else None,
+        arrays=arrays,
+        input_shape=_shape(data) if hasattr(data, "meta") else None,
+    )
+    if is_module:
+        module = root.get_submodule(node.target)
+        reader = TORCH_READ.get(key)
+        if reader is None:
+            return _opaque(module, ctx)
+        check = MULTI_ARGUMENT_MODULES.get(key)
+        if check is not None and check(node) is not None:
+            raise _unsupported(node, root, f"{key} {check(node)}")
+        if check is None and (len(node.args) != 1 or node.kwargs):
+            raise _unsupported(node, root, f"{key} called with more than one argument")
+        return reader(module, ctx)
+    bound = bind_arguments(key, args, kwargs, ctx.layer_name)
+    return TORCH_READ.lookup(key, layer=ctx.layer_name)(bound, ctx)
+
+
+def _outputs(node: Any, names: dict[Any, str], root: Any) -> list[OutputSpec]:
+    value = node.args[0]
+    items = list(value) if isinstance(value, (tuple, list)) else [value]
+    outputs = []
+    for index, item in enumerate(items):
+        if item not in names:
+            raise UnsupportedLayerError(
+                f"{qualified_name(root)}.forward returns {type(item).__name__} at position "
+                f"{index}; weightio reads models returning a tensor or a tuple of tensors",
+                layer="output",
+            )
+        name = "output" if len(items) == 1 else f"output_{index}"
+        outputs.append(OutputSpec(name=name, layer=names[item]))
+    return outputs
+
+
+def _unchain(layers: list[Any], inputs: list[InputSpec], outputs: list[OutputSpec]) -> list[Any]:
+    """Drop the wiring when one input flows through every layer in order to the one output."""
+    if len(inputs) != 1 or len(outputs) != 1 or not layers:
+        return layers
+    previous = inputs[0].name
+    for layer in layers:
+        if layer.inputs != [previous]:
+            return layers
+        previous = layer.name
+    if outputs[0].layer != previous:
+        return layers
+    return [layer.model_copy(update={"inputs": None}) for layer in layers]
+
+
+def _unused_keys(module: Any, arrays: dict) -> list[str]:
+    return [key for key in module.state_dict() if key not in arrays]
+
+
+def read_torch_module(
+    module: Any, *, example_input: Any = None, source_file: Any = None
+) -> Archive:
+    """Read a live ``nn.Module`` into an archive whose tensor keys are its state-dict keys.
+
+    Args:
+        module: Any traceable ``torch.nn.Module``.
+        example_input: A batch tensor (or tuple of them) the model accepts. Needed when an input
+            does not feed an ``nn.Linear``, whose ``in_features`` otherwise gives its shape.
+        source_file: The file the module was loaded from, recorded in provenance.
+
+    Raises:
+        TraceError: the module cannot be traced or probed.
+        UnsupportedLayerError: an operation or setting with no exact spec equivalent.
+        UnsupportedTensorError: a quantized, sparse, meta or subclass tensor.
+    """
+    torch = torch_module("reading PyTorch modules")
+    if not isinstance(module, torch.nn.Module):
+        raise TraceError(f"expected a torch.nn.Module, received {qualified_name(module)}")
+    with _eval_mode(module):
+        gm = _trace(module)
+        _check_graph(gm, module)
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        examples = _example_inputs(placeholders, module, example_input)
+        _propagate_shapes(gm, module, examples)
+    namer, names, arrays = _Namer(), {}, {}
+    inputs, layers, outputs = [], [], []
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            example = examples[len(inputs)]
+            name = namer.take(str(node.target).lstrip("*"))
+            names[node] = name
+            dtype: Any = torch_dtype_name(example.dtype)
+            inputs.append(InputSpec(name=name, shape=tuple(example.shape[1:]), dtype=dtype))
+        elif node.op == "output":
+            outputs = _outputs(node, names, module)
+        else:
+            layer = _read_node(node, module, names, namer, arrays)
+            names[node] = layer.name
+            layers.append(layer)
+    layers, outputs = resolve_tuples(layers, outputs)
+    unused = _unused_keys(module, arrays)
+    spec = mark_channel_inputs(ModelSpec(
+        name=type(module).__name__,
+        provenance=provenance("torch", framework_version=torch.__version__,
+                              source_class=qualified_name(module), source_file=source_file),
+        inputs=inputs,
+        layers=_unchain(layers, inputs, outputs),
+        outputs=outputs,
+        extra={"torch": {"unused_state_dict_keys": unused}} if unused else {},
+    ), "channels_first")
+    return Archive(spec, arrays)
+

@@ -1,0 +1,108 @@
+"""PyTorch's rows in the table of sources and targets: modules, state dicts, checkpoint files,
+the ``.pt2`` (torch.export) and ``.pt`` (state dict) targets.
+
+Checkpoint files are read by weightio's data-only unpickler, without torch; torch is imported
+only to trace a live module, to build one, or to write one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from weightio.format.archive import Archive
+from weightio.frameworks.table import (
+    FileSource,
+    ObjectSource,
+    Runner,
+    Source,
+    Target,
+    from_modules,
+)
+from weightio.runtime.probes import probe_inputs
+
+#: The first bytes of a legacy (pre-zip) ``torch.save`` file: pickle protocol 2 and a long.
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a"
+
+
+def _open_module(module: Any, **options: Any) -> Source:
+    from weightio.frameworks.torch.read.trace import read_torch_module
+    from weightio.frameworks.torch.write.build import run_torch
+
+    archive = read_torch_module(module, **options)
+    return Source(archive, "torch", lambda xs: run_torch(module, xs), module)
+
+
+def _open_state_dict(state_dict: Mapping[str, Any], **options: Any) -> Source:
+    from weightio.frameworks.torch.files.state_dict import read_state_dict
+
+    return Source(read_state_dict(state_dict, **options), "torch")
+
+
+def _open_checkpoint(path: Path, **options: Any) -> Source:
+    from weightio.frameworks.torch.files.pickle import read_checkpoint
+
+    return Source(read_checkpoint(path, **options), "torch")
+
+
+def _load_into(archive: Archive, module: Any) -> None:
+    from weightio.frameworks.torch.load import load_into_torch
+
+    load_into_torch(archive, module)
+
+
+def _build_module(archive: Archive) -> tuple[Any, Runner | None]:
+    from weightio.frameworks.torch.write.build import run_torch, to_torch
+
+    module = to_torch(archive)
+    return module, lambda xs: run_torch(module, xs)
+
+
+def _build_state_dict(archive: Archive) -> tuple[Any, Runner | None]:
+    """A state dict needs no architecture; a full archive is still built, so it is verified."""
+    if archive.spec.weights_only:
+        return None, None
+    return _build_module(archive)
+
+
+def _write_pt2(archive: Archive, native: Any, destination: Path, **options: Any) -> Path:
+    from weightio.frameworks.torch.files.state_dict import save_pt2
+
+    example = tuple(probe_inputs(archive.spec, seed=options.get("seed", 0), samples=2))
+    return save_pt2(native, destination, example)
+
+
+def _write_state_dict(archive: Archive, native: Any, destination: Path, **options: Any) -> Path:
+    from weightio.frameworks.torch.files.state_dict import save_archive_state_dict, save_state_dict
+
+    if native is None:
+        return save_archive_state_dict(archive, destination)
+    return save_state_dict(native, destination)
+
+
+#: This package's rows of the table, registered in order by ``weightio.frameworks``.
+ROWS = (
+    ObjectSource(
+        "torch", "torch.nn.Module", from_modules("torch.nn."), _open_module, load_into=_load_into
+    ),
+    ObjectSource("torch", "state dicts", lambda obj: isinstance(obj, Mapping), _open_state_dict),
+    FileSource(
+        "torch",
+        "PyTorch checkpoints",
+        _open_checkpoint,
+        suffixes=(".pt", ".pth", ".bin"),
+        sniff=lambda head: head.startswith(LEGACY_MAGIC),
+        listed_as=".pt, .pth, .bin",
+    ),
+    Target("pt2", "torch", (".pt2",), _build_module, _write_pt2, what="torch.export"),
+    Target(
+        "pt",
+        "torch",
+        (".pt", ".pth"),
+        _build_state_dict,
+        _write_state_dict,
+        weights_only=True,
+        what="state dict",
+    ),
+)

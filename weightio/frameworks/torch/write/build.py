@@ -1,0 +1,181 @@
+"""``Archive`` -> ``torch.nn.Module``: nn.Sequential for a chain, an fx GraphModule otherwise; running modules."""
+
+from __future__ import annotations
+
+import functools
+import keyword
+import re
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from weightio.errors import UnsupportedLayerError, WeightsOnlyArchiveError
+from weightio.format.archive import Archive
+from weightio.frameworks.torch.common import (
+    numpy_to_tensor,
+    tensor_to_numpy,
+    torch_module,
+)
+from weightio.frameworks.torch.write.base import TORCH_WRITE
+from weightio.frameworks.torch.write.conv import prepare as conv_prepare
+from weightio.frameworks.torch.write.merge import GRAPH_KINDS, graph_value, needs_graph
+from weightio.spec.base import LayerBase
+from weightio.spec.model import ModelSpec
+
+
+class ModuleNames:
+    """Turns spec layer names into unique torch submodule names.
+
+    A submodule name is an attribute of the parent module: it must not be a keyword, and must
+    not shadow what ``nn.Module`` itself has (a layer named ``half``, ``eval`` or
+    ``forward`` would replace the method the graph calls, or be shadowed by it).
+    """
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def take(self, wanted: str) -> str:
+        """A unique attribute name for ``wanted`` (dots and other non-word characters replaced)."""
+        base = re.sub(r"\W", "_", wanted.replace(".", "_")) or "layer"
+        if keyword.iskeyword(base):
+            base = f"layer_{base}"
+        name, n = base, 1
+        while name in self.used or name in module_attributes():
+            name, n = f"{base}_{n}", n + 1
+        self.used.add(name)
+        return name
+
+
+@functools.cache
+def module_attributes() -> frozenset[str]:
+    """Every name ``nn.Module`` defines (methods and attributes a submodule must not take)."""
+    nn = torch_module("building PyTorch modules").nn
+    return frozenset(dir(nn.Module)) | frozenset(vars(nn.Module()))
+
+
+def _layer_modules(
+    layer: LayerBase, archive: Archive, namer: ModuleNames
+) -> list[tuple[str, Any]]:
+    """The (name, module) pairs computing ``layer``; a fused activation follows its dense."""
+    modules = TORCH_WRITE.lookup(layer.kind, layer=layer.name)(layer, archive)
+    # The first plain module carries the layer's name; helpers a writer adds around it come as
+    # (suffix, module) pairs; further plain modules are the layer's activation.
+    named, main = [], False
+    for item in modules:
+        if isinstance(item, tuple):
+            named.append((namer.take(f"{layer.name}_{item[0]}"), item[1]))
+        elif not main:
+            named.append((namer.take(layer.name), item))
+            main = True
+        else:
+            named.append((namer.take(f"{layer.name}_activation"), item))
+    return named
+
+
+def _graph_module(archive: Archive) -> Any:
+    """Build a ``GraphModule`` for a spec that is not a plain chain."""
+    fx = torch_module("building PyTorch modules").fx
+    spec: ModelSpec = archive.spec
+    graph, namer, submodules = fx.Graph(), ModuleNames(), {}
+    values: dict[str, Any] = {}
+    for inp in spec.inputs:
+        values[inp.name] = graph.placeholder(re.sub(r"\W", "_", inp.name))
+    for index in spec.topological_order():
+        layer = spec.layers[index]
+        sources = spec.layer_inputs(index)
+        if layer.kind in GRAPH_KINDS:
+            values[layer.name] = graph_value(
+                layer, archive, graph, [values[s] for s in sources],
+                lambda wanted, module: _add(submodules, namer.take(wanted), module),
+            )
+            continue
+        named = _layer_modules(layer, archive, namer)
+        if len(sources) != 1:
+            raise UnsupportedLayerError(
+                f"reads {len(sources)} inputs ({', '.join(sources)}); a {layer.kind} layer "
+                "reads exactly one",
+                layer=layer.name,
+            )
+        value = values[sources[0]]
+        for name, module in named:
+            submodules[name] = module
+            value = graph.call_module(name, (value,))
+        values[layer.name] = value
+    results = [values[out.layer] for out in spec.outputs]
+    graph.output(results[0] if len(results) == 1 else tuple(results))
+    return fx.GraphModule(submodules, graph, class_name=_class_name(spec.name))
+
+
+def _add(submodules: dict[str, Any], name: str, module: Any) -> str:
+    submodules[name] = module
+    return name
+
+
+def _class_name(name: str) -> str:
+    cleaned = re.sub(r"\W", "_", name)
+    return cleaned if cleaned.isidentifier() else f"Model_{cleaned}"
+
+
+def to_torch(archive: Archive) -> Any:
+    """Build the ``torch.nn.Module`` an archive describes, in eval mode, weights bit-exact.
+
+    Returns:
+        An ``nn.Sequential`` for a chain, else a ``torch.fx.GraphModule`` (one output, or a
+        tuple of outputs in spec order).
+
+    Raises:
+        WeightsOnlyArchiveError: the archive has no architecture (a bare state dict).
+        UnsupportedLayerError: a layer with no PyTorch mapping (e.g. opaque), by name.
+    """
+    torch = torch_module("to_torch")
+    spec = archive.spec
+    if not spec.weights_only:
+
+        archive = conv_prepare(archive)
+        spec = archive.spec
+    if spec.weights_only:
+        raise WeightsOnlyArchiveError(
+            "this archive holds weights only (read from a bare state dict), so there is no "
+            "architecture to build; build the model in PyTorch and copy the weights in with "
+            "load_into_torch(archive, module)",
+            file=archive.path,
+        )
+    if spec.is_chain and not needs_graph(spec):
+        namer = ModuleNames()
+        pairs = [pair for layer in spec.layers for pair in _layer_modules(layer, archive, namer)]
+        module = torch.nn.Sequential(OrderedDict(pairs))
+    else:
+        module = _graph_module(archive)
+    return module.eval()
+
+
+def _to_tensor(array: Any) -> Any:
+    torch = torch_module("run_torch")
+    return array if isinstance(array, torch.Tensor) else numpy_to_tensor(np.asarray(array))
+
+
+def _flatten_outputs(value: Any) -> list[Any]:
+    if isinstance(value, (tuple, list)):
+        return [item for v in value for item in _flatten_outputs(v)]
+    return [value]
+
+
+def run_torch(module: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Run ``module`` in eval mode without gradients on numpy inputs; one array per output.
+
+    The module's train/eval flags are restored afterwards.
+    """
+    torch = torch_module("run_torch")
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            result = module(*[_to_tensor(a) for a in inputs])
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    return [
+        tensor_to_numpy(out, key=f"output {i}", copy=False)
+        for i, out in enumerate(_flatten_outputs(result))
+    ]

@@ -1,0 +1,1 @@
+"""The public verbs: read, write, convert, verify, diff, explain, cast."""

@@ -1,0 +1,217 @@
+"""``weightio.convert``: read a source, build the target, prove they agree, then write.
+
+Nothing is written until verification has passed: a failed check raises ``VerificationError``
+and leaves no output file. The archive records the proof (probe seed, tolerances, worst errors),
+so anyone can see later what was shown.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from weightio.analysis.nonfinite import (
+    NonFinite,
+    describe_nonfinite,
+    nonfinite_note,
+    scan_nonfinite,
+)
+from weightio.errors import (
+    UnsupportedSourceError,
+    VerificationError,
+    WeightioError,
+    WeightsOnlyArchiveError,
+)
+from weightio.format.archive import Archive
+from weightio.format.store import refuse_existing
+from weightio.frameworks.table import target_for as target_for_path
+from weightio.frameworks.table import target_named
+from weightio.spec.model import VerificationRecord
+from weightio.verbs.proof import describe, verify_conversion
+from weightio.verbs.read import open_source
+
+#: The name of a conversion target (``weightio.frameworks.table`` holds the rows).
+TargetName = Literal["archive", "keras", "pt2", "pt", "skops", "joblib"]
+
+
+@dataclass
+class ConversionResult:
+    """What ``convert`` did: where it wrote, which target, the archive and the proof."""
+
+    destination: Path
+    target: TargetName
+    archive: Archive
+    verification: VerificationRecord | None
+    #: Tensors holding NaN/+-inf (copied bit-exactly), found while verifying.
+    nonfinite: list[NonFinite] = field(default_factory=list)
+
+    def summary(self) -> list[str]:
+        """Human-readable lines: the figures per output and where the result went."""
+        lines = describe(self.verification) if self.verification else ["verification skipped"]
+        if self.nonfinite:
+            lines.append("warning: the weights hold non-finite values, copied bit-exactly: "
+                         + describe_nonfinite(self.nonfinite))
+        return [*lines, f"wrote {self.destination} ({self.target})"]
+
+
+def target_for(destination: os.PathLike[str] | str, to: str | None = None) -> TargetName:
+    """Pick the target from ``to`` or the destination's extension."""
+    row = target_named(to) if to is not None else target_for_path(destination)
+    return row.name  # type: ignore[return-value]
+
+
+def convert(
+    source: Any,
+    destination: os.PathLike[str] | str,
+    *,
+    to: str | None = None,
+    verify: bool = True,
+    seed: int = 0,
+    samples: int = 8,
+    atol: float | None = None,
+    rtol: float | None = None,
+    max_shard_size: int | str | None = None,
+    overwrite: bool = True,
+    digest: str | None = None,
+    **options: Any,
+) -> ConversionResult:
+    """Convert ``source`` into ``destination``, verifying outputs before writing anything.
+
+    Args:
+        source: Anything ``weightio.read`` accepts.
+        destination: Output path; its extension picks the target unless ``to`` is given:
+            ``.safetensors`` archive, ``.keras``, ``.pt2`` (torch.export), ``.pt`` state dict.
+            ``.skops`` / ``.joblib`` (a fitted scikit-learn estimator, see ``to_sklearn``).
+        to: ``"archive"``, ``"keras"``, ``"pt2"``, ``"pt"``, ``"skops"`` or ``"joblib"``.
+        verify: Run source, target and the numpy runtime on seeded inputs and compare.
+        seed: Seed of the probe inputs.
+        samples: Batch size of the probe.
+        atol: Absolute tolerance (scaled by the output's magnitude); default by dtype.
+        rtol: Relative tolerance; default by dtype.
+        max_shard_size: For an archive target, write shards of at most this size (``"2GB"``)
+            plus a ``.safetensors.index.json``; the result's ``destination`` is the index.
+        overwrite: ``False`` refuses an existing destination (or a sharded set of that name)
+            with ``TargetExistsError`` before anything is read; for archives the check is
+            repeated, atomically, when the file is published.
+        digest: For an archive target, the digest recorded for every tensor and the source file:
+            ``"blake3"`` (default) or ``"sha256"``.
+        **options: Passed to the reader (``example_input=``, ``key=``, ``architecture=``; for scikit-learn
+            sources ``head=``, ``dtype=``, ``trust_pickle=``).
+
+    Raises:
+        VerificationError: the outputs differ beyond tolerance; nothing was written.
+    """
+    destination = Path(destination)
+    target = target_for(destination, to)
+    if not overwrite:
+        refuse_existing(destination, sharded_too=target == "archive")
+    if max_shard_size is not None and target != "archive":
+        raise UnsupportedSourceError(
+            f"max_shard_size applies to .safetensors archives, not to a {target} target",
+            file=destination,
+        )
+    from weightio.format.digests import deferring_source_digests, pick
+    from weightio.format.hashing import check_algorithm
+
+    algorithm = check_algorithm(digest)
+    # Converting to one archive file: hash the source file while its tensors are copied.
+    with deferring_source_digests(target == "archive", algorithm) as pending:
+        src = open_source(source, **options)
+    try:
+        source_file = source if isinstance(source, (str, os.PathLike)) else None
+        return _convert_opened(src, destination, target, pick(pending, src.archive), verify=verify,
+                               seed=seed, samples=samples, atol=atol, rtol=rtol,
+                               max_shard_size=max_shard_size, source_file=source_file,
+                               overwrite=overwrite, digest=algorithm)
+    finally:
+        for digest in pending:
+            digest.cancel()
+
+
+def _convert_opened(
+    src: Any,
+    destination: Path,
+    target: TargetName,
+    source_digest: Any,
+    *,
+    verify: bool,
+    seed: int,
+    samples: int,
+    atol: float | None,
+    rtol: float | None,
+    max_shard_size: int | str | None,
+    source_file: os.PathLike[str] | str | None = None,
+    overwrite: bool = True,
+    digest: str | None = None,
+) -> ConversionResult:
+    archive = src.archive
+    try:
+        native, runner = _build_target(archive, target)
+    except WeightioError as exc:  # name the source file the unbuildable layer came from
+        if source_file is not None:
+            raise exc.with_file(source_file) from exc
+        raise
+
+    record = None
+    if verify and not archive.spec.weights_only:
+        record = verify_conversion(
+            archive,
+            target=target if target != "archive" else "archive",
+            source_name=src.framework if src.runner else None,
+            source_runner=src.runner,
+            target_runner=runner,
+            seed=seed,
+            samples=samples,
+            atol=atol,
+            rtol=rtol,
+        )
+        nonfinite = scan_nonfinite(archive)
+        if not record.passed:
+            raise VerificationError(
+                "converted model differs from its source beyond tolerance; nothing was written. "
+                + " | ".join(describe(record)) + nonfinite_note(nonfinite),
+                file=destination,
+            )
+        archive = archive.with_spec(
+            archive.spec.model_copy(update={"verification": [*archive.spec.verification, record]})
+        )
+
+    if not overwrite:  # the checks and the build took time: look again before writing
+        refuse_existing(destination, sharded_too=target == "archive")
+    written = _write(archive, native, target, destination, seed=seed, max_shard_size=max_shard_size,
+                     source_digest=source_digest, overwrite=overwrite, digest=digest)
+    return ConversionResult(written, target, archive, record, nonfinite if record else [])
+
+
+def _build_target(archive: Archive, target: TargetName) -> tuple[Any, Any]:
+    """Build the native target model and a runner for it (None where it cannot run here)."""
+    row = target_named(target)
+    if archive.spec.weights_only:
+        if row.weights_only:
+            return None, None  # a state dict or archive needs no architecture
+        raise WeightsOnlyArchiveError(
+            "this source holds weights only (a bare state dict) with no architecture, so no "
+            f"{target} model can be built; convert it to .safetensors or .pt, or copy it into "
+            "a model with weightio.load_into",
+        )
+    return row.build(archive)
+
+
+def _write(
+    archive: Archive,
+    native: Any,
+    target: TargetName,
+    destination: Path,
+    *,
+    seed: int,
+    max_shard_size: int | str | None = None,
+    source_digest: Any = None,
+    overwrite: bool = True,
+    digest: str | None = None,
+) -> Path:
+    return target_named(target).write(
+        archive, native, destination, seed=seed, max_shard_size=max_shard_size,
+        source_digest=source_digest, overwrite=overwrite, digest=digest,
+    )

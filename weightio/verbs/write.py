@@ -1,0 +1,78 @@
+"""Turning an archive back into native models, and checking an archive's integrity."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from weightio.errors import UnsupportedSourceError
+from weightio.format.archive import Archive
+from weightio.format.store import load
+
+
+def to_keras(archive: Archive) -> Any:
+    """Build a runnable ``keras.Model`` holding the archive's weights.
+
+    Raises:
+        WeightsOnlyArchiveError: the archive has no architecture (a bare state dict).
+        UnsupportedLayerError: a layer with no exact Keras equivalent, named.
+    """
+    from weightio.frameworks.keras.write.build import to_keras
+
+    return to_keras(archive)
+
+
+def to_torch(archive: Archive) -> Any:
+    """Build a runnable ``torch.nn.Module`` (``nn.Sequential`` for a chain, else an fx GraphModule).
+
+    Raises:
+        WeightsOnlyArchiveError: the archive has no architecture (a bare state dict).
+        UnsupportedLayerError: a layer with no exact PyTorch equivalent, named.
+    """
+    from weightio.frameworks.torch.write.build import to_torch as build
+
+    return build(archive)
+
+
+def to_sklearn(archive: Archive, *, classes: Any = None) -> Any:
+    """Build a fitted scikit-learn estimator (or Pipeline) computing what the archive describes.
+
+    Leading affine layers become scalers; one dense layer a linear model; a dense stack with one
+    shared hidden activation (relu, tanh, logistic, identity) an MLPRegressor/MLPClassifier.
+    ``classes=`` gives class labels to an archive that has none (making it a classifier).
+
+    Raises:
+        UnsupportedLayerError: a layer scikit-learn cannot express (mixed hidden activations,
+            convolutions, …), named.
+    """
+    from weightio.frameworks.sklearn import write as sklearn_write
+
+    return sklearn_write.to_sklearn(archive, classes=classes)
+
+
+def load_into(archive: Archive, model: Any) -> Any:
+    """Copy the archive's weights into an existing model of the same structure; return it.
+
+    Layers are matched by order and kind and every shape and dtype is checked; all mismatches
+    are reported at once, by layer name, in a ``StructureMismatchError``.
+    """
+    from weightio.frameworks.table import object_source  # here: `verify` needs no reader
+
+    row = object_source(model)
+    if row is None or row.load_into is None:
+        raise UnsupportedSourceError(
+            f"load_into needs a torch.nn.Module or keras.Model, got {type(model).__qualname__}"
+        )
+    row.load_into(archive, model)
+    return model
+
+
+def verify(path: os.PathLike[str] | str) -> Archive:
+    """Load an archive and check every tensor against its recorded digest (BLAKE3 or sha256).
+
+    Raises:
+        IntegrityError: naming every tensor whose bytes changed.
+    """
+    archive = load(path)
+    archive.verify()
+    return archive
