@@ -50,12 +50,12 @@ class Table:
         if console.color_system is not None or not self.columns:
             yield self._rich()
             return
-        from rich.cells import cell_len
         from rich.text import Text
 
         # what rich would show of each cell: markup and emoji codes rendered, no highlighting
         cells = [[_plain(console, cell) for cell in row] for row in self.rows]
-        widths = [cell_len(header) for header, _ in self.columns]
+        headers = [_plain(console, header) for header, _ in self.columns]
+        widths = [width for _, width in headers]
         for row in cells:
             if len(row) != len(widths):
                 yield self._rich()
@@ -73,14 +73,17 @@ class Table:
             pad = max(0, total - width)
             lines.append(" " * (pad // 2) + title + " " * (pad - pad // 2))
         lines.append("┏" + "┳".join("━" * (w + 2) for w in widths) + "┓")
-        lines.append(_line([(h, cell_len(h)) for h, _ in self.columns], widths, justify, "┃", "┃"))
+        lines.append(_line(headers, widths, justify, "┃", "┃"))
         lines.append("┡" + "╇".join("━" * (w + 2) for w in widths) + "┩")
         lines.extend(_line(row, widths, justify, "│", "│") for row in cells)
         lines.append("└" + "┴".join("─" * (w + 2) for w in widths) + "┘")
         yield Text("\n".join(lines), no_wrap=True, overflow="ignore")
 
 
-def _plain(console: Console, value: str) -> tuple[str, int]:
+def _plain(console: Console, value: Any) -> tuple[str, int]:
+    """A cell's plain text and width; cells may be rich ``Text`` (already rendered) or markup."""
+    if not isinstance(value, str):  # a rich Text: rich>=15's cell_len takes only str
+        return value.plain, value.cell_len
     if "[" not in value and ":" not in value:
         from rich.cells import cell_len
 
