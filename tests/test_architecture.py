@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "optional": 1,
     "progress": 1,
     "terminal": 1,
+    "options": 1,
 }
 FRAMEWORKS = ("keras", "torch", "sklearn")
 

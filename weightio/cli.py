@@ -319,11 +319,21 @@ def verify(
     algorithms = "/".join(loaded.digest_algorithms()) or "recorded"
     _echo(f"ok: {count} tensor(s) in {archive} match their recorded {algorithms} digest")
     for record in loaded.spec.verification:
-        worst = max((c.worst_abs for c in record.checks), default=0.0)
-        _echo(
-            f"recorded proof: {record.target} checked on {record.samples} seeded samples "
-            f"(seed {record.seed}), worst abs diff {worst:.3g}, {'passed' if record.passed else 'FAILED'}"
-        )
+        _echo(_proof_line(record))
+
+
+def _proof_line(record: Any) -> str:
+    """One line for a recorded proof, never claiming more than it checked."""
+    if record.status == "not verified" or not record.checks:
+        return f"recorded proof: {record.target} not verified: {record.note or 'nothing was compared'}"
+    worst = max(c.worst_abs for c in record.checks)
+    pairs = ", ".join(sorted({" vs ".join(c.witnesses) for c in record.checks}))
+    line = (
+        f"recorded proof: {record.target} checked on {record.samples} seeded samples "
+        f"(seed {record.seed}; {pairs}), worst abs diff {worst:.3g}, "
+        f"{'passed' if record.passed else 'FAILED'}"
+    )
+    return f"{line}; partial: {record.note}" if record.status == "partial" else line
 
 
 @app.command("cast")

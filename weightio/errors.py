@@ -159,7 +159,9 @@ class TargetExistsError(WriteError, FileExistsError):
 
 
 class InvalidInputError(WeightioError, ValueError):
-    """An input array given to ``run``/``explain`` does not fit the model's declared inputs."""
+    """An input array given to ``run``/``explain`` does not fit the model's declared inputs, or
+    an option's value is out of range (``samples=0``, a negative seed or tolerance).
+    """
 
 
 def received(value: object, limit: int = 160) -> str:

@@ -30,8 +30,8 @@ from pydantic import BaseModel, Field
 
 from weightio.analysis.stats import Comparison
 from weightio.analysis.streamcompare import compare_pairs
-from weightio.errors import InvalidInputError
 from weightio.format.archive import Archive
+from weightio.options import check_tolerance
 from weightio.progress import byte_progress
 from weightio.spec.base import LayerBase
 from weightio.spec.dtypes import itemsize
@@ -326,14 +326,6 @@ def _side(source: Any, archive: Archive) -> Side:
         tensors=sum(1 for _ in spec.tensor_refs()),
         parameters=archive.parameter_count,
     )
-
-
-def check_tolerance(name: str, value: float) -> float:
-    """Refuse a tolerance that is negative or not finite, naming the option."""
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise InvalidInputError(f"{name} must be a finite number >= 0. Received: {name}={value}")
-    return value
 
 
 def diff_archives(

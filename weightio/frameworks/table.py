@@ -41,6 +41,8 @@ class Source:
     framework: str
     runner: Runner | None = None
     native: Any = None
+    #: Why the source cannot be run when ``runner`` is None (recorded in a partial proof).
+    not_run: str | None = None
 
 
 @dataclass(frozen=True)

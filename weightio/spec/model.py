@@ -106,7 +106,19 @@ class VerificationRecord(SpecModel):
     atol: float
     rtol: float
     checks: list[OutputCheck]
-    passed: bool
+    passed: bool = Field(description="Every check passed, and there was at least one.")
+    status: Literal["verified", "partial", "not verified"] = Field(
+        default="verified",
+        description=(
+            "'verified': the source itself was run (or is this archive, which the numpy "
+            "runtime computes) and compared; 'partial': the source could not be run, so the "
+            "target was compared only with the numpy runtime, both built from weightio's reading "
+            "of the source; 'not verified': nothing was compared (see 'note')."
+        ),
+    )
+    note: str | None = Field(
+        default=None, description="Why the proof is partial or missing, in words."
+    )
 
 
 class ModelSpec(SpecModel):

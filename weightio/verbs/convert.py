@@ -28,8 +28,9 @@ from weightio.format.archive import Archive
 from weightio.format.store import refuse_existing
 from weightio.frameworks.table import target_for as target_for_path
 from weightio.frameworks.table import target_named
+from weightio.options import check_count, check_seed, check_tolerance
 from weightio.spec.model import VerificationRecord
-from weightio.verbs.proof import describe, verify_conversion
+from weightio.verbs.proof import describe, unverified, verify_conversion
 from weightio.verbs.read import open_source
 
 #: The name of a conversion target (``weightio.frameworks.table`` holds the rows).
@@ -43,13 +44,15 @@ class ConversionResult:
     destination: Path
     target: TargetName
     archive: Archive
+    #: The proof, as recorded in the archive: ``status`` says whether the source itself was run
+    #: (``verified``), only weightio's reading was compared (``partial``), or nothing was.
     verification: VerificationRecord | None
     #: Tensors holding NaN/+-inf (copied bit-exactly), found while verifying.
     nonfinite: list[NonFinite] = field(default_factory=list)
 
     def summary(self) -> list[str]:
         """Human-readable lines: the figures per output and where the result went."""
-        lines = describe(self.verification) if self.verification else ["verification skipped"]
+        lines = describe(self.verification) if self.verification else ["not verified"]
         if self.nonfinite:
             lines.append("warning: the weights hold non-finite values, copied bit-exactly: "
                          + describe_nonfinite(self.nonfinite))
@@ -103,6 +106,11 @@ def convert(
     Raises:
         VerificationError: the outputs differ beyond tolerance; nothing was written.
     """
+    # every option is checked before any work: a bad value must not cost a read first
+    seed = check_seed(seed)
+    samples = check_count("samples", samples)
+    atol = None if atol is None else check_tolerance("atol", atol)
+    rtol = None if rtol is None else check_tolerance("rtol", rtol)
     destination = Path(destination)
     target = target_for(destination, to)
     if not overwrite:
@@ -154,35 +162,43 @@ def _convert_opened(
             raise exc.with_file(source_file) from exc
         raise
 
-    record = None
-    if verify and not archive.spec.weights_only:
+    nonfinite: list[NonFinite] = []
+    if archive.spec.weights_only:
+        record = unverified(archive, target=target, seed=seed, reason=(
+            "the source holds weights only (no architecture), so there is no model to run"
+        ))
+    elif not verify:
+        record = unverified(archive, target=target, seed=seed,
+                            reason="verification was skipped (verify=False, --no-verify)")
+    else:
         record = verify_conversion(
             archive,
-            target=target if target != "archive" else "archive",
-            source_name=src.framework if src.runner else None,
+            target=target,
+            source_name=src.framework,
             source_runner=src.runner,
             target_runner=runner,
             seed=seed,
             samples=samples,
             atol=atol,
             rtol=rtol,
+            source_not_run=src.not_run,
         )
         nonfinite = scan_nonfinite(archive)
-        if not record.passed:
+        if any(not check.passed for check in record.checks):
             raise VerificationError(
                 "converted model differs from its source beyond tolerance; nothing was written. "
                 + " | ".join(describe(record)) + nonfinite_note(nonfinite),
                 file=destination,
             )
-        archive = archive.with_spec(
-            archive.spec.model_copy(update={"verification": [*archive.spec.verification, record]})
-        )
+    archive = archive.with_spec(
+        archive.spec.model_copy(update={"verification": [*archive.spec.verification, record]})
+    )
 
     if not overwrite:  # the checks and the build took time: look again before writing
         refuse_existing(destination, sharded_too=target == "archive")
     written = _write(archive, native, target, destination, seed=seed, max_shard_size=max_shard_size,
                      source_digest=source_digest, overwrite=overwrite, digest=digest)
-    return ConversionResult(written, target, archive, record, nonfinite if record else [])
+    return ConversionResult(written, target, archive, record, nonfinite)
 
 
 def _build_target(archive: Archive, target: TargetName) -> tuple[Any, Any]:

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from weightio.analysis.diff import DiffReport, check_tolerance, diff_archives
+from weightio.analysis.diff import DiffReport, diff_archives
 from weightio.format.archive import Archive
 from weightio.format.single import open_archive_file
+from weightio.options import check_tolerance
 
 
 def diff(

@@ -11,10 +11,12 @@ looser ones passes them, and the record states what was used.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 
 from weightio.format.archive import Archive
+from weightio.options import check_count, check_seed, check_tolerance
 from weightio.runtime.forward import forward, output_dtype
 from weightio.runtime.probes import probe_inputs
 from weightio.spec.model import ModelSpec, OutputCheck, VerificationRecord
@@ -88,15 +90,21 @@ def verify_conversion(
     samples: int = 8,
     atol: float | None = None,
     rtol: float | None = None,
+    source_not_run: str | None = None,
 ) -> VerificationRecord:
     """Run every available witness on the same probe and compare each pair with a reference.
 
     The reference is the source when it can be run (it is what the user trusts), else the numpy
-    runtime. Every other witness is compared with it.
+    runtime. Every other witness is compared with it. The record says how much that proves:
+    ``verified`` when the source ran (or is a weightio archive, whose function the numpy runtime
+    is), ``partial`` when only weightio's own reading was compared with the target (then
+    ``source_not_run`` says why), ``not verified`` when there was nothing to compare.
     """
+    seed = check_seed(seed)
+    samples = check_count("samples", samples)
     default_atol, default_rtol = default_tolerance(archive.spec)
-    atol = default_atol if atol is None else atol
-    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else check_tolerance("atol", atol)
+    rtol = default_rtol if rtol is None else check_tolerance("rtol", rtol)
     inputs = probe_inputs(archive.spec, seed=seed, samples=samples)
     # The probe is canonical (feature maps channels-first); a side holding feature maps
     # channels-last (Keras) gets them transposed in, and its feature-map outputs transposed back.
@@ -120,6 +128,8 @@ def verify_conversion(
             checks.append(
                 compare(out.name, (ref_name, other_name), ref, got, atol=atol, rtol=rtol)
             )
+    source_ran = source_runner is not None or source_name == "weightio"
+    status, note = _standing(checks, source_ran, source_not_run, target)
     return VerificationRecord(
         target=target,
         seed=seed,
@@ -127,14 +137,52 @@ def verify_conversion(
         atol=atol,
         rtol=rtol,
         checks=checks,
-        passed=all(c.passed for c in checks),
+        passed=bool(checks) and all(c.passed for c in checks),
+        status=status,
+        note=note,
     )
 
 
+def unverified(
+    archive: Archive, *, target: str, reason: str, seed: int = 0
+) -> VerificationRecord:
+    """The record of a conversion that compared nothing (``verify=False``, weights only)."""
+    atol, rtol = default_tolerance(archive.spec)
+    return VerificationRecord(
+        target=target, seed=seed, samples=0, atol=atol, rtol=rtol, checks=[], passed=False,
+        status="not verified", note=reason,
+    )
+
+
+def _standing(
+    checks: list[OutputCheck], source_ran: bool, source_not_run: str | None, target: str
+) -> tuple[Literal["verified", "partial", "not verified"], str | None]:
+    why = source_not_run or "the source could not be run"
+    if not checks and source_ran:  # a weightio archive to a target that cannot run here
+        return "not verified", (
+            f"the {target} target cannot be run here, and the numpy runtime alone has nothing "
+            "to be compared with"
+        )
+    if not checks:
+        return "not verified", (
+            f"source not run ({why}) and the {target} target cannot be run here: only "
+            "weightio's own reading exists, so nothing was compared"
+        )
+    if not source_ran:
+        return "partial", (
+            f"source not run ({why}): the {target} target was compared with the numpy runtime "
+            "only, both built from weightio's reading of the source"
+        )
+    return "verified", None
+
+
 def describe(record: VerificationRecord) -> list[str]:
-    """One line per check, for the CLI and error messages."""
-    return [
+    """One line per check, then what the proof covers when it is not a full one."""
+    lines = [
         f"{c.output}: {c.witnesses[0]} vs {c.witnesses[1]}: worst abs {c.worst_abs:.3g}, "
         f"worst rel {c.worst_rel:.3g} (scale {c.scale:.3g}) {'ok' if c.passed else 'FAILED'}"
         for c in record.checks
     ]
+    if record.status != "verified":
+        lines.append(f"{record.status}: {record.note}")
+    return lines

@@ -11,11 +11,13 @@ then the allowlist of Keras' own classes, on the file and on a private copy Kera
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from weightio.errors import MalformedFileError
 from weightio.format.archive import Archive
 from weightio.frameworks.table import (
     FileSource,
@@ -64,14 +66,49 @@ def _lazy_runner(path: Path) -> Runner | None:
     return run
 
 
+def _weights_runner(path: Path, architecture: Any) -> Runner | None:
+    """Run a ``.weights.h5`` file's model: its ``.keras`` architecture loaded through the same
+    checks as any Keras file, then these weights (already checked without Keras) loaded into it.
+    """
+    if not keras_installed() or not isinstance(architecture, (str, os.PathLike)):
+        return None
+    model_file = Path(architecture)
+    if model_file.suffix.lower() != ".keras":
+        return None
+    model: list[Any] = []
+
+    def run(xs: list[np.ndarray]) -> list[np.ndarray]:
+        from weightio.frameworks.keras.model import read_keras_file, run_keras
+
+        if not model:
+            built = read_keras_file(model_file)[1]
+            try:
+                built.load_weights(path)
+            except (ValueError, KeyError, OSError) as exc:
+                raise MalformedFileError(
+                    f"Keras could not load these weights into the model of {model_file} ({exc})",
+                    file=path,
+                ) from None
+            model.append(built)
+        return run_keras(model[0], xs)
+
+    return run
+
+
 def _open_file(path: Path, **options: Any) -> Source:
     from weightio.frameworks.keras.files.reader import read_keras_path
 
     architecture = options.pop("architecture", None)
     no_options(options, "a Keras file", allowed=("architecture",))
     archive = read_keras_path(path, architecture=architecture)
-    weights_only_file = path.name.lower().endswith(".weights.h5")
-    return Source(archive, "keras", None if weights_only_file else _lazy_runner(path))
+    if path.name.lower().endswith(".weights.h5"):
+        runner = _weights_runner(path, architecture)
+        return Source(archive, "keras", runner, not_run=None if runner else (
+            "Keras is not installed" if not keras_installed() else
+            "its architecture is not a .keras file, so weightio does not build a Keras model of it"
+        ))
+    runner = _lazy_runner(path)
+    return Source(archive, "keras", runner, not_run=None if runner else "Keras is not installed")
 
 
 def _load_into(archive: Archive, model: Any) -> None:

@@ -37,13 +37,15 @@ def _open_module(module: Any, **options: Any) -> Source:
 def _open_state_dict(state_dict: Mapping[str, Any], **options: Any) -> Source:
     from weightio.frameworks.torch.files.state_dict import read_state_dict
 
-    return Source(read_state_dict(state_dict, **options), "torch")
+    return Source(read_state_dict(state_dict, **options), "torch",
+                  not_run="a state dict holds weights only, with no module to run")
 
 
 def _open_checkpoint(path: Path, **options: Any) -> Source:
     from weightio.frameworks.torch.files.pickle import read_checkpoint
 
-    return Source(read_checkpoint(path, **options), "torch")
+    return Source(read_checkpoint(path, **options), "torch",
+                  not_run="a checkpoint file holds weights only, with no module to run")
 
 
 def _load_into(archive: Archive, module: Any) -> None:
