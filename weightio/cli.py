@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,26 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_TRUST_PICKLE_HELP = "Allow unpickling a .pkl/.joblib you trust (runs its code)."
+_TRUST_PICKLE_HELP = (
+    "Allow unpickling a file you trust (runs its code): .pkl/.joblib, or a whole-module "
+    "torch.save(model)."
+)
+
+# Options of every verb that reads a source, spelled the same everywhere.
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        help="Entry of a training checkpoint holding the state dict (default: its only one).",
+    ),
+]
+ArchitectureOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--architecture", help="For a .weights.h5 source: the model's .keras file or config.json."
+    ),
+]
+TrustPickleOption = Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)]
 _DIGEST_HELP = "Digest recorded for every tensor of an archive: blake3 (default, fast) or sha256."
 
 
@@ -50,8 +70,37 @@ def _echo_json(text: str) -> None:
     typer.echo(json_text(text))
 
 
+#: Keyword arguments of the Python API that are options of the CLI, as the CLI spells them.
+_CLI_FLAGS = {
+    "key": "--key", "architecture": "--architecture", "trust_pickle": "--trust-pickle",
+    "overwrite": "--overwrite", "verify": "--verify", "samples": "--samples", "seed": "--seed",
+    "atol": "--atol", "rtol": "--rtol", "head": "--head", "max_shard_size": "--max-shard-size",
+    "digest": "--digest",
+}
+_KEYWORD = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r")=(True|False|[^\s,;:)]*?)(?=\.?(?:[\s,;:)]|$))")
+
+
+def cli_words(message: str) -> str:
+    """A message of the Python API in the CLI's words: ``key=`` becomes ``--key``,
+    ``overwrite=False`` ``--no-overwrite``, ``samples=0`` ``--samples 0``; a ``(CLI: …)``
+    aside, written for Python users, is dropped as the CLI spelling is now the text.
+    """
+    message = re.sub(r" \(CLI: [^)]*\)", "", message)
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = _CLI_FLAGS[match.group(1)], match.group(2)
+        if value == "True":
+            return name
+        if value == "False":
+            return "--no-" + name[2:]
+        return f"{name} {value}" if value else name
+
+    return _KEYWORD.sub(flag, message)
+
+
 def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {printable(message)}", err=True)  # one line, whatever the message holds
+    # one line, whatever the message holds, in the CLI's own words
+    typer.echo(f"error: {printable(cli_words(message))}", err=True)
     return typer.Exit(code)
 
 
@@ -103,20 +152,13 @@ def convert(
     samples: Annotated[int, typer.Option(help="Batch size of the probe.")] = 8,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance (default by dtype).")] = None,
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance (default by dtype).")] = None,
-    key: Annotated[
-        str | None, typer.Option(help="Key of the state dict inside a training checkpoint.")
-    ] = None,
+    key: KeyOption = None,
     head: Annotated[
         str | None,
         typer.Option(help="scikit-learn classifiers: predict_proba (default) or decision_function."),
     ] = None,
-    trust_pickle: Annotated[
-        bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)
-    ] = False,
-    architecture: Annotated[
-        Path | None,
-        typer.Option(help="For a .weights.h5 source: the model's .keras file or config.json."),
-    ] = None,
+    trust_pickle: TrustPickleOption = False,
+    architecture: ArchitectureOption = None,
     max_shard_size: Annotated[
         str | None,
         typer.Option(
@@ -134,22 +176,26 @@ def convert(
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
     from weightio.verbs.convert import convert as do_convert
 
-    options: dict[str, Any] = {"key": key} if key is not None else {}
-    if architecture is not None:
-        options["architecture"] = architecture
-    options.update(_sklearn_options(head, trust_pickle))
+    options = _source_options(key, architecture, trust_pickle, head)
     result = do_convert(
         source, destination, to=to, verify=verify, seed=seed, samples=samples,
         atol=atol, rtol=rtol, max_shard_size=max_shard_size, overwrite=overwrite, digest=digest,
         **options,
     )
+    _note_picked_key(result.archive, options)
     for line in result.summary():
         _echo(line)
 
 
-def _sklearn_options(head: str | None, trust_pickle: bool) -> dict[str, Any]:
-    """Reader options for scikit-learn files, only when given (other readers reject them)."""
+def _source_options(
+    key: str | None, architecture: Path | None, trust_pickle: bool, head: str | None = None
+) -> dict[str, Any]:
+    """Reader options, only those given (a reader refuses options that do not apply to it)."""
     options: dict[str, Any] = {}
+    if key is not None:
+        options["key"] = key
+    if architecture is not None:
+        options["architecture"] = architecture
     if head is not None:
         options["head"] = head
     if trust_pickle:
@@ -157,12 +203,30 @@ def _sklearn_options(head: str | None, trust_pickle: bool) -> dict[str, Any]:
     return options
 
 
+def _read(source: Path, options: dict[str, Any]) -> Any:
+    """``weightio.read`` with the verb's source options, saying which checkpoint entry it took."""
+    from weightio.verbs.read import read
+
+    archive = read(source, **options)
+    _note_picked_key(archive, options)
+    return archive
+
+
+def _note_picked_key(archive: Any, options: dict[str, Any]) -> None:
+    picked = archive.spec.provenance.source_key
+    if picked is not None and "key" not in options:
+        _echo(f"note: read the state dict under {picked!r}, the checkpoint's only one "
+              "(--key picks another entry)", err=True)
+
+
 @app.command()
 @handles_errors
 def inspect(
     source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)] = False,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
     stats: Annotated[
         bool,
         typer.Option("--stats", help="Read every tensor for mean, std, min, max, L2, zeros, NaN/Inf."),
@@ -177,11 +241,10 @@ def inspect(
     from weightio.format.single import open_archive_file
 
     # header only: a weightio archive file opens without numpy or the table of every reader
-    archive = open_archive_file(source) if not (stats or html or trust_pickle) else None
+    options = _source_options(key, architecture, trust_pickle)
+    archive = open_archive_file(source) if not (stats or html or options) else None
     if archive is None:
-        from weightio.verbs.read import read
-
-        archive = read(source, **_sklearn_options(None, trust_pickle))
+        archive = _read(source, options)
     report = inspect_archive(archive, stats=stats or html is not None, progress=True)
     if html is not None:
         from weightio.report.html import inspect_page, write_html
@@ -208,11 +271,18 @@ def diff_verb(
         Path | None, typer.Option("--plot", help="Write a bar chart of relative change per layer into this folder.")
     ] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    trust_pickle: TrustPickleOption = False,
 ) -> None:
-    """Compare A and B layer by layer; exit 0 if identical within tolerance, 1 if they differ."""
+    """Compare A and B layer by layer; exit 0 if identical within tolerance, 1 if they differ.
+
+    --key, --architecture and --trust-pickle apply to each of A and B that is not an archive.
+    """
     from weightio.verbs.diff import diff as do_diff
 
-    report = do_diff(a, b, atol=atol, rtol=rtol, progress=True)
+    report = do_diff(a, b, atol=atol, rtol=rtol, progress=True,
+                     **_source_options(key, architecture, trust_pickle))
     if plot is not None:
         from weightio.report.plots import diff_relative_change, write_pngs
 
@@ -243,13 +313,15 @@ def explain(
     ],
     sample: Annotated[int, typer.Option(help="Which sample of a batch to explain.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    trust_pickle: TrustPickleOption = False,
 ) -> None:
     """Write out the forward pass of one input, layer by layer, ending in the model's output."""
     from weightio.analysis.explain import parse_input
     from weightio.verbs.explain import explain as do_explain
-    from weightio.verbs.read import read
 
-    archive = read(source)
+    archive = _read(source, _source_options(key, architecture, trust_pickle))
     explanation = do_explain(archive, parse_input(input_value, archive.spec), sample=sample)
     if as_json:
         _echo_json(explanation.model_dump_json(indent=2))
@@ -262,12 +334,15 @@ def explain(
 def plot(
     source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the PNG files (created if needed).")],
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    trust_pickle: TrustPickleOption = False,
 ) -> None:
     """Draw PNGs: weight histograms per layer, conv filter grids, layer norms, input importance."""
     from weightio.report.plots import archive_pngs, write_pngs
-    from weightio.verbs.read import read
 
-    for path in write_pngs(archive_pngs(read(source)), out):
+    archive = _read(source, _source_options(key, architecture, trust_pickle))
+    for path in write_pngs(archive_pngs(archive), out):
         _echo(f"wrote {path}")
 
 
@@ -279,7 +354,9 @@ def run(
         Path, typer.Option("--input", help=".npy file with a batch of inputs (no pickles).")
     ],
     output: Annotated[Path | None, typer.Option(help="Write the output to this .npy file.")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)] = False,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
 ) -> None:
     """Compute the model's output for --input with the numpy reference runtime."""
     import numpy as np
@@ -288,14 +365,13 @@ def run(
     from weightio.format.atomic import atomic_write
     from weightio.format.paths import open_regular
     from weightio.runtime.forward import run as run_model
-    from weightio.verbs.read import read
 
     try:
         with open_regular(input_path) as handle:  # never blocks on a FIFO or reads a device
             x = np.load(handle, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read the input as a .npy array ({exc})", file=input_path) from None
-    result = run_model(read(source, **_sklearn_options(None, trust_pickle)), x)
+    result = run_model(_read(source, _source_options(key, architecture, trust_pickle)), x)
     outputs = result if isinstance(result, list) else [result]
     if output is not None:
         with atomic_write(output) as handle:
@@ -345,7 +421,9 @@ def cast_verb(
     layer: Annotated[
         list[str] | None, typer.Option("--layer", help="Cast only this layer (repeatable).")
     ] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)] = False,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
     digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
 ) -> None:
     """Cast the float weights of SOURCE to --dtype and write DESTINATION; refuse any overflow.
@@ -366,7 +444,7 @@ def cast_verb(
             "cast writes a weightio archive; name it .safetensors (then `weightio convert` it)",
             file=destination,
         )
-    result = cast(source, dtype, layers=layer, **_sklearn_options(None, trust_pickle))
+    result = cast(source, dtype, layers=layer, **_source_options(key, architecture, trust_pickle))
     save(result.archive, destination, digest=digest)
     for line in result.summary():
         _echo(line)

@@ -38,6 +38,7 @@ def provenance(
     source_class: str | None,
     source_file: os.PathLike[str] | str | None = None,
     transforms: list[str] | None = None,
+    source_key: str | None = None,
 ) -> Provenance:
     """Build the provenance record; a file is named by base name and digest, never full path.
 
@@ -59,6 +60,7 @@ def provenance(
         source_class=source_class,
         source_file=None if source_file is None else Path(source_file).name,
         source_digest=digest,
+        source_key=source_key,
         weightio_version=__version__,
         created_at=now_utc(),
         transforms=sorted(set(transforms or [])),

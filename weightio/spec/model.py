@@ -37,6 +37,10 @@ class Provenance(SpecModel):
         pattern=r"^[0-9a-f]{64}$",
         description="Format 1.0 only: hex sha256 of the source file. Newer archives write 'source_digest'.",
     )
+    source_key: str | None = Field(
+        default=None,
+        description="The entry of a training checkpoint the state dict was taken from ('model').",
+    )
     weightio_version: str
     created_at: str = Field(description="UTC, ISO 8601.")
     transforms: list[str] = Field(

@@ -13,7 +13,8 @@ from weightio.options import check_tolerance
 
 
 def diff(
-    a: Any, b: Any, *, atol: float = 0.0, rtol: float = 0.0, progress: bool = False
+    a: Any, b: Any, *, atol: float = 0.0, rtol: float = 0.0, progress: bool = False,
+    **options: Any,
 ) -> DiffReport:
     """Compare two checkpoints layer by layer and tensor by tensor.
 
@@ -24,6 +25,8 @@ def diff(
         rtol: Relative tolerance, as above. Both default to 0: identical means bit-equal values
             (NaN matching NaN).
         progress: Draw a progress bar on stderr when the pass reads more than a few hundred MB.
+        **options: Reader options (``key=``, ``architecture=``, ``trust_pickle=``) for each of
+            ``a`` and ``b`` that is not a weightio archive (an archive takes none).
 
     Returns:
         A ``DiffReport``; ``report.identical`` is True when every tensor is identical within
@@ -31,15 +34,17 @@ def diff(
     """
     atol = check_tolerance("atol", atol)
     rtol = check_tolerance("rtol", rtol)
-    archive_a = _open(a)
-    archive_b = _open(b)
+    archive_a = _open(a, options)
+    archive_b = _open(b, options)
     return diff_archives(
         archive_a, archive_b, source_a=a, source_b=b, atol=atol, rtol=rtol, progress=progress
     )
 
 
-def _open(source: Any) -> Archive:
-    """``weightio.read(source)``; a weightio archive file opens directly (no table of readers)."""
+def _open(source: Any, options: dict[str, Any]) -> Archive:
+    """``weightio.read(source, **options)``; a weightio archive opens directly (no table of
+    readers) and takes no options.
+    """
     if isinstance(source, Archive):
         return source
     if isinstance(source, (str, os.PathLike)):
@@ -48,4 +53,4 @@ def _open(source: Any) -> Archive:
             return archive
     from weightio.verbs.read import read
 
-    return read(source)
+    return read(source, **options)

@@ -33,6 +33,7 @@ from weightio.errors import (  # noqa: E402
     WeightsOnlyArchiveError,
 )
 from weightio.format.store import load, save
+from weightio.frameworks.torch.files.pickle import read_checkpoint
 from weightio.frameworks.torch.files.state_dict import (
     read_state_dict,
     read_torch_file,
@@ -458,7 +459,7 @@ def test_pt_state_dict_file_reads_weights_only(tmp_path):
         to_torch(archive)
 
 
-def test_training_checkpoint_is_refused_listing_keys_then_read_with_key(tmp_path):
+def test_training_checkpoint_picks_its_only_state_dict_and_needs_key_for_several(tmp_path):
     model = seeded(lambda: nn.Linear(4, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, 4)).sum().backward()
@@ -466,13 +467,19 @@ def test_training_checkpoint_is_refused_listing_keys_then_read_with_key(tmp_path
     path = tmp_path / "checkpoint.pth"
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3},
                path)
-    with pytest.raises(MalformedFileError, match="key=: 'model'") as info:
-        read_torch_file(path)
-    assert "checkpoint.pth" in str(info.value)
-    archive = read_torch_file(path, key="model")
-    assert list(archive.tensors) == ["weight", "bias"]
-    with pytest.raises(MalformedFileError, match="no entry 'net'"):
-        read_torch_file(path, key="net")
+    for read in (read_torch_file, read_checkpoint):  # torch.load and the torch-free reader agree
+        archive = read(path)
+        assert list(archive.tensors) == ["weight", "bias"]
+        assert archive.spec.provenance.source_key == "model"
+        assert read(path, key="model").spec.provenance.source_key == "model"
+        with pytest.raises(MalformedFileError, match="no entry 'net'"):
+            read(path, key="net")
+    two = tmp_path / "two.pth"
+    torch.save({"model": model.state_dict(), "ema": model.state_dict(), "epoch": 3}, two)
+    for read in (read_torch_file, read_checkpoint):
+        with pytest.raises(MalformedFileError, match="several state dicts.*'model', 'ema'") as info:
+            read(two)
+        assert "two.pth" in str(info.value)
 
 
 class _Touch:

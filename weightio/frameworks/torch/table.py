@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from weightio.errors import UnsupportedSourceError, WeightioError
 from weightio.format.archive import Archive
 from weightio.frameworks.table import (
     FileSource,
@@ -19,6 +20,7 @@ from weightio.frameworks.table import (
     Source,
     Target,
     from_modules,
+    no_options,
 )
 from weightio.runtime.probes import probe_inputs
 
@@ -42,9 +44,37 @@ def _open_state_dict(state_dict: Mapping[str, Any], **options: Any) -> Source:
 
 
 def _open_checkpoint(path: Path, **options: Any) -> Source:
+    """A checkpoint read by the data-only unpickler; with ``trust_pickle=True``, by torch.load
+    with its code run, so a whole-module save (``torch.save(model)``) reads as the live module.
+    """
+    if options.pop("trust_pickle", False):
+        return _open_trusted(path, **options)
     from weightio.frameworks.torch.files.pickle import read_checkpoint
 
+    no_options(options, "a PyTorch checkpoint", allowed=("key",))
     return Source(read_checkpoint(path, **options), "torch",
+                  not_run="a checkpoint file holds weights only, with no module to run")
+
+
+def _open_trusted(path: Path, **options: Any) -> Source:
+    import torch
+
+    from weightio.frameworks.torch.files.state_dict import load_trusted, read_loaded
+
+    loaded = load_trusted(path)
+    if isinstance(loaded, torch.nn.Module):
+        key = options.pop("key", None)
+        if key is not None:
+            raise UnsupportedSourceError(
+                f"holds a whole {type(loaded).__name__} module, not a checkpoint: --key / key= "
+                f"{key!r} does not apply", file=path,
+            )
+        try:
+            return _open_module(loaded.eval(), **options)
+        except WeightioError as exc:
+            raise exc.with_file(path) from exc
+    no_options(options, "a PyTorch checkpoint", allowed=("key",))
+    return Source(read_loaded(loaded, path, options.get("key")), "torch",
                   not_run="a checkpoint file holds weights only, with no module to run")
 
 

@@ -25,12 +25,16 @@ def is_state_dict(value: Any, is_tensor: Callable[[Any], bool], *, allow_empty: 
 
 def pick_state_dict(
     obj: Any, path: Path, key: str | None, *, is_tensor: Callable[[Any], bool]
-) -> Mapping[str, Any]:
-    """Return ``obj`` if it is a state dict, else ``obj[key]``; refuse naming the candidates.
+) -> tuple[Mapping[str, Any], str | None]:
+    """The state dict in ``obj`` and the checkpoint entry it came from (``None``: ``obj`` itself).
+
+    ``obj`` itself when it is a state dict; else ``obj[key]``; with no ``key``, the one entry
+    that is a state dict when there is exactly one (a training checkpoint ``{"model": sd,
+    "optimizer": …, "epoch": …}``), so the caller can say which it took.
 
     Raises:
-        MalformedFileError: not a mapping; a checkpoint without ``key=`` (listing the entries
-            that are state dicts); ``key`` missing or not a state dict.
+        MalformedFileError: not a mapping; a checkpoint without ``key=`` holding no state dict or
+            several (listing them); ``key`` missing or not a state dict.
     """
     if not isinstance(obj, Mapping):
         raise MalformedFileError(
@@ -42,9 +46,13 @@ def pick_state_dict(
              if is_state_dict(v, is_tensor, allow_empty=False)]
     if key is None:
         if is_state_dict(obj, is_tensor, allow_empty=True):
-            return obj
+            return obj, None
+        candidates = [k for k, v in obj.items()
+                      if isinstance(k, str) and is_state_dict(v, is_tensor, allow_empty=False)]
+        if len(candidates) == 1:
+            return obj[candidates[0]], candidates[0]
         hint = (
-            f"pick one with key=: {', '.join(found[:20])}"
+            f"it holds several state dicts; pick one with key= (CLI: --key): {', '.join(found[:20])}"
             if found else "none of its entries is a state dict either"
         )
         raise MalformedFileError(
@@ -54,7 +62,7 @@ def pick_state_dict(
         )
     if key not in obj:
         raise MalformedFileError(
-            f"has no entry {key!r}; entries holding state dicts: "
+            f"has no entry {received(key, 80)}; entries holding state dicts: "
             f"{', '.join(found[:20]) or 'none'}",
             file=path,
         )
@@ -63,4 +71,4 @@ def pick_state_dict(
             f"entry {key!r} is a {type(obj[key]).__name__}, not a state dict of tensors",
             file=path,
         )
-    return obj[key]
+    return obj[key], key

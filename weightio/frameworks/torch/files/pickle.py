@@ -331,7 +331,7 @@ def _materialize(obj: Any, path: Path) -> Any:
     return convert(obj, "the top-level object")
 
 
-def _pick(obj: Any, path: Path, key: str | None) -> Mapping[str, np.ndarray]:
+def _pick(obj: Any, path: Path, key: str | None) -> tuple[Mapping[str, np.ndarray], str | None]:
     """The state dict in the file (see ``weightio.frameworks.torch.files.checkpoints``)."""
     return pick_state_dict(obj, path, key, is_tensor=lambda v: isinstance(v, np.ndarray))
 
@@ -354,10 +354,10 @@ def read_checkpoint(path: os.PathLike[str] | str, *, key: str | None = None) -> 
 
     path = Path(path)
     check_torch_path(path)
-    state_dict = _pick(load_checkpoint(path), path, key)
+    state_dict, entry = _pick(load_checkpoint(path), path, key)
     return archive_from_state_dict(
         state_dict,
         name=path.stem or "state_dict",
         provenance=provenance("torch", framework_version=None, source_class=None,
-                              source_file=path),
+                              source_file=path, source_key=entry),
     )

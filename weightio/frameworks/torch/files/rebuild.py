@@ -345,7 +345,8 @@ def _resolve_global(module: str, name: str) -> Any:
     raise UnsafeFormatError(
         f"the pickle names the global {module}.{name}, which is not a tensor or plain "
         "container; unpickling it could run code, so weightio refuses it. Re-save the weights "
-        "from trusted code with torch.save(model.state_dict(), path)"
+        "from trusted code with torch.save(model.state_dict(), path), or, for a file you trust "
+        "(a whole-module torch.save(model)), pass trust_pickle=True (CLI: --trust-pickle)"
     )
 
 

@@ -83,11 +83,14 @@ def read_state_dict(
     return _archive(state_dict, name=name, source_file=source_file, copy=True)
 
 
-def _archive(state_dict: Mapping[str, Any], *, name: str, source_file: Any, copy: bool) -> Archive:
+def _archive(
+    state_dict: Mapping[str, Any], *, name: str, source_file: Any, copy: bool,
+    source_key: str | None = None,
+) -> Archive:
     arrays = _state_dict_arrays(state_dict, copy=copy)
     prov = provenance(
         "torch", framework_version=loaded_torch_version(), source_class=None,
-        source_file=source_file,
+        source_file=source_file, source_key=source_key,
     )
     return archive_from_state_dict(arrays, name=name, provenance=prov)
 
@@ -98,12 +101,12 @@ def check_torch_path(path: Path) -> None:
     if path.suffix.lower() == ".pt2":
         raise UnsupportedSourceError(
             "is a torch.export program (.pt2), not a state dict; load it with "
-            "torch.export.load(path).module() and read that with read_torch_module()",
+            "torch.export.load(path).module() and pass that module to weightio.read()",
             file=path,
         )
     if path.suffix.lower() not in TORCH_FILE_SUFFIXES:
         raise UnsupportedSourceError(
-            f"has suffix {path.suffix!r}; read_torch_file reads "
+            f"has suffix {path.suffix!r}; PyTorch checkpoints are read from "
             f"{', '.join(TORCH_FILE_SUFFIXES)} files saved with torch.save",
             file=path,
         )
@@ -167,7 +170,7 @@ def _load(path: Path) -> Any:
         ) from None
 
 
-def _pick_state_dict(obj: Any, path: Path, key: str | None) -> Mapping[str, Any]:
+def _pick_state_dict(obj: Any, path: Path, key: str | None) -> tuple[Mapping[str, Any], str | None]:
     """The state dict in a loaded object (see ``weightio.frameworks.torch.files.checkpoints``)."""
     return pick_state_dict(obj, path, key, is_tensor=is_torch_tensor)
 
@@ -188,9 +191,38 @@ def read_torch_file(path: os.PathLike[str] | str, *, key: str | None = None) -> 
     """
     path = Path(path)
     check_torch_path(path)
-    state_dict = _pick_state_dict(_load(path), path, key)
     # Tensors just loaded belong to nobody else: no copy needed to keep the archive immutable.
-    return _archive(state_dict, name=path.stem or "state_dict", source_file=path, copy=False)
+    return read_loaded(_load(path), path, key)
+
+
+def load_trusted(path: os.PathLike[str] | str) -> Any:
+    """``torch.load(weights_only=False)``: what a file holds, a whole ``nn.Module`` included.
+
+    This runs the code the pickle names, so it is only ever called on the user's word
+    (``trust_pickle=True``, CLI ``--trust-pickle``) for a file they trust. The module's classes
+    must be importable, as ``torch.load`` needs them.
+
+    Raises:
+        MalformedFileError: torch could not load it (the message keeps torch's reason).
+    """
+    torch = torch_module("reading a whole-module .pt file")
+    path = Path(path)
+    check_torch_path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # the file's own code may raise anything; all mean "cannot load"
+        raise MalformedFileError(
+            f"torch.load(weights_only=False) could not load it ({type(exc).__name__}: "
+            f"{str(exc)[:300]}); a whole-module save needs the module's classes importable",
+            file=path,
+        ) from None
+
+
+def read_loaded(obj: Any, path: Path, key: str | None = None) -> Archive:
+    """A weights-only archive of the state dict inside an object ``torch.load`` returned."""
+    state_dict, entry = _pick_state_dict(obj, path, key)
+    return _archive(state_dict, name=path.stem or "state_dict", source_file=path, copy=False,
+                    source_key=entry)
 
 
 def save_state_dict(module: Any, path: os.PathLike[str] | str) -> Path:

@@ -95,7 +95,7 @@ def _trace(module: Any) -> Any:
             f"torch.fx could not trace {qualified_name(module)} ({type(exc).__name__}: {exc}). "
             "weightio reads modules whose forward is a fixed graph of module and function calls; "
             "remove data-dependent control flow from forward, or save the weights with "
-            "save_state_dict() and read them with read_torch_file() (weights only)"
+            "torch.save(model.state_dict(), path) and read that file (weights only)"
         ) from None
 
 
@@ -111,7 +111,7 @@ def _unsupported(node: Any, root: Any, op: str) -> UnsupportedLayerError:
         f"the operation {op} (fx node {node.name!r}, read by {users}) in "
         f"{qualified_name(root)} is not supported yet; weightio reads nn modules and "
         "elementwise activations. Move it into a layer weightio knows, or archive the weights "
-        "only with read_state_dict(module.state_dict())",
+        "only with weightio.read(module.state_dict())",
         layer=node.name,
     )
 

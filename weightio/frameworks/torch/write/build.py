@@ -138,7 +138,7 @@ def to_torch(archive: Archive) -> Any:
         raise WeightsOnlyArchiveError(
             "this archive holds weights only (read from a bare state dict), so there is no "
             "architecture to build; build the model in PyTorch and copy the weights in with "
-            "load_into_torch(archive, module)",
+            "weightio.load_into(archive, module)",
             file=archive.path,
         )
     if spec.is_chain and not needs_graph(spec):

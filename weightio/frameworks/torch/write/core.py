@@ -190,6 +190,7 @@ def _opaque(layer: Any, archive: Archive) -> list[Any]:
     raise UnsupportedLayerError(
         f"is kept as opaque ({layer.source_class or 'unknown source class'}{why}): weightio does "
         "not know what it computes, so it cannot build it. The archive can still be inspected and "
-        "diffed; to run it, build the model in PyTorch and use load_into_torch()",
+        "diffed; to run it, build the model in PyTorch and copy the weights in with "
+        "weightio.load_into(archive, model)",
         layer=layer.name,
     )
