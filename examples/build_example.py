@@ -11,13 +11,15 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
 
 def build(path: Path) -> Path:
-    import keras
+    # Keras through weightio's import, which keeps TensorFlow's start-up lines off the output
+    from weightio.optional import require
+
+    keras = require("keras", purpose="building the example")
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
@@ -15,7 +14,10 @@ import weightio  # noqa: E402
 
 
 def main(folder: Path) -> None:
-    import keras
+    # Keras through weightio's import, which keeps TensorFlow's start-up lines off the output
+    from weightio.optional import require
+
+    keras = require("keras", purpose="comparing outputs")
     import torch
 
     x = np.random.default_rng(42).standard_normal((5, 10)).astype("float32")
