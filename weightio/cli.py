@@ -75,8 +75,9 @@ _CLI_FLAGS = {
     "key": "--key", "architecture": "--architecture", "trust_pickle": "--trust-pickle",
     "overwrite": "--overwrite", "verify": "--verify", "samples": "--samples", "seed": "--seed",
     "atol": "--atol", "rtol": "--rtol", "head": "--head", "max_shard_size": "--max-shard-size",
-    "digest": "--digest",
+    "digest": "--digest", "older_than": "--older-than",
 }
+_NAMED = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r") must\b")  # "samples must be …"
 _KEYWORD = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r")=(True|False|[^\s,;:)]*?)(?=\.?(?:[\s,;:)]|$))")
 
 
@@ -95,6 +96,7 @@ def cli_words(message: str) -> str:
             return "--no-" + name[2:]
         return f"{name} {value}" if value else name
 
+    message = _NAMED.sub(lambda match: _CLI_FLAGS[match.group(1)] + " must", message)
     return _KEYWORD.sub(flag, message)
 
 
@@ -488,6 +490,7 @@ def clean(
 
 
 @app.command()
+@handles_errors
 def schema(
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
 ) -> None:
@@ -502,8 +505,41 @@ def schema(
 
         with atomic_write(out) as handle:
             handle.write(text.encode())
+        _echo(f"wrote {out}", err=True)
 
 
 def main() -> None:
-    """Entry point of the ``weightio`` script and ``python -m weightio``."""
-    app()
+    """Entry point of the ``weightio`` script and ``python -m weightio``.
+
+    Click's own usage errors (an unknown option, ``--seed abc``, a missing argument) become one
+    line and exit 2 too, like every weightio error, instead of click's usage block.
+    """
+    errors = _click_errors()
+    try:
+        code = app(standalone_mode=False)
+    except errors.NoArgsIsHelpError as exc:
+        exc.show()  # plain `weightio` or `weightio VERB`: the help is the answer
+        raise SystemExit(exc.exit_code) from None
+    except errors.UsageError as exc:
+        where = f"see '{exc.ctx.command_path} --help'" if exc.ctx else "see 'weightio --help'"
+        message = " ".join(exc.format_message().split())
+        typer.echo(f"error: {printable(message)} ({where})", err=True)
+        raise SystemExit(2) from None
+    except errors.ClickException as exc:
+        typer.echo(f"error: {printable(' '.join(exc.format_message().split()))}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _click_errors() -> Any:
+    """The exception classes of the click that typer runs on: typer >= 0.22 vendors its own copy
+    (``typer._click``), older releases use the ``click`` package.
+    """
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from weightio.errors import InvalidInputError, SourceNotFoundError, WriteError
 from weightio.format.atomic import TEMP_MARKER
+from weightio.options import check_tolerance
 
 #: ``.<target name><marker><12 hex>[.<ext>]``: exactly the names ``weightio.format.atomic`` gives temps.
 TEMP_NAME = re.compile(
@@ -103,9 +104,11 @@ def clean_stale_temps(
         on_remove: Called with each path as it is removed (or would be, with ``dry_run``).
 
     Raises:
-        SourceNotFoundError / InvalidInputError: a folder is missing or not a folder.
+        SourceNotFoundError / InvalidInputError: a folder is missing or not a folder, or
+            ``older_than`` is negative (that would take a live write's temp file).
         WriteError: a temp file could not be removed (the others still are).
     """
+    older_than = check_tolerance("older_than", older_than)
     removed: list[Path] = []
     failed: list[str] = []
     for path in find_stale_temps(folders, older_than=older_than, recursive=recursive):
