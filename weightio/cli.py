@@ -57,6 +57,15 @@ ArchitectureOption = Annotated[
     ),
 ]
 TrustPickleOption = Annotated[bool, typer.Option("--trust-pickle", help=_TRUST_PICKLE_HELP)]
+LayoutOption = Annotated[
+    str,
+    typer.Option(
+        "--layout",
+        help="Feature maps of --input (and outputs): source (the source framework's, "
+        "channels-last for Keras; default), canonical (channels-first), channels_last, "
+        "channels_first.",
+    ),
+]
 _DIGEST_HELP = "Digest recorded for every tensor of an archive: blake3 (default, fast) or sha256."
 
 
@@ -75,7 +84,7 @@ _CLI_FLAGS = {
     "key": "--key", "architecture": "--architecture", "trust_pickle": "--trust-pickle",
     "overwrite": "--overwrite", "verify": "--verify", "samples": "--samples", "seed": "--seed",
     "atol": "--atol", "rtol": "--rtol", "head": "--head", "max_shard_size": "--max-shard-size",
-    "digest": "--digest", "older_than": "--older-than",
+    "digest": "--digest", "older_than": "--older-than", "layout": "--layout",
 }
 _NAMED = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r") must\b")  # "samples must be …"
 _KEYWORD = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r")=(True|False|[^\s,;:)]*?)(?=\.?(?:[\s,;:)]|$))")
@@ -94,6 +103,7 @@ def cli_words(message: str) -> str:
             return name
         if value == "False":
             return "--no-" + name[2:]
+        value = value.strip("'\"")
         return f"{name} {value}" if value else name
 
     message = _NAMED.sub(lambda match: _CLI_FLAGS[match.group(1)] + " must", message)
@@ -315,6 +325,7 @@ def explain(
     ],
     sample: Annotated[int, typer.Option(help="Which sample of a batch to explain.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    layout: LayoutOption = "source",
     key: KeyOption = None,
     architecture: ArchitectureOption = None,
     trust_pickle: TrustPickleOption = False,
@@ -324,7 +335,8 @@ def explain(
     from weightio.verbs.explain import explain as do_explain
 
     archive = _read(source, _source_options(key, architecture, trust_pickle))
-    explanation = do_explain(archive, parse_input(input_value, archive.spec), sample=sample)
+    explanation = do_explain(archive, parse_input(input_value, archive.spec), sample=sample,
+                             layout=layout)
     if as_json:
         _echo_json(explanation.model_dump_json(indent=2))
     else:
@@ -359,8 +371,12 @@ def run(
     trust_pickle: TrustPickleOption = False,
     key: KeyOption = None,
     architecture: ArchitectureOption = None,
+    layout: LayoutOption = "source",
 ) -> None:
-    """Compute the model's output for --input with the numpy reference runtime."""
+    """Compute the model's output for --input with the numpy reference runtime.
+
+    --input is in the source framework's layout (a Keras CNN takes channels-last .npy files).
+    """
     import numpy as np
 
     from weightio.errors import InvalidInputError
@@ -373,7 +389,8 @@ def run(
             x = np.load(handle, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read the input as a .npy array ({exc})", file=input_path) from None
-    result = run_model(_read(source, _source_options(key, architecture, trust_pickle)), x)
+    archive = _read(source, _source_options(key, architecture, trust_pickle))
+    result = run_model(archive, x, layout=layout)
     outputs = result if isinstance(result, list) else [result]
     if output is not None:
         with atomic_write(output) as handle:

@@ -10,6 +10,7 @@ import numpy as np
 from weightio.errors import InvalidInputError, ResourceLimitError, WeightsOnlyArchiveError
 from weightio.format.archive import Archive
 from weightio.runtime.base import RUNTIME, InputLike, as_float64
+from weightio.runtime.native_layout import canonical_inputs, native_outputs
 from weightio.spec.dtypes import FLOAT_DTYPE_NAMES, numpy_dtype
 from weightio.spec.model import ModelSpec, size_problems
 
@@ -96,19 +97,25 @@ def output_dtype(spec: ModelSpec) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def run(archive: Archive, x: InputLike) -> np.ndarray | list[np.ndarray]:
+def run(
+    archive: Archive, x: InputLike, *, layout: str = "canonical"
+) -> np.ndarray | list[np.ndarray]:
     """Compute the model's output(s) for ``x`` from the archive alone.
 
     Args:
         archive: A loaded or freshly read archive.
         x: One batch array for a single-input model, or a list (in input order) or a dict
             (by input name) for several.
+        layout: How feature maps in ``x`` and in the outputs are laid out: ``"canonical"``
+            (channels-first, the default), ``"source"`` (the source framework's: channels-last
+            for a model read from Keras), ``"channels_last"`` or ``"channels_first"``.
 
     Returns:
         One array for a single-output model, else a list in output order; in the model's
         floating dtype (computed in float64).
     """
-    outputs, _ = forward(archive, x)
+    outputs, _ = forward(archive, canonical_inputs(archive.spec, x, layout))
+    outputs = native_outputs(archive.spec, outputs, layout)
     dtype = output_dtype(archive.spec)
     cast = [out.astype(dtype) if out.dtype.kind == "f" else out for out in outputs]
     return cast[0] if len(cast) == 1 else cast
