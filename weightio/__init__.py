@@ -42,6 +42,7 @@ _LAZY = {
     "to_torch": "weightio.verbs.write",
     "to_sklearn": "weightio.verbs.write",
     "load_into": "weightio.verbs.write",
+    "LoadReport": "weightio.frameworks.pairing",
     "verify": "weightio.verbs.write",
     "ModelSpec": "weightio.spec",
     "errors": "weightio.errors",
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio.analysis.explain import Explanation
     from weightio.format.archive import Archive
     from weightio.format.store import load, save
+    from weightio.frameworks.pairing import LoadReport
     from weightio.runtime.forward import run
     from weightio.spec.model import ModelSpec
     from weightio.verbs.cast import CastResult, cast

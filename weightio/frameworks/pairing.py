@@ -4,11 +4,60 @@ A live target (``nn.Module``, ``keras.Model``) is first read into a spec of its 
 with parameters are then paired with the archive's *by order*, because a model read from another
 framework has other layer names. A pair must agree on kind, parameter names, shapes and dtypes
 (nothing is ever cast). Every disagreement is collected, so the user sees them all at once.
+
+With ``strict=False`` (transfer learning: a backbone into a model with a new head) a pair that
+does not fit is skipped instead, and the ``LoadReport`` says what was loaded, what of the
+archive was skipped and why, and what of the target was left with its own values.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from weightio.spec.base import LayerBase
+
+
+@dataclass
+class LoadReport:
+    """What ``load_into`` did: the model, and what was loaded, skipped and left missing."""
+
+    model: Any
+    #: Target tensors (state-dict keys, or ``layer/parameter`` for Keras) that received weights.
+    loaded: list[str] = field(default_factory=list)
+    #: Archive tensors or layers not loaded, each with the reason.
+    skipped: list[str] = field(default_factory=list)
+    #: Target tensors or layers that received nothing and keep their own values.
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every archive tensor was loaded and every target tensor received one."""
+        return not self.skipped and not self.missing
+
+    def summary(self) -> list[str]:
+        """Human-readable lines: counts, then every skipped and missing entry."""
+        lines = [f"loaded {len(self.loaded)} tensor(s), skipped {len(self.skipped)}, "
+                 f"missing {len(self.missing)}"]
+        lines += [f"skipped: {entry}" for entry in self.skipped]
+        lines += [f"missing: {entry}" for entry in self.missing]
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(self.summary())
+
+
+@dataclass
+class Pairing:
+    """Layers paired by order: the pairs that fit, and what did not."""
+
+    pairs: list[tuple[LayerBase, LayerBase]]
+    #: Every disagreement, in words (what ``strict=True`` refuses with).
+    problems: list[str]
+    #: Archive layers left out (with ``strict=False``), each with the reason.
+    skipped: list[str]
+    #: Target layers with weights that were paired with nothing.
+    missing: list[LayerBase]
 
 
 def with_parameters(layers: list[LayerBase]) -> list[LayerBase]:
@@ -18,7 +67,7 @@ def with_parameters(layers: list[LayerBase]) -> list[LayerBase]:
 
 def pair_layers(
     ours: list[LayerBase], theirs: list[LayerBase], *, target: str = "target"
-) -> tuple[list[tuple[LayerBase, LayerBase]], list[str]]:
+) -> Pairing:
     """Pair parameterised layers by order; return the pairs that fit and every problem.
 
     Args:
@@ -28,6 +77,7 @@ def pair_layers(
     """
     ours, theirs = with_parameters(ours), with_parameters(theirs)
     problems: list[str] = []
+    skipped: list[str] = []
     if len(ours) != len(theirs):
         problems.append(
             f"the archive has {len(ours)} layers with weights "
@@ -37,28 +87,34 @@ def pair_layers(
     pairs = []
     for a, t in zip(ours, theirs):
         label = f"archive layer {a.name!r} vs {target} layer {t.name!r}"
-        if a.kind != t.kind:
-            problems.append(f"{label}: kind {a.kind} vs {t.kind}")
-            continue
-        a_refs, t_refs = a.tensor_refs(), t.tensor_refs()
-        if set(a_refs) != set(t_refs):
-            problems.append(f"{label}: parameters {sorted(a_refs)} vs {sorted(t_refs)}")
-            continue
-        fits = True
-        for param, ref in a_refs.items():
-            other = t_refs[param]
-            if tuple(ref.shape) != tuple(other.shape):
-                problems.append(
-                    f"{label} {param}: shape {list(ref.shape)} in the archive, "
-                    f"{list(other.shape)} in the {target}"
-                )
-                fits = False
-            if ref.dtype != other.dtype:
-                problems.append(
-                    f"{label} {param}: dtype {ref.dtype} in the archive, {other.dtype} in the "
-                    f"{target} (weightio never casts; give the {target} the archive's dtype first)"
-                )
-                fits = False
-        if fits:
+        found = _disagreements(a, t, target)
+        if found:
+            problems += [f"{label}{what}" for what in found]
+            skipped.append(f"layer {a.name!r} (paired with {target} layer {t.name!r}):"
+                           + ";".join(found))
+        else:
             pairs.append((a, t))
-    return pairs, problems
+    skipped += [f"layer {a.name!r}: the {target} has no layer with weights left to pair it with"
+                for a in ours[len(theirs):]]
+    paired_targets = {id(t) for _, t in pairs}
+    missing = [t for t in theirs if id(t) not in paired_targets]
+    return Pairing(pairs, problems, skipped, missing)
+
+
+def _disagreements(a: LayerBase, t: LayerBase, target: str) -> list[str]:
+    if a.kind != t.kind:
+        return [f": kind {a.kind} vs {t.kind}"]
+    a_refs, t_refs = a.tensor_refs(), t.tensor_refs()
+    if set(a_refs) != set(t_refs):
+        return [f": parameters {sorted(a_refs)} vs {sorted(t_refs)}"]
+    found = []
+    for param, ref in a_refs.items():
+        other = t_refs[param]
+        if tuple(ref.shape) != tuple(other.shape):
+            found.append(f" {param}: shape {list(ref.shape)} in the archive, "
+                         f"{list(other.shape)} in the {target}")
+        if ref.dtype != other.dtype:
+            found.append(f" {param}: dtype {ref.dtype} in the archive, {other.dtype} in the "
+                         f"{target} (weightio never casts; give the {target} the archive's "
+                         "dtype first)")
+    return found

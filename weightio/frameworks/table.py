@@ -53,8 +53,9 @@ class ObjectSource:
     what: str
     matches: Callable[[object], bool]
     open: Callable[..., Source]
-    #: Copies an archive's weights into such an object (``weightio.load_into``), if it can.
-    load_into: Callable[[Archive, Any], None] | None = None
+    #: Copies an archive's weights into such an object (``weightio.load_into``), if it can;
+    #: takes ``strict=`` and ``rename=`` and returns a ``frameworks.pairing.LoadReport``.
+    load_into: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

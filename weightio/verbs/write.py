@@ -8,6 +8,7 @@ from typing import Any
 from weightio.errors import UnsupportedSourceError
 from weightio.format.archive import Archive
 from weightio.format.store import load
+from weightio.frameworks.pairing import LoadReport
 
 
 def to_keras(archive: Archive) -> Any:
@@ -50,11 +51,25 @@ def to_sklearn(archive: Archive, *, classes: Any = None) -> Any:
     return sklearn_write.to_sklearn(archive, classes=classes)
 
 
-def load_into(archive: Archive, model: Any) -> Any:
-    """Copy the archive's weights into an existing model of the same structure; return it.
+def load_into(
+    archive: Archive, model: Any, *, strict: bool = True, rename: Any = None
+) -> LoadReport:
+    """Copy the archive's weights into an existing model; report what was loaded.
 
     Layers are matched by order and kind and every shape and dtype is checked; all mismatches
     are reported at once, by layer name, in a ``StructureMismatchError``.
+
+    Args:
+        archive: The weights (a weights-only archive pairs with a torch model by state-dict key).
+        model: A ``torch.nn.Module`` or ``keras.Model``, changed in place.
+        strict: ``False`` copies what fits and skips the rest instead of refusing (a backbone
+            into a model with a new head); the report names what was skipped and why, and what
+            of the model kept its own values.
+        rename: (PyTorch) pair by state-dict key with the archive's keys renamed: a mapping of
+            prefixes (``{"backbone.": ""}``) or a function of the key (``None`` drops it).
+
+    Returns:
+        A ``LoadReport``: ``.model``, ``.loaded``, ``.skipped``, ``.missing``, ``.summary()``.
     """
     from weightio.frameworks.table import object_source  # here: `verify` needs no reader
 
@@ -63,8 +78,8 @@ def load_into(archive: Archive, model: Any) -> Any:
         raise UnsupportedSourceError(
             f"load_into needs a torch.nn.Module or keras.Model, got {type(model).__qualname__}"
         )
-    row.load_into(archive, model)
-    return model
+    options = {"strict": strict} if rename is None else {"strict": strict, "rename": rename}
+    return row.load_into(archive, model, **options)
 
 
 def verify(path: os.PathLike[str] | str) -> Archive:

@@ -16,7 +16,7 @@ from weightio.frameworks.keras.model import read_keras_model
 from weightio.frameworks.keras.write.base import KERAS_WRITE, NameAllocator, WriteContext
 from weightio.frameworks.keras.write.bridge import input_form, prepare, spec_ranks, spec_tags
 from weightio.frameworks.keras.write.build import live_settings
-from weightio.frameworks.pairing import pair_layers, with_parameters
+from weightio.frameworks.pairing import LoadReport, pair_layers, with_parameters
 from weightio.layouts.flow import PLAIN, unfolded_flattens
 from weightio.layouts.transforms import conv_weight_to_keras
 from weightio.optional import require
@@ -83,16 +83,22 @@ def _keras_weights(
     return mapped.weights
 
 
-def load_into_keras(archive: Archive, model: Any) -> None:
+def load_into_keras(archive: Archive, model: Any, *, strict: bool = True) -> LoadReport:
     """Copy ``archive``'s weights into an existing Keras model of the same structure.
 
     Layers with parameters are paired in order; kinds, parameter names, shapes and dtypes must
     agree (nothing is cast). Activations are not compared: an archive from PyTorch holds
     ``Linear`` + ``ReLU`` where Keras has ``Dense(activation="relu")``, and both compute the same.
+    With ``strict=False`` a pair that does not fit is skipped (a new head), and the report says so.
+
+    Returns:
+        A ``LoadReport``: the model, the ``layer/parameter`` names loaded, what was skipped and
+        what was left with its own values.
 
     Raises:
         WeightsOnlyArchiveError: the archive has no structure to pair layers by.
-        StructureMismatchError: naming every mismatched layer at once; the model is untouched.
+        StructureMismatchError: (strict) naming every mismatched layer at once; the model is
+            untouched.
     """
     if archive.spec.weights_only:
         raise WeightsOnlyArchiveError(
@@ -111,18 +117,33 @@ def load_into_keras(archive: Archive, model: Any) -> None:
             "free input size); use to_keras(archive) instead, which keeps the order exactly",
             file=archive.path, layer=stuck[0],
         )
+    report = LoadReport(model)
+    unloadable: set[str] = set()
     for layer in with_parameters(archive.spec.layers):  # refuses what Keras keeps in its config
-        _keras_weights(archive, layer)
+        try:
+            _keras_weights(archive, layer)
+        except UnsupportedLayerError as exc:
+            if strict:
+                raise
+            unloadable.add(layer.name)
+            report.skipped.append(f"layer {layer.name!r}: {exc.message}")
+    ours = [layer for layer in archive.spec.layers if layer.name not in unloadable]
     target = read_keras_model(model)
-    pairs, problems = pair_layers(archive.spec.layers, target.spec.layers, target="Keras model")
-    if problems:
-        paired = {ours.name for ours, _ in pairs}
-        first = next((a.name for a in with_parameters(archive.spec.layers) if a.name not in paired), None)
+    pairing = pair_layers(ours, target.spec.layers, target="Keras model")
+    if pairing.problems and strict:
+        paired = {a.name for a, _ in pairing.pairs}
+        first = next((a.name for a in with_parameters(ours) if a.name not in paired), None)
         raise StructureMismatchError(
-            "the archive and the Keras model differ: " + "; ".join(problems),
+            "the archive and the Keras model differ: " + "; ".join(pairing.problems),
             file=archive.path, layer=first,
         )
-    updates = [(theirs_layer.name, _keras_weights(archive, ours_layer, theirs_layer))
-               for ours_layer, theirs_layer in pairs]
+    report.skipped += pairing.skipped
+    report.missing += [f"layer {layer.name!r} ({', '.join(layer.tensor_refs())})"
+                       for layer in pairing.missing]
+    updates = [(theirs.name, _keras_weights(archive, ours_layer, theirs))
+               for ours_layer, theirs in pairing.pairs]
     for name, weights in updates:  # every layer mapped before any is touched
         model.get_layer(name).set_weights(weights)
+    report.loaded = [f"{theirs.name}/{param}" for _, theirs in pairing.pairs
+                     for param in theirs.tensor_refs()]
+    return report

@@ -111,10 +111,16 @@ def _open_file(path: Path, **options: Any) -> Source:
     return Source(archive, "keras", runner, not_run=None if runner else "Keras is not installed")
 
 
-def _load_into(archive: Archive, model: Any) -> None:
+def _load_into(archive: Archive, model: Any, *, strict: bool = True, rename: Any = None) -> Any:
+    from weightio.errors import UnsupportedSourceError
     from weightio.frameworks.keras.load import load_into_keras
 
-    load_into_keras(archive, model)
+    if rename is not None:
+        raise UnsupportedSourceError(
+            "rename= pairs tensors by state-dict key, which a Keras model has not; Keras targets "
+            "pair layers by order (strict=False skips the ones that do not fit)"
+        )
+    return load_into_keras(archive, model, strict=strict)
 
 
 def _build(archive: Archive) -> tuple[Any, Runner | None]:

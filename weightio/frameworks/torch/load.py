@@ -3,17 +3,19 @@
 Two ways to pair tensors: a weights-only archive (a bare state dict) pairs by state-dict key;
 a full archive pairs the target's parameterised layers with the archive's by order, so weights
 read from another framework (other layer names) land in the right place. Either way every
-problem is collected and reported at once, nothing is copied unless everything fits, and no
-dtype is ever converted.
+problem is collected and reported at once, nothing is copied unless everything fits (or, with
+``strict=False``, what fits is copied and the rest reported), and no dtype is ever converted.
+``rename=`` pairs a full archive by (renamed) key too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from weightio.errors import StructureMismatchError, TraceError
 from weightio.format.archive import Archive
-from weightio.frameworks.pairing import pair_layers
+from weightio.frameworks.pairing import LoadReport, pair_layers
 from weightio.frameworks.torch.common import (
     numpy_to_tensor,
     torch_dtype_for,
@@ -22,6 +24,9 @@ from weightio.frameworks.torch.common import (
 )
 from weightio.frameworks.torch.read.trace import read_torch_module
 from weightio.spec.dtypes import dtype_name, numpy_dtype
+
+#: How ``rename=`` maps archive keys to the target's: prefixes, or a function of the key.
+Rename = Mapping[str, str] | Callable[[str], str | None]
 
 
 def _mismatch(problems: list[str], archive: Archive, module: Any) -> StructureMismatchError:
@@ -34,21 +39,52 @@ def _mismatch(problems: list[str], archive: Archive, module: Any) -> StructureMi
     )
 
 
-def _state_dict_pairs(archive: Archive, module: Any) -> list[tuple[str, str]]:
-    """Pair archive keys with target state-dict keys by name; list every disagreement."""
+def _renamed(key: str, rename: Rename | None) -> str | None:
+    """The target key for an archive key: ``rename`` maps prefixes (longest first) or is a
+    function (``None`` drops the tensor).
+    """
+    if rename is None:
+        return key
+    if callable(rename):
+        return rename(key)
+    for old in sorted(rename, key=len, reverse=True):
+        if key.startswith(old):
+            return rename[old] + key[len(old):]
+    return key
+
+
+def _state_dict_pairs(
+    archive: Archive, module: Any, rename: Rename | None, report: LoadReport
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Pair archive keys (renamed) with target state-dict keys by name; the pairs that fit and
+    every disagreement, noted in ``report`` as skipped or missing.
+    """
     target = module.state_dict()
     problems = []
-    for key in target:
-        if key not in archive.tensors:
-            problems.append(f"missing key {key!r} (the target has it, the archive does not)")
+    pairs = []
     for key, array in archive.tensors.items():
-        if key not in target:
-            problems.append(f"unexpected key {key!r} (the archive has it, the target does not)")
+        wanted = _renamed(key, rename)
+        if wanted is None:
+            report.skipped.append(f"tensor {key!r}: dropped by rename")
             continue
-        problems += _compare(key, array.shape, dtype_name(array.dtype), target[key])
-    if problems:
-        raise _mismatch(problems, archive, module)
-    return [(key, key) for key in archive.tensors]
+        shown = repr(key) if wanted == key else f"{key!r} (as {wanted!r})"
+        if wanted not in target:
+            problems.append(f"unexpected key {shown} (the archive has it, the target does not)")
+            report.skipped.append(f"tensor {shown}: the target has no such tensor")
+            continue
+        found = _compare(wanted, array.shape, dtype_name(array.dtype), target[wanted])
+        if found:
+            problems += found
+            report.skipped.append(f"tensor {shown}: " + "; ".join(found))
+            continue
+        pairs.append((key, wanted))
+    given = {wanted for _, wanted in pairs}
+    for key in target:
+        if key not in given:
+            if not any(key == _renamed(k, rename) for k in archive.tensors):
+                problems.append(f"missing key {key!r} (the target has it, the archive does not)")
+            report.missing.append(key)
+    return pairs, problems
 
 
 def _compare(label: str, shape: tuple[int, ...], dtype: str, tensor: Any) -> list[str]:
@@ -74,7 +110,7 @@ def _read_target(archive: Archive, module: Any) -> Archive:
         spec_inputs = archive.spec.inputs
         if not spec_inputs or any(d is None for i in spec_inputs for d in i.shape):
             raise
-    torch = torch_module("load_into_torch")
+    torch = torch_module("load_into")
     examples = tuple(
         torch.zeros((1, *inp.shape), dtype=torch_dtype_for(numpy_dtype(inp.dtype)))
         for inp in spec_inputs
@@ -82,32 +118,48 @@ def _read_target(archive: Archive, module: Any) -> Archive:
     return read_torch_module(module, example_input=examples)
 
 
-def _layer_pairs(archive: Archive, module: Any) -> list[tuple[str, str]]:
-    """Pair parameterised layers by order (``frameworks.pairing``); key pairs to copy."""
+def _layer_pairs(
+    archive: Archive, module: Any, report: LoadReport
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Pair parameterised layers by order (``frameworks.pairing``); key pairs to copy, and the
+    problems (noted in ``report`` as skipped and missing).
+    """
     target = _read_target(archive, module)
-    pairs, problems = pair_layers(archive.spec.layers, target.spec.layers)
-    if problems:
-        raise _mismatch(problems, archive, module)
-    return [
+    pairing = pair_layers(archive.spec.layers, target.spec.layers)
+    report.skipped += pairing.skipped
+    for layer in pairing.missing:
+        report.missing += [ref.key for ref in layer.tensor_refs().values()]
+    pairs = [
         (ref.key, t.tensor_refs()[param].key)
-        for a, t in pairs
+        for a, t in pairing.pairs
         for param, ref in a.tensor_refs().items()
     ]
+    return pairs, pairing.problems
 
 
-def load_into_torch(archive: Archive, module: Any) -> None:
-    """Copy the archive's weights into ``module`` in place, bit-exact, or change nothing.
+def load_into_torch(
+    archive: Archive, module: Any, *, strict: bool = True, rename: Rename | None = None
+) -> LoadReport:
+    """Copy the archive's weights into ``module`` in place, bit-exact.
 
     Args:
         archive: A weights-only archive (pairs by state-dict key) or a full one (pairs the
             layers that have weights by order, requiring equal kinds, shapes and dtypes).
         module: The target ``nn.Module``.
+        strict: ``True``: everything must fit, or nothing is copied. ``False``: what fits is
+            copied, the rest skipped, and the report says what and why (a backbone into a model
+            with a new head).
+        rename: Pair by state-dict key, with the archive's keys renamed: a mapping of prefixes
+            (``{"backbone.": ""}``, longest first) or a function of the key (``None`` drops it).
+
+    Returns:
+        A ``LoadReport``: the module, the keys loaded, what was skipped, what was left missing.
 
     Raises:
-        StructureMismatchError: listing every missing, unexpected, mis-shaped or mis-typed
-            tensor, or the first layers whose kinds differ.
+        StructureMismatchError: (strict) listing every missing, unexpected, mis-shaped or
+            mis-typed tensor, or the first layers whose kinds differ; nothing was copied.
     """
-    torch = torch_module("load_into_torch")
+    torch = torch_module("load_into")
     if not archive.spec.weights_only:
         from weightio.frameworks.torch.write.conv import prepare
 
@@ -122,11 +174,16 @@ def load_into_torch(archive: Archive, module: Any) -> None:
                 "free input size); use to_torch(archive) instead, which keeps the order exactly",
                 file=archive.path, layer=stuck[0],
             )
-    if archive.spec.weights_only:
-        pairs = _state_dict_pairs(archive, module)
+    report = LoadReport(module)
+    if archive.spec.weights_only or rename is not None:
+        pairs, problems = _state_dict_pairs(archive, module, rename, report)
     else:
-        pairs = _layer_pairs(archive, module)
+        pairs, problems = _layer_pairs(archive, module, report)
+    if strict and problems:
+        raise _mismatch(problems, archive, module)
     state = module.state_dict()
     with torch.no_grad():
         for source, target in pairs:
             state[target].copy_(numpy_to_tensor(archive.tensors[source]))
+    report.loaded = [target for _, target in pairs]
+    return report

@@ -78,10 +78,10 @@ def _open_trusted(path: Path, **options: Any) -> Source:
                   not_run="a checkpoint file holds weights only, with no module to run")
 
 
-def _load_into(archive: Archive, module: Any) -> None:
+def _load_into(archive: Archive, module: Any, **options: Any) -> Any:
     from weightio.frameworks.torch.load import load_into_torch
 
-    load_into_torch(archive, module)
+    return load_into_torch(archive, module, **options)
 
 
 def _build_module(archive: Archive) -> tuple[Any, Runner | None]:
