@@ -152,10 +152,16 @@ def main_options(
 def convert(
     source: Annotated[Path, typer.Argument(help="Model file: .keras, .h5, .pt, .safetensors …")],
     destination: Annotated[
-        Path, typer.Argument(help="Output: .safetensors (archive), .keras, .pt2 or .pt")
+        Path,
+        typer.Argument(
+            help="Output: .safetensors (archive), .keras, .pt2, .pt, .skops or .joblib"
+        ),
     ],
     to: Annotated[
-        str | None, typer.Option(help="Target when the extension does not say: archive, keras, pt2, pt.")
+        str | None,
+        typer.Option(
+            help="Target when the extension does not say: archive, keras, pt2, pt, skops, joblib."
+        ),
     ] = None,
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Compare outputs before writing.")
@@ -184,6 +190,7 @@ def convert(
         typer.Option("--overwrite/--no-overwrite", help="Replace an existing DESTINATION (default)."),
     ] = True,
     digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
     from weightio.verbs.convert import convert as do_convert
@@ -195,6 +202,9 @@ def convert(
         **options,
     )
     _note_picked_key(result.archive, options)
+    if as_json:
+        _echo_json(result.to_json())
+        return
     for line in result.summary():
         _echo(line)
 
@@ -405,6 +415,7 @@ def run(
 @handles_errors
 def verify(
     archive: Annotated[Path, typer.Argument(help="A weightio .safetensors archive.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Check every tensor of ARCHIVE against the digest (BLAKE3 or sha256) recorded when written."""
     from weightio.verbs.write import verify as do_verify
@@ -412,6 +423,13 @@ def verify(
     loaded = do_verify(archive)
     count = len(loaded.tensors)
     algorithms = "/".join(loaded.digest_algorithms()) or "recorded"
+    if as_json:
+        _echo_json(json.dumps({
+            "archive": str(archive), "ok": True, "tensors": count,
+            "digests": loaded.digest_algorithms(),
+            "verification": [r.model_dump(mode="json") for r in loaded.spec.verification],
+        }, indent=2))
+        return
     _echo(f"ok: {count} tensor(s) in {archive} match their recorded {algorithms} digest")
     for record in loaded.spec.verification:
         _echo(_proof_line(record))
@@ -444,6 +462,7 @@ def cast_verb(
     key: KeyOption = None,
     architecture: ArchitectureOption = None,
     digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Cast the float weights of SOURCE to --dtype and write DESTINATION; refuse any overflow.
 
@@ -465,6 +484,10 @@ def cast_verb(
         )
     result = cast(source, dtype, layers=layer, **_source_options(key, architecture, trust_pickle))
     save(result.archive, destination, digest=digest)
+    if as_json:
+        _echo_json(json.dumps({"destination": str(destination), **json.loads(result.to_json())},
+                              indent=2))
+        return
     for line in result.summary():
         _echo(line)
     _echo(f"wrote {destination}")
@@ -491,6 +514,7 @@ def clean(
     recursive: Annotated[
         bool, typer.Option("--recursive", help="Also search sub-folders (never through symlinks).")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Remove temp files (.NAME.weightio-tmp-*) that killed weightio writes left behind."""
     from weightio.format.cleanup import clean_stale_temps
@@ -498,8 +522,11 @@ def clean(
     verb = "would remove" if dry_run else "removed"
     found = clean_stale_temps(
         folders or [Path(".")], older_than=older_than, dry_run=dry_run, recursive=recursive,
-        on_remove=lambda path: _echo(f"{verb} {path}"),
+        on_remove=None if as_json else lambda path: _echo(f"{verb} {path}"),
     )
+    if as_json:
+        _echo_json(json.dumps({"dry_run": dry_run, "removed": [str(p) for p in found]}, indent=2))
+        return
     if not found:
         _echo("no stale weightio temp files found")
     else:
@@ -532,8 +559,10 @@ def main() -> None:
     line and exit 2 too, like every weightio error, instead of click's usage block.
     """
     errors = _click_errors()
+    command = typer.main.get_command(app)
+    _name_values(command)
     try:
-        code = app(standalone_mode=False)
+        code = command(standalone_mode=False)
     except errors.NoArgsIsHelpError as exc:
         exc.show()  # plain `weightio` or `weightio VERB`: the help is the answer
         raise SystemExit(exc.exit_code) from None
@@ -549,6 +578,28 @@ def main() -> None:
         typer.echo("error: aborted", err=True)
         raise SystemExit(130) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+#: How ``--help`` names the value of an option (instead of the Python type, ``<list[str]>``).
+_METAVARS = {
+    "seed": "N", "samples": "N", "sample": "N", "atol": "X", "rtol": "X", "key": "KEY",
+    "architecture": "FILE", "to": "TARGET", "head": "HEAD", "max_shard_size": "SIZE",
+    "digest": "ALGORITHM", "html": "FILE", "plot": "DIR", "out": "PATH", "input_value": "VALUES",
+    "input_path": "FILE", "output": "FILE", "dtype": "DTYPE", "layer": "LAYER",
+    "older_than": "SECONDS", "layout": "LAYOUT",
+}
+
+
+def _name_values(command: Any) -> None:
+    """Give every option that takes a value a metavar from ``_METAVARS`` (or its name), and show
+    arguments by name only: help shows no Python types (``<list[Path]>``).
+    """
+    for sub in getattr(command, "commands", {}).values():
+        for param in sub.params:
+            if param.param_type_name == "option" and not param.is_flag and param.metavar is None:
+                param.metavar = _METAVARS.get(param.name, param.name.upper())
+            elif param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None  # typer would print <list[Path]>
 
 
 def _click_errors() -> Any:

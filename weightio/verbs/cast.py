@@ -112,6 +112,20 @@ class CastResult:
         """Tensors (cast or not) holding NaN or +-inf."""
         return [t for t in [*self.cast, *self.unchanged] if t.nonfinite]
 
+    def to_json(self) -> str:
+        """The result for machines: every tensor cast or kept, with its counts."""
+        import dataclasses
+        import json
+
+        return json.dumps({
+            "dtype": self.dtype,
+            "cast": [dataclasses.asdict(t) for t in self.cast],
+            "unchanged": [dataclasses.asdict(t) for t in self.unchanged],
+            "untouched": self.untouched,
+            "underflow": self.underflow,
+            "dropped_verification": self.dropped_verification,
+        }, indent=2)
+
     def summary(self) -> list[str]:
         """Lines for the CLI."""
         values = sum(t.size for t in self.cast)

@@ -58,6 +58,20 @@ class ConversionResult:
                          + describe_nonfinite(self.nonfinite))
         return [*lines, f"wrote {self.destination} ({self.target})"]
 
+    def to_json(self) -> str:
+        """The result for machines: where it went, the recorded proof, non-finite weights."""
+        import dataclasses
+        import json
+
+        return json.dumps({
+            "destination": str(self.destination),
+            "target": self.target,
+            "source_key": self.archive.spec.provenance.source_key,
+            "verification": (None if self.verification is None
+                             else self.verification.model_dump(mode="json")),
+            "nonfinite": [dataclasses.asdict(item) for item in self.nonfinite],
+        }, indent=2)
+
 
 def target_for(destination: os.PathLike[str] | str, to: str | None = None) -> TargetName:
     """Pick the target from ``to`` or the destination's extension."""
