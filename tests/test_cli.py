@@ -86,7 +86,8 @@ def test_inspect_json_and_table(archive_path: Path) -> None:
     data = json.loads(cli("inspect", str(archive_path), "--json").stdout)
     assert data["parameter_count"] == 8
     assert data["layers"][0]["tensors"][0] == {
-        "param": "weight", "key": "fc.weight", "shape": [2, 3], "dtype": "F32", "count": 6
+        "param": "weight", "key": "fc.weight", "shape": [2, 3], "dtype": "F32", "count": 6,
+        "role": "trainable", "nbytes": 24,
     }
     assert "fc" in cli("inspect", str(archive_path)).stdout
 

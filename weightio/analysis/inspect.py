@@ -16,6 +16,7 @@ from weightio.analysis.stats import TensorStats, tensor_stats
 from weightio.format.archive import Archive
 from weightio.progress import byte_progress
 from weightio.spec.dtypes import itemsize
+from weightio.spec.model import activation_shapes
 
 
 class TensorInfo(BaseModel):
@@ -26,6 +27,10 @@ class TensorInfo(BaseModel):
     shape: list[int]
     dtype: str
     count: int
+    #: ``trainable`` (a parameter) or ``buffer`` (batch-norm statistics and the like: Keras's
+    #: non-trainable weights, torch's buffers), counted apart as Keras summary() and torchinfo do.
+    role: str = "trainable"
+    nbytes: int = 0
     stats: TensorStats | None = None
 
     @model_serializer(mode="wrap")
@@ -47,6 +52,9 @@ class LayerInfo(BaseModel):
     inputs: list[str]
     tensors: list[TensorInfo]
     parameter_count: int
+    #: The layer's output shape without the batch axis, for the model's declared input shape
+    #: (``None`` entries are free dimensions; ``None`` when the spec does not fix it).
+    output_shape: list[int | None] | None = None
 
 
 class NonFiniteInfo(BaseModel):
@@ -74,6 +82,10 @@ class Inspection(BaseModel):
     outputs: list[dict[str, object]]
     layers: list[LayerInfo]
     parameter_count: int
+    #: ``parameter_count`` split: trainable parameters and non-trainable buffers.
+    trainable_count: int = 0
+    buffer_count: int = 0
+    total_bytes: int = 0
     bytes_by_dtype: dict[str, int]
     #: Tensors holding NaN/Inf; ``None`` when not checked (no ``stats`` and a large archive).
     nonfinite: list[NonFiniteInfo] | None = None
@@ -107,6 +119,7 @@ def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = F
     layers = []
     by_dtype: dict[str, int] = {}
     total = sum(math.prod(r.shape) * itemsize(r.dtype) for _, _, r in spec.tensor_refs())
+    shapes = {} if spec.weights_only else activation_shapes(spec)
     with byte_progress("stats", total if stats else 0, enabled=progress) as advance:
         for index, layer in enumerate(spec.layers):
             tensors = []
@@ -116,13 +129,15 @@ def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = F
                 tensors.append(
                     TensorInfo(
                         param=param, key=ref.key, shape=list(ref.shape), dtype=ref.dtype, count=count,
+                        role=layer.parameter_role(param), nbytes=nbytes,
                         stats=tensor_stats(archive.tensors[ref.key]) if stats else None,
                     )
                 )
                 if stats:
                     advance(nbytes)
                 by_dtype[ref.dtype] = by_dtype.get(ref.dtype, 0) + nbytes
-            layers.append(_layer_info(spec, index, layer, tensors))
+            layers.append(_layer_info(spec, index, layer, tensors, shapes))
+    every = [t for layer in layers for t in layer.tensors]
     return Inspection(
         nonfinite=_nonfinite(archive, layers, stats),
         name=spec.name,
@@ -133,12 +148,19 @@ def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = F
         outputs=[o.model_dump(exclude_none=True) for o in spec.outputs],
         layers=layers,
         parameter_count=sum(layer.parameter_count for layer in layers),
+        trainable_count=sum(t.count for t in every if t.role != "buffer"),
+        buffer_count=sum(t.count for t in every if t.role == "buffer"),
+        total_bytes=sum(by_dtype.values()),
         bytes_by_dtype=by_dtype,
     )
 
 
-def _layer_info(spec: Any, index: int, layer: Any, tensors: list[TensorInfo]) -> LayerInfo:
+def _layer_info(
+    spec: Any, index: int, layer: Any, tensors: list[TensorInfo], shapes: dict[str, Any]
+) -> LayerInfo:
+    shape = shapes.get(layer.name)
     return LayerInfo(
+        output_shape=None if shape is None else list(shape),
         name=layer.name,
         kind=layer.kind,
         source_class=layer.source_class,

@@ -52,6 +52,16 @@ def shape_text(shape: list[int] | None) -> str:
     return "×".join(map(str, shape)) or "scalar"
 
 
+def human_bytes(count: int) -> str:
+    """``1536`` -> ``1.5 KB``: powers of 1024, as Keras summary() and torchinfo print sizes."""
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
 def print_inspection(report: Inspection, console: Console) -> None:
     """The ``inspect`` table: one row per layer, or one per tensor when stats were read."""
     from weightio.report.table import Table
@@ -59,13 +69,19 @@ def print_inspection(report: Inspection, console: Console) -> None:
     with_stats = any(t.stats is not None for layer in report.layers for t in layer.tensors)
     table = Table(title=cell(f"{report.name} ({report.source_framework})"))
     if not with_stats:
-        for column in ("layer", "kind", "parameters", "dtype", "count", "detail"):
-            table.add_column(column, justify="right" if column == "count" else "left")
+        for column in ("layer", "kind", "output", "parameters", "dtype", "count", "size", "detail"):
+            table.add_column(column, justify="right" if column in ("count", "size") else "left")
         for layer in report.layers:
-            shapes = ", ".join(f"{t.param}{t.shape}" for t in layer.tensors) or "-"
+            shapes = ", ".join(
+                f"{t.param}{t.shape}" + (" (buffer)" if t.role == "buffer" else "")
+                for t in layer.tensors
+            ) or "-"
             dtypes = ", ".join(sorted({t.dtype for t in layer.tensors})) or "-"
+            output = "-" if layer.output_shape is None else shape_text(layer.output_shape)
+            size = human_bytes(sum(t.nbytes for t in layer.tensors)) if layer.tensors else "-"
             table.add_row(*map(cell, (
-                layer.name, layer.kind, shapes, dtypes, f"{layer.parameter_count:,}", layer.detail
+                layer.name, layer.kind, output, shapes, dtypes, f"{layer.parameter_count:,}", size,
+                layer.detail,
             )))
     else:
         columns = ("tensor", "kind", "shape", "dtype", "count", "mean", "std", "min", "max", "L2",
@@ -84,8 +100,11 @@ def print_inspection(report: Inspection, console: Console) -> None:
                     f"{s.nan_count}/{s.inf_count}",
                 )))
     console.print(table)
-    sizes = ", ".join(f"{d}: {n:,} bytes" for d, n in report.bytes_by_dtype.items()) or "no tensors"
-    console.print(cell(f"{report.parameter_count:,} parameters; {sizes}"))
+    sizes = ", ".join(f"{d} {human_bytes(n)}" for d, n in report.bytes_by_dtype.items())
+    split = (f" ({report.trainable_count:,} trainable, {report.buffer_count:,} in non-trainable "
+             "buffers)" if report.buffer_count else "")
+    console.print(cell(f"{report.parameter_count:,} parameters{split}; "
+                       f"{human_bytes(report.total_bytes)}" + (f" ({sizes})" if sizes else "")))
     if report.nonfinite:
         nans = sum(t.nan for t in report.nonfinite)
         infs = sum(t.inf for t in report.nonfinite)
