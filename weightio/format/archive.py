@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from weightio.errors import (
     IntegrityError,
     SpecValidationError,
+    UnsupportedDtypeError,
 )
 from weightio.format.hashing import DEFAULT_ALGORITHM, hash_bytes, new_hasher, split
 from weightio.spec.dtypes import as_little_endian, dtype_name, tensor_bytes
@@ -149,6 +150,61 @@ class Archive:
     def parameter_count(self) -> int:
         """Total number of parameter elements."""
         return sum(math.prod(ref.shape) for _, _, ref in self.spec.tensor_refs())
+
+    def replace(self, tensors: Mapping[str, Any]) -> Archive:
+        """A new archive with some tensors replaced; this one is unchanged (archives are immutable).
+
+        Each replacement keeps its tensor's key, shape and dtype (``weightio.cast`` changes
+        dtypes; nothing is cast here). The replaced tensors' digests are cleared, so saving the
+        new archive records new ones; the verification record is dropped, as it proved the old
+        weights; ``provenance.transforms`` says which tensors were replaced.
+
+        Raises:
+            SpecValidationError: a key the archive does not hold, or a shape that differs.
+            UnsupportedDtypeError: a replacement of another dtype.
+        """
+        import numpy as np
+
+        refs = {ref.key: ref for _, _, ref in self.spec.tensor_refs()}
+        arrays: dict[str, np.ndarray] = {}
+        for key, value in tensors.items():
+            if key not in refs:
+                raise SpecValidationError(
+                    "the archive holds no such tensor to replace; its tensors are "
+                    + ", ".join(list(refs)[:20]), file=self.path, tensor=key,
+                )
+            array = np.asarray(value)
+            got = dtype_name(array.dtype, tensor=key)
+            if got != refs[key].dtype:
+                raise UnsupportedDtypeError(
+                    f"the replacement is {got}, the tensor {refs[key].dtype}; weightio never "
+                    "casts silently: give an array of the same dtype, or cast with weightio.cast",
+                    file=self.path, tensor=key,
+                )
+            if tuple(array.shape) != tuple(refs[key].shape):
+                raise SpecValidationError(
+                    f"the replacement has shape {list(array.shape)}, the tensor "
+                    f"{list(refs[key].shape)}; replace keeps every shape", file=self.path, tensor=key,
+                )
+            arrays[key] = array
+        layers = []
+        for layer in self.spec.layers:
+            cleared = {param: ref.model_copy(update={"digest": None, "sha256": None})
+                       for param, ref in layer.tensor_refs().items() if ref.key in arrays}
+            updates: dict[str, Any] = (
+                {"tensors": {**layer.tensor_refs(), **cleared}}
+                if getattr(layer, "kind", None) == "opaque" else cleared
+            )
+            layers.append(layer.model_copy(update=updates) if cleared else layer)
+        shown = ", ".join(list(arrays)[:8]) + (f" and {len(arrays) - 8} more" if len(arrays) > 8 else "")
+        provenance = self.spec.provenance.model_copy(update={
+            "transforms": [*self.spec.provenance.transforms, f"replaced {len(arrays)} tensor(s): {shown}"]
+        })
+        spec = ModelSpec.model_validate(self.spec.model_copy(update={
+            "layers": layers, "verification": [], "provenance": provenance,
+        }).model_dump())
+        merged = {key: arrays.get(key, self.tensors[key]) for key in self.tensors}
+        return Archive(spec, merged)
 
     def with_spec(self, spec: ModelSpec) -> Archive:
         """Return an archive with the same tensors and a new spec (validated against them)."""
