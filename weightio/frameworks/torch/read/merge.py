@@ -61,10 +61,12 @@ for _key in _BINARY:
     )
 
 
-@TORCH_READ.register("torch.cat", "torch.concat", produces=("concatenate",))
+@TORCH_READ.register("torch.cat", "torch.concat", produces=("concatenate", "identity"))
 def _cat(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     """``torch.cat([a, b], dim)``: the dim as a negative axis (batch counted), as Keras writes."""
     dim = args["dim"]
+    if len(ctx.inputs) == 1:
+        return IdentityLayer(**ctx.base())  # torch.cat([x]) is x (densenet's first layers)
     if len(ctx.inputs) < 2:
         raise ctx.refuse("concatenates fewer than two traced tensors")
     if not isinstance(dim, int) or isinstance(dim, bool):

@@ -128,13 +128,23 @@ def _check_graph(gm: Any, root: Any) -> None:
             _check_call(node, root, node_key(node, root))
         if node.op == "call_module":
             called[node.target] = called.get(node.target, 0) + 1
-    shared = [target for target, count in called.items() if count > 1]
+    # A module without tensors (a ReLU, a pooling) called twice is simply two layers; one with
+    # tensors would need layers that share them, which the spec cannot express yet.
+    shared = [
+        target for target, count in called.items()
+        if count > 1 and _holds_tensors(root.get_submodule(target))
+    ]
     if shared:
         raise UnsupportedLayerError(
             f"module {shared[0]!r} is called {called[shared[0]]} times in forward (shared "
             "weights); the spec gives each layer its own tensors. Use one module per call",
             layer=shared[0],
         )
+
+
+def _holds_tensors(module: Any) -> bool:
+    """Whether ``module`` (or a submodule) has a parameter or a buffer."""
+    return bool(module.state_dict(keep_vars=True))
 
 
 def _as_tuple(example_input: Any) -> tuple[Any, ...]:
