@@ -25,9 +25,10 @@ nn = torch.nn
         (nn.MaxPool2d(2, dilation=2), "dilated pooling"),
         (nn.AvgPool2d(2, divisor_override=3), "divisor_override"),
         (nn.Upsample(scale_factor=2, mode="bilinear"), "only 'nearest'"),
-        (nn.AdaptiveAvgPool2d(2), "only 1"),
+        (nn.AdaptiveAvgPool2d(3), "divides the input size"),
+        (nn.AvgPool2d(3, 2, padding=1, ceil_mode=True), "last window is partial"),
     ],
-    ids=["reflect", "dilated_pool", "divisor", "bilinear", "adaptive2"],
+    ids=["reflect", "dilated_pool", "divisor", "bilinear", "adaptive3", "avg_ceil_partial"],
 )
 def test_torch_refusals_name_the_layer(module: object, match: str) -> None:
     with pytest.raises(UnsupportedLayerError, match=match) as info:

@@ -67,9 +67,9 @@ def _conv_padding(module: Any, ctx: ReadContext, rank: int) -> Any:
     return "valid" if not any(pads) else tuple((p, p) for p in pads)
 
 
-def _register(keys: list[str], produces: str) -> Any:
+def _register(keys: list[str], produces: str | tuple[str, ...]) -> Any:
     SHAPE_CHANGING.update(keys)
-    return TORCH_READ.register(*keys, produces=(produces,))
+    return TORCH_READ.register(*keys, produces=(produces,) if isinstance(produces, str) else produces)
 
 
 @_register([f"{_N}Conv{r}" for r in _RANKS], "conv")
@@ -120,21 +120,38 @@ def torch_pool_length(size: int, kernel: int, stride: int, pad: int, ceil_mode: 
 
 def _pool_padding(
     ctx: ReadContext, rank: int, kernel: tuple[int, ...], stride: tuple[int, ...],
-    padding: tuple[int, ...], ceil_mode: bool,
+    padding: tuple[int, ...], ceil_mode: bool, op: str,
 ) -> Any:
+    """The spec padding of a torch pooling: explicit pairs, or ``'same'`` where equal.
+
+    ``ceil_mode=True`` adds a last, partial window. For max pooling that is exactly extra −∞
+    padding after the input (torch never starts a window in the padding), so it becomes pairs
+    ``(p, p + extra)`` for the traced size. Average pooling divides a partial window by a count
+    no padding reproduces, so it is mapped only where ceil mode changes nothing or equals Keras's
+    ``'same'``.
+    """
+    pairs = tuple((p, p) for p in padding)
     if not ceil_mode:
-        return "valid" if not any(padding) else tuple((p, p) for p in padding)
+        return "valid" if not any(padding) else pairs
     size = _spatial_size(ctx, rank)
     if size is None:
         raise ctx.refuse("ceil_mode=True needs the traced input size; pass example_input=")
-    for n, k, s, p in zip(size, kernel, stride, padding):
-        before, _ = same_padding(n, k, s)
-        if p != before or torch_pool_length(n, k, s, p, True) != -(-n // s):
-            raise ctx.refuse(
-                "ceil_mode=True is mapped only where it equals Keras 'same' pooling for the "
-                f"traced input size {size}; here it does not"
-            )
-    return "same"
+    lengths = [torch_pool_length(n, k, s, p, True) for n, k, s, p in zip(size, kernel, stride, padding)]
+    if all(
+        p == same_padding(n, k, s)[0] and length == -(-n // s)
+        for n, k, s, p, length in zip(size, kernel, stride, padding, lengths)
+    ):
+        return "same"
+    extra = [max(0, (length - 1) * s + k - (n + 2 * p))
+             for n, k, s, p, length in zip(size, kernel, stride, padding, lengths)]
+    if not any(extra):
+        return "valid" if not any(padding) else pairs
+    if op != "max":
+        raise ctx.refuse(
+            "ceil_mode=True average pooling is mapped only where it equals Keras 'same' pooling "
+            f"or plain pooling for the traced input size {size}; here its last window is partial"
+        )
+    return tuple((p, p + e) for p, e in zip(padding, extra))
 
 
 def _pool_from(module: Any, ctx: ReadContext, op: str) -> LayerBase:
@@ -148,7 +165,7 @@ def _pool_from(module: Any, ctx: ReadContext, op: str) -> LayerBase:
     kernel = _tuple(module.kernel_size, rank)
     stride = kernel if module.stride is None else _tuple(module.stride, rank)
     padding = _pool_padding(
-        ctx, rank, kernel, stride, _tuple(module.padding, rank), bool(module.ceil_mode)
+        ctx, rank, kernel, stride, _tuple(module.padding, rank), bool(module.ceil_mode), op
     )
     include = bool(getattr(module, "count_include_pad", False)) and padding != "same"
     return PoolLayer(
@@ -167,22 +184,63 @@ def _avg_pool(module: Any, ctx: ReadContext) -> LayerBase:
     return _pool_from(module, ctx, "avg")
 
 
+def _adaptive_layer(
+    ctx: ReadContext, op: str, rank: int, output_size: Any, return_indices: bool = False
+) -> LayerBase:
+    """Adaptive pooling as the pooling it is for the traced input size.
+
+    Output size 1 on every axis is global pooling (exact at any input size). Otherwise torch's
+    windows are ``[floor(i·n/o), ceil((i+1)·n/o))``; where ``o`` divides ``n`` they are the plain
+    pooling of size and stride ``n/o``, exact at the traced size (the one a converted Keras model
+    accepts). Where it does not divide the windows overlap unevenly: refused.
+    """
+    if return_indices:
+        raise ctx.refuse("return_indices=True returns a tuple; weightio reads tensor outputs")
+    sizes = (output_size,) * rank if not isinstance(output_size, (tuple, list)) else tuple(output_size)
+    if len(sizes) != rank:
+        raise ctx.refuse(f"output_size={output_size} does not give {rank} spatial sizes")
+    if all(s == 1 for s in sizes):
+        return GlobalPoolLayer(**ctx.base(), rank=rank, op=op, keepdims=True)
+    size = _spatial_size(ctx, rank)
+    if size is None:
+        raise ctx.refuse(f"output_size={output_size} needs the traced input size; pass example_input=")
+    out = tuple(n if o is None else int(o) for n, o in zip(size, sizes))
+    if any(o < 1 or n % o for n, o in zip(size, out)):
+        raise ctx.refuse(
+            f"output_size={output_size} on input size {size}: adaptive pooling is mapped where "
+            "the output size divides the input size (a plain pooling) or is 1 (global pooling)"
+        )
+    window = tuple(n // o for n, o in zip(size, out))
+    return PoolLayer(**ctx.base(), rank=rank, op=op, pool_size=window, strides=window)
+
+
 def _adaptive(op: str) -> Any:
     def read(module: Any, ctx: ReadContext) -> LayerBase:
         rank = _RANKS[type(module).__name__[-2:]]
-        size = module.output_size
-        sizes = (size,) * rank if not isinstance(size, (tuple, list)) else tuple(size)
-        if any(s != 1 for s in sizes):
-            raise ctx.refuse(f"output_size={size}: only 1 (global pooling) is mapped")
-        if getattr(module, "return_indices", False):
-            raise ctx.refuse("return_indices=True is not mapped")
-        return GlobalPoolLayer(**ctx.base(), rank=rank, op=op, keepdims=True)
+        return _adaptive_layer(
+            ctx, op, rank, module.output_size, bool(getattr(module, "return_indices", False))
+        )
 
     return read
 
 
-_register([f"{_N}AdaptiveAvgPool{r}" for r in _RANKS], "global_pool")(_adaptive("avg"))
-_register([f"{_N}AdaptiveMaxPool{r}" for r in _RANKS], "global_pool")(_adaptive("max"))
+def _adaptive_function(op: str, rank: int) -> Any:
+    def read(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+        return _adaptive_layer(ctx, op, rank, args["output_size"], bool(args.get("return_indices")))
+
+    return read
+
+
+_ADAPTIVE_KINDS = ("global_pool", "pool")
+_register([f"{_N}AdaptiveAvgPool{r}" for r in _RANKS], _ADAPTIVE_KINDS)(_adaptive("avg"))
+_register([f"{_N}AdaptiveMaxPool{r}" for r in _RANKS], _ADAPTIVE_KINDS)(_adaptive("max"))
+for _suffix, _rank in _RANKS.items():
+    _register([f"{_F}adaptive_avg_pool{_suffix}"], _ADAPTIVE_KINDS)(_adaptive_function("avg", _rank))
+    _register([f"{_F}adaptive_max_pool{_suffix}"], _ADAPTIVE_KINDS)(_adaptive_function("max", _rank))
+    FUNCTION_PARAMETERS[f"{_F}adaptive_avg_pool{_suffix}"] = (("output_size", REQUIRED),)
+    FUNCTION_PARAMETERS[f"{_F}adaptive_max_pool{_suffix}"] = (
+        ("output_size", REQUIRED), ("return_indices", False),
+    )
 
 
 # -- padding, upsampling ----------------------------------------------------------------------
