@@ -192,7 +192,28 @@ class _ReusedRelu(nn.Module):
         return torch.nn.functional.adaptive_avg_pool2d(x, (2, 3))
 
 
+class _Shuffle(nn.Module):
+    """shufflenet's block: chunk, a branch, cat, then the channel shuffle written with size,
+    view, transpose and contiguous; a mean over the spatial axes and a view(x.size(0), -1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.branch = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Conv2d(8, 6, 1)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        x1, x2 = x.chunk(2, dim=1)
+        out = torch.cat((x1, self.branch(x2)), dim=1)
+        batch, channels, height, width = out.size()
+        out = out.view(batch, 2, channels // 2, height, width)
+        out = torch.transpose(out, 1, 2).contiguous()
+        out = out.view(batch, channels, height, width)
+        pooled = self.head(out).amax([2, 3], keepdim=True)
+        return pooled.view(pooled.size(0), -1) + out.mean([2, 3])[:, 1:7]
+
+
 TORCH_CASES += [
+    ("channel_shuffle", (8, 4, 4), _Shuffle),
     ("functional_ops", (3, 5, 5), _Functional),
     ("torch_flatten_fn", (2, 5), _Flat),
     ("reused_relu_adaptive_fn", (3, 6, 6), _ReusedRelu),

@@ -63,3 +63,27 @@ def test_runtime_checks_channels_first_input() -> None:
     archive = weightio.read(model)
     with pytest.raises(weightio.errors.InvalidInputError, match=r"\(batch, 2, 6, 6\)"):
         weightio.run(archive, np.zeros((1, 6, 6, 2), "float32"))  # channels-last: refused
+
+
+def test_arithmetic_on_the_batch_size_is_refused_by_name() -> None:
+    """Sizes are settled for the traced input, but the batch stays free: computing with it
+    (here folding it into the channels) has no fixed-shape equivalent."""
+
+    class Folds(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return x.view(x.size(0) * 2, -1)
+
+    with pytest.raises(UnsupportedLayerError, match="batch size") as info:
+        weightio.read(Folds(), example_input=torch.zeros(2, 2, 4))
+    assert info.value.layer == "mul"
+
+
+def test_a_size_assert_is_checked_on_the_traced_input() -> None:
+    class Checks(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            torch._assert(x.size(1) == 3, "expected 3 channels")
+            return torch.relu(x)
+
+    weightio.read(Checks(), example_input=torch.zeros(2, 3, 4))  # holds: folded away
+    with pytest.raises(weightio.errors.TraceError, match="expected 3 channels"):
+        weightio.read(Checks(), example_input=torch.zeros(2, 2, 4))

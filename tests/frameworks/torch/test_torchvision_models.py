@@ -43,7 +43,7 @@ TOLERANCE = 1e-5
 
 #: (torchvision builder, input size): small inputs, every stage still sees a real feature map.
 FAST = [("resnet18", 64), ("mobilenet_v2", 32)]
-SLOW = [("resnet50", 32), ("densenet121", 32), ("efficientnet_b0", 32)]
+SLOW = [("resnet50", 32), ("densenet121", 32), ("efficientnet_b0", 32), ("shufflenet_v2_x0_5", 32)]
 CASES = [pytest.param(n, s, id=n) for n, s in FAST] + [
     pytest.param(n, s, id=n, marks=pytest.mark.slow) for n, s in SLOW
 ]

@@ -10,6 +10,7 @@ bilinear upsampling…) are refused by name.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from weightio.frameworks.torch.read.base import (
     TORCH_READ,
     ReadContext,
 )
+from weightio.frameworks.torch.read.static import BATCH
 from weightio.layouts.transforms import same_padding
 from weightio.spec.base import LayerBase
 from weightio.spec.conv import (
@@ -324,9 +326,23 @@ def _shape_args(args: Mapping[str, Any], key: str) -> tuple[int, ...]:
         values = [args["shape"]]
     if len(values) == 1 and isinstance(values[0], (tuple, list)):
         values = list(values[0])
+    if values and values[0] is BATCH:  # view(x.size(0), …): the batch, as view(-1, …)
+        values[0] = -1
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ValueError(key)
     return tuple(values)
+
+
+def _known_rest(shape: tuple[int, ...], ctx: ReadContext) -> tuple[int, ...]:
+    """``view(batch, -1, k)``: the one -1 after the batch, from the traced input's size."""
+    rest = shape[1:]
+    if rest.count(-1) != 1 or shape[0] != -1 or ctx.input_shape is None:
+        return shape
+    total = math.prod(ctx.input_shape[1:])
+    known = math.prod(d for d in rest if d != -1)
+    if known <= 0 or total % known:
+        return shape
+    return (-1, *(total // known if d == -1 else d for d in rest))
 
 
 @_register(["method:view", "method:reshape", "torch.reshape"], "reshape")
@@ -335,6 +351,8 @@ def _reshape(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
         shape = _shape_args(args, "shape")
     except ValueError:
         raise ctx.refuse("the target shape must be constant integers") from None
+    if shape and shape[0] == -1:
+        shape = _known_rest(shape, ctx)
     if len(shape) < 2 or shape[0] != -1 or -1 in shape[1:]:
         raise ctx.refuse(
             f"shape {list(shape)}: write the batch as -1 and the rest as constants, e.g. "
@@ -361,6 +379,23 @@ def _permute(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     return PermuteLayer(**ctx.base(), dims=dims[1:])
 
 
+@_register(["method:transpose", "torch.transpose"], "permute")
+def _transpose(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+    """``x.transpose(a, b)``: the permutation swapping two non-batch axes."""
+    rank = ctx.input_rank
+    a, b = args["dim0"], args["dim1"]
+    if rank is None or not all(isinstance(d, int) and not isinstance(d, bool) for d in (a, b)):
+        raise ctx.refuse("transpose needs constant dims and a traced input; pass example_input=")
+    a, b = a % rank, b % rank
+    if 0 in (a, b):
+        raise ctx.refuse(f"transpose({a}, {b}) moves the batch axis; only non-batch axes are mapped")
+    dims = list(range(rank))
+    dims[a], dims[b] = dims[b], dims[a]
+    return PermuteLayer(**ctx.base(), dims=tuple(dims[1:]))
+
+
+FUNCTION_PARAMETERS["method:transpose"] = (("dim0", REQUIRED), ("dim1", REQUIRED))
+FUNCTION_PARAMETERS["torch.transpose"] = (("dim0", REQUIRED), ("dim1", REQUIRED))
 FUNCTION_PARAMETERS["method:permute"] = _VARARGS
 FUNCTION_PARAMETERS["torch.permute"] = (("dims", REQUIRED),)
 

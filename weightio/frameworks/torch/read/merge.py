@@ -15,6 +15,7 @@ from weightio.frameworks.torch.read.tuples import GETITEM_TAG
 from weightio.spec.base import LayerBase
 from weightio.spec.core import IdentityLayer
 from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
+from weightio.spec.ops import SliceLayer
 
 # -- graph operations -----------------------------------------------------------------------
 
@@ -90,7 +91,28 @@ def _full(value: Any) -> bool:
     return isinstance(value, slice) and value == slice(None)
 
 
-@TORCH_READ.register("operator.getitem", produces=("last_step",))
+def _int_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _one_slice(index: Any) -> tuple[int, slice] | None:
+    """``x[:, a:b]``, ``x[:, :, a:b:s]``…: the axis and slice when exactly one axis after the
+    batch is sliced (by constants, positive step) and the others are whole.
+    """
+    if not isinstance(index, tuple) or len(index) < 2 or not all(isinstance(i, slice) for i in index):
+        return None
+    cut = [axis for axis, piece in enumerate(index) if not _full(piece)]
+    if len(cut) != 1 or cut[0] == 0:
+        return None
+    piece = index[cut[0]]
+    if not all(_int_or_none(v) for v in (piece.start, piece.stop, piece.step)):
+        return None
+    if piece.step is not None and piece.step <= 0:
+        return None
+    return cut[0], piece
+
+
+@TORCH_READ.register("operator.getitem", produces=("last_step", "slice"))
 def _getitem(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     """``x[:, -1]``/``x[:, -1, :]`` is a last step; ``result[0]``, ``[1]``, ``[-1]``… are tuple
     picks resolved by ``resolve_tuples``.
@@ -104,6 +126,11 @@ def _getitem(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
         and all(_full(i) for i in index[2:])
     ):
         return LastStepLayer(**ctx.base())
+    sliced = _one_slice(index)
+    if sliced is not None:
+        axis, piece = sliced
+        return SliceLayer(**ctx.base(), axis=axis, start=0 if piece.start is None else piece.start,
+                          stop=piece.stop, step=1 if piece.step is None else piece.step)
     if isinstance(index, int) and not isinstance(index, bool) and index in (0, 1, -1, -2):
         return IdentityLayer(**{**ctx.base(), "source_class": f"{GETITEM_TAG}{index}"})
     raise ctx.refuse(

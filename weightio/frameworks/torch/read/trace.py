@@ -24,6 +24,7 @@ from weightio.frameworks.torch.common import qualified_name, torch_dtype_name, t
 from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES
 from weightio.frameworks.torch.read.base import TORCH_READ, ReadContext, bind_arguments
 from weightio.frameworks.torch.read.conv import SHAPE_CHANGING
+from weightio.frameworks.torch.read.static import fold_static, static_nodes
 from weightio.frameworks.torch.read.tuples import MULTI_TENSOR_KEYS, resolve_tuples
 from weightio.layouts.flow import mark_channel_inputs
 from weightio.spec.base import LayerBase
@@ -119,13 +120,16 @@ def _unsupported(node: Any, root: Any, op: str) -> UnsupportedLayerError:
 def _check_graph(gm: Any, root: Any) -> None:
     """Refuse what cannot be read before any shape inference, so the first error is the real one."""
     called: dict[str, int] = {}
+    static = static_nodes(gm.graph)
     for node in gm.graph.nodes:
+        if node in static:
+            continue  # settled for the traced size by fold_static, after shape propagation
         if node.op == "get_attr":
             raise _unsupported(node, root, f"reading the attribute self.{node.target}")
         if node.op in ("call_function", "call_method"):
             if not _is_supported(node, root):
                 raise _unsupported(node, root, node_key(node, root))
-            _check_call(node, root, node_key(node, root))
+            _check_call(node, root, node_key(node, root), static)
         if node.op == "call_module":
             called[node.target] = called.get(node.target, 0) + 1
     # A module without tensors (a ReLU, a pooling) called twice is simply two layers; one with
@@ -295,12 +299,15 @@ def _nodes_in(value: Any) -> list[Any]:
     return found
 
 
-def _check_call(node: Any, root: Any, key: str) -> None:
-    """A function reads one tensor; every other argument must be a constant."""
+def _check_call(node: Any, root: Any, key: str, static: set[Any]) -> None:
+    """A function reads one tensor; every other argument must be a constant (or a shape the
+    traced size settles).
+    """
     data, args, kwargs = _call_parts(node)
     if not _nodes_in(data):
         raise _unsupported(node, root, f"{key} without an input tensor")
-    if _nodes_in((args, kwargs)) and key not in MULTI_TENSOR_KEYS:
+    tensors = [dep for dep in _nodes_in((args, kwargs)) if dep not in static]
+    if tensors and key not in MULTI_TENSOR_KEYS:
         raise _unsupported(node, root, f"{key} with a tensor-valued parameter")
 
 
@@ -407,6 +414,7 @@ def read_torch_module(
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         examples = _example_inputs(placeholders, module, example_input)
         _propagate_shapes(gm, module, examples)
+        fold_static(gm)
     namer, names, arrays = _Namer(), {}, {}
     inputs, layers, outputs = [], [], []
     for node in gm.graph.nodes:
