@@ -7,15 +7,17 @@ from typing import Any
 
 from weightio.frameworks.torch.read.base import (
     FUNCTION_PARAMETERS,
+    PARAMETER_KEYS,
     REQUIRED,
     TORCH_READ,
     ReadContext,
+    StoredTensor,
 )
 from weightio.frameworks.torch.read.tuples import GETITEM_TAG
 from weightio.spec.base import LayerBase
 from weightio.spec.core import IdentityLayer
 from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
-from weightio.spec.ops import SliceLayer
+from weightio.spec.ops import ArithmeticLayer, SliceLayer
 
 # -- graph operations -----------------------------------------------------------------------
 
@@ -41,8 +43,34 @@ _BINARY = {
 }
 
 
+def _with_stored(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+    """``self.layer_scale * x``, ``x + self.pos_embedding``: an arithmetic layer whose constant
+    is the stored tensor (learned), broadcasting against the input without its batch axis.
+    """
+    first = isinstance(ctx.data, StoredTensor)
+    stored = ctx.data if first else args["other"]
+    if first and isinstance(args["other"], StoredTensor) or len(ctx.inputs) != 1:
+        raise ctx.refuse("operates on two stored tensors; weightio reads one with a traced tensor")
+    traced = args["other"] if first else ctx.data
+    shape = getattr(traced.meta.get("tensor_meta"), "shape", None) if _is_node(traced) else None
+    value = stored.value
+    if shape is None or value.dim() > len(shape) - 1:
+        raise ctx.refuse(
+            f"the stored tensor {stored.key!r} of shape {list(value.shape)} must broadcast "
+            "against the input without its batch axis"
+        )
+    if args.get("alpha", 1) != 1:
+        raise ctx.refuse(f"alpha={args['alpha']} scales the second operand; only alpha=1 maps")
+    return ArithmeticLayer(
+        **ctx.base(), op=_BINARY[ctx.source], constant_first=first, learned=True,
+        constant=ctx.tensor(stored.key, value),
+    )
+
+
 def _binary(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     """``a + b``, ``a - b``, ``a * b``, ``torch.maximum(a, b)`` between two traced tensors."""
+    if isinstance(ctx.data, StoredTensor) or isinstance(args["other"], StoredTensor):
+        return _with_stored(args, ctx)
     if not _is_node(args["other"]):
         raise ctx.refuse(
             f"operates on a tensor and the constant {args['other']!r}; weightio reads it only "
@@ -55,8 +83,9 @@ def _binary(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     return MergeLayer(**ctx.base(), kind=_BINARY[ctx.source])  # type: ignore[arg-type]
 
 
+PARAMETER_KEYS.update(_BINARY)
 for _key in _BINARY:
-    TORCH_READ.register(_key, produces=(_BINARY[_key],))(_binary)
+    TORCH_READ.register(_key, produces=(_BINARY[_key], "arithmetic"))(_binary)
     FUNCTION_PARAMETERS[_key] = (("other", REQUIRED),) + (
         (("alpha", 1),) if _key in ("torch.add", "torch.sub") else ()
     )
