@@ -87,3 +87,14 @@ def test_a_size_assert_is_checked_on_the_traced_input() -> None:
     weightio.read(Checks(), example_input=torch.zeros(2, 3, 4))  # holds: folded away
     with pytest.raises(weightio.errors.TraceError, match="expected 3 channels"):
         weightio.read(Checks(), example_input=torch.zeros(2, 2, 4))
+
+
+def test_keras_pad_other_than_minus_inf_stays_opaque() -> None:
+    """weightio reads back its own -inf Pad before a max pooling; a zero or reflect pad written
+    with keras.ops.pad is not that, and stays opaque rather than misread."""
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((4, 4, 2))
+    padded = keras.ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    model = keras.Model(inputs, keras.layers.MaxPooling2D(2)(padded))
+    kinds = [layer.kind for layer in weightio.read(model).spec.layers]
+    assert kinds == ["opaque", "pool"]

@@ -43,7 +43,17 @@ TOLERANCE = 1e-5
 
 #: (torchvision builder, input size): small inputs, every stage still sees a real feature map.
 FAST = [("resnet18", 64), ("mobilenet_v2", 32)]
-SLOW = [("resnet50", 32), ("densenet121", 32), ("efficientnet_b0", 32), ("shufflenet_v2_x0_5", 32)]
+SLOW = [("resnet50", 32), ("densenet121", 32), ("efficientnet_b0", 32), ("shufflenet_v2_x0_5", 32),
+        ("convnext_tiny", 32)]
+
+#: Models that convert to Keras and match, but whose Keras model weightio cannot read back
+#: yet: the refusal expected on the way back (a typed error naming the layer).
+ONE_WAY = {
+    # LayerNorm2d becomes LayerNormalization(axis=-1) on the channels-last map, which the Keras
+    # reader keeps opaque (the spec's layer_norm normalises the canonical last axes); the layer
+    # scale is a Keras Multiply operation with a constant, which it does not read yet either.
+    "convnext_tiny": "opaque",
+}
 CASES = [pytest.param(n, s, id=n) for n, s in FAST] + [
     pytest.param(n, s, id=n, marks=pytest.mark.slow) for n, s in SLOW
 ]
@@ -104,16 +114,19 @@ def check_round_trip(name: str, size: int) -> dict:
     archive = weightio.read(model, example_input=torch.from_numpy(x))
     keras_model = weightio.to_keras(archive)
     got_keras = np.asarray(keras_model(to_channels_last(x)))
-    back = weightio.to_torch(weightio.read(keras_model))
-    return {
+    result = {
         "status": "converts",
         "input": [3, size, size],
         "layers": len(archive.spec.layers),
         "output_scale": float(np.max(np.abs(reference))),
         "runtime": relative_diff(reference, weightio.run(archive, x)),
         "keras": relative_diff(reference, got_keras),
-        "back_to_torch": relative_diff(reference, _torch_out(back, x)),
     }
+    try:
+        back = weightio.to_torch(weightio.read(keras_model))
+    except UnsupportedLayerError as exc:
+        return {**result, "status": "to Keras only", "layer": exc.layer, "reason": str(exc)}
+    return {**result, "back_to_torch": relative_diff(reference, _torch_out(back, x))}
 
 
 @pytest.mark.parametrize("name,size", CASES)
@@ -126,7 +139,12 @@ def test_torchvision_model_converts_and_matches(name: str, size: int) -> None:
     _RESULTS[name] = result
     assert result["output_scale"] > 1e-2, "the output is too small for the comparison to mean anything"
     for step in ("runtime", "keras", "back_to_torch"):
-        assert result[step] <= TOLERANCE, (step, result)
+        if step in result:
+            assert result[step] <= TOLERANCE, (step, result)
+    if name in ONE_WAY:
+        assert result["status"] == "to Keras only" and ONE_WAY[name] in result["reason"], result
+    else:
+        assert result["status"] == "converts", result
 
 
 # -- the pieces those models are made of -------------------------------------------------------

@@ -296,7 +296,9 @@ def _minus_inf_pad(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBas
         raise NotExact(f"pad with mode={entry.config.get('mode')!r}, value={short(value)}: only "
                        "constant -inf padding (before a max pooling) is mapped")
     if not (isinstance(width, (list, tuple)) and 3 <= len(width) <= 5
-            and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in width)
+            and all(isinstance(p, (list, tuple)) and len(p) == 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p)
+                    for p in width)
             and list(width[0]) == [0, 0] and list(width[-1]) == [0, 0]):
         raise NotExact(f"pad_width={short(width)}: only spatial axes of a channels-last map are mapped")
     pairs = tuple((int(b), int(a)) for b, a in width[1:-1])
