@@ -224,6 +224,7 @@ TORCH_CASES += [
     ("maxpool1d_ceil", (2, 10), lambda: nn.Sequential(nn.MaxPool1d(2, 3, ceil_mode=True))),
     ("adaptive_avg_divides", (3, 8, 8), lambda: nn.Sequential(nn.AdaptiveAvgPool2d((2, 4)))),
     ("adaptive_max_divides", (3, 6, 6), lambda: nn.Sequential(nn.AdaptiveMaxPool2d((3, None)))),
+    ("adaptive_avg_multiple", (3, 2, 3), lambda: nn.Sequential(nn.AdaptiveAvgPool2d((4, 6)))),
 ]
 
 

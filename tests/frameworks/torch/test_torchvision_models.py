@@ -44,7 +44,10 @@ TOLERANCE = 1e-5
 #: (torchvision builder, input size): small inputs, every stage still sees a real feature map.
 FAST = [("resnet18", 64), ("mobilenet_v2", 32)]
 SLOW = [("resnet50", 32), ("densenet121", 32), ("efficientnet_b0", 32), ("shufflenet_v2_x0_5", 32),
-        ("convnext_tiny", 32)]
+        ("convnext_tiny", 32), ("mobilenet_v3_small", 32), ("squeezenet1_0", 64), ("googlenet", 32),
+        ("regnet_x_400mf", 32), ("mnasnet0_5", 32), ("resnext50_32x4d", 32), ("alexnet", 64)]
+#: Builder arguments beyond ``weights=None, num_classes=10``.
+KWARGS = {"googlenet": {"aux_logits": False, "init_weights": True}}
 
 #: Models that convert to Keras and match, but whose Keras model weightio cannot read back
 #: yet: the refusal expected on the way back (a typed error naming the layer).
@@ -76,7 +79,7 @@ def perturbed(name: str, seed: int = 0) -> object:
     """``torchvision.models.<name>`` with random weights, batch-norm statistics and affines
     moved off their defaults, and noise on every parameter; in eval mode."""
     torch.manual_seed(seed)
-    model = getattr(torchvision.models, name)(weights=None, num_classes=10)
+    model = getattr(torchvision.models, name)(weights=None, num_classes=10, **KWARGS.get(name, {}))
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for module in model.modules():

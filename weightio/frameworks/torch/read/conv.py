@@ -194,7 +194,8 @@ def _adaptive_layer(
     Output size 1 on every axis is global pooling (exact at any input size). Otherwise torch's
     windows are ``[floor(i·n/o), ceil((i+1)·n/o))``; where ``o`` divides ``n`` they are the plain
     pooling of size and stride ``n/o``, exact at the traced size (the one a converted Keras model
-    accepts). Where it does not divide the windows overlap unevenly: refused.
+    accepts). Where the output is a multiple of the input, each window holds one element: the
+    input repeated (nearest upsampling). Otherwise the windows overlap unevenly: refused.
     """
     if return_indices:
         raise ctx.refuse("return_indices=True returns a tuple; weightio reads tensor outputs")
@@ -207,13 +208,18 @@ def _adaptive_layer(
     if size is None:
         raise ctx.refuse(f"output_size={output_size} needs the traced input size; pass example_input=")
     out = tuple(n if o is None else int(o) for n, o in zip(size, sizes))
-    if any(o < 1 or n % o for n, o in zip(size, out)):
-        raise ctx.refuse(
-            f"output_size={output_size} on input size {size}: adaptive pooling is mapped where "
-            "the output size divides the input size (a plain pooling) or is 1 (global pooling)"
-        )
-    window = tuple(n // o for n, o in zip(size, out))
-    return PoolLayer(**ctx.base(), rank=rank, op=op, pool_size=window, strides=window)
+    if all(o >= 1 and n % o == 0 for n, o in zip(size, out)):
+        window = tuple(n // o for n, o in zip(size, out))
+        return PoolLayer(**ctx.base(), rank=rank, op=op, pool_size=window, strides=window)
+    if all(o % n == 0 for n, o in zip(size, out)):
+        # o = k·n: each window [floor(i/k), ceil((i+1)/k)) holds one element, so the output
+        # repeats each input k times (alexnet's 6×6 pooling of a 1×1 map at a small input).
+        return UpSamplingLayer(**ctx.base(), rank=rank, size=tuple(o // n for n, o in zip(size, out)))
+    raise ctx.refuse(
+        f"output_size={output_size} on input size {size}: adaptive pooling is mapped where the "
+        "output size divides the input size (a plain pooling), is a multiple of it (each element "
+        "repeated) or is 1 (global pooling)"
+    )
 
 
 def _adaptive(op: str) -> Any:
@@ -233,7 +239,7 @@ def _adaptive_function(op: str, rank: int) -> Any:
     return read
 
 
-_ADAPTIVE_KINDS = ("global_pool", "pool")
+_ADAPTIVE_KINDS = ("global_pool", "pool", "upsampling")
 _register([f"{_N}AdaptiveAvgPool{r}" for r in _RANKS], _ADAPTIVE_KINDS)(_adaptive("avg"))
 _register([f"{_N}AdaptiveMaxPool{r}" for r in _RANKS], _ADAPTIVE_KINDS)(_adaptive("max"))
 for _suffix, _rank in _RANKS.items():
