@@ -47,7 +47,14 @@ SLOW = [("resnet50", 32), ("densenet121", 32), ("efficientnet_b0", 32), ("shuffl
         ("convnext_tiny", 32), ("mobilenet_v3_small", 32), ("squeezenet1_0", 64), ("googlenet", 32),
         ("regnet_x_400mf", 32), ("mnasnet0_5", 32), ("resnext50_32x4d", 32), ("alexnet", 64)]
 #: Builder arguments beyond ``weights=None, num_classes=10``.
-KWARGS = {"googlenet": {"aux_logits": False, "init_weights": True}}
+KWARGS = {"googlenet": {"aux_logits": False, "init_weights": True}, "vit_b_16": {"image_size": 32}}
+
+#: Models weightio refuses today, and the operation named in the refusal (a typed error naming
+#: the layer, raised while reading: nothing is half-converted).
+REFUSED = {
+    "vit_b_16": "self.class_token",  # a class token expanded over the batch (x.shape[0])
+    "swin_t": "relative_position_bias_table",  # indexed by a stored index buffer
+}
 
 #: Models that convert to Keras and match, but whose Keras model weightio cannot read back
 #: yet: the refusal expected on the way back (a typed error naming the layer).
@@ -148,6 +155,18 @@ def test_torchvision_model_converts_and_matches(name: str, size: int) -> None:
         assert result["status"] == "to Keras only" and ONE_WAY[name] in result["reason"], result
     else:
         assert result["status"] == "converts", result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_torchvision_model_is_refused_by_name(name: str) -> None:
+    model = perturbed(name)
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal((2, 3, 32, 32)).astype("float32"))
+    with pytest.raises(UnsupportedLayerError) as info:
+        weightio.read(model, example_input=x)
+    _RESULTS[name] = {"status": "refused", "input": [3, 32, 32], "layer": info.value.layer,
+                      "reason": str(info.value)}
+    assert info.value.layer and REFUSED[name] in str(info.value)
 
 
 # -- the pieces those models are made of -------------------------------------------------------
