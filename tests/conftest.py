@@ -22,21 +22,15 @@ def assert_close(reference: np.ndarray, other: np.ndarray, *, tol: float = 1e-5)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--runslow`` (or ``WEIGHTIO_RUNSLOW=1``) also runs the tests marked ``slow``."""
     parser.addoption(
         "--runslow", action="store_true", default=False,
-        help="also run tests marked slow (the full model zoo); WEIGHTIO_RUNSLOW=1 does the same",
+        help="also run tests marked slow (model zoo); WEIGHTIO_RUNSLOW=1 does the same",
     )
 
 
-def runslow(config: pytest.Config) -> bool:
-    """Whether this run includes the slow tests."""
-    return bool(config.getoption("--runslow")) or os.environ.get("WEIGHTIO_RUNSLOW") == "1"
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``slow`` tests unless asked for: CI runs a representative fast set."""
-    if runslow(config):
+    """Skip ``@pytest.mark.slow`` tests unless ``--runslow`` or ``WEIGHTIO_RUNSLOW=1``."""
+    if config.getoption("--runslow") or os.environ.get("WEIGHTIO_RUNSLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow or WEIGHTIO_RUNSLOW=1")
     for item in items:
