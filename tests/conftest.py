@@ -21,6 +21,23 @@ def assert_close(reference: np.ndarray, other: np.ndarray, *, tol: float = 1e-5)
     assert worst <= tol * scale, f"worst abs diff {worst:.3g} > {tol:g} * scale {scale:.3g}"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--runslow", action="store_true", default=False,
+        help="also run tests marked slow (model zoo); WEIGHTIO_RUNSLOW=1 does the same",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``@pytest.mark.slow`` tests unless ``--runslow`` or ``WEIGHTIO_RUNSLOW=1``."""
+    if config.getoption("--runslow") or os.environ.get("WEIGHTIO_RUNSLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow or WEIGHTIO_RUNSLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

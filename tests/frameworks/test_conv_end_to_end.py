@@ -207,3 +207,26 @@ def test_load_into_existing_models_transposes_and_folds(keras_cnn: object) -> No
     weightio.load_into(archive, module)
     with torch.no_grad():
         assert_close(reference, module(torch.from_numpy(to_channels_first(x))).numpy())
+
+
+def test_resnet_stem_pooling_through_a_keras_file(tmp_path: Path) -> None:
+    """resnet's stem, conv -> BN -> ReLU -> MaxPool2d(3, 2, padding=1): the -inf padding is a
+    built-in Pad operation (``-Infinity`` in config.json), so the verified ``.keras`` loads with
+    ``safe_mode=True``, and weightio's own reader takes the file back to PyTorch."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.MaxPool2d(3, 2, padding=1), nn.Conv2d(4, 2, 1)).eval()
+    with torch.no_grad():
+        stem[1].running_mean.uniform_(-0.5, 0.5)
+        stem[1].running_var.uniform_(0.5, 1.5)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype("float32")
+    with torch.no_grad():
+        reference = stem(torch.from_numpy(x)).numpy()
+    weightio.convert(stem, tmp_path / "stem.keras", example_input=torch.from_numpy(x))
+    loaded = keras.saving.load_model(tmp_path / "stem.keras", safe_mode=True)
+    assert "Pad" in [type(layer).__name__ for layer in loaded.operations]
+    assert_close(reference, to_channels_first(np.asarray(loaded(to_channels_last(x)))))
+    back = weightio.to_torch(weightio.read(tmp_path / "stem.keras"))
+    with torch.no_grad():
+        assert_close(reference, back(torch.from_numpy(x)).numpy())

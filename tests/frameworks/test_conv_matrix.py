@@ -53,8 +53,9 @@ def _torch_out(module: object, x: np.ndarray) -> np.ndarray:
 
 
 #: Keras 'same' pooling at stride 1 with an even window becomes a wider torch pool and a crop;
-#: Keras has no exact layer for that explicit -inf / excluded padding, so it does not round-trip.
-ONE_WAY = {"maxpool2d_same_stride1", "avgpool2d_same_stride1"}
+#: for average pooling Keras has no exact layer for that excluded padding, so it does not
+#: round-trip (max pooling comes back as an explicit -inf pad and a valid pooling).
+ONE_WAY = {"avgpool2d_same_stride1"}
 
 # (id, channels-last input shape, layers)
 KERAS_CASES = [
@@ -176,9 +177,54 @@ class _Flat(nn.Module):
         return self.fc(torch.flatten(self.conv(x), 1))
 
 
+class _ReusedRelu(nn.Module):
+    """resnet's block: one parameterless ``nn.ReLU`` called twice, and functional adaptive pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        x = self.relu(self.conv1(x))
+        x = self.relu(self.conv2(x) + x)
+        return torch.nn.functional.adaptive_avg_pool2d(x, (2, 3))
+
+
+class _Shuffle(nn.Module):
+    """shufflenet's block: chunk, a branch, cat, then the channel shuffle written with size,
+    view, transpose and contiguous; a mean over the spatial axes and a view(x.size(0), -1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.branch = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Conv2d(8, 6, 1)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        x1, x2 = x.chunk(2, dim=1)
+        out = torch.cat((x1, self.branch(x2)), dim=1)
+        batch, channels, height, width = out.size()
+        out = out.view(batch, 2, channels // 2, height, width)
+        out = torch.transpose(out, 1, 2).contiguous()
+        out = out.view(batch, channels, height, width)
+        pooled = self.head(out).amax([2, 3], keepdim=True)
+        return pooled.view(pooled.size(0), -1) + out.mean([2, 3])[:, 1:7]
+
+
 TORCH_CASES += [
+    ("channel_shuffle", (8, 4, 4), _Shuffle),
     ("functional_ops", (3, 5, 5), _Functional),
     ("torch_flatten_fn", (2, 5), _Flat),
+    ("reused_relu_adaptive_fn", (3, 6, 6), _ReusedRelu),
+    # resnet's stem pooling: -inf padding, which Keras gets as an explicit pad operation.
+    ("maxpool2d_explicit_pad", (3, 8, 8), lambda: nn.Sequential(nn.MaxPool2d(3, 2, padding=1))),
+    # ceil_mode's partial last window is one more -inf pad after the input.
+    ("maxpool2d_ceil_pad", (3, 8, 8), lambda: nn.Sequential(nn.MaxPool2d(3, 2, padding=1, ceil_mode=True))),
+    ("maxpool1d_ceil", (2, 10), lambda: nn.Sequential(nn.MaxPool1d(2, 3, ceil_mode=True))),
+    ("adaptive_avg_divides", (3, 8, 8), lambda: nn.Sequential(nn.AdaptiveAvgPool2d((2, 4)))),
+    ("adaptive_max_divides", (3, 6, 6), lambda: nn.Sequential(nn.AdaptiveMaxPool2d((3, None)))),
+    ("adaptive_avg_multiple", (3, 2, 3), lambda: nn.Sequential(nn.AdaptiveAvgPool2d((4, 6)))),
 ]
 
 

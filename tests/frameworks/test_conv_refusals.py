@@ -25,9 +25,10 @@ nn = torch.nn
         (nn.MaxPool2d(2, dilation=2), "dilated pooling"),
         (nn.AvgPool2d(2, divisor_override=3), "divisor_override"),
         (nn.Upsample(scale_factor=2, mode="bilinear"), "only 'nearest'"),
-        (nn.AdaptiveAvgPool2d(2), "only 1"),
+        (nn.AdaptiveAvgPool2d(3), "divides the input size"),
+        (nn.AvgPool2d(3, 2, padding=1, ceil_mode=True), "last window is partial"),
     ],
-    ids=["reflect", "dilated_pool", "divisor", "bilinear", "adaptive2"],
+    ids=["reflect", "dilated_pool", "divisor", "bilinear", "adaptive3", "avg_ceil_partial"],
 )
 def test_torch_refusals_name_the_layer(module: object, match: str) -> None:
     with pytest.raises(UnsupportedLayerError, match=match) as info:
@@ -62,3 +63,38 @@ def test_runtime_checks_channels_first_input() -> None:
     archive = weightio.read(model)
     with pytest.raises(weightio.errors.InvalidInputError, match=r"\(batch, 2, 6, 6\)"):
         weightio.run(archive, np.zeros((1, 6, 6, 2), "float32"))  # channels-last: refused
+
+
+def test_arithmetic_on_the_batch_size_is_refused_by_name() -> None:
+    """Sizes are settled for the traced input, but the batch stays free: computing with it
+    (here folding it into the channels) has no fixed-shape equivalent."""
+
+    class Folds(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return x.view(x.size(0) * 2, -1)
+
+    with pytest.raises(UnsupportedLayerError, match="batch size") as info:
+        weightio.read(Folds(), example_input=torch.zeros(2, 2, 4))
+    assert info.value.layer == "mul"
+
+
+def test_a_size_assert_is_checked_on_the_traced_input() -> None:
+    class Checks(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            torch._assert(x.size(1) == 3, "expected 3 channels")
+            return torch.relu(x)
+
+    weightio.read(Checks(), example_input=torch.zeros(2, 3, 4))  # holds: folded away
+    with pytest.raises(weightio.errors.TraceError, match="expected 3 channels"):
+        weightio.read(Checks(), example_input=torch.zeros(2, 2, 4))
+
+
+def test_keras_pad_other_than_minus_inf_stays_opaque() -> None:
+    """weightio reads back its own -inf Pad before a max pooling; a zero or reflect pad written
+    with keras.ops.pad is not that, and stays opaque rather than misread."""
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((4, 4, 2))
+    padded = keras.ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    model = keras.Model(inputs, keras.layers.MaxPooling2D(2)(padded))
+    kinds = [layer.kind for layer in weightio.read(model).spec.layers]
+    assert kinds == ["opaque", "pool"]

@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from weightio.spec.base import CHANNELS, PLAIN, LayerBase, LayoutTrait, ParameterRole
+from weightio.spec.base import CHANNELS, PLAIN, LayerBase, LayoutTrait, ParameterRole, Shape
 from weightio.spec.dtypes import DTypeName
 from weightio.spec.tensors import TensorRef
 
@@ -96,6 +96,18 @@ class SliceLayer(LayerBase):
         if self.axis == 0:
             raise ValueError("slice axis 0 is the batch axis")
         return self
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
+        """The input's shape with ``axis`` cut to the slice's length."""
+        if not input_shapes or input_shapes[0] is None:
+            return None
+        shape = list(input_shapes[0])
+        index = (self.axis if self.axis > 0 else self.axis + len(shape) + 1) - 1
+        if not 0 <= index < len(shape):
+            return None
+        if shape[index] is not None:
+            shape[index] = len(range(*slice(self.start, self.stop, self.step).indices(shape[index])))
+        return tuple(shape)
 
     def formula(self) -> str:
         """The slice, written as Python would."""

@@ -326,6 +326,11 @@ SAMPLES: dict[str, dict[str, Callable[[], weightio.Archive]]] = {
         "max_same_odd": lambda: _keras((7, 7, 3), _L().MaxPooling2D(2, padding="same")),
         "avg1d_same": lambda: _keras((9, 3), _L().AveragePooling1D(2, padding="same")),
         "torch_avg_padded": lambda: _torch(_nn().Sequential(_nn().AvgPool2d(3, stride=2, padding=1)), (2, 6, 6)),
+        # resnet's stem pooling (-inf padding: a Pad operation before the Keras pooling), and
+        # ceil_mode's partial window as one more -inf pad after the input.
+        "torch_max_padded": lambda: _torch(_nn().Sequential(_nn().MaxPool2d(3, 2, padding=1)), (2, 6, 6)),
+        "torch_max_ceil": lambda: _torch(_nn().Sequential(
+            _nn().MaxPool2d(3, 2, padding=1, ceil_mode=True)), (2, 8, 8)),
     },
     "global_pool": {
         "avg2d": lambda: _keras((6, 6, 3), _L().GlobalAveragePooling2D()),

@@ -280,6 +280,33 @@ def _cropping(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     return ZeroPaddingLayer(**layer_fields(entry), rank=rank, padding=tuple((-b, -a) for b, a in pairs))
 
 
+@KERAS_READ.register("Pad", produces=("pool",))
+def _minus_inf_pad(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """``keras.ops.pad(x, pads, constant_values=-inf)`` on a channels-last map, as weightio
+    writes before a max pooling with explicit padding: a 1-wide max pooling with that padding
+    (the maximum of one element is the element; the padding is −∞ in both).
+    """
+    expect_weights(entry, 0)
+    node = entry.raw.get("inbound_nodes") or [{}]
+    args = node[0].get("args") if isinstance(node[0], dict) else None
+    kwargs = (node[0].get("kwargs") or {}) if isinstance(node[0], dict) else {}
+    value = args[1] if isinstance(args, (list, tuple)) and len(args) == 2 else kwargs.get("constant_values")
+    width = entry.config.get("pad_width")
+    if entry.config.get("mode", "constant") != "constant" or value != float("-inf"):
+        raise NotExact(f"pad with mode={entry.config.get('mode')!r}, value={short(value)}: only "
+                       "constant -inf padding (before a max pooling) is mapped")
+    if not (isinstance(width, (list, tuple)) and 3 <= len(width) <= 5
+            and all(isinstance(p, (list, tuple)) and len(p) == 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p)
+                    for p in width)
+            and list(width[0]) == [0, 0] and list(width[-1]) == [0, 0]):
+        raise NotExact(f"pad_width={short(width)}: only spatial axes of a channels-last map are mapped")
+    pairs = tuple((int(b), int(a)) for b, a in width[1:-1])
+    ones = (1,) * len(pairs)
+    return PoolLayer(**layer_fields(entry), rank=len(pairs), op="max", pool_size=ones, strides=ones,
+                     padding=pairs)
+
+
 @KERAS_READ.register(*UPSAMPLING_CLASSES, produces=("upsampling",))
 def _upsampling(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     """``UpSampling*D``; only nearest-neighbour interpolation is exact to map."""

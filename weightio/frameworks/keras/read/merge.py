@@ -15,6 +15,7 @@ from weightio.frameworks.keras.read.base import (
 from weightio.frameworks.keras.read.norm import canonical_axis, single_axis
 from weightio.spec.base import LayerBase
 from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
+from weightio.spec.ops import SliceLayer
 
 # -- merges and slicing -------------------------------------------------------------------------
 
@@ -70,9 +71,54 @@ def _is_full_slice(value: Any) -> bool:
     )
 
 
-@KERAS_READ.register("GetItem", produces=("last_step",))
+def _slice_config(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict) or value.get("class_name") != "__slice__":
+        return None
+    config = value.get("config") or {}
+    bounds = [config.get(k) for k in ("start", "stop", "step")]
+    if not all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
+        return None
+    if bounds[2] is not None and bounds[2] <= 0:
+        return None
+    return config
+
+
+def _one_slice(entry: KerasLayerEntry, key: Any) -> LayerBase | None:
+    """``x[:, a:b]`` (one axis after the batch sliced by constants, the rest whole) as a slice
+    on the canonical axis: on a channels-last feature map Keras's last axis is the channels.
+    """
+    if not isinstance(key, (list, tuple)) or len(key) < 2:
+        return None
+    configs = [_slice_config(k) for k in key]
+    if any(c is None for c in configs):
+        return None
+    cut = [i for i, k in enumerate(key) if not _is_full_slice(k)]
+    if len(cut) != 1 or cut[0] == 0:
+        return None
+    axis, config = cut[0], configs[cut[0]]
+    if entry.input_tags and entry.input_tags[0] == "channels":
+        rank = _input_rank(entry)
+        if rank is None:
+            return None
+        axis = 1 if axis == rank - 1 else axis + 1
+    start, step = config.get("start"), config.get("step")
+    return SliceLayer(**layer_fields(entry), axis=axis, start=0 if start is None else start,
+                      stop=config.get("stop"), step=1 if step is None else step)
+
+
+def _input_rank(entry: KerasLayerEntry) -> int | None:
+    node = entry.raw.get("inbound_nodes") or [{}]
+    args = node[0].get("args") if isinstance(node[0], dict) else None
+    tensor = args[0] if isinstance(args, (list, tuple)) and args else None
+    shape = (tensor or {}).get("config", {}).get("shape") if isinstance(tensor, dict) else None
+    return len(shape) if isinstance(shape, (list, tuple)) else None
+
+
+@KERAS_READ.register("GetItem", produces=("last_step", "slice"))
 def _get_item(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
-    """``x[:, -1]`` / ``x[:, -1, :]`` in a Functional model: a sequence's last step."""
+    """``x[:, -1]`` / ``x[:, -1, :]`` in a Functional model: a sequence's last step; ``x[:, a:b]``
+    a slice.
+    """
     node = entry.raw.get("inbound_nodes") or [{}]
     args = node[0].get("args") if isinstance(node[0], dict) else None
     key = args[1] if isinstance(args, (list, tuple)) and len(args) == 2 else None
@@ -84,6 +130,10 @@ def _get_item(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
         and all(_is_full_slice(k) for k in key[2:])
     ):
         return LastStepLayer(**layer_fields(entry))
+    sliced = _one_slice(entry, key)
+    if sliced is not None:
+        return sliced
     raise NotExact(
-        f"indexing with {short(key)}: weightio reads only a sequence's last step, x[:, -1]"
+        f"indexing with {short(key)}: weightio reads a sequence's last step, x[:, -1], and one "
+        "axis sliced by constants, x[:, a:b]"
     )

@@ -31,7 +31,9 @@ from weightio.frameworks.keras.write.base import (
 )
 from weightio.frameworks.keras.write.bridge import (
     keras_input_shape,
+    move_layout,
     prepare,
+    spec_ranks,
     spec_tags,
     write_layer,
 )
@@ -148,6 +150,31 @@ def _sequential(
     return KerasModelPlan(config, layers, sequential=True)
 
 
+def _canonical_inputs(
+    layer: LayerBase, archive: Archive, names: NameAllocator, sources: list[str],
+    producers: list[KerasLayer], dtype: str,
+) -> list[KerasLayer | None]:
+    """For a merge or concatenate of feature maps with plain tensors (shufflenet joins a
+    channel-shuffled half, plain after its ``view``, to a convolution's output): an exact
+    Permute taking each feature map channels-first, so every input holds the canonical layout
+    and the merge computes on it (its output is plain, as ``layouts.flow`` tags it).
+    """
+    tags = spec_tags(archive.spec)
+    forms = [tags.get(s, PLAIN) for s in sources]
+    if layer.kind not in MAP_MERGE_KINDS or CHANNELS not in forms or PLAIN not in forms:
+        return [None] * len(sources)
+    ranks = spec_ranks(archive.spec)
+    moved: list[KerasLayer | None] = []
+    for source, form, producer in zip(sources, forms, producers):
+        if form != CHANNELS:
+            moved.append(None)
+            continue
+        ctx = WriteContext(archive, dtype, names, [producer.output_shape])
+        permute = move_layout(ctx, CHANNELS, PLAIN, ranks.get(source), layer.name, producer.output_shape)
+        moved.append(permute[0] if permute else None)
+    return moved
+
+
 def _write_merge(layer: LayerBase, ctx: WriteContext, sources: list[str]) -> list[KerasLayer]:
     """A layer reading several tensors (merges, attention).
 
@@ -162,6 +189,8 @@ def _write_merge(layer: LayerBase, ctx: WriteContext, sources: list[str]) -> lis
     maps = [s for s in sources if tags.get(s, PLAIN) != PLAIN]
     if maps and layer.kind in MAP_MERGE_KINDS and len(maps) == len(sources):
         ctx.layout = CHANNELS
+    elif maps and layer.kind in MAP_MERGE_KINDS:
+        ctx.layout = PLAIN  # _canonical_inputs moved the feature maps channels-first
     elif maps:
         raise UnsupportedLayerError(
             f"{layer.kind} reads feature maps ({', '.join(maps)}); weightio writes a merge of "
@@ -211,10 +240,18 @@ def _functional(
                 f"{len(sources)}: {sources}",
                 layer=layer.name,
             )
-        shapes = [ends[s].output_shape for s in sources]
+        producers = [ends[s] for s in sources]
+        if len(sources) > 1:
+            moved = _canonical_inputs(layer, archive, names, sources, producers, dtypes[sources[0]])
+            for index_, permute in enumerate(moved):
+                if permute is not None:
+                    by_name[permute.name] = permute
+                    nodes[permute.name] = _inbound(permute, [producers[index_]])
+                    parents[permute.name] = [producers[index_].name]
+                    producers[index_] = permute
+        shapes = [p.output_shape for p in producers]
         ctx = WriteContext(archive, dtypes[sources[0]], names, shapes, settings=settings)
         built = write_layer(layer, ctx, sources[0]) if len(sources) == 1 else _write_merge(layer, ctx, sources)
-        producers = [ends[s] for s in sources]
         for keras_layer in built:
             by_name[keras_layer.name] = keras_layer
             nodes[keras_layer.name] = _inbound(keras_layer, producers)

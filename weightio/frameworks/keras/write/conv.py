@@ -8,6 +8,7 @@ from typing import Any
 from weightio.errors import UnsupportedLayerError
 from weightio.frameworks.keras.read.conv import keras_transpose_cropping
 from weightio.frameworks.keras.write.base import (
+    INPUT,
     KERAS_FLOAT,
     KERAS_WRITE,
     KerasLayer,
@@ -18,6 +19,7 @@ from weightio.frameworks.keras.write.base import (
     standalone_activation,
 )
 from weightio.frameworks.keras.write.bridge import move_layout, permute_layer, spec_ranks, spec_tags
+from weightio.frameworks.keras.write.ops import operation
 from weightio.frameworks.keras.write.serialized import (
     GLOROT,
     ZEROS,
@@ -298,17 +300,35 @@ def _pool(layer: PoolLayer, ctx: WriteContext) -> list[KerasLayer]:
             padding = "valid"
         elif layer.op == "avg" and layer.count_include_pad:
             pre, padding = _explicit_padding(layer, ctx, layer.padding, ctx.dtype, ctx.shape), "valid"
+        elif layer.op == "max":
+            pre, padding = [_minus_inf_padding(layer, ctx)], "valid"
         else:
-            what = "max pooling (pads with -inf)" if layer.op == "max" else (
-                "average pooling that excludes the padding")
             raise UnsupportedLayerError(
-                f"explicit padding {list(layer.padding)} for {what} has no exact Keras "
-                "equivalent (Keras offers only 'valid' and 'same')", layer=layer.name,
+                f"explicit padding {list(layer.padding)} for average pooling that excludes the "
+                "padding has no exact Keras equivalent (Keras offers only 'valid' and 'same')",
+                layer=layer.name,
             )
     ones = (1,) * layer.rank
     out = windowed(_after(pre, ctx), layer.pool_size, layer.strides, ones, padding, None)
     config = layer_config(ctx.name_of(layer), ctx.dtype, **_window(layer.pool_size, layer.strides, padding))
     return [*pre, KerasLayer(f"{cls}{layer.rank}D", config, out)]
+
+
+def _minus_inf_padding(layer: PoolLayer, ctx: WriteContext) -> KerasLayer:
+    """``keras.ops.pad(x, pads, constant_values=-inf)`` on the channels-last map: the padding
+    torch's max pooling uses (a ``ZeroPadding`` would let a zero win over negative values). A
+    built-in operation, so the ``.keras`` file loads with ``safe_mode=True``.
+    """
+    if any(b < 0 or a < 0 for b, a in layer.padding):
+        raise UnsupportedLayerError(
+            f"negative padding {list(layer.padding)} for max pooling", layer=layer.name
+        )
+    pairs = [[int(b), int(a)] for b, a in layer.padding]
+    name = ctx.names.fresh(f"{ctx.names.by_spec.get(layer.name, layer.name)}_pad")
+    return operation(
+        "Pad", name, padded(ctx.shape, [tuple(p) for p in pairs]), ctx.dtype,
+        [INPUT, float("-inf")], pad_width=[[0, 0], *pairs, [0, 0]], mode="constant",
+    )
 
 
 @KERAS_WRITE.register("global_pool")

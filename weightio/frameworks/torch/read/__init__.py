@@ -6,7 +6,7 @@ family module registers into it and this package imports the families from the l
 
 from __future__ import annotations
 
-from weightio.frameworks.torch.read import attention, conv, core, merge, norm, recurrent
+from weightio.frameworks.torch.read import attention, conv, core, merge, norm, ops, recurrent
 
 #: The layer families, each registering its modules and functions into ``base.TORCH_READ``.
-FAMILIES = (core, conv, norm, recurrent, merge, attention)
+FAMILIES = (core, conv, norm, recurrent, merge, attention, ops)

@@ -28,6 +28,22 @@ REQUIRED = object()
 IGNORED_PARAMETERS = frozenset({"inplace", "_stacklevel"})
 
 
+@dataclass(frozen=True)
+class StoredTensor:
+    """A parameter or buffer the forward reads directly (``self.layer_scale * x``, the weight of
+    ``F.layer_norm``), under its state-dict key: what a reader receives in place of the fx
+    ``get_attr`` node.
+    """
+
+    key: str
+    value: Any
+
+
+#: Function keys whose readers take ``StoredTensor`` arguments (the graph check lets a
+#: ``get_attr`` through only into these).
+PARAMETER_KEYS: set[str] = set()
+
+
 @dataclass
 class ReadContext:
     """What a reader needs about the node it converts, and where it puts tensors."""
@@ -40,6 +56,9 @@ class ReadContext:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     #: The data input's shape with batch, from shape propagation (None when unknown).
     input_shape: tuple[int, ...] | None = None
+    #: The data argument as the reader's other arguments see it (a ``StoredTensor`` when the
+    #: forward reads a parameter first: ``self.layer_scale * x``).
+    data: Any = None
 
     def tensor(self, param: str, value: Any) -> TensorRef:
         """Store a module's tensor under its state-dict key ``<module path>.<param>``."""

@@ -10,6 +10,7 @@ bilinear upsampling…) are refused by name.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from weightio.frameworks.torch.read.base import (
     TORCH_READ,
     ReadContext,
 )
+from weightio.frameworks.torch.read.static import BATCH
 from weightio.layouts.transforms import same_padding
 from weightio.spec.base import LayerBase
 from weightio.spec.conv import (
@@ -67,9 +69,9 @@ def _conv_padding(module: Any, ctx: ReadContext, rank: int) -> Any:
     return "valid" if not any(pads) else tuple((p, p) for p in pads)
 
 
-def _register(keys: list[str], produces: str) -> Any:
+def _register(keys: list[str], produces: str | tuple[str, ...]) -> Any:
     SHAPE_CHANGING.update(keys)
-    return TORCH_READ.register(*keys, produces=(produces,))
+    return TORCH_READ.register(*keys, produces=(produces,) if isinstance(produces, str) else produces)
 
 
 @_register([f"{_N}Conv{r}" for r in _RANKS], "conv")
@@ -120,21 +122,38 @@ def torch_pool_length(size: int, kernel: int, stride: int, pad: int, ceil_mode: 
 
 def _pool_padding(
     ctx: ReadContext, rank: int, kernel: tuple[int, ...], stride: tuple[int, ...],
-    padding: tuple[int, ...], ceil_mode: bool,
+    padding: tuple[int, ...], ceil_mode: bool, op: str,
 ) -> Any:
+    """The spec padding of a torch pooling: explicit pairs, or ``'same'`` where equal.
+
+    ``ceil_mode=True`` adds a last, partial window. For max pooling that is exactly extra −∞
+    padding after the input (torch never starts a window in the padding), so it becomes pairs
+    ``(p, p + extra)`` for the traced size. Average pooling divides a partial window by a count
+    no padding reproduces, so it is mapped only where ceil mode changes nothing or equals Keras's
+    ``'same'``.
+    """
+    pairs = tuple((p, p) for p in padding)
     if not ceil_mode:
-        return "valid" if not any(padding) else tuple((p, p) for p in padding)
+        return "valid" if not any(padding) else pairs
     size = _spatial_size(ctx, rank)
     if size is None:
         raise ctx.refuse("ceil_mode=True needs the traced input size; pass example_input=")
-    for n, k, s, p in zip(size, kernel, stride, padding):
-        before, _ = same_padding(n, k, s)
-        if p != before or torch_pool_length(n, k, s, p, True) != -(-n // s):
-            raise ctx.refuse(
-                "ceil_mode=True is mapped only where it equals Keras 'same' pooling for the "
-                f"traced input size {size}; here it does not"
-            )
-    return "same"
+    lengths = [torch_pool_length(n, k, s, p, True) for n, k, s, p in zip(size, kernel, stride, padding)]
+    if all(
+        p == same_padding(n, k, s)[0] and length == -(-n // s)
+        for n, k, s, p, length in zip(size, kernel, stride, padding, lengths)
+    ):
+        return "same"
+    extra = [max(0, (length - 1) * s + k - (n + 2 * p))
+             for n, k, s, p, length in zip(size, kernel, stride, padding, lengths)]
+    if not any(extra):
+        return "valid" if not any(padding) else pairs
+    if op != "max":
+        raise ctx.refuse(
+            "ceil_mode=True average pooling is mapped only where it equals Keras 'same' pooling "
+            f"or plain pooling for the traced input size {size}; here its last window is partial"
+        )
+    return tuple((p, p + e) for p, e in zip(padding, extra))
 
 
 def _pool_from(module: Any, ctx: ReadContext, op: str) -> LayerBase:
@@ -148,7 +167,7 @@ def _pool_from(module: Any, ctx: ReadContext, op: str) -> LayerBase:
     kernel = _tuple(module.kernel_size, rank)
     stride = kernel if module.stride is None else _tuple(module.stride, rank)
     padding = _pool_padding(
-        ctx, rank, kernel, stride, _tuple(module.padding, rank), bool(module.ceil_mode)
+        ctx, rank, kernel, stride, _tuple(module.padding, rank), bool(module.ceil_mode), op
     )
     include = bool(getattr(module, "count_include_pad", False)) and padding != "same"
     return PoolLayer(
@@ -167,22 +186,69 @@ def _avg_pool(module: Any, ctx: ReadContext) -> LayerBase:
     return _pool_from(module, ctx, "avg")
 
 
+def _adaptive_layer(
+    ctx: ReadContext, op: str, rank: int, output_size: Any, return_indices: bool = False
+) -> LayerBase:
+    """Adaptive pooling as the pooling it is for the traced input size.
+
+    Output size 1 on every axis is global pooling (exact at any input size). Otherwise torch's
+    windows are ``[floor(i·n/o), ceil((i+1)·n/o))``; where ``o`` divides ``n`` they are the plain
+    pooling of size and stride ``n/o``, exact at the traced size (the one a converted Keras model
+    accepts). Where the output is a multiple of the input, each window holds one element: the
+    input repeated (nearest upsampling). Otherwise the windows overlap unevenly: refused.
+    """
+    if return_indices:
+        raise ctx.refuse("return_indices=True returns a tuple; weightio reads tensor outputs")
+    sizes = (output_size,) * rank if not isinstance(output_size, (tuple, list)) else tuple(output_size)
+    if len(sizes) != rank:
+        raise ctx.refuse(f"output_size={output_size} does not give {rank} spatial sizes")
+    if all(s == 1 for s in sizes):
+        return GlobalPoolLayer(**ctx.base(), rank=rank, op=op, keepdims=True)
+    size = _spatial_size(ctx, rank)
+    if size is None:
+        raise ctx.refuse(f"output_size={output_size} needs the traced input size; pass example_input=")
+    out = tuple(n if o is None else int(o) for n, o in zip(size, sizes))
+    if all(o >= 1 and n % o == 0 for n, o in zip(size, out)):
+        window = tuple(n // o for n, o in zip(size, out))
+        return PoolLayer(**ctx.base(), rank=rank, op=op, pool_size=window, strides=window)
+    if all(o % n == 0 for n, o in zip(size, out)):
+        # o = k·n: each window [floor(i/k), ceil((i+1)/k)) holds one element, so the output
+        # repeats each input k times (alexnet's 6×6 pooling of a 1×1 map at a small input).
+        return UpSamplingLayer(**ctx.base(), rank=rank, size=tuple(o // n for n, o in zip(size, out)))
+    raise ctx.refuse(
+        f"output_size={output_size} on input size {size}: adaptive pooling is mapped where the "
+        "output size divides the input size (a plain pooling), is a multiple of it (each element "
+        "repeated) or is 1 (global pooling)"
+    )
+
+
 def _adaptive(op: str) -> Any:
     def read(module: Any, ctx: ReadContext) -> LayerBase:
         rank = _RANKS[type(module).__name__[-2:]]
-        size = module.output_size
-        sizes = (size,) * rank if not isinstance(size, (tuple, list)) else tuple(size)
-        if any(s != 1 for s in sizes):
-            raise ctx.refuse(f"output_size={size}: only 1 (global pooling) is mapped")
-        if getattr(module, "return_indices", False):
-            raise ctx.refuse("return_indices=True is not mapped")
-        return GlobalPoolLayer(**ctx.base(), rank=rank, op=op, keepdims=True)
+        return _adaptive_layer(
+            ctx, op, rank, module.output_size, bool(getattr(module, "return_indices", False))
+        )
 
     return read
 
 
-_register([f"{_N}AdaptiveAvgPool{r}" for r in _RANKS], "global_pool")(_adaptive("avg"))
-_register([f"{_N}AdaptiveMaxPool{r}" for r in _RANKS], "global_pool")(_adaptive("max"))
+def _adaptive_function(op: str, rank: int) -> Any:
+    def read(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+        return _adaptive_layer(ctx, op, rank, args["output_size"], bool(args.get("return_indices")))
+
+    return read
+
+
+_ADAPTIVE_KINDS = ("global_pool", "pool", "upsampling")
+_register([f"{_N}AdaptiveAvgPool{r}" for r in _RANKS], _ADAPTIVE_KINDS)(_adaptive("avg"))
+_register([f"{_N}AdaptiveMaxPool{r}" for r in _RANKS], _ADAPTIVE_KINDS)(_adaptive("max"))
+for _suffix, _rank in _RANKS.items():
+    _register([f"{_F}adaptive_avg_pool{_suffix}"], _ADAPTIVE_KINDS)(_adaptive_function("avg", _rank))
+    _register([f"{_F}adaptive_max_pool{_suffix}"], _ADAPTIVE_KINDS)(_adaptive_function("max", _rank))
+    FUNCTION_PARAMETERS[f"{_F}adaptive_avg_pool{_suffix}"] = (("output_size", REQUIRED),)
+    FUNCTION_PARAMETERS[f"{_F}adaptive_max_pool{_suffix}"] = (
+        ("output_size", REQUIRED), ("return_indices", False),
+    )
 
 
 # -- padding, upsampling ----------------------------------------------------------------------
@@ -266,9 +332,23 @@ def _shape_args(args: Mapping[str, Any], key: str) -> tuple[int, ...]:
         values = [args["shape"]]
     if len(values) == 1 and isinstance(values[0], (tuple, list)):
         values = list(values[0])
+    if values and values[0] is BATCH:  # view(x.size(0), …): the batch, as view(-1, …)
+        values[0] = -1
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ValueError(key)
     return tuple(values)
+
+
+def _known_rest(shape: tuple[int, ...], ctx: ReadContext) -> tuple[int, ...]:
+    """``view(batch, -1, k)``: the one -1 after the batch, from the traced input's size."""
+    rest = shape[1:]
+    if rest.count(-1) != 1 or shape[0] != -1 or ctx.input_shape is None:
+        return shape
+    total = math.prod(ctx.input_shape[1:])
+    known = math.prod(d for d in rest if d != -1)
+    if known <= 0 or total % known:
+        return shape
+    return (-1, *(total // known if d == -1 else d for d in rest))
 
 
 @_register(["method:view", "method:reshape", "torch.reshape"], "reshape")
@@ -277,6 +357,8 @@ def _reshape(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
         shape = _shape_args(args, "shape")
     except ValueError:
         raise ctx.refuse("the target shape must be constant integers") from None
+    if shape and shape[0] == -1:
+        shape = _known_rest(shape, ctx)
     if len(shape) < 2 or shape[0] != -1 or -1 in shape[1:]:
         raise ctx.refuse(
             f"shape {list(shape)}: write the batch as -1 and the rest as constants, e.g. "
@@ -303,6 +385,23 @@ def _permute(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     return PermuteLayer(**ctx.base(), dims=dims[1:])
 
 
+@_register(["method:transpose", "torch.transpose"], "permute")
+def _transpose(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+    """``x.transpose(a, b)``: the permutation swapping two non-batch axes."""
+    rank = ctx.input_rank
+    a, b = args["dim0"], args["dim1"]
+    if rank is None or not all(isinstance(d, int) and not isinstance(d, bool) for d in (a, b)):
+        raise ctx.refuse("transpose needs constant dims and a traced input; pass example_input=")
+    a, b = a % rank, b % rank
+    if 0 in (a, b):
+        raise ctx.refuse(f"transpose({a}, {b}) moves the batch axis; only non-batch axes are mapped")
+    dims = list(range(rank))
+    dims[a], dims[b] = dims[b], dims[a]
+    return PermuteLayer(**ctx.base(), dims=tuple(dims[1:]))
+
+
+FUNCTION_PARAMETERS["method:transpose"] = (("dim0", REQUIRED), ("dim1", REQUIRED))
+FUNCTION_PARAMETERS["torch.transpose"] = (("dim0", REQUIRED), ("dim1", REQUIRED))
 FUNCTION_PARAMETERS["method:permute"] = _VARARGS
 FUNCTION_PARAMETERS["torch.permute"] = (("dims", REQUIRED),)
 

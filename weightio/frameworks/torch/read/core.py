@@ -97,6 +97,17 @@ def _dropout_function(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     return DropoutLayer(**ctx.base(), rate=float(args["p"]))
 
 
+#: torchvision's ``StochasticDepth`` module, named as data (torchvision is never imported). With
+#: a reader it is a leaf for torch.fx, so its ``stochastic_depth`` call is never traced into.
+STOCHASTIC_DEPTH_MODULE = "torchvision.ops.stochastic_depth.StochasticDepth"
+
+
+@TORCH_READ.register(STOCHASTIC_DEPTH_MODULE, produces=("identity",))
+def _stochastic_depth_module(module: Any, ctx: ReadContext) -> LayerBase:
+    """Eval mode (the model is traced in it) returns the input unchanged: an identity."""
+    return IdentityLayer(**ctx.base())
+
+
 # -- activations ------------------------------------------------------------------------------
 
 

@@ -7,14 +7,17 @@ from typing import Any
 
 from weightio.frameworks.torch.read.base import (
     FUNCTION_PARAMETERS,
+    PARAMETER_KEYS,
     REQUIRED,
     TORCH_READ,
     ReadContext,
+    StoredTensor,
 )
 from weightio.frameworks.torch.read.tuples import GETITEM_TAG
 from weightio.spec.base import LayerBase
 from weightio.spec.core import IdentityLayer
 from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
+from weightio.spec.ops import ArithmeticLayer, SliceLayer
 
 # -- graph operations -----------------------------------------------------------------------
 
@@ -40,8 +43,34 @@ _BINARY = {
 }
 
 
+def _with_stored(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+    """``self.layer_scale * x``, ``x + self.pos_embedding``: an arithmetic layer whose constant
+    is the stored tensor (learned), broadcasting against the input without its batch axis.
+    """
+    first = isinstance(ctx.data, StoredTensor)
+    stored = ctx.data if first else args["other"]
+    if first and isinstance(args["other"], StoredTensor) or len(ctx.inputs) != 1:
+        raise ctx.refuse("operates on two stored tensors; weightio reads one with a traced tensor")
+    traced = args["other"] if first else ctx.data
+    shape = getattr(traced.meta.get("tensor_meta"), "shape", None) if _is_node(traced) else None
+    value = stored.value
+    if shape is None or value.dim() > len(shape) - 1:
+        raise ctx.refuse(
+            f"the stored tensor {stored.key!r} of shape {list(value.shape)} must broadcast "
+            "against the input without its batch axis"
+        )
+    if args.get("alpha", 1) != 1:
+        raise ctx.refuse(f"alpha={args['alpha']} scales the second operand; only alpha=1 maps")
+    return ArithmeticLayer(
+        **ctx.base(), op=_BINARY[ctx.source], constant_first=first, learned=True,
+        constant=ctx.tensor(stored.key, value),
+    )
+
+
 def _binary(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     """``a + b``, ``a - b``, ``a * b``, ``torch.maximum(a, b)`` between two traced tensors."""
+    if isinstance(ctx.data, StoredTensor) or isinstance(args["other"], StoredTensor):
+        return _with_stored(args, ctx)
     if not _is_node(args["other"]):
         raise ctx.refuse(
             f"operates on a tensor and the constant {args['other']!r}; weightio reads it only "
@@ -54,17 +83,20 @@ def _binary(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     return MergeLayer(**ctx.base(), kind=_BINARY[ctx.source])  # type: ignore[arg-type]
 
 
+PARAMETER_KEYS.update(_BINARY)
 for _key in _BINARY:
-    TORCH_READ.register(_key, produces=(_BINARY[_key],))(_binary)
+    TORCH_READ.register(_key, produces=(_BINARY[_key], "arithmetic"))(_binary)
     FUNCTION_PARAMETERS[_key] = (("other", REQUIRED),) + (
         (("alpha", 1),) if _key in ("torch.add", "torch.sub") else ()
     )
 
 
-@TORCH_READ.register("torch.cat", "torch.concat", produces=("concatenate",))
+@TORCH_READ.register("torch.cat", "torch.concat", produces=("concatenate", "identity"))
 def _cat(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     """``torch.cat([a, b], dim)``: the dim as a negative axis (batch counted), as Keras writes."""
     dim = args["dim"]
+    if len(ctx.inputs) == 1:
+        return IdentityLayer(**ctx.base())  # torch.cat([x]) is x (densenet's first layers)
     if len(ctx.inputs) < 2:
         raise ctx.refuse("concatenates fewer than two traced tensors")
     if not isinstance(dim, int) or isinstance(dim, bool):
@@ -88,7 +120,28 @@ def _full(value: Any) -> bool:
     return isinstance(value, slice) and value == slice(None)
 
 
-@TORCH_READ.register("operator.getitem", produces=("last_step",))
+def _int_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _one_slice(index: Any) -> tuple[int, slice] | None:
+    """``x[:, a:b]``, ``x[:, :, a:b:s]``…: the axis and slice when exactly one axis after the
+    batch is sliced (by constants, positive step) and the others are whole.
+    """
+    if not isinstance(index, tuple) or len(index) < 2 or not all(isinstance(i, slice) for i in index):
+        return None
+    cut = [axis for axis, piece in enumerate(index) if not _full(piece)]
+    if len(cut) != 1 or cut[0] == 0:
+        return None
+    piece = index[cut[0]]
+    if not all(_int_or_none(v) for v in (piece.start, piece.stop, piece.step)):
+        return None
+    if piece.step is not None and piece.step <= 0:
+        return None
+    return cut[0], piece
+
+
+@TORCH_READ.register("operator.getitem", produces=("last_step", "slice"))
 def _getitem(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     """``x[:, -1]``/``x[:, -1, :]`` is a last step; ``result[0]``, ``[1]``, ``[-1]``… are tuple
     picks resolved by ``resolve_tuples``.
@@ -102,6 +155,11 @@ def _getitem(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
         and all(_full(i) for i in index[2:])
     ):
         return LastStepLayer(**ctx.base())
+    sliced = _one_slice(index)
+    if sliced is not None:
+        axis, piece = sliced
+        return SliceLayer(**ctx.base(), axis=axis, start=0 if piece.start is None else piece.start,
+                          stop=piece.stop, step=1 if piece.step is None else piece.step)
     if isinstance(index, int) and not isinstance(index, bool) and index in (0, 1, -1, -2):
         return IdentityLayer(**{**ctx.base(), "source_class": f"{GETITEM_TAG}{index}"})
     raise ctx.refuse(

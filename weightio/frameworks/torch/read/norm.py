@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from weightio.frameworks.torch.read.base import (
+    FUNCTION_PARAMETERS,
+    PARAMETER_KEYS,
+    REQUIRED,
     TORCH_READ,
     ReadContext,
+    StoredTensor,
 )
 from weightio.spec.base import LayerBase
 from weightio.spec.norm import BatchNormLayer, GroupNormLayer, LayerNormLayer
@@ -70,3 +75,30 @@ def _group_norm(module: Any, ctx: ReadContext) -> LayerBase:
         eps=float(module.eps),
         **_affine(module, ctx),
     )
+
+
+_LAYER_NORM_F = "torch.nn.functional.layer_norm"
+
+
+@TORCH_READ.register(_LAYER_NORM_F, produces=("layer_norm",))
+def _layer_norm_function(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+    """``F.layer_norm(x, shape, self.weight, self.bias, eps)`` (torchvision's LayerNorm2d calls
+    it between two permutes): the weight and bias must be stored tensors, read by their keys.
+    """
+    tensors = {}
+    for field in ("weight", "bias"):
+        value = args[field]
+        if value is not None and not isinstance(value, StoredTensor):
+            raise ctx.refuse(f"{field} is computed in forward; weightio reads a stored parameter")
+        tensors[field] = None if value is None else ctx.tensor(value.key, value.value)
+    shape = args["normalized_shape"]
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise ctx.refuse(f"normalized_shape={args['normalized_shape']!r} must be constant integers")
+    return LayerNormLayer(**ctx.base(), normalized_shape=shape, eps=float(args["eps"]), **tensors)
+
+
+FUNCTION_PARAMETERS[_LAYER_NORM_F] = (
+    ("normalized_shape", REQUIRED), ("weight", None), ("bias", None), ("eps", 1e-5),
+)
+PARAMETER_KEYS.add(_LAYER_NORM_F)

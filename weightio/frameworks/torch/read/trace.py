@@ -22,8 +22,15 @@ from weightio.format.archive import Archive
 from weightio.format.provenance import provenance
 from weightio.frameworks.torch.common import qualified_name, torch_dtype_name, torch_module
 from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES
-from weightio.frameworks.torch.read.base import TORCH_READ, ReadContext, bind_arguments
+from weightio.frameworks.torch.read.base import (
+    PARAMETER_KEYS,
+    TORCH_READ,
+    ReadContext,
+    StoredTensor,
+    bind_arguments,
+)
 from weightio.frameworks.torch.read.conv import SHAPE_CHANGING
+from weightio.frameworks.torch.read.static import fold_static, static_nodes
 from weightio.frameworks.torch.read.tuples import MULTI_TENSOR_KEYS, resolve_tuples
 from weightio.layouts.flow import mark_channel_inputs
 from weightio.spec.base import LayerBase
@@ -119,22 +126,56 @@ def _unsupported(node: Any, root: Any, op: str) -> UnsupportedLayerError:
 def _check_graph(gm: Any, root: Any) -> None:
     """Refuse what cannot be read before any shape inference, so the first error is the real one."""
     called: dict[str, int] = {}
+    static = static_nodes(gm.graph)
     for node in gm.graph.nodes:
+        if node in static:
+            continue  # settled for the traced size by fold_static, after shape propagation
         if node.op == "get_attr":
-            raise _unsupported(node, root, f"reading the attribute self.{node.target}")
+            if not _reads_stored_tensor(node, root):
+                raise _unsupported(node, root, f"reading the attribute self.{node.target}")
+            continue
         if node.op in ("call_function", "call_method"):
             if not _is_supported(node, root):
                 raise _unsupported(node, root, node_key(node, root))
-            _check_call(node, root, node_key(node, root))
+            _check_call(node, root, node_key(node, root), static)
         if node.op == "call_module":
             called[node.target] = called.get(node.target, 0) + 1
-    shared = [target for target, count in called.items() if count > 1]
+    # A module without tensors (a ReLU, a pooling) called twice is simply two layers; one with
+    # tensors would need layers that share them, which the spec cannot express yet.
+    shared = [
+        target for target, count in called.items()
+        if count > 1 and _holds_tensors(root.get_submodule(target))
+    ]
     if shared:
         raise UnsupportedLayerError(
             f"module {shared[0]!r} is called {called[shared[0]]} times in forward (shared "
             "weights); the spec gives each layer its own tensors. Use one module per call",
             layer=shared[0],
         )
+
+
+def _stored_tensor(node: Any, root: Any) -> StoredTensor | None:
+    """The parameter or buffer a ``get_attr`` node reads, if it is one."""
+    torch = torch_module("reading PyTorch modules")
+    owner, _, name = str(node.target).rpartition(".")
+    try:
+        value = getattr(root.get_submodule(owner) if owner else root, name)
+    except AttributeError:
+        return None
+    return StoredTensor(str(node.target), value) if isinstance(value, torch.Tensor) else None
+
+
+def _reads_stored_tensor(node: Any, root: Any) -> bool:
+    """A ``get_attr`` of a tensor read only by functions whose readers take one."""
+    return _stored_tensor(node, root) is not None and all(
+        user.op in ("call_function", "call_method") and node_key(user, root) in PARAMETER_KEYS
+        for user in node.users
+    )
+
+
+def _holds_tensors(module: Any) -> bool:
+    """Whether ``module`` (or a submodule) has a parameter or a buffer."""
+    return bool(module.state_dict(keep_vars=True))
 
 
 def _as_tuple(example_input: Any) -> tuple[Any, ...]:
@@ -285,18 +326,21 @@ def _nodes_in(value: Any) -> list[Any]:
     return found
 
 
-def _check_call(node: Any, root: Any, key: str) -> None:
-    """A function reads one tensor; every other argument must be a constant."""
+def _check_call(node: Any, root: Any, key: str, static: set[Any]) -> None:
+    """A function reads one tensor; every other argument must be a constant (or a shape the
+    traced size settles).
+    """
     data, args, kwargs = _call_parts(node)
     if not _nodes_in(data):
         raise _unsupported(node, root, f"{key} without an input tensor")
-    if _nodes_in((args, kwargs)) and key not in MULTI_TENSOR_KEYS:
+    tensors = [dep for dep in _nodes_in((args, kwargs)) if dep not in static and dep.op != "get_attr"]
+    if tensors and key not in MULTI_TENSOR_KEYS:
         raise _unsupported(node, root, f"{key} with a tensor-valued parameter")
 
 
 def _sources(node: Any, names: dict[Any, str], root: Any) -> list[str]:
     """Names of the inputs and layers feeding ``node``."""
-    feeding = _nodes_in((node.args, node.kwargs))
+    feeding = [dep for dep in _nodes_in((node.args, node.kwargs)) if dep.op != "get_attr"]
     for dep in feeding:
         if dep not in names:
             raise _unsupported(dep, root, f"the value of {dep.op} {dep.target}")
@@ -310,10 +354,22 @@ def _first_rank(data: Any) -> int | None:
     return None
 
 
+def _with_stored_tensors(parts: Any, root: Any) -> Any:
+    """The call's arguments with each ``get_attr`` node replaced by the tensor it reads."""
+    fx = torch_module("reading PyTorch modules").fx
+
+    def swap(value: Any) -> Any:
+        if hasattr(value, "op") and value.op == "get_attr":
+            return _stored_tensor(value, root)
+        return value
+
+    return fx.node.map_aggregate(parts, swap)
+
+
 def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, arrays: dict) -> Any:
     key = node_key(node, root)
     is_module = node.op == "call_module"
-    data, args, kwargs = _call_parts(node)
+    data, args, kwargs = _with_stored_tensors(_call_parts(node), root)
     ctx = ReadContext(
         layer_name=namer.take(node.target if is_module else node.name),
         inputs=_sources(node, names, root),
@@ -322,6 +378,7 @@ def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, array
         module_path=node.target if is_module else None,
         arrays=arrays,
         input_shape=_shape(data) if hasattr(data, "meta") else None,
+        data=data,
     )
     if is_module:
         module = root.get_submodule(node.target)
@@ -397,6 +454,7 @@ def read_torch_module(
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         examples = _example_inputs(placeholders, module, example_input)
         _propagate_shapes(gm, module, examples)
+        fold_static(gm)
     namer, names, arrays = _Namer(), {}, {}
     inputs, layers, outputs = [], [], []
     for node in gm.graph.nodes:
@@ -408,6 +466,8 @@ def read_torch_module(
             inputs.append(InputSpec(name=name, shape=tuple(example.shape[1:]), dtype=dtype))
         elif node.op == "output":
             outputs = _outputs(node, names, module)
+        elif node.op == "get_attr":
+            continue  # a stored tensor: its readers take it as an argument
         else:
             layer = _read_node(node, module, names, namer, arrays)
             names[node] = layer.name

@@ -1,0 +1,221 @@
+"""torchvision's classifiers, as people have them: torch -> Keras -> torch, every step compared.
+
+Each model is built with random weights (``weights=None``), then perturbed so nothing is
+trivial: batch-norm running statistics, scales and shifts away from 1 and 0, noise on every
+weight and bias. On one seeded input the test compares the torch model's output with the
+converted Keras model's, the numpy runtime's (from the archive alone), and that of the torch
+model weightio writes back from the Keras model (Keras -> torch). Every comparison must agree to
+1e-5 relative to the output's scale (float32).
+
+resnet18 and mobilenet_v2 run in CI's fast set; the rest are marked slow (``--runslow``). With
+``WEIGHTIO_MODELS_REPORT=<file.json>`` each test also records its result there, which
+``scripts/gen_models_page.py`` turns into docs/models.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+keras = pytest.importorskip("keras")
+torch = pytest.importorskip("torch")
+
+from torchvision_shim import import_torchvision  # noqa: E402
+
+torchvision = import_torchvision()
+if torchvision is None:
+    pytest.skip("torchvision is not installed or does not import", allow_module_level=True)
+
+import weightio  # noqa: E402
+from weightio.errors import UnsupportedLayerError  # noqa: E402
+from weightio.layouts.transforms import to_channels_last  # noqa: E402
+
+pytestmark = [pytest.mark.keras, pytest.mark.torch]
+
+TOLERANCE = 1e-5
+
+#: (torchvision builder, input size): small inputs, every stage still sees a real feature map.
+FAST = [("resnet18", 64), ("mobilenet_v2", 32)]
+SLOW = [("resnet50", 32), ("densenet121", 32), ("efficientnet_b0", 32), ("shufflenet_v2_x0_5", 32),
+        ("convnext_tiny", 32), ("mobilenet_v3_small", 32), ("squeezenet1_0", 64), ("googlenet", 32),
+        ("regnet_x_400mf", 32), ("mnasnet0_5", 32), ("resnext50_32x4d", 32), ("alexnet", 64)]
+#: Builder arguments beyond ``weights=None, num_classes=10``.
+KWARGS = {"googlenet": {"aux_logits": False, "init_weights": True}, "vit_b_16": {"image_size": 32}}
+
+#: Models weightio refuses today, and the operation named in the refusal (a typed error naming
+#: the layer, raised while reading: nothing is half-converted).
+REFUSED = {
+    "vit_b_16": "self.class_token",  # a class token expanded over the batch (x.shape[0])
+    "swin_t": "relative_position_bias_table",  # indexed by a stored index buffer
+}
+
+#: Models that convert to Keras and match, but whose Keras model weightio cannot read back
+#: yet: the refusal expected on the way back (a typed error naming the layer).
+ONE_WAY = {
+    # LayerNorm2d becomes LayerNormalization(axis=-1) on the channels-last map, which the Keras
+    # reader keeps opaque (the spec's layer_norm normalises the canonical last axes); the layer
+    # scale is a Keras Multiply operation with a constant, which it does not read yet either.
+    "convnext_tiny": "opaque",
+}
+CASES = [pytest.param(n, s, id=n) for n, s in FAST] + [
+    pytest.param(n, s, id=n, marks=pytest.mark.slow) for n, s in SLOW
+]
+
+_RESULTS: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    """Write the results when ``WEIGHTIO_MODELS_REPORT`` names a file (merged with earlier runs)."""
+    yield
+    target = os.environ.get("WEIGHTIO_MODELS_REPORT")
+    if target and _RESULTS:
+        path = Path(target)
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**old, **_RESULTS}, indent=2, sort_keys=True) + "\n")
+
+
+def perturbed(name: str, seed: int = 0) -> object:
+    """``torchvision.models.<name>`` with random weights, batch-norm statistics and affines
+    moved off their defaults, and noise on every parameter; in eval mode."""
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, name)(weights=None, num_classes=10, **KWARGS.get(name, {}))
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+        for param in model.parameters():
+            if param.ndim == 1:  # biases, batch-norm and layer-norm scales and shifts
+                param.add_(0.1 * torch.randn(param.shape, generator=gen))
+            else:
+                param.mul_(1 + 0.05 * torch.randn(param.shape, generator=gen))
+    return model.eval()
+
+
+def relative_diff(reference: np.ndarray, other: np.ndarray) -> float:
+    """max |a - b| / max(1, max |a|): the tolerance ``conftest.assert_close`` checks."""
+    reference = np.asarray(reference, dtype=np.float64)
+    other = np.asarray(other, dtype=np.float64)
+    assert reference.shape == other.shape, (reference.shape, other.shape)
+    scale = max(1.0, float(np.max(np.abs(reference))))
+    return float(np.max(np.abs(reference - other))) / scale
+
+
+def _torch_out(model: object, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()  # type: ignore[operator]
+
+
+def check_round_trip(name: str, size: int) -> dict:
+    """Convert ``name`` torch -> Keras -> torch; the worst relative difference of each step."""
+    model = perturbed(name)
+    x = np.random.default_rng(7).standard_normal((2, 3, size, size)).astype("float32")
+    reference = _torch_out(model, x)
+    archive = weightio.read(model, example_input=torch.from_numpy(x))
+    keras_model = weightio.to_keras(archive)
+    got_keras = np.asarray(keras_model(to_channels_last(x)))
+    result = {
+        "status": "converts",
+        "input": [3, size, size],
+        "layers": len(archive.spec.layers),
+        "output_scale": float(np.max(np.abs(reference))),
+        "runtime": relative_diff(reference, weightio.run(archive, x)),
+        "keras": relative_diff(reference, got_keras),
+    }
+    try:
+        back = weightio.to_torch(weightio.read(keras_model))
+    except UnsupportedLayerError as exc:
+        return {**result, "status": "to Keras only", "layer": exc.layer, "reason": str(exc)}
+    return {**result, "back_to_torch": relative_diff(reference, _torch_out(back, x))}
+
+
+@pytest.mark.parametrize("name,size", CASES)
+def test_torchvision_model_converts_and_matches(name: str, size: int) -> None:
+    try:
+        result = check_round_trip(name, size)
+    except UnsupportedLayerError as exc:
+        _RESULTS[name] = {"status": "refused", "layer": exc.layer, "reason": str(exc)}
+        raise
+    _RESULTS[name] = result
+    assert result["output_scale"] > 1e-2, "the output is too small for the comparison to mean anything"
+    for step in ("runtime", "keras", "back_to_torch"):
+        if step in result:
+            assert result[step] <= TOLERANCE, (step, result)
+    if name in ONE_WAY:
+        assert result["status"] == "to Keras only", (
+            f"{name} now converts back to PyTorch and matches: remove it from ONE_WAY", result
+        )
+        assert ONE_WAY[name] in result["reason"], result
+    else:
+        assert result["status"] == "converts", result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_torchvision_model_is_refused_by_name(name: str) -> None:
+    model = perturbed(name)
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal((2, 3, 32, 32)).astype("float32"))
+    with pytest.raises(UnsupportedLayerError) as info:
+        weightio.read(model, example_input=x)
+    _RESULTS[name] = {"status": "refused", "input": [3, 32, 32], "layer": info.value.layer,
+                      "reason": str(info.value)}
+    assert info.value.layer and REFUSED[name] in str(info.value)
+
+
+# -- the pieces those models are made of -------------------------------------------------------
+
+
+class _Residual(torch.nn.Module):
+    """efficientnet's residual: ``stochastic_depth(block(x)) + x``, as module and as function."""
+
+    def __init__(self, functional: bool) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.functional = functional
+        self.drop = torchvision.ops.StochasticDepth(0.2, "row")
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        y = self.conv(x)
+        if self.functional:
+            y = torchvision.ops.stochastic_depth(y, 0.2, "row", training=self.training)
+        else:
+            y = self.drop(y)
+        return torch.nn.functional.dropout(y, 0.3, training=self.training) + x
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["module", "function"])
+def test_stochastic_depth_in_eval_mode_is_an_identity(functional: bool) -> None:
+    """The module reads as an identity layer; the function, called from a forward, is traced
+    through by torch.fx and in eval mode returns its input (no layer at all)."""
+    model = _Residual(functional).train()  # weightio reads it in eval mode, and restores this
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype("float32")
+    archive = weightio.read(model, example_input=torch.from_numpy(x))
+    assert model.training
+    kinds = [layer.kind for layer in archive.spec.layers]
+    assert kinds == ["conv", *([] if functional else ["identity"]), "dropout", "add"]
+    reference = _torch_out(model.eval(), x)
+    assert relative_diff(reference, weightio.run(archive, x)) <= TOLERANCE
+    got = np.asarray(weightio.to_keras(archive)(to_channels_last(x)))
+    assert relative_diff(reference, np.moveaxis(got, -1, 1)) <= TOLERANCE
+
+
+def test_stochastic_depth_applied_in_eval_mode_is_refused() -> None:
+    """``training=True`` drops rows at inference: nothing exact to convert, refused by name."""
+
+    class Always(torch.nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return torchvision.ops.stochastic_depth(x, 0.5, "row", training=True)
+
+    with pytest.raises(UnsupportedLayerError, match="not supported") as info:
+        weightio.read(Always(), example_input=torch.zeros(2, 3, 4, 4))
+    assert info.value.layer
