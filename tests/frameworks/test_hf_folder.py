@@ -7,18 +7,15 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from torchvision_shim import import_torchvision  # noqa: E402
 
 import weightio
 
-# PyPI's torchvision (which transformers imports when present) is a CUDA build whose compiled
-# ops do not load beside the CPU torch; its pure-Python parts work without that registration.
-sys.modules.setdefault("torchvision._meta_registrations",
-                       types.ModuleType("torchvision._meta_registrations"))
+import_torchvision()  # transformers imports torchvision when present (see tests/torchvision_shim.py)
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
