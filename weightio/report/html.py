@@ -181,6 +181,8 @@ def inspect_page(report: Inspection, archive: Archive, *, plots: bool = True) ->
         Column("tensor", "tensor"),
         Column("layer", "layer"),
         Column("kind", "kind"),
+        Column("settings", "settings"),
+        Column("output", "output"),
         Column("shape", "shape"),
         Column("dtype", "dtype"),
         Column("count", "count", True),
@@ -196,6 +198,8 @@ def inspect_page(report: Inspection, archive: Archive, *, plots: bool = True) ->
     rows = []
     index = 0
     for layer in report.layers:
+        output = "-" if layer.output_shape is None else "×".join(
+            "?" if d is None else str(d) for d in layer.output_shape)
         for t in layer.tensors:
             index += 1
             s = t.stats
@@ -207,7 +211,9 @@ def inspect_page(report: Inspection, archive: Archive, *, plots: bool = True) ->
                         Cell(t.key),
                         Cell(layer.name),
                         Cell(layer.kind),
-                        Cell(str(t.shape)),
+                        Cell(layer.detail or "-"),
+                        Cell(output),
+                        Cell(str(t.shape) + (" (buffer)" if t.role == "buffer" else "")),
                         Cell(t.dtype),
                         Cell(f"{t.count:,}", t.count),
                         _num(s.mean if s else None),
@@ -231,8 +237,13 @@ def inspect_page(report: Inspection, archive: Archive, *, plots: bool = True) ->
             f"{report.source_framework}"
             + (f" ({report.source_class})" if report.source_class else ""),
         ),
+        ("inputs", ", ".join(
+            f"{i['name']} (batch, {', '.join('?' if d is None else str(d) for d in i['shape'])})"
+            for i in report.inputs) or "-"),
+        ("outputs", ", ".join(str(o["name"]) for o in report.outputs) or "-"),
         ("layers", f"{len(report.layers)}"),
-        ("parameters", f"{report.parameter_count:,}"),
+        ("parameters", f"{report.parameter_count:,} ({report.trainable_count:,} trainable, "
+                       f"{report.buffer_count:,} in non-trainable buffers)"),
         ("bytes", ", ".join(f"{d}: {n:,}" for d, n in report.bytes_by_dtype.items()) or "none"),
     ]
     if report.weights_only:
@@ -332,10 +343,10 @@ def diff_page(report: DiffReport, *, plots: bool = True) -> str:
         png = diff_relative_change(report)
         if png is not None:
             images.append(("relative change per layer", png))
-    verdict = "identical" if report.identical else "different"
+    # summary_line starts with the verdict itself ("different (atol=0, …): …"): said once
     heading = (
         f'<h1>weightio diff</h1><p class="verdict {"ok" if report.identical else "differ"}">'
-        f"{_e(verdict)}: {_e(summary_line(report))}</p>"
+        f"{_e(summary_line(report))}</p>"
     )
     return page(
         title="weightio diff",

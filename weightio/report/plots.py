@@ -86,9 +86,12 @@ def layer_histogram(archive: Archive, layer: Any) -> bytes:
 def filter_grid(array: np.ndarray, title: str) -> bytes | None:
     """Conv filters as a grid of small images; ``None`` unless the tensor is 3-D or 4-D.
 
-    Canonical conv weights are ``[out, in, *kernel]``. A 4-D filter with 3 input channels is
-    shown in colour (RGB, as for a first layer on images); otherwise the input channels are
-    averaged. 3-D (1-D conv) filters show as rows of ``in × kernel``.
+    Canonical conv weights are ``[out, in, *kernel]``. Each filter is scaled by its own largest
+    ``|w|`` (so deep layers, whose filters differ in scale, do not come out washed-out grey) into
+    ``[-1, 1]``, drawn on a diverging map with 0 white, beside one colour bar of that scale; the
+    title says so. A 4-D filter with 3 input channels is shown in colour (RGB, as for a first
+    layer on images: each filter min-max scaled); otherwise the input channels are averaged.
+    3-D (1-D conv) filters show as rows of ``in × kernel``.
     """
     if array.ndim not in (3, 4) or array.shape[0] == 0:
         return None
@@ -96,29 +99,43 @@ def filter_grid(array: np.ndarray, title: str) -> bytes | None:
     filters = np.asarray(array[:count], dtype=np.float64)
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
-    fig = _figure(1.1 * columns + 0.4, 1.1 * rows + 0.6)
+    fig = _figure(1.1 * columns + 1.2, 1.1 * rows + 0.7)
     axes = fig.subplots(rows, columns, squeeze=False)
-    lo, hi = float(np.nanmin(filters)), float(np.nanmax(filters))
-    span = hi - lo if hi > lo else 1.0
+    shown_image = None
+    colour = filters.ndim == 4 and filters.shape[1] == 3
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i >= count:
             continue
-        f = filters[i]
-        if f.ndim == 3 and f.shape[0] == 3:
-            ax.imshow(np.moveaxis((f - lo) / span, 0, -1), interpolation="nearest")
-        else:
-            image = f.mean(axis=0) if f.ndim == 3 else f
-            ax.imshow(image, cmap="coolwarm", vmin=lo, vmax=hi, interpolation="nearest")
+        f = np.nan_to_num(filters[i], nan=0.0, posinf=0.0, neginf=0.0)
+        if colour:
+            lo, hi = float(f.min()), float(f.max())
+            ax.imshow(np.moveaxis((f - lo) / (hi - lo if hi > lo else 1.0), 0, -1),
+                      interpolation="nearest")
+            continue
+        image = f.mean(axis=0) if f.ndim == 3 else f
+        scale = float(np.max(np.abs(image))) or 1.0
+        shown_image = ax.imshow(image / scale, cmap="coolwarm", vmin=-1.0, vmax=1.0,
+                                interpolation="nearest")
+    if shown_image is not None:
+        fig.colorbar(shown_image, ax=axes.ravel().tolist(), shrink=0.8,
+                     label="w / max|w| of its filter")
     shown = f" (first {count} of {array.shape[0]})" if count < array.shape[0] else ""
-    fig.suptitle(f"{title} {list(array.shape)}{shown}", fontsize=9)
+    how = "each filter min-max scaled (RGB)" if colour else "each filter scaled by its max |w|"
+    fig.suptitle(f"{title} {list(array.shape)}{shown}; {how}", fontsize=9)
     return _png(fig)
+
+
+#: The widest a bar chart gets (inches); more bars than fit are drawn thinner, never wider.
+MAX_CHART_WIDTH = 16.0
+#: A feature-importance bar chart shows at most this many features (the most important ones).
+MAX_FEATURE_BARS = 48
 
 
 def _bar_chart(
     labels: list[str], values: list[float], title: str, ylabel: str, *, log: bool = False
 ) -> bytes:
-    fig = _figure(max(4.0, 0.35 * len(labels) + 1.5), 3.4)
+    fig = _figure(min(MAX_CHART_WIDTH, max(4.0, 0.35 * len(labels) + 1.5)), 3.4)
     ax = fig.subplots()
     positions = np.arange(len(labels))
     ax.bar(positions, values, color="#4472c4")
@@ -188,10 +205,57 @@ def feature_importance(archive: Archive) -> bytes | None:
     if found is None:
         return None
     values, layer = found
-    labels = [str(j) for j in range(len(values))]
-    return _bar_chart(
-        labels, values, f"input-feature importance (|W| of {layer}, normalised)", "share"
-    )
+    image = _image_shape(archive, len(values))
+    if image is not None:
+        return _importance_maps(np.asarray(values), image, layer)
+    order = sorted(range(len(values)), key=lambda j: -values[j])[:MAX_FEATURE_BARS]
+    shown = sorted(order) if len(order) == len(values) else order
+    title = f"input-feature importance (|W| of {layer}, normalised)"
+    if len(order) < len(values):
+        title += f": the {len(order)} largest of {len(values)} features"
+    return _bar_chart([str(j) for j in shown], [values[j] for j in shown], title, "share")
+
+
+def _image_shape(archive: Archive, features: int) -> tuple[int, int, int, str] | None:
+    """``(channels, height, width, flatten order)`` when the first dense layer reads a flattened
+    image (an input of 2 or 3 axes whose size is its input count), else ``None``.
+    """
+    spec = archive.spec
+    if spec.weights_only or len(spec.inputs) != 1:
+        return None
+    shape = spec.inputs[0].shape
+    if any(d is None for d in shape) or math.prod(shape) != features or len(shape) not in (2, 3):
+        return None
+    order = next((getattr(layer, "order", "channels_first") for layer in spec.layers
+                  if layer.kind == "flatten"), "channels_first")
+    if len(shape) == 2:
+        return 1, int(shape[0]), int(shape[1]), "channels_first"
+    return int(shape[0]), int(shape[1]), int(shape[2]), str(order)
+
+
+def _importance_maps(values: np.ndarray, image: tuple[int, int, int, str], layer: str) -> bytes:
+    """Feature importance of an image input as one heat map per channel (28×28 for MNIST)."""
+    channels, height, width, order = image
+    if order == "channels_last":  # flattened (H, W, C): Keras's order
+        maps = values.reshape(height, width, channels).transpose(2, 0, 1)
+    else:
+        maps = values.reshape(channels, height, width)
+    shown = min(channels, 16)
+    fig = _figure(min(MAX_CHART_WIDTH, 2.6 * shown + 1.2), 2.9)
+    axes = fig.subplots(1, shown, squeeze=False)[0]
+    top = float(maps.max()) or 1.0
+    picture = None
+    for c, ax in enumerate(axes):
+        ax.set_axis_off()
+        picture = ax.imshow(maps[c], cmap="viridis", vmin=0.0, vmax=top, interpolation="nearest")
+        if channels > 1:
+            ax.set_title(f"channel {c}", fontsize=8)
+    if picture is not None:
+        fig.colorbar(picture, ax=list(axes), shrink=0.8, label="share of Σ|W|")
+    more = f" (first {shown} of {channels} channels)" if shown < channels else ""
+    fig.suptitle(f"input-feature importance (|W| of {layer}, normalised) per pixel{more}",
+                 fontsize=9)
+    return _png(fig)
 
 
 def diff_relative_change(report: DiffReport) -> bytes | None:

@@ -52,6 +52,29 @@ def shape_text(shape: list[int] | None) -> str:
     return "×".join(map(str, shape)) or "scalar"
 
 
+#: The order in which ``inspect --stats`` gives up columns on a narrow terminal.
+_STATS_DROP_ORDER = ("kind", "L2", "zeros", "min", "max", "dtype", "count")
+
+
+def columns_that_fit(columns: tuple[str, ...], rows: list[tuple[str, ...]], width: int) -> list[int]:
+    """The indices of the columns to show so the table fits ``width`` characters: the widest
+    table first, then columns dropped in ``_STATS_DROP_ORDER`` until it fits (tensor, shape,
+    mean, std and NaN/Inf always stay).
+    """
+    widths = [max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(columns)]
+    keep = list(range(len(columns)))
+
+    def total(indices: list[int]) -> int:  # each cell is padded by 1 each side, plus borders
+        return sum(widths[i] + 3 for i in indices) + 1
+
+    for name in _STATS_DROP_ORDER:
+        if total(keep) <= width:
+            break
+        if name in columns:
+            keep.remove(columns.index(name))
+    return keep
+
+
 def human_bytes(count: int) -> str:
     """``1536`` -> ``1.5 KB``: powers of 1024, as Keras summary() and torchinfo print sizes."""
     size = float(count)
@@ -67,6 +90,7 @@ def print_inspection(report: Inspection, console: Console) -> None:
     from weightio.report.table import Table
 
     with_stats = any(t.stats is not None for layer in report.layers for t in layer.tensors)
+    dropped: list[str] = []
     table = Table(title=cell(f"{report.name} ({report.source_framework})"))
     if not with_stats:
         for column in ("layer", "kind", "output", "parameters", "dtype", "count", "size", "detail"):
@@ -86,20 +110,28 @@ def print_inspection(report: Inspection, console: Console) -> None:
     else:
         columns = ("tensor", "kind", "shape", "dtype", "count", "mean", "std", "min", "max", "L2",
                    "zeros", "NaN/Inf")
-        for column in columns:
-            table.add_column(column, justify="left" if column in {"tensor", "kind", "shape", "dtype"} else "right")
+        rows = []
         for layer in report.layers:
             if not layer.tensors:
-                table.add_row(*map(cell, (layer.name, layer.kind, "-", "-", "0", *["" for _ in range(7)])))
+                rows.append((layer.name, layer.kind, "-", "-", "0", *["" for _ in range(7)]))
             for t in layer.tensors:
                 s = t.stats
                 assert s is not None
-                table.add_row(*map(cell, (
-                    t.key, layer.kind, shape_text(t.shape), t.dtype, f"{t.count:,}", fmt(s.mean), fmt(s.std),
-                    fmt(s.min), fmt(s.max), fmt(s.l2), f"{s.zero_fraction:.1%}",
+                rows.append((
+                    t.key, layer.kind, shape_text(t.shape), t.dtype, f"{t.count:,}", fmt(s.mean),
+                    fmt(s.std), fmt(s.min), fmt(s.max), fmt(s.l2), f"{s.zero_fraction:.1%}",
                     f"{s.nan_count}/{s.inf_count}",
-                )))
+                ))
+        keep = columns_that_fit(columns, rows, console.width)
+        for index in keep:
+            column = columns[index]
+            table.add_column(column, justify="left" if column in {"tensor", "kind", "shape", "dtype"} else "right")
+        for row in rows:
+            table.add_row(*(cell(row[i]) for i in keep))
+        dropped = [columns[i] for i in range(len(columns)) if i not in keep]
     console.print(table)
+    if with_stats and dropped:
+        console.print(cell(f"not shown at this width: {', '.join(dropped)} (--json has every column)"))
     sizes = ", ".join(f"{d} {human_bytes(n)}" for d, n in report.bytes_by_dtype.items())
     split = (f" ({report.trainable_count:,} trainable, {report.buffer_count:,} in non-trainable "
              "buffers)" if report.buffer_count else "")
