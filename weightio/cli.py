@@ -366,7 +366,7 @@ def plot(
     from weightio.report.plots import archive_pngs, write_pngs
 
     archive = _read(source, _source_options(key, architecture, trust_pickle))
-    for path in write_pngs(archive_pngs(archive), out):
+    for path in write_pngs(archive_pngs(archive, progress=True), out):
         _echo(f"wrote {path}")
 
 
@@ -420,7 +420,7 @@ def verify(
     """Check every tensor of ARCHIVE against the digest (BLAKE3 or sha256) recorded when written."""
     from weightio.verbs.write import verify as do_verify
 
-    loaded = do_verify(archive)
+    loaded = do_verify(archive, progress=True)
     count = len(loaded.tensors)
     algorithms = "/".join(loaded.digest_algorithms()) or "recorded"
     if as_json:

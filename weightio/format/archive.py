@@ -210,8 +210,10 @@ class Archive:
         """Return an archive with the same tensors and a new spec (validated against them)."""
         return Archive(spec, self.tensors, path=self.path)
 
-    def verify(self) -> list[str]:
+    def verify(self, *, progress: bool = False) -> list[str]:
         """Check every tensor against the digest recorded for it; return the names checked.
+
+        ``progress``: a bar on stderr for archives over a few hundred MB.
 
         Each tensor is checked with the algorithm its digest names (BLAKE3, or sha256 for
         archives written with ``digest="sha256"`` and every format 1.0 archive). Tensors are
@@ -229,11 +231,20 @@ class Archive:
                     file=self.path,
                     tensor=ref.key,
                 )
+        from weightio.progress import byte_progress
+        from weightio.spec.dtypes import itemsize
+
         workers = max(1, min(4, os.cpu_count() or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(
-                lambda ref: _check_digest(self.tensors[ref.key], ref.recorded_digest()), refs
-            ))
+        total = sum(math.prod(ref.shape) * itemsize(ref.dtype) for ref in refs)
+        with byte_progress("verify", total, enabled=progress) as advance:
+
+            def check(ref: TensorRef) -> bool:
+                ok = _check_digest(self.tensors[ref.key], ref.recorded_digest())
+                advance(math.prod(ref.shape) * itemsize(ref.dtype))  # rich's bar takes threads
+                return ok
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(check, refs))
         bad = [ref.key for ref, ok in zip(refs, results) if not ok]
         if bad:
             algorithms = "/".join(sorted({split(r.recorded_digest())[0] for r in refs if r.key in bad}))

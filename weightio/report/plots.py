@@ -275,25 +275,44 @@ def diff_relative_change(report: DiffReport) -> bytes | None:
     )
 
 
-def archive_pngs(archive: Archive, *, max_layers: int = 200) -> list[tuple[str, bytes]]:
-    """Every picture of one model, as ``(file name, PNG bytes)``."""
+def archive_pngs(
+    archive: Archive, *, max_layers: int = 200, progress: bool = False
+) -> list[tuple[str, bytes]]:
+    """Every picture of one model, as ``(file name, PNG bytes)``.
+
+    ``progress``: a bar on stderr while the tensors are read (norms, then histograms and filters:
+    two passes), for models over a few hundred MB; a 1 GB checkpoint takes tens of seconds.
+    """
+    from weightio.progress import byte_progress
+    from weightio.spec.dtypes import itemsize
+
     pngs: list[tuple[str, bytes]] = []
-    norms = layer_norms(archive)
-    if norms is not None:
-        pngs.append(("norms.png", norms))
-    importance = feature_importance(archive)
-    if importance is not None:
-        pngs.append(("feature-importance.png", importance))
-    for index, layer in enumerate(_param_layers(archive)[:max_layers]):
-        pngs.append(
-            (f"hist-{index:03d}-{safe_name(layer.name)}.png", layer_histogram(archive, layer))
-        )
-        for param, ref in layer.tensor_refs().items():
-            grid = filter_grid(archive.tensors[ref.key], f"{layer.name}.{param}")
-            if grid is not None:
-                pngs.append(
-                    (f"filters-{index:03d}-{safe_name(layer.name)}-{safe_name(param)}.png", grid)
-                )
+    layers = _param_layers(archive)
+    drawn = layers[:max_layers]
+
+    def size(group: list[Any]) -> int:
+        return sum(math.prod(ref.shape) * itemsize(ref.dtype)
+                   for layer in group for ref in layer.tensor_refs().values())
+
+    with byte_progress("plot", size(layers) + size(drawn), enabled=progress) as advance:
+        norms = layer_norms(archive)
+        advance(size(layers))
+        if norms is not None:
+            pngs.append(("norms.png", norms))
+        importance = feature_importance(archive)
+        if importance is not None:
+            pngs.append(("feature-importance.png", importance))
+        for index, layer in enumerate(drawn):
+            pngs.append(
+                (f"hist-{index:03d}-{safe_name(layer.name)}.png", layer_histogram(archive, layer))
+            )
+            for param, ref in layer.tensor_refs().items():
+                grid = filter_grid(archive.tensors[ref.key], f"{layer.name}.{param}")
+                if grid is not None:
+                    pngs.append(
+                        (f"filters-{index:03d}-{safe_name(layer.name)}-{safe_name(param)}.png", grid)
+                    )
+            advance(size([layer]))
     return pngs
 
 

@@ -82,12 +82,12 @@ def load_into(
     return row.load_into(archive, model, **options)
 
 
-def verify(path: os.PathLike[str] | str) -> Archive:
+def verify(path: os.PathLike[str] | str, *, progress: bool = False) -> Archive:
     """Load an archive and check every tensor against its recorded digest (BLAKE3 or sha256).
 
     Raises:
         IntegrityError: naming every tensor whose bytes changed.
     """
     archive = load(path)
-    archive.verify()
+    archive.verify(progress=progress)
     return archive

@@ -1,0 +1,29 @@
+"""Long jobs draw a progress bar (plot, verify); forced on here with the size threshold at 0,
+the results are the same as without one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import weightio
+import weightio.progress
+from weightio.report.plots import archive_pngs
+
+pytest.importorskip("matplotlib")
+torch = pytest.importorskip("torch")
+
+
+def test_plot_and_verify_with_a_bar(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    path = tmp_path / "m.safetensors"
+    weightio.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),
+                                         torch.nn.Linear(4 * 4 * 4, 2)), path,
+                     example_input=torch.zeros(1, 3, 6, 6))
+    archive = weightio.load(path)
+    quiet = archive_pngs(archive)
+    monkeypatch.setattr(weightio.progress, "THRESHOLD_BYTES", 0)
+    drawn = archive_pngs(archive, progress=True)
+    assert [name for name, _ in drawn] == [name for name, _ in quiet]
+    assert archive.verify(progress=True) == archive.verify()
+    assert np.isfinite(weightio.run(archive, np.ones((1, 3, 6, 6), np.float32))).all()
