@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -263,7 +264,14 @@ def save_pt2(module: Any, path: os.PathLike[str] | str, example_inputs: tuple[An
     )
     # The batch axis stays free, so the program serves any batch size, as the module did.
     dynamic = tuple({0: torch.export.Dim.DYNAMIC} if x.dim() > 0 else None for x in examples)
-    program = torch.export.export(module, examples, dynamic_shapes=dynamic)
+    with warnings.catch_warnings():
+        # nn.LSTM/GRU/RNN rebuild their _flat_weights list in forward, which torch.export reports
+        # as "tensor attributes ... assigned during export"; the weights are the module's own
+        # parameters, the program is verified against it, and the user cannot act on the warning.
+        warnings.filterwarnings(
+            "ignore", message=r"The tensor attributes .*_flat_weights.* were assigned during export"
+        )
+        program = torch.export.export(module, examples, dynamic_shapes=dynamic)
     with atomic_write(path) as handle:
         torch.export.save(program, handle)
     return path
