@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from weightio.frameworks.keras.read.base import KerasLayerEntry, class_trait
 from weightio.frameworks.keras.read.graph import functional_inputs
 from weightio.layouts.flow import CHANNELS, PLAIN
 from weightio.layouts.transforms import (
+    channels_first_axes,
+    channels_last_axes,
     shape_channels_first,
 )
 from weightio.spec.model import InputSpec
@@ -17,24 +21,98 @@ from weightio.spec.model import InputSpec
 READS_MAPS = ("spatial", "spatial_reduce")
 #: Traits through which a reader's need for a feature map reaches the producer.
 PASSES_FORM = ("elementwise", "per_channel", "merge", "join")
-#: Traits whose Keras mapping handles a feature-map input (beyond the elementwise ones).
-MAP_AWARE = ("spatial", "spatial_reduce", "flatten", "reshape", "permute", "per_channel")
 
 # -- which tensors are feature maps -----------------------------------------------------------
 
 
-def keras_tags(
-    layer_configs: Sequence[dict[str, Any]], *, sequential: bool
-) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """The tag (``channels``/``plain``) of every Keras input and layer output, and each layer's
-    sources, from the serialized config alone.
+@dataclass
+class LayoutMove:
+    """An exact permute the reader puts before a layer: its input ``slot`` is held in form
+    ``have`` (canonically) and the layer's Keras mapping reads it in form ``want``.
 
-    A tensor is a feature map when a spatial layer produced it, or when some reader of it
-    (through elementwise layers) is a spatial layer (inputs, Reshape, Permute).
+    Keras holds a ``(batch, steps, features)`` sequence and a channels-last feature map alike,
+    so a Keras layer never needs one; the spec computes feature maps channels-first, so a
+    sequence read by a ``Conv1D`` or a pooling layer (or a feature map read by a Dense, an RNN,
+    attention, layer norm) is a different canonical tensor, and an explicit permute says so.
+    """
+
+    slot: int
+    source: str
+    have: str
+    want: str
+    rank: int
+
+
+@dataclass
+class KerasForms:
+    """The form of every tensor of a serialized Keras model, as the reader records it.
+
+    ``tags`` is each Keras input's and layer output's own form; ``input_tags`` the forms a
+    layer's mapping sees its inputs in, after the ``moves`` the reader inserts before it.
+    """
+
+    tags: dict[str, str]
+    sources: dict[str, list[str]]
+    input_tags: dict[str, list[str]]
+    moves: dict[str, list[LayoutMove]] = field(default_factory=dict)
+
+
+def _input_ranks(raw: dict[str, Any]) -> list[int | None]:
+    """The rank (batch included) of each input of a layer, from its ``build_config``."""
+    build = raw.get("build_config")
+    if not isinstance(build, dict):
+        return []
+    shape = build.get("input_shape")
+    if shape is None and isinstance(build.get("shapes_dict"), dict):
+        shape = build["shapes_dict"].get("query_shape")
+    if not isinstance(shape, (list, tuple)):
+        return []
+    if shape and all(isinstance(item, (list, tuple)) for item in shape):
+        return [len(item) for item in shape]
+    return [len(shape)]
+
+
+def _class_rank(class_name: str) -> int | None:
+    """The tensor rank a spatial Keras class (``Conv1D``, ``MaxPooling2D``…) reads and writes."""
+    match = re.search(r"([123])D", class_name)
+    return int(match.group(1)) + 2 if match else None
+
+
+def needed_form(class_name: str, config: dict[str, Any]) -> str | None:
+    """The form a Keras class's mapping reads its input in; None when it takes either.
+
+    The mirror of the Keras writer's bridge: spatial kinds read feature maps; per-channel,
+    flatten/reshape/permute and axis-free elementwise kinds take either (and place their axes
+    by the form); merges decide together (``_merge_form``); every other kind computes on the
+    last axis of Keras's own tensor, which is a plain tensor in the spec.
+    """
+    trait = class_trait(class_name)
+    if trait in READS_MAPS:
+        return CHANNELS
+    if trait is None or trait in ("flatten", "reshape", "permute", "per_channel", "merge", "join"):
+        return None
+    if trait == "elementwise":
+        activation = config.get("activation")
+        with_axis = class_name == "Softmax" or (
+            class_name == "Activation" and activation in ("softmax", "log_softmax")
+        )
+        return PLAIN if with_axis else None
+    return PLAIN
+
+
+def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) -> KerasForms:
+    """The form of every Keras input and layer output, and the permutes to put between them,
+    from the serialized config alone.
+
+    Each tensor has one form: a spatial layer's output is a feature map, and so is an input,
+    Reshape or Permute some spatial layer reads (through elementwise layers); everything else
+    is plain. Where a layer reads a tensor in the other form, a ``LayoutMove`` records the
+    exact permute, so no mapping ever guesses which axis is steps and which is features.
     """
     classes: dict[str, str] = {}
     sources: dict[str, list[str]] = {}
     configs: dict[str, dict[str, Any]] = {}
+    raws: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     previous: str | None = None
     for raw in layer_configs:
@@ -42,7 +120,7 @@ def keras_tags(
             continue
         cls = str(raw.get("class_name"))
         name = str(raw["config"].get("name") or raw.get("name") or "")
-        classes[name], configs[name] = cls, raw["config"]
+        classes[name], configs[name], raws[name] = cls, raw["config"], raw
         if cls == "InputLayer":
             sources[name] = []
         elif sequential:
@@ -73,10 +151,36 @@ def keras_tags(
                 pending.extend(users.get(user, []))
         return False
 
-    tags: dict[str, str] = {}
+    def rank_of(source: str, consumer: str, slot: int) -> int | None:
+        ranks = _input_ranks(raws[consumer])
+        if slot < len(ranks):
+            return ranks[slot]
+        if len(ranks) == 1:
+            return ranks[0]
+        for cls in (classes.get(consumer, ""), classes.get(source, "")):
+            if class_trait(cls) in READS_MAPS and _class_rank(cls):
+                return _class_rank(cls)
+        return None
+
+    forms = KerasForms(tags={}, sources=sources, input_tags={})
+    tags = forms.tags
     for name in order:
         cls, srcs = classes[name], sources[name]
         trait = class_trait(cls)
+        have = [tags.get(s, PLAIN) for s in srcs]
+        want: list[str | None] = [needed_form(cls, configs[name])] * len(srcs)
+        if trait in ("merge", "join") and len(set(have)) > 1:
+            want = [PLAIN] * len(srcs)  # Keras holds both alike; the spec joins them plain
+        seen_forms = list(have)
+        for slot, (src, form, need) in enumerate(zip(srcs, have, want)):
+            if need is None or need == form:
+                continue
+            rank = rank_of(src, name, slot)
+            if rank is None or rank < 3:
+                continue  # a vector is the same in both forms; an unknown rank stays as it was
+            forms.moves.setdefault(name, []).append(LayoutMove(slot, src, form, need, rank))
+            seen_forms[slot] = need
+        forms.input_tags[name] = seen_forms
         if trait == "spatial":
             tag = CHANNELS
         elif trait == "spatial_reduce":
@@ -84,15 +188,42 @@ def keras_tags(
         elif cls == "InputLayer" or trait in ("reshape", "permute"):
             tag = CHANNELS if read_as_feature_map(name) else PLAIN
         elif trait in ("elementwise", "per_channel"):
-            tag = tags.get(srcs[0], PLAIN) if srcs else PLAIN
+            tag = seen_forms[0] if seen_forms else PLAIN
         elif trait in ("merge", "join"):
-            tag = CHANNELS if srcs and all(tags.get(s, PLAIN) == CHANNELS for s in srcs) else PLAIN
+            tag = CHANNELS if seen_forms and all(f == CHANNELS for f in seen_forms) else PLAIN
         else:
             tag = PLAIN
         tags[name] = tag
     if sequential and "input_layer" not in tags:
         tags["input_layer"] = CHANNELS if read_as_feature_map("input_layer") else PLAIN
-    return tags, sources
+        first = order[0] if order else None
+        if first is not None and sources.get(first) == ["input_layer"]:
+            _recheck_first(forms, first, classes[first], configs[first], raws[first])
+    return forms
+
+
+def _recheck_first(
+    forms: KerasForms, name: str, cls: str, config: dict[str, Any], raw: dict[str, Any]
+) -> None:
+    """A Sequential without an InputLayer: its first layer's input form is known only now."""
+    have = forms.tags["input_layer"]
+    need = needed_form(cls, config)
+    forms.moves.pop(name, None)
+    forms.input_tags[name] = [have]
+    ranks = _input_ranks(raw)
+    if need is not None and need != have and ranks and ranks[0] >= 3:
+        forms.moves[name] = [LayoutMove(0, "input_layer", have, need, ranks[0])]
+        forms.input_tags[name] = [need]
+
+
+def move_dims(move: LayoutMove) -> tuple[int, ...]:
+    """The canonical permute (non-batch axes, from 1) of a ``LayoutMove``.
+
+    Into a feature map: Keras's tensor is the channels-last form, canonical is channels-first.
+    Out of one: the canonical channels-first map back to Keras's own (channels-last) order.
+    """
+    axes = channels_first_axes(move.rank) if move.want == CHANNELS else channels_last_axes(move.rank)
+    return axes[1:]
 
 
 def channels_input(inp: InputSpec) -> InputSpec:
@@ -105,29 +236,32 @@ def channels_input(inp: InputSpec) -> InputSpec:
 
 
 def layout_refusal(entry: KerasLayerEntry) -> str | None:
-    """Why a layer reading a feature map cannot be mapped, or None when it can.
+    """Why a layer cannot be mapped in the form its input is in, or None when it can.
 
-    Keras computes such a layer on the channels-last form; mapping it as if the data were
-    canonical (channels-first) would compute different numbers, so it is kept opaque instead.
+    After the reader's permutes (``keras_forms``) every layer sees its input in the form its
+    mapping needs; what is left is a tensor of unknown rank (no ``build_config``), which the
+    reader cannot move. Mapping such a layer as if the form were right would compute different
+    numbers (steps taken for features), so it is kept opaque instead.
     """
-    if CHANNELS not in entry.input_tags:
-        return None
     cls = entry.class_name
-    activation = entry.config.get("activation")
-    with_axis = cls == "Softmax" or (
-        cls == "Activation" and activation in ("softmax", "log_softmax")
-    )
     trait = class_trait(cls)
-    if (trait == "elementwise" and not with_axis) or trait in MAP_AWARE:
-        return None
+    need = needed_form(cls, entry.config)
     if trait in ("merge", "join"):
-        if all(tag == CHANNELS for tag in entry.input_tags):
-            return None  # elementwise (or axis-mapped) on maps: exact in either layout
+        if len(set(entry.input_tags)) <= 1:
+            return None
         return (
-            f"{cls} merges a channels-last feature map with plain data here; the two have no "
-            "common channels-first form. Merge feature maps only (or flatten/pool both first)"
+            f"{cls} merges a channels-last feature map with plain data of unknown rank here; "
+            "the two have no common channels-first form. Merge feature maps only"
+        )
+    wrong = [tag for tag in entry.input_tags if need is not None and tag != need]
+    if not wrong:
+        return None
+    if need == CHANNELS:
+        return (
+            f"{cls} reads a tensor of unknown rank that is not a feature map here; weightio "
+            "cannot tell its steps from its features. Save the model built (with its input shape)"
         )
     return (
-        f"{cls} reads a channels-last feature map here; weightio's spec is channels-first and "
-        f"its {cls} mapping assumes features on the last axis. Flatten or pool first"
+        f"{cls} reads a channels-last feature map of unknown rank here; weightio's spec is "
+        f"channels-first and its {cls} mapping assumes features on the last axis"
     )
