@@ -32,11 +32,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
-from conftest import assert_close  # noqa: E402
+from conftest import assert_close, keras_view  # noqa: E402
 
 import weightio  # noqa: E402
 from weightio.errors import WeightioError  # noqa: E402
-from weightio.layouts.flow import runner_in_layout  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.torch]
 
@@ -276,9 +275,7 @@ def check(recipe: dict[str, Any]) -> str:
     try:
         archive = weightio.read(model)
         spec = archive.spec
-        numpy_run = runner_in_layout(spec, lambda xs: [np.asarray(weightio.run(archive, xs[0]))],
-                                     "channels_last")
-        got = numpy_run([x])[0]
+        got = keras_view(spec, lambda xs: weightio.run(archive, xs[0]))([x])[0]
         module = weightio.to_torch(archive)
         back = weightio.to_keras(archive)
     except WeightioError:
@@ -289,7 +286,7 @@ def check(recipe: dict[str, Any]) -> str:
             return [module(torch.from_numpy(np.ascontiguousarray(xs[0]))).numpy()]
 
     assert_close(reference, got)
-    assert_close(reference, runner_in_layout(spec, torch_run, "channels_last")([x])[0])
+    assert_close(reference, keras_view(spec, torch_run)([x])[0])
     assert_close(reference, np.asarray(back(x)))
     return "matched"
 

@@ -199,6 +199,8 @@ class NormalizationLayer(LayerBase):
         return self
 
     buffers: ClassVar[frozenset[str]] = frozenset({"mean", "variance"})
+    #: Per index of the canonical ``axis`` (1 = channels of a feature map), like batch norm.
+    layout: ClassVar[LayoutTrait] = "per_channel"
 
     def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
         """The input's shape."""

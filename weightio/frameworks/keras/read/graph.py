@@ -167,3 +167,59 @@ def sequential_build_input(model_config: dict[str, Any]) -> InputSpec | None:
         shape=_shape_without_batch(shape, where="input_layer"),
         dtype=dtype,  # type: ignore[arg-type]
     )
+
+
+def node_arguments(raw: dict[str, Any]) -> list[Any]:
+    """The positional arguments of a layer's single call (Keras 3 node format), as data.
+
+    Keras 3 records a ``keras.ops`` call in a Functional model with its constants inline
+    (``ops.add(x, 3.0)`` has ``args = [<tensor x>, 3.0]``); empty for Keras 2 nodes.
+    """
+    nodes = raw.get("inbound_nodes") or []
+    node = nodes[0] if nodes else None
+    if not isinstance(node, dict):
+        return []
+    args = node.get("args")
+    return list(args) if isinstance(args, (list, tuple)) else []
+
+
+def is_tensor_ref(value: Any) -> bool:
+    """Whether a call argument is a reference to a Keras tensor (``__keras_tensor__``)."""
+    return isinstance(value, dict) and value.get("class_name") == "__keras_tensor__"
+
+
+def node_tensors(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config (``shape``, ``dtype``, ``keras_history``) of every tensor a layer's call reads,
+    in argument order, as Keras 3 records them; empty where the node does not say.
+    """
+    nodes = raw.get("inbound_nodes") or []
+    node = nodes[0] if nodes else None
+    if not isinstance(node, dict):
+        return []
+    found: list[dict[str, Any]] = []
+
+    def walk(value: Any) -> None:
+        if is_tensor_ref(value):
+            config = value.get("config")
+            found.append(config if isinstance(config, dict) else {})
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk([node.get("args", []), node.get("kwargs", {})])
+    return found
+
+
+def node_shapes(raw: dict[str, Any]) -> list[tuple[int | None, ...] | None]:
+    """The shape (batch included) of every tensor a layer's call reads, where recorded."""
+    shapes: list[tuple[int | None, ...] | None] = []
+    for config in node_tensors(raw):
+        shape = config.get("shape")
+        ok = isinstance(shape, (list, tuple)) and all(
+            d is None or (type(d) is int and d >= 0) for d in shape
+        )
+        shapes.append(tuple(shape) if ok else None)  # type: ignore[arg-type]
+    return shapes

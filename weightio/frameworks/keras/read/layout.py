@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from weightio.frameworks.keras.read.base import KerasLayerEntry, class_trait
-from weightio.frameworks.keras.read.graph import functional_inputs
+from weightio.frameworks.keras.read.base import KERAS_READ, KerasLayerEntry, class_key, class_trait
+from weightio.frameworks.keras.read.graph import functional_inputs, node_shapes
 from weightio.layouts.flow import CHANNELS, PLAIN
 from weightio.layouts.transforms import (
     channels_first_axes,
@@ -58,7 +58,12 @@ class KerasForms:
 
 
 def _input_ranks(raw: dict[str, Any]) -> list[int | None]:
-    """The rank (batch included) of each input of a layer, from its ``build_config``."""
+    """The rank (batch included) of each input of a layer: from the tensors its call recorded
+    (Keras 3 nodes carry each tensor's shape), else from its ``build_config``.
+    """
+    recorded = node_shapes(raw)
+    if recorded and all(shape is not None for shape in recorded):
+        return [len(shape) for shape in recorded]  # type: ignore[arg-type]
     build = raw.get("build_config")
     if not isinstance(build, dict):
         return []
@@ -78,6 +83,49 @@ def _class_rank(class_name: str) -> int | None:
     return int(match.group(1)) + 2 if match else None
 
 
+#: Traits whose output has the rank of their (first) input.
+_KEEPS_RANK = ("spatial", "elementwise", "per_channel", "merge", "join", "permute")
+
+
+def _tensor_ranks(
+    order: list[str],
+    classes: dict[str, str],
+    configs: dict[str, dict[str, Any]],
+    raws: dict[str, dict[str, Any]],
+    sources: dict[str, list[str]],
+) -> dict[str, int]:
+    """The rank (batch included) of every tensor the config fixes.
+
+    First what each call recorded of the tensors it reads (Keras 3 nodes, ``build_config``),
+    then, in graph order, what the kinds imply: inputs have their declared rank, spatial,
+    elementwise, per-channel, merging and permuting layers keep their input's, spatial
+    classes (``Conv1D``…) have theirs, global pooling drops the steps unless kept.
+    """
+    ranks: dict[str, int] = {}
+    for name in order:
+        if classes[name] == "InputLayer":
+            shape = configs[name].get("batch_shape", configs[name].get("batch_input_shape"))
+            if isinstance(shape, (list, tuple)):
+                ranks[name] = len(shape)
+        recorded = _input_ranks(raws[name])
+        for slot, source in enumerate(sources.get(name, [])):
+            if slot < len(recorded) and recorded[slot] is not None:
+                ranks.setdefault(source, recorded[slot])  # type: ignore[arg-type]
+    for name in order:
+        if name in ranks:
+            continue
+        cls, srcs = classes[name], sources.get(name, [])
+        trait = class_trait(cls)
+        first = ranks.get(srcs[0]) if srcs else None
+        if trait == "spatial" and _class_rank(cls):
+            ranks[name] = _class_rank(cls)  # type: ignore[assignment]
+        elif trait in _KEEPS_RANK and first is not None:
+            ranks[name] = first
+        elif trait == "spatial_reduce" and _class_rank(cls):
+            ranks[name] = _class_rank(cls) if configs[name].get("keepdims") else 2  # type: ignore[assignment]
+    return ranks
+
+
 def needed_form(class_name: str, config: dict[str, Any]) -> str | None:
     """The form a Keras class's mapping reads its input in; None when it takes either.
 
@@ -89,6 +137,8 @@ def needed_form(class_name: str, config: dict[str, Any]) -> str | None:
     trait = class_trait(class_name)
     if trait in READS_MAPS:
         return CHANNELS
+    if class_name in KERAS_READ and set(KERAS_READ.produces(class_name)) == {"reduce"}:
+        return None  # a reduction's axes are mapped to the form it reads
     if trait is None or trait in ("flatten", "reshape", "permute", "per_channel", "merge", "join"):
         return None
     if trait == "elementwise":
@@ -118,7 +168,8 @@ def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) ->
     for raw in layer_configs:
         if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
             continue
-        cls = str(raw.get("class_name"))
+        module = raw.get("module") if isinstance(raw.get("module"), str) else None
+        cls = class_key(str(raw.get("class_name")), module)
         name = str(raw["config"].get("name") or raw.get("name") or "")
         classes[name], configs[name], raws[name] = cls, raw["config"], raw
         if cls == "InputLayer":
@@ -151,16 +202,13 @@ def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) ->
                 pending.extend(users.get(user, []))
         return False
 
+    ranks = _tensor_ranks(order, classes, configs, raws, sources)
+
     def rank_of(source: str, consumer: str, slot: int) -> int | None:
-        ranks = _input_ranks(raws[consumer])
-        if slot < len(ranks):
-            return ranks[slot]
-        if len(ranks) == 1:
-            return ranks[0]
-        for cls in (classes.get(consumer, ""), classes.get(source, "")):
-            if class_trait(cls) in READS_MAPS and _class_rank(cls):
-                return _class_rank(cls)
-        return None
+        recorded = _input_ranks(raws[consumer])
+        if slot < len(recorded) and recorded[slot] is not None:
+            return recorded[slot]
+        return ranks.get(source)
 
     forms = KerasForms(tags={}, sources=sources, input_tags={})
     tags = forms.tags
@@ -183,8 +231,10 @@ def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) ->
         forms.input_tags[name] = seen_forms
         if trait == "spatial":
             tag = CHANNELS
-        elif trait == "spatial_reduce":
-            tag = CHANNELS if configs[name].get("keepdims") else PLAIN
+        elif trait == "spatial_reduce" or needed_form(cls, configs[name]) is None and trait == "plain":
+            # global pooling, and reductions over mapped axes: a map only when dims are kept
+            keep = bool(configs[name].get("keepdims"))
+            tag = CHANNELS if keep and (trait == "spatial_reduce" or seen_forms[:1] == [CHANNELS]) else PLAIN
         elif cls == "InputLayer" or trait in ("reshape", "permute"):
             tag = CHANNELS if read_as_feature_map(name) else PLAIN
         elif trait in ("elementwise", "per_channel"):
@@ -244,8 +294,9 @@ def layout_refusal(entry: KerasLayerEntry) -> str | None:
     numbers (steps taken for features), so it is kept opaque instead.
     """
     cls = entry.class_name
-    trait = class_trait(cls)
-    need = needed_form(cls, entry.config)
+    key = class_key(cls, entry.module)
+    trait = class_trait(key)
+    need = needed_form(key, entry.config)
     if trait in ("merge", "join"):
         if len(set(entry.input_tags)) <= 1:
             return None
