@@ -4,7 +4,8 @@ hypothesis draws a *recipe* (plain data: an input and a list of layer steps, eac
 sizes) from the kinds weightio maps for sequences and vectors: Embedding, Dense, Conv1D,
 SimpleRNN/LSTM/GRU (either ``return_sequences``, optionally Bidirectional), 1-D pooling,
 global pooling, MultiHeadAttention blocks, LayerNormalization, Add, Flatten, Reshape, Permute,
-Dropout and activations. Every size comes from one small pool, so steps, features, channels and
+Dropout, activations, a sequence joined (add, concatenate, multiply) with a convolution of
+itself (a plain tensor meeting a feature map) and ``keras.ops`` arithmetic with a constant. Every size comes from one small pool, so steps, features, channels and
 units collide on purpose: the class of bug where a reader takes steps for features computes
 plausible numbers exactly when the sizes agree.
 
@@ -61,7 +62,8 @@ def _sequence_step(draw: st.DrawFn, shape: Shape) -> tuple[Step, Shape]:
     steps, features = shape
     choice = draw(st.sampled_from([
         "dense", "conv", "conv", "rnn", "rnn", "pool", "global", "attention", "layer_norm",
-        "residual", "flatten", "reshape", "permute", "dropout", "activation",
+        "residual", "flatten", "reshape", "permute", "dropout", "activation", "branch",
+        "scale",
     ]))
     if choice == "dense":
         units = draw(SIZES)
@@ -105,6 +107,14 @@ def _sequence_step(draw: st.DrawFn, shape: Shape) -> tuple[Step, Shape]:
         return ("attention", heads, draw(st.booleans())), shape
     if choice == "layer_norm":
         return ("layer_norm",), shape
+    if choice == "branch":
+        # a sequence joined with a same-padded conv of itself: one plain, one feature map
+        join = draw(st.sampled_from(["add", "concatenate", "multiply"]))
+        width = features * 2 if join == "concatenate" else features
+        return ("branch", join, draw(st.sampled_from([1, 2, 3]))), (steps, width)
+    if choice == "scale":
+        # keras.ops arithmetic with a per-feature constant (a layer scale written by hand)
+        return ("scale", draw(st.sampled_from(["add", "multiply", "subtract"]))), shape
     if choice == "residual":
         return ("residual",), shape
     if choice == "flatten":
@@ -160,7 +170,8 @@ def recipes(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "input": start,
         "steps": plan,
-        "sequential": draw(st.booleans()) and all(s[0] not in ("attention", "residual") for s in plan),
+        "sequential": draw(st.booleans())
+        and all(s[0] not in ("attention", "residual", "branch", "scale") for s in plan),
         "seed": draw(st.integers(0, 2**16)),
     }
 
@@ -212,6 +223,14 @@ def _apply(step: Step, x: Any) -> Any:
     if step[0] == "residual":
         width = x.shape[-1]
         return L.Add()([x, L.Dense(width, **BIAS)(x)])
+    if step[0] == "branch":
+        _, join, kernel = step
+        conv = L.Conv1D(x.shape[-1], kernel, padding="same", **BIAS)(x)
+        merge = {"add": L.Add, "concatenate": L.Concatenate, "multiply": L.Multiply}[join]
+        return merge()([x, conv])
+    if step[0] == "scale":
+        constant = np.linspace(-1.0, 2.0, x.shape[-1]).astype("float32")
+        return getattr(keras.ops, step[1])(x, keras.ops.convert_to_tensor(constant))
     if step[0] == "attention":
         _, heads, residual = step
         width = x.shape[-1]
