@@ -109,6 +109,10 @@ class LayerNormLayer(LayerBase):
                 )
         return self
 
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """The input's rank."""
+        return input_ranks[0] if input_ranks else None
+
     def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
         """The input's shape."""
         return input_shapes[0] if input_shapes else None
