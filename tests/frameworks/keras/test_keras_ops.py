@@ -109,3 +109,42 @@ def test_division_of_two_tensors_is_refused_by_name() -> None:
     with pytest.raises(UnsupportedLayerError) as info:
         weightio.to_torch(archive)
     assert info.value.layer == layer.name
+
+
+def test_split_reads_as_one_slice_per_output() -> None:
+    """``ops.split`` of a feature map's channels (and of a sequence's steps, at given indices):
+    each output is a ``slice`` of its own, read by a conv, a merge, or returned.
+    """
+    keras.utils.set_random_seed(2)
+    image, sequence = keras.Input((4, 4, 3)), keras.Input((5, 6))
+    fmap = L.Conv2D(4, 1, bias_initializer="random_normal")(image)
+    left, right = ops.split(fmap, 2, axis=-1)
+    joined = ops.add(L.Conv2D(2, 1)(left), right)
+    first, middle, last = ops.split(sequence, [1, 3], axis=1)
+    model = keras.Model([image, sequence], [joined, ops.multiply(middle, 2.0), last, first])
+    archive = weightio.read(model)
+    assert [l.kind for l in archive.spec.layers].count("slice") == 5
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((2, 4, 4, 3)).astype("f4"), rng.standard_normal((2, 5, 6)).astype("f4")]
+    reference = [np.asarray(y) for y in model(xs)]
+    module = weightio.to_torch(archive)
+
+    def torch_run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [o.numpy() for o in module(*[torch.from_numpy(x) for x in inputs])]
+
+    for witness in (
+        keras_view(archive.spec, lambda inputs: weightio.run(archive, inputs))(xs),
+        keras_view(archive.spec, torch_run)(xs),
+        [np.asarray(y) for y in weightio.to_keras(archive)(xs)],
+    ):
+        for want, got in zip(reference, witness):
+            assert_close(want, got)
+
+
+def test_split_along_a_free_length_is_refused_by_name() -> None:
+    x = keras.Input((None, 4))
+    a, b = ops.split(x, [1], axis=1)
+    with pytest.raises(UnsupportedLayerError, match="free dimension") as info:
+        weightio.read(keras.Model(x, [a, b]))
+    assert info.value.layer is not None and info.value.layer.startswith("split")

@@ -108,11 +108,19 @@ def _node_refs(node: Any, layer: str) -> list[tuple[str, int, int]]:
     raise MalformedFileError(f"unreadable inbound node {short(node)}", layer=layer)
 
 
-def functional_inputs(layer: dict[str, Any], name: str) -> list[str]:
+def part_name(layer: str, index: int) -> str:
+    """The spec name of output ``index`` of a Keras call with several (``ops.split``)."""
+    return f"{layer}__part{index}"
+
+
+def functional_inputs(
+    layer: dict[str, Any], name: str, *, multi_output: frozenset[str] = frozenset()
+) -> list[str]:
     """The layers/inputs a Functional layer reads, from its single inbound node.
 
     A layer called twice shares its weights between calls; the spec has one call per layer, so
-    that is refused rather than silently duplicated.
+    that is refused rather than silently duplicated. Output ``k`` of a call in ``multi_output``
+    (an ``ops.split``) is read as its own spec tensor, ``part_name(source, k)``.
     """
     nodes = layer.get("inbound_nodes") or []
     if len(nodes) > 1:
@@ -125,6 +133,9 @@ def functional_inputs(layer: dict[str, Any], name: str) -> list[str]:
         return []
     sources = []
     for source, node_index, tensor_index in _node_refs(nodes[0], name):
+        if source in multi_output and node_index == 0:
+            sources.append(part_name(source, tensor_index))
+            continue
         if node_index != 0 or tensor_index != 0:
             raise UnsupportedLayerError(
                 f"reads output {tensor_index} of call {node_index} of {source!r}; weightio's graph "
@@ -135,7 +146,7 @@ def functional_inputs(layer: dict[str, Any], name: str) -> list[str]:
     return sources
 
 
-def endpoint_names(value: Any) -> list[str]:
+def endpoint_names(value: Any, *, multi_output: frozenset[str] = frozenset()) -> list[str]:
     """``input_layers``/``output_layers``: ``[name, 0, 0]`` for one, else ``[[name, 0, 0], ...]``.
 
     Dict endpoints (a model built with ``outputs={...}``) are read in their stored order.
@@ -145,10 +156,14 @@ def endpoint_names(value: Any) -> list[str]:
     if not isinstance(value, (list, tuple)):
         raise MalformedFileError(f"model endpoints {short(value)} are not a list")
     if len(value) == 3 and isinstance(value[0], str) and isinstance(value[1], int):
+        if value[0] in multi_output and isinstance(value[2], int):
+            return [part_name(value[0], value[2])]
         return [value[0]]
     names = []
     for item in value:
-        names.extend(endpoint_names(item) if not isinstance(item, str) else [item])
+        names.extend(
+            endpoint_names(item, multi_output=multi_output) if not isinstance(item, str) else [item]
+        )
     return names
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weightio.frameworks.keras.read.base import KERAS_READ, KerasLayerEntry, class_key, class_trait
-from weightio.frameworks.keras.read.graph import functional_inputs, node_shapes
+from weightio.frameworks.keras.read.graph import functional_inputs, node_shapes, part_name
 from weightio.layouts.flow import CHANNELS, PLAIN
 from weightio.layouts.transforms import (
     channels_first_axes,
@@ -17,6 +17,8 @@ from weightio.layouts.transforms import (
 )
 from weightio.spec.model import InputSpec
 
+#: The registry key of the one Keras call with several outputs weightio reads (``ops.split``).
+MULTI_OUTPUT_KEY = "keras.src.ops.numpy.Split"
 #: Traits of the Keras layers that read feature maps (a tensor they read is one).
 READS_MAPS = ("spatial", "spatial_reduce")
 #: Traits through which a reader's need for a feature map reaches the producer.
@@ -150,6 +152,17 @@ def needed_form(class_name: str, config: dict[str, Any]) -> str | None:
     return PLAIN
 
 
+def multi_output_layers(layer_configs: Sequence[Any]) -> frozenset[str]:
+    """The names of the calls with several outputs (``ops.split``), read as one tensor each."""
+    names = set()
+    for raw in layer_configs:
+        if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
+            module = raw.get("module") if isinstance(raw.get("module"), str) else None
+            if class_key(str(raw.get("class_name")), module) == MULTI_OUTPUT_KEY:
+                names.add(str(raw["config"].get("name") or raw.get("name") or ""))
+    return frozenset(names)
+
+
 def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) -> KerasForms:
     """The form of every Keras input and layer output, and the permutes to put between them,
     from the serialized config alone.
@@ -164,6 +177,7 @@ def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) ->
     configs: dict[str, dict[str, Any]] = {}
     raws: dict[str, dict[str, Any]] = {}
     order: list[str] = []
+    splits = multi_output_layers(layer_configs)
     previous: str | None = None
     for raw in layer_configs:
         if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
@@ -178,7 +192,7 @@ def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) ->
             sources[name] = [previous] if previous is not None else ["input_layer"]
         else:
             try:
-                sources[name] = functional_inputs(raw, name)
+                sources[name] = functional_inputs(raw, name, multi_output=splits)
             except Exception:  # the main reader reports malformed wiring properly
                 sources[name] = []
         order.append(name)
@@ -244,6 +258,12 @@ def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) ->
         else:
             tag = PLAIN
         tags[name] = tag
+        if name in splits:  # each output of a split keeps its input's form
+            parts = int(configs[name].get("indices_or_sections") or 0) if isinstance(
+                configs[name].get("indices_or_sections"), int) else len(
+                configs[name].get("indices_or_sections") or []) + 1
+            for k in range(parts):
+                tags[part_name(name, k)] = tag
     if sequential and "input_layer" not in tags:
         tags["input_layer"] = CHANNELS if read_as_feature_map("input_layer") else PLAIN
         first = order[0] if order else None

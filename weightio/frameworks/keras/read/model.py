@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from weightio.errors import MalformedFileError, UnsupportedSourceError
+from weightio.errors import MalformedFileError, UnsupportedLayerError, UnsupportedSourceError
 from weightio.format.archive import Archive
 from weightio.frameworks.common import TensorCollector
 from weightio.frameworks.keras.activations import (
+    NotExact,
     short,
 )
 from weightio.frameworks.keras.files.config_checks import foreign_layer, foreign_object
@@ -27,7 +28,9 @@ from weightio.frameworks.keras.read.layout import (
     keras_forms,
     layout_refusal,
     move_dims,
+    multi_output_layers,
 )
+from weightio.frameworks.keras.read.ops import split_layers
 from weightio.spec import spec_from_data
 from weightio.spec.base import LayerBase
 from weightio.spec.conv import PermuteLayer
@@ -74,6 +77,18 @@ def _insert_move(
             for i, src in enumerate(inputs)]
 
 
+def _read_split(entry: KerasLayerEntry, refusal: str | None) -> list[LayerBase]:
+    """``ops.split``: one slice per output; refused by name where it cannot be read exactly
+    (its outputs are separate tensors, so no single opaque layer can stand for it).
+    """
+    if refusal is None:
+        try:
+            return list(split_layers(entry))
+        except NotExact as exc:
+            refusal = str(exc)
+    raise UnsupportedLayerError(refusal, layer=entry.name)
+
+
 def _slots(inputs: list[str], move: LayoutMove) -> set[int]:
     """Every slot reading the moved tensor (``mha(x, x)`` reads it twice, in one form)."""
     return {i for i, src in enumerate(inputs) if src == move.source}
@@ -114,6 +129,7 @@ def archive_from_keras_config(
         raise MalformedFileError("the model config has no list of layers")
     sequential = class_name == "Sequential"
     forms = keras_forms(layer_configs, sequential=sequential)
+    splits = multi_output_layers(layer_configs)
     tags = forms.tags
     taken = {str((raw.get("config") or {}).get("name") or raw.get("name") or "")
              for raw in layer_configs if isinstance(raw, dict)}
@@ -132,7 +148,7 @@ def archive_from_keras_config(
             inputs.append(channels_input(inp) if tags.get(inp.name) == "channels" else inp)
             continue
         name = str(raw["config"].get("name") or raw.get("name") or "")
-        wiring = None if sequential else functional_inputs(raw, name)
+        wiring = None if sequential else functional_inputs(raw, name, multi_output=splits)
         for move in forms.moves.get(name, []):
             wiring = _insert_move(move, wiring, layers, moved, taken, sequential)
         entry = KerasLayerEntry(
@@ -149,6 +165,9 @@ def archive_from_keras_config(
         foreign = foreign_layer(raw)
         refusal = (f"it names {foreign}; weightio maps only Keras' own classes" if foreign
                    else layout_refusal(entry))
+        if name in splits:
+            layers.extend(_read_split(entry, refusal))
+            continue
         layers.append(
             read_layer(entry, tensors) if refusal is None else opaque_layer(entry, tensors, refusal)
         )
@@ -168,13 +187,14 @@ def archive_from_keras_config(
     if sequential:
         outputs = [OutputSpec(name=layers[-1].name, layer=layers[-1].name)] if layers else []
     else:
-        order = endpoint_names(config.get("input_layers", []))
+        order = endpoint_names(config.get("input_layers", []), multi_output=splits)
         by_name = {inp.name: inp for inp in inputs}
         inputs = [by_name[n] for n in order if n in by_name] + [
             i for i in inputs if i.name not in order
         ]
         outputs = [
-            OutputSpec(name=n, layer=n) for n in endpoint_names(config.get("output_layers", []))
+            OutputSpec(name=n, layer=n)
+            for n in endpoint_names(config.get("output_layers", []), multi_output=splits)
         ]
 
     prov = provenance.model_copy(

@@ -26,15 +26,20 @@ from weightio.frameworks.keras.read.base import (
     layer_fields,
 )
 from weightio.frameworks.keras.read.conv import permute_from_keras, reshape_from_keras
-from weightio.frameworks.keras.read.graph import is_tensor_ref, node_arguments, node_tensors
+from weightio.frameworks.keras.read.graph import (
+    is_tensor_ref,
+    node_arguments,
+    node_tensors,
+    part_name,
+)
 from weightio.frameworks.keras.read.merge import read_concatenate
-from weightio.frameworks.keras.read.norm import canonical_axis
+from weightio.frameworks.keras.read.norm import canonical_axis, single_axis
 from weightio.layouts.flow import CHANNELS
 from weightio.spec.activations import ActivationFn
 from weightio.spec.base import LayerBase
 from weightio.spec.core import ActivationLayer
 from weightio.spec.merge import MergeLayer
-from weightio.spec.ops import ArithmeticLayer, ReduceLayer
+from weightio.spec.ops import ArithmeticLayer, ReduceLayer, SliceLayer
 
 NUMPY = "keras.src.ops.numpy"
 NN = "keras.src.ops.nn"
@@ -264,3 +269,43 @@ def _concatenate(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     if len(ranks) != 1:
         raise NotExact("keras.ops concatenate of tensors of different ranks")
     return read_concatenate(entry, ranks.pop())
+
+
+#: The registry key of ``ops.split``, the one operation with several outputs.
+SPLIT = f"{NUMPY}.Split"
+
+
+@KERAS_READ.register(SPLIT, produces=("slice",))
+def _split(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """``ops.split`` has several outputs: the model reader calls ``split_layers`` instead."""
+    raise NotExact("keras.ops split is read as one slice per output (split_layers)")
+
+
+def split_layers(entry: KerasLayerEntry) -> list[SliceLayer]:
+    """``ops.split(x, sections or indices, axis)``: one ``slice`` per output, named
+    ``part_name(split, k)``, on the axis of the form the input is in.
+    """
+    expect_weights(entry, 0)
+    what = "keras.ops split"
+    shape = _input_shape(entry)
+    rank = len(shape)
+    axis = _positive(single_axis(entry.config.get("axis", 0), what), rank, what)
+    size = shape[axis]
+    if size is None:
+        raise NotExact(f"{what} along a free dimension")
+    cuts = entry.config.get("indices_or_sections")
+    if isinstance(cuts, int) and not isinstance(cuts, bool):
+        if cuts <= 0 or size % cuts:
+            raise NotExact(f"{what} of {size} into {cuts} equal sections")
+        bounds = [size // cuts * k for k in range(cuts + 1)]
+    elif isinstance(cuts, (list, tuple)) and all(isinstance(c, int) and not isinstance(c, bool) for c in cuts):
+        bounds = [0, *[min(max(c + size if c < 0 else c, 0), size) for c in cuts], size]
+    else:
+        raise NotExact(f"{what} at {short(cuts)}")
+    if bool(entry.input_tags) and entry.input_tags[0] == CHANNELS:
+        axis = canonical_axis(axis, rank)
+    fields = layer_fields(entry)
+    return [
+        SliceLayer(**{**fields, "name": part_name(entry.name, k)}, axis=axis, start=start, stop=stop)
+        for k, (start, stop) in enumerate(zip(bounds, bounds[1:]))
+    ]
