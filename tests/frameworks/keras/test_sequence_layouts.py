@@ -103,3 +103,20 @@ def test_conv1d_output_read_by_an_lstm_moves_back_to_steps() -> None:
     with torch.no_grad():
         assert_close(reference, weightio.to_torch(archive)(torch.from_numpy(x_cf)).numpy())
     assert_close(reference, np.asarray(weightio.to_keras(archive)(data)))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_text_model_read_from_its_keras_file_is_right(name: str, tmp_path: object) -> None:
+    """The ``.keras`` reader (no Keras needed) reads the same forms: ``weightio convert`` of a
+    file without Keras checks numpy against the written module, and both must be right.
+    """
+    keras.utils.set_random_seed(9)
+    model = MODELS[name](6)
+    path = tmp_path / f"{name}.keras"  # type: ignore[operator]
+    model.save(path)
+    tokens = np.random.default_rng(4).integers(0, VOCAB, (2, 6)).astype("int32")
+    reference = np.asarray(model(tokens))
+    archive = weightio.read(path)
+    assert_close(reference, weightio.run(archive, tokens))
+    with torch.no_grad():
+        assert_close(reference, weightio.to_torch(archive)(torch.from_numpy(tokens)).numpy())
