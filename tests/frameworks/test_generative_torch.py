@@ -116,7 +116,10 @@ class Recipe(nn.Module):
                 cls = nn.AdaptiveMaxPool1d if step[1] == "max" else nn.AdaptiveAvgPool1d
                 mods.append(nn.Sequential(cls(1), nn.Flatten()))
             elif name == "layer_norm":
-                mods.append(nn.LayerNorm(step[1]))
+                # eps 1e-3 (Keras's default), not torch's 1e-5: over 2-3 features the norm's
+                # slope reaches 1/sqrt(eps), which turns float32 rounding upstream into 3e-5
+                # differences between torch and the float64 runtime (conditioning, not mapping)
+                mods.append(nn.LayerNorm(step[1], eps=1e-3))
             else:
                 mods.append(nn.Identity())
         self.mods = nn.ModuleList(mods)
