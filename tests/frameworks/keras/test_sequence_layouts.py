@@ -120,3 +120,27 @@ def test_text_model_read_from_its_keras_file_is_right(name: str, tmp_path: objec
     assert_close(reference, weightio.run(archive, tokens))
     with torch.no_grad():
         assert_close(reference, weightio.to_torch(archive)(torch.from_numpy(tokens)).numpy())
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_sequential_pooling_of_a_sequence_without_build_config(keepdims: bool) -> None:
+    """Found by the long generative run: in a Sequential, Keras records no input shape for a
+    global pooling layer; the rank comes from what made its input (an Embedding, a recurrent
+    layer), so the pooling is read, not kept opaque.
+    """
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((4,), dtype="int32"),
+        L.Embedding(VOCAB, 4),
+        L.GRU(3, return_sequences=True),
+        L.GlobalMaxPooling1D(keepdims=keepdims),
+        L.Dense(2, bias_initializer="random_normal"),
+    ])
+    tokens = np.random.default_rng(0).integers(0, VOCAB, (2, 4)).astype("int32")
+    reference = np.asarray(model(tokens))
+    archive = weightio.read(model)
+    assert not [layer.name for layer in archive.spec.layers if layer.kind == "opaque"]
+    assert_close(reference, weightio.run(archive, tokens))
+    with torch.no_grad():
+        assert_close(reference, weightio.to_torch(archive)(torch.from_numpy(tokens)).numpy())
+    assert_close(reference, np.asarray(weightio.to_keras(archive)(tokens)))

@@ -87,6 +87,9 @@ def _class_rank(class_name: str) -> int | None:
 
 #: Traits whose output has the rank of their (first) input.
 _KEEPS_RANK = ("spatial", "elementwise", "per_channel", "merge", "join", "permute")
+#: Plain classes whose output has the rank of their input (they compute on the last axis).
+_PLAIN_KEEPS_RANK = ("Dense", "LayerNormalization", "MultiHeadAttention")
+_RECURRENT = ("SimpleRNN", "LSTM", "GRU", "Bidirectional")
 
 
 def _tensor_ranks(
@@ -119,12 +122,20 @@ def _tensor_ranks(
         cls, srcs = classes[name], sources.get(name, [])
         trait = class_trait(cls)
         first = ranks.get(srcs[0]) if srcs else None
+        config = configs[name]
+        inner = config.get("layer") if cls == "Bidirectional" else config
         if trait == "spatial" and _class_rank(cls):
             ranks[name] = _class_rank(cls)  # type: ignore[assignment]
-        elif trait in _KEEPS_RANK and first is not None:
+        elif (trait in _KEEPS_RANK or cls in _PLAIN_KEEPS_RANK) and first is not None:
             ranks[name] = first
         elif trait == "spatial_reduce" and _class_rank(cls):
-            ranks[name] = _class_rank(cls) if configs[name].get("keepdims") else 2  # type: ignore[assignment]
+            ranks[name] = _class_rank(cls) if config.get("keepdims") else 2  # type: ignore[assignment]
+        elif cls == "Embedding" and first is not None:
+            ranks[name] = first + 1
+        elif cls in _RECURRENT and isinstance(inner, dict):
+            sequences = (inner.get("config") or {}).get("return_sequences") if cls == "Bidirectional" \
+                else inner.get("return_sequences")
+            ranks[name] = 3 if sequences else 2
     return ranks
 
 
@@ -222,7 +233,10 @@ def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) ->
         recorded = _input_ranks(raws[consumer])
         if slot < len(recorded) and recorded[slot] is not None:
             return recorded[slot]
-        return ranks.get(source)
+        if source in ranks:
+            return ranks[source]
+        cls = classes.get(consumer, "")
+        return _class_rank(cls) if class_trait(cls) in READS_MAPS else None  # Conv1D reads rank 3
 
     forms = KerasForms(tags={}, sources=sources, input_tags={})
     tags = forms.tags
