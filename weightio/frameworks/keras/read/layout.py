@@ -139,6 +139,11 @@ def _tensor_ranks(
     return ranks
 
 
+def _is_reduction(class_name: str) -> bool:
+    """A class read as ``reduce`` (``keras.ops.mean``…): it takes either form."""
+    return class_name in KERAS_READ and set(KERAS_READ.produces(class_name)) == {"reduce"}
+
+
 def needed_form(class_name: str, config: dict[str, Any]) -> str | None:
     """The form a Keras class's mapping reads its input in; None when it takes either.
 
@@ -150,7 +155,7 @@ def needed_form(class_name: str, config: dict[str, Any]) -> str | None:
     trait = class_trait(class_name)
     if trait in READS_MAPS:
         return CHANNELS
-    if class_name in KERAS_READ and set(KERAS_READ.produces(class_name)) == {"reduce"}:
+    if _is_reduction(class_name):
         return None  # a reduction's axes are mapped to the form it reads
     if trait is None or trait in ("flatten", "reshape", "permute", "per_channel", "merge", "join"):
         return None
@@ -172,6 +177,13 @@ def multi_output_layers(layer_configs: Sequence[Any]) -> frozenset[str]:
             if class_key(str(raw.get("class_name")), module) == MULTI_OUTPUT_KEY:
                 names.add(str(raw["config"].get("name") or raw.get("name") or ""))
     return frozenset(names)
+
+
+def _split_parts(cuts: Any) -> int:
+    """How many outputs ``ops.split(x, cuts)`` has: ``cuts`` sections, or one more than indices."""
+    if isinstance(cuts, int) and not isinstance(cuts, bool):
+        return max(cuts, 0)
+    return len(cuts) + 1 if isinstance(cuts, (list, tuple)) else 0
 
 
 def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) -> KerasForms:
@@ -259,10 +271,11 @@ def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) ->
         forms.input_tags[name] = seen_forms
         if trait == "spatial":
             tag = CHANNELS
-        elif trait == "spatial_reduce" or needed_form(cls, configs[name]) is None and trait == "plain":
-            # global pooling, and reductions over mapped axes: a map only when dims are kept
+        elif trait == "spatial_reduce":
+            tag = CHANNELS if configs[name].get("keepdims") else PLAIN
+        elif _is_reduction(cls):  # axes mapped to its input's form: a map only when kept
             keep = bool(configs[name].get("keepdims"))
-            tag = CHANNELS if keep and (trait == "spatial_reduce" or seen_forms[:1] == [CHANNELS]) else PLAIN
+            tag = CHANNELS if keep and seen_forms[:1] == [CHANNELS] else PLAIN
         elif cls == "InputLayer" or trait in ("reshape", "permute"):
             tag = CHANNELS if read_as_feature_map(name) else PLAIN
         elif trait in ("elementwise", "per_channel"):
@@ -273,10 +286,7 @@ def keras_forms(layer_configs: Sequence[dict[str, Any]], *, sequential: bool) ->
             tag = PLAIN
         tags[name] = tag
         if name in splits:  # each output of a split keeps its input's form
-            parts = int(configs[name].get("indices_or_sections") or 0) if isinstance(
-                configs[name].get("indices_or_sections"), int) else len(
-                configs[name].get("indices_or_sections") or []) + 1
-            for k in range(parts):
+            for k in range(_split_parts(configs[name].get("indices_or_sections"))):
                 tags[part_name(name, k)] = tag
     if sequential and "input_layer" not in tags:
         tags["input_layer"] = CHANNELS if read_as_feature_map("input_layer") else PLAIN
