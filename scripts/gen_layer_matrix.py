@@ -51,7 +51,11 @@ def _sources(registry: object, kind: str) -> list[str]:
         key for key in registry.keys()  # type: ignore[attr-defined]
         if kind in registry.produces(key)  # type: ignore[attr-defined]
     ]
-    short = [n.replace("torch.nn.functional.", "F.").replace("torch.nn.", "nn.") for n in names]
+    short = [
+        n.replace("torch.nn.functional.", "F.").replace("torch.nn.", "nn.")
+        .replace("keras.src.ops.numpy.", "ops.").replace("keras.src.ops.nn.", "ops.")
+        for n in names
+    ]
     return sorted(short)
 
 

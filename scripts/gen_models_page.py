@@ -32,7 +32,8 @@ columns are the worst absolute difference from the PyTorch output, relative to
 `max(1, max |output|)`: the numpy runtime computing from the archive alone, the converted Keras
 model, and the PyTorch model weightio writes back from that Keras model. The tests require
 each to be at most 1e-5. A `0.0e+00` is bit-identical: the PyTorch model written back runs the
-same operations on the same float32 weights as the original.
+same operations on the same float32 weights as the original. The Keras models (after the
+PyTorch ones) come from `docs/models-keras.md`; edit them there.
 
 | model | input | layers | status | numpy runtime | Keras | Keras → PyTorch |
 | --- | --- | ---: | --- | ---: | ---: | ---: |
@@ -59,7 +60,19 @@ def render(results: dict[str, dict]) -> str:
     text = HEADER.format(test=TEST) + "\n".join(rows) + "\n"
     if notes:
         text += "\n## Refusals\n\n" + "\n".join(notes) + "\n"
-    return text
+    return text + keras_section()
+
+
+KERAS = ROOT / "docs" / "models-keras.md"
+
+
+def keras_section() -> str:
+    """The Keras models' part (``docs/models-keras.md``, measured by the Keras model tests, not
+    yet generated from a run), appended without its title."""
+    if not KERAS.exists():
+        return ""
+    body = KERAS.read_text().split("\n", 1)[1].lstrip("\n")
+    return "\n" + body
 
 
 def run_zoo() -> dict[str, dict]:

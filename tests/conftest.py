@@ -59,3 +59,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         total = sum(counts.values())
         detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         terminalreporter.write_line(f"bad-input battery: {total} items ({detail})")
+
+
+def keras_view(spec: object, runner: object) -> object:
+    """Wrap ``runner`` (canonical arrays in and out: ``weightio.run``, a torch module) to take
+    and return Keras's own arrays: feature-map inputs and outputs (by their spec form) moved
+    from channels-last to channels-first before, and back after.
+    """
+    from weightio.layouts.flow import CHANNELS, tensor_layouts
+    from weightio.layouts.transforms import to_channels_first, to_channels_last
+
+    tags = tensor_layouts(spec)  # type: ignore[arg-type]
+    ins = [tags[inp.name] == CHANNELS for inp in spec.inputs]  # type: ignore[attr-defined]
+    outs = [tags[out.layer] == CHANNELS for out in spec.outputs]  # type: ignore[attr-defined]
+
+    def run(xs: list[np.ndarray]) -> list[np.ndarray]:
+        moved = [np.ascontiguousarray(to_channels_first(x)) if c else x for x, c in zip(xs, ins)]
+        ys = runner(moved)  # type: ignore[operator]
+        ys = list(ys) if isinstance(ys, (list, tuple)) else [ys]
+        return [to_channels_last(np.asarray(y)) if c else np.asarray(y) for y, c in zip(ys, outs)]
+
+    return run

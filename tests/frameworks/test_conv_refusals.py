@@ -45,16 +45,24 @@ def test_view_with_a_constant_batch_is_refused() -> None:
         weightio.read(Fixed(), example_input=torch.zeros(2, 2, 4))
 
 
-def test_keras_dense_on_a_feature_map_stays_opaque() -> None:
+def test_keras_dense_on_a_feature_map_reads_through_a_permute() -> None:
+    """A Dense on a channels-last map computes on its channels: the reader records the exact
+    permute to the plain form, so every framework computes the same numbers.
+    """
     keras = pytest.importorskip("keras")
     model = keras.Sequential(
         [keras.Input((4, 4, 2)), keras.layers.Conv2D(3, 2), keras.layers.Dense(5)]
     )
     archive = weightio.read(model)
-    dense = archive.spec.layers[-1]
-    assert dense.kind == "opaque" and "channels-last feature map" in (dense.reason or "")
-    with pytest.raises(UnsupportedLayerError):
-        weightio.to_torch(archive)
+    kinds = [layer.kind for layer in archive.spec.layers]
+    assert kinds == ["conv", "permute", "dense"]
+    data = np.random.default_rng(0).standard_normal((2, 4, 4, 2)).astype("float32")
+    reference = np.asarray(model(data))
+    x_cf = np.ascontiguousarray(np.moveaxis(data, -1, 1))
+    np.testing.assert_allclose(weightio.run(archive, x_cf), reference, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        got = weightio.to_torch(archive)(torch.from_numpy(x_cf)).numpy()
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
 
 
 def test_runtime_checks_channels_first_input() -> None:

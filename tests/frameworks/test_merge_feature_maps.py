@@ -22,7 +22,6 @@ torch = pytest.importorskip("torch")
 from conftest import assert_close  # noqa: E402
 
 import weightio  # noqa: E402
-from weightio.errors import UnsupportedLayerError  # noqa: E402
 from weightio.layouts.transforms import to_channels_first
 
 pytestmark = [pytest.mark.keras, pytest.mark.torch]
@@ -155,20 +154,29 @@ def test_torch_channel_concatenate_to_keras_axis_minus_one(tmp_path: Path) -> No
     assert_close(reference, weightio.run(result.archive, x_cf.numpy()))
 
 
-def test_keras_merge_of_a_map_and_plain_data_stays_refused() -> None:
-    """A merge mixing a feature map with a plain tensor has no layout-free meaning."""
+def test_keras_merge_of_a_map_and_plain_data_is_joined_plain() -> None:
+    """A merge mixing a feature map with a plain tensor of the same Keras shape: Keras holds both
+    alike, so the reader moves the map to the plain form with one exact permute and merges plain;
+    Keras, the numpy runtime, torch and the Keras model written back agree.
+    """
     keras.utils.set_random_seed(2)
     L = keras.layers
     x = keras.Input((4, 4, 2))
-    conv = L.Conv2D(2, 1)(x)
-    plain = L.Dense(2)(x)  # Dense on the last axis of x: plain data of the same shape
+    conv = L.Conv2D(2, 1, bias_initializer="random_normal")(x)
+    plain = L.Dense(2, bias_initializer="random_normal")(x)  # last axis of x: plain, same shape
     add = L.Add()
     model = keras.Model(x, add([conv, plain]))
     archive = weightio.read(model)
     merged = archive.spec.layer(add.name)
-    assert merged.kind == "opaque" and "plain data" in (merged.reason or "")
-    with pytest.raises(UnsupportedLayerError):
-        weightio.to_torch(archive)
+    assert merged.kind == "add"
+    assert [archive.spec.layer(s).kind for s in merged.inputs] == ["permute", "dense"]
+    data = np.random.default_rng(3).standard_normal((2, 4, 4, 2)).astype("float32")
+    reference = np.asarray(model(data))
+    x_cf = to_channels_first(data)
+    assert_close(reference, weightio.run(archive, x_cf))
+    with torch.no_grad():
+        assert_close(reference, weightio.to_torch(archive)(torch.from_numpy(x_cf)).numpy())
+    assert_close(reference, np.asarray(weightio.to_keras(archive)(data)))
 
 
 def test_group_norm_on_feature_maps_both_ways(tmp_path: Path) -> None:

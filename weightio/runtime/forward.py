@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from weightio.errors import InvalidInputError, ResourceLimitError, WeightsOnlyArchiveError
+from weightio.errors import (
+    InvalidInputError,
+    ResourceLimitError,
+    WeightioError,
+    WeightsOnlyArchiveError,
+)
 from weightio.format.archive import Archive
 from weightio.runtime.base import RUNTIME, InputLike, as_float64
 from weightio.runtime.native_layout import canonical_inputs, native_outputs
@@ -81,9 +87,29 @@ def forward(archive: Archive, x: InputLike) -> tuple[list[np.ndarray], Trace]:
             for param, ref in layer.tensor_refs().items()
         }
         xs = [trace.values[source] for source in spec.layer_inputs(index)]
-        trace.values[layer.name] = fn(layer, params, xs)
+        trace.values[layer.name] = _compute(fn, layer, params, xs)
         trace.order.append(layer.name)
     return [trace.values[out.layer] for out in spec.outputs], trace
+
+
+def _compute(fn: Any, layer: Any, params: dict[str, np.ndarray], xs: list[np.ndarray]) -> np.ndarray:
+    """One layer's output; numpy's own failure (a shape that does not fit) as a typed error.
+
+    The spec checks every parameter against its layer's hyper-parameters, but a free input
+    dimension is known only now: an input that does not fit a layer must be refused by name,
+    not as numpy's anonymous ``ValueError`` from deep inside a matmul.
+    """
+    try:
+        return fn(layer, params, xs)
+    except WeightioError:
+        raise
+    except (ValueError, IndexError, TypeError, ArithmeticError) as exc:
+        shapes = ", ".join(str(tuple(x.shape)) for x in xs)
+        raise InvalidInputError(
+            f"{layer.kind} cannot compute on input(s) of shape {shapes} ({type(exc).__name__}: "
+            f"{str(exc)[:300]})",
+            layer=layer.name,
+        ) from exc
 
 
 def output_dtype(spec: ModelSpec) -> np.dtype:

@@ -50,6 +50,10 @@ class MultiHeadAttentionLayer(LayerBase):
             raise ValueError("; ".join(problems))
         return self
 
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """The input's rank: a sequence in, a sequence out."""
+        return input_ranks[0] if input_ranks else None
+
     def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
         """The query's shape."""
         return input_shapes[0] if input_shapes else None

@@ -81,6 +81,11 @@ class LastStepLayer(LayerBase):
 
     kind: Literal["last_step"] = "last_step"
 
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """The steps axis dropped."""
+        rank = input_ranks[0] if input_ranks else None
+        return None if rank is None else rank - 1
+
     def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
         """The time axis dropped."""
         if not input_shapes or not input_shapes[0]:

@@ -109,6 +109,10 @@ class LayerNormLayer(LayerBase):
                 )
         return self
 
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """The input's rank."""
+        return input_ranks[0] if input_ranks else None
+
     def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
         """The input's shape."""
         return input_shapes[0] if input_shapes else None
@@ -199,6 +203,8 @@ class NormalizationLayer(LayerBase):
         return self
 
     buffers: ClassVar[frozenset[str]] = frozenset({"mean", "variance"})
+    #: Per index of the canonical ``axis`` (1 = channels of a feature map), like batch norm.
+    layout: ClassVar[LayoutTrait] = "per_channel"
 
     def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
         """The input's shape."""

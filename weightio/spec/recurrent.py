@@ -42,6 +42,11 @@ class EmbeddingLayer(LayerBase):
                           what="embedding weight", layout="[num_embeddings, embedding_dim]")
         return self
 
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """The indices' rank plus the embedding axis."""
+        rank = input_ranks[0] if input_ranks else None
+        return None if rank is None else rank + 1
+
     def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
         """A trailing axis of ``embedding_dim``."""
         return (*input_shapes[0], self.embedding_dim) if input_shapes else None
@@ -120,6 +125,10 @@ class RecurrentBase(LayerBase):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def output_rank(self, input_ranks: list[int | None]) -> int | None:
+        """A sequence ``(N, T, H)`` with ``return_sequences``, else ``(N, H)``."""
+        return 3 if self.return_sequences else 2
 
     def output_shape(self, input_shapes: list[Shape]) -> Shape | None:
         """``[T, H * directions]`` with ``return_sequences``, else ``[H * directions]``."""

@@ -6,7 +6,7 @@ registers its classes into it and this package imports the families from the lis
 
 from __future__ import annotations
 
-from weightio.frameworks.keras.read import attention, conv, core, merge, norm, recurrent
+from weightio.frameworks.keras.read import attention, conv, core, merge, norm, ops, recurrent
 
 #: The layer families, each registering its Keras classes into ``base.KERAS_READ``.
-FAMILIES = (core, conv, norm, recurrent, merge, attention)
+FAMILIES = (core, conv, norm, recurrent, merge, attention, ops)

@@ -134,7 +134,7 @@ def read_layer(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     Each mapping writes into a scratch collector merged only on success, so a mapping that gives
     up half-way leaves no stray tensors behind.
     """
-    fn = KERAS_READ.get(entry.class_name)
+    fn = KERAS_READ.get(class_key(entry.class_name, entry.module))
     if fn is None:
         reason = f"weightio has no mapping for Keras class {entry.class_name!r}"
     else:
@@ -156,6 +156,25 @@ def read_layer(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     return opaque_layer(entry, tensors, reason)
 
 
+#: Where Keras records ``keras.ops`` calls made in a Functional model (``keras.src.ops.numpy``…).
+OPERATIONS_PREFIX = "keras.src.ops"
+
+
+def class_key(class_name: str, module: str | None) -> str:
+    """The registry key of a serialized Keras class.
+
+    A ``keras.ops`` call shares its class name with a layer (``ops.add`` is ``Add``, like
+    ``keras.layers.Add``) but not its meaning (a constant operand, broadcasting), so operations
+    are registered under their module: ``keras.src.ops.numpy.Add``. Anything else, and an
+    operation weightio registers no reader for, is keyed by its class name.
+    """
+    if module and module.startswith(OPERATIONS_PREFIX):
+        qualified = f"{module}.{class_name}"
+        if qualified in KERAS_READ:
+            return qualified
+    return class_name
+
+
 def class_trait(class_name: str) -> str | None:
     """The layout trait of the spec kinds a Keras class is read as (``LayoutTrait``).
 
@@ -172,4 +191,8 @@ def class_trait(class_name: str) -> str | None:
     special = traits - {"plain"}
     if not special:
         return "plain"
+    if special == {"merge", "per_channel"}:
+        # an operation read as a merge of tensors or as arithmetic with a constant: with one
+        # tensor the merge rule (a feature map when every input is one) is the per-channel rule
+        return "merge"
     return special.pop() if len(special) == 1 else None

@@ -335,13 +335,8 @@ def _flatten(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     return FlattenLayer(**layer_fields(entry), order="channels_last" if _input_is_map(entry) else "channels_first")
 
 
-@KERAS_READ.register("Reshape", produces=("reshape",))
-def _reshape(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
-    """``Reshape(target_shape)`` of Keras's own (channels-last) form of each tensor."""
-    expect_weights(entry, 0)
-    target = entry.config.get("target_shape")
-    if not isinstance(target, (list, tuple)) or not all(isinstance(d, int) for d in target):
-        raise NotExact(f"target_shape={short(target)}")
+def reshape_from_keras(entry: KerasLayerEntry, target: tuple[int, ...]) -> ReshapeLayer:
+    """A reshape of Keras's own (channels-last) form to Keras shape ``target`` (no batch)."""
     out_map = entry.output_tag == CHANNELS and len(target) >= 2
     return ReshapeLayer(
         **layer_fields(entry),
@@ -351,13 +346,22 @@ def _reshape(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     )
 
 
-@KERAS_READ.register("Permute", produces=("permute",))
-def _permute(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
-    """``Permute(dims)`` on Keras forms, composed with the layout moves on either side."""
+@KERAS_READ.register("Reshape", produces=("reshape",))
+def _reshape(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """``Reshape(target_shape)`` of Keras's own (channels-last) form of each tensor."""
     expect_weights(entry, 0)
-    dims = entry.config.get("dims")
-    if not isinstance(dims, (list, tuple)) or sorted(dims) != list(range(1, len(dims) + 1)):
-        raise NotExact(f"dims={short(dims)}")
+    target = entry.config.get("target_shape")
+    if not isinstance(target, (list, tuple)) or not all(isinstance(d, int) for d in target):
+        raise NotExact(f"target_shape={short(target)}")
+    return reshape_from_keras(entry, tuple(target))
+
+
+def permute_from_keras(entry: KerasLayerEntry, dims: tuple[int, ...]) -> PermuteLayer:
+    """A permute ``dims`` (non-batch axes, from 1) of Keras forms, composed with the layout
+    moves on either side.
+    """
+    if sorted(dims) != list(range(1, len(dims) + 1)):
+        raise NotExact(f"dims={short(list(dims))}")
     ndim = len(dims) + 1
     keras_perm = (0, *dims)
     # canonical x -> Keras form (if a map) -> Keras permute -> canonical form (if a map)
@@ -365,3 +369,13 @@ def _permute(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     back = (0, ndim - 1, *range(1, ndim - 1)) if entry.output_tag == CHANNELS else tuple(range(ndim))
     total = compose_permutation(compose_permutation(into, keras_perm), back)
     return PermuteLayer(**layer_fields(entry), dims=total[1:])
+
+
+@KERAS_READ.register("Permute", produces=("permute",))
+def _permute(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """``Permute(dims)`` on Keras forms, composed with the layout moves on either side."""
+    expect_weights(entry, 0)
+    dims = entry.config.get("dims")
+    if not isinstance(dims, (list, tuple)) or not all(isinstance(d, int) for d in dims):
+        raise NotExact(f"dims={short(dims)}")
+    return permute_from_keras(entry, tuple(dims))

@@ -108,11 +108,19 @@ def _node_refs(node: Any, layer: str) -> list[tuple[str, int, int]]:
     raise MalformedFileError(f"unreadable inbound node {short(node)}", layer=layer)
 
 
-def functional_inputs(layer: dict[str, Any], name: str) -> list[str]:
+def part_name(layer: str, index: int) -> str:
+    """The spec name of output ``index`` of a Keras call with several (``ops.split``)."""
+    return f"{layer}__part{index}"
+
+
+def functional_inputs(
+    layer: dict[str, Any], name: str, *, multi_output: frozenset[str] = frozenset()
+) -> list[str]:
     """The layers/inputs a Functional layer reads, from its single inbound node.
 
     A layer called twice shares its weights between calls; the spec has one call per layer, so
-    that is refused rather than silently duplicated.
+    that is refused rather than silently duplicated. Output ``k`` of a call in ``multi_output``
+    (an ``ops.split``) is read as its own spec tensor, ``part_name(source, k)``.
     """
     nodes = layer.get("inbound_nodes") or []
     if len(nodes) > 1:
@@ -125,6 +133,9 @@ def functional_inputs(layer: dict[str, Any], name: str) -> list[str]:
         return []
     sources = []
     for source, node_index, tensor_index in _node_refs(nodes[0], name):
+        if source in multi_output and node_index == 0:
+            sources.append(part_name(source, tensor_index))
+            continue
         if node_index != 0 or tensor_index != 0:
             raise UnsupportedLayerError(
                 f"reads output {tensor_index} of call {node_index} of {source!r}; weightio's graph "
@@ -135,7 +146,7 @@ def functional_inputs(layer: dict[str, Any], name: str) -> list[str]:
     return sources
 
 
-def endpoint_names(value: Any) -> list[str]:
+def endpoint_names(value: Any, *, multi_output: frozenset[str] = frozenset()) -> list[str]:
     """``input_layers``/``output_layers``: ``[name, 0, 0]`` for one, else ``[[name, 0, 0], ...]``.
 
     Dict endpoints (a model built with ``outputs={...}``) are read in their stored order.
@@ -145,10 +156,14 @@ def endpoint_names(value: Any) -> list[str]:
     if not isinstance(value, (list, tuple)):
         raise MalformedFileError(f"model endpoints {short(value)} are not a list")
     if len(value) == 3 and isinstance(value[0], str) and isinstance(value[1], int):
+        if value[0] in multi_output and isinstance(value[2], int):
+            return [part_name(value[0], value[2])]
         return [value[0]]
     names = []
     for item in value:
-        names.extend(endpoint_names(item) if not isinstance(item, str) else [item])
+        names.extend(
+            endpoint_names(item, multi_output=multi_output) if not isinstance(item, str) else [item]
+        )
     return names
 
 
@@ -167,3 +182,59 @@ def sequential_build_input(model_config: dict[str, Any]) -> InputSpec | None:
         shape=_shape_without_batch(shape, where="input_layer"),
         dtype=dtype,  # type: ignore[arg-type]
     )
+
+
+def node_arguments(raw: dict[str, Any]) -> list[Any]:
+    """The positional arguments of a layer's single call (Keras 3 node format), as data.
+
+    Keras 3 records a ``keras.ops`` call in a Functional model with its constants inline
+    (``ops.add(x, 3.0)`` has ``args = [<tensor x>, 3.0]``); empty for Keras 2 nodes.
+    """
+    nodes = raw.get("inbound_nodes") or []
+    node = nodes[0] if nodes else None
+    if not isinstance(node, dict):
+        return []
+    args = node.get("args")
+    return list(args) if isinstance(args, (list, tuple)) else []
+
+
+def is_tensor_ref(value: Any) -> bool:
+    """Whether a call argument is a reference to a Keras tensor (``__keras_tensor__``)."""
+    return isinstance(value, dict) and value.get("class_name") == "__keras_tensor__"
+
+
+def node_tensors(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config (``shape``, ``dtype``, ``keras_history``) of every tensor a layer's call reads,
+    in argument order, as Keras 3 records them; empty where the node does not say.
+    """
+    nodes = raw.get("inbound_nodes") or []
+    node = nodes[0] if nodes else None
+    if not isinstance(node, dict):
+        return []
+    found: list[dict[str, Any]] = []
+
+    def walk(value: Any) -> None:
+        if is_tensor_ref(value):
+            config = value.get("config")
+            found.append(config if isinstance(config, dict) else {})
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk([node.get("args", []), node.get("kwargs", {})])
+    return found
+
+
+def node_shapes(raw: dict[str, Any]) -> list[tuple[int | None, ...] | None]:
+    """The shape (batch included) of every tensor a layer's call reads, where recorded."""
+    shapes: list[tuple[int | None, ...] | None] = []
+    for config in node_tensors(raw):
+        shape = config.get("shape")
+        ok = isinstance(shape, (list, tuple)) and all(
+            d is None or (type(d) is int and d >= 0) for d in shape
+        )
+        shapes.append(tuple(shape) if ok else None)  # type: ignore[arg-type]
+    return shapes

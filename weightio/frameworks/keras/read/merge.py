@@ -12,6 +12,7 @@ from weightio.frameworks.keras.read.base import (
     expect_weights,
     layer_fields,
 )
+from weightio.frameworks.keras.read.graph import node_shapes
 from weightio.frameworks.keras.read.norm import canonical_axis, single_axis
 from weightio.spec.base import LayerBase
 from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
@@ -47,20 +48,28 @@ def _merge(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     return MergeLayer(**layer_fields(entry), kind=_MERGES[entry.class_name])  # type: ignore[arg-type]
 
 
-@KERAS_READ.register("Concatenate", produces=("concatenate",))
-def _concatenate(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
-    """``Concatenate(axis)``; the axis counts the batch axis in both Keras and the spec. On
-    channels-last feature maps it becomes the canonical axis (-1 -> 1).
+def read_concatenate(entry: KerasLayerEntry, rank: int | None) -> ConcatenateLayer:
+    """``Concatenate(axis)`` of tensors of ``rank`` (batch counted, None when unknown); on
+    channels-last feature maps the axis becomes the canonical one (-1 -> 1).
     """
     expect_weights(entry, 0)
     axis = single_axis(entry.config.get("axis", -1), "Concatenate")
     if entry.input_tags and all(tag == "channels" for tag in entry.input_tags):
-        build = entry.raw.get("build_config") if entry.raw else None
-        shapes = build.get("input_shape") if isinstance(build, dict) else None
-        first = shapes[0] if isinstance(shapes, (list, tuple)) and shapes else None
-        rank = len(first) if isinstance(first, (list, tuple)) else None
         axis = canonical_axis(axis, rank)
     return ConcatenateLayer(**layer_fields(entry), axis=axis)
+
+
+@KERAS_READ.register("Concatenate", produces=("concatenate",))
+def _concatenate(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """``Concatenate(axis)``; the axis counts the batch axis in both Keras and the spec."""
+    shapes = [s for s in node_shapes(entry.raw) if s is not None]
+    rank = len(shapes[0]) if shapes else None
+    if rank is None:
+        build = entry.raw.get("build_config") if entry.raw else None
+        recorded = build.get("input_shape") if isinstance(build, dict) else None
+        first = recorded[0] if isinstance(recorded, (list, tuple)) and recorded else None
+        rank = len(first) if isinstance(first, (list, tuple)) else None
+    return read_concatenate(entry, rank)
 
 
 def _is_full_slice(value: Any) -> bool:

@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from weightio.errors import MalformedFileError, UnsupportedSourceError
+from weightio.errors import MalformedFileError, UnsupportedLayerError, UnsupportedSourceError
 from weightio.format.archive import Archive
 from weightio.frameworks.common import TensorCollector
 from weightio.frameworks.keras.activations import (
+    NotExact,
     short,
 )
 from weightio.frameworks.keras.files.config_checks import foreign_layer, foreign_object
@@ -21,13 +22,77 @@ from weightio.frameworks.keras.read.graph import (
     input_spec,
     sequential_build_input,
 )
-from weightio.frameworks.keras.read.layout import channels_input, keras_tags, layout_refusal
+from weightio.frameworks.keras.read.layout import (
+    LayoutMove,
+    channels_input,
+    keras_forms,
+    layout_refusal,
+    move_dims,
+    multi_output_layers,
+)
+from weightio.frameworks.keras.read.ops import split_layers
 from weightio.spec import spec_from_data
 from weightio.spec.base import LayerBase
+from weightio.spec.conv import PermuteLayer
 from weightio.spec.model import InputSpec, ModelSpec, OutputSpec, Provenance
 
-
 # -- graph ------------------------------------------------------------------------------------
+
+
+def _insert_move(
+    move: LayoutMove,
+    inputs: list[str] | None,
+    layers: list[LayerBase],
+    moved: dict[tuple[str, str], str],
+    taken: set[str],
+    sequential: bool,
+) -> list[str] | None:
+    """Append the exact permute of ``move`` (once per tensor and form) and rewire the reader.
+
+    Keras holds the tensor one way for both of its readers; the spec holds a sequence
+    ``(batch, steps, features)`` and a feature map ``(batch, channels, steps)`` as different
+    tensors, so the permute between them is a layer of its own, named after its source.
+    """
+    key = (move.source, move.want)
+    name = moved.get(key)
+    if name is None:
+        base = f"{move.source}__{'channels_first' if move.want == 'channels' else 'features_last'}"
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name)
+        moved[key] = name
+        layers.append(
+            PermuteLayer(
+                name=name,
+                inputs=None if sequential else [move.source],
+                source_class="weightio.layout_move",
+                dims=move_dims(move),
+            )
+        )
+    if inputs is None:
+        return None
+    return [name if src == move.source and i in _slots(inputs, move) else src
+            for i, src in enumerate(inputs)]
+
+
+def _read_split(entry: KerasLayerEntry, refusal: str | None) -> list[LayerBase]:
+    """``ops.split``: one slice per output; refused by name where it cannot be read exactly
+    (its outputs are separate tensors, so no single opaque layer can stand for it).
+    """
+    if refusal is None:
+        try:
+            return list(split_layers(entry))
+        except NotExact as exc:
+            refusal = str(exc)
+    raise UnsupportedLayerError(refusal, layer=entry.name)
+
+
+def _slots(inputs: list[str], move: LayoutMove) -> set[int]:
+    """Every slot reading the moved tensor (``mha(x, x)`` reads it twice, in one form)."""
+    return {i for i, src in enumerate(inputs) if src == move.source}
+
 def archive_from_keras_config(
     model_config: Mapping[str, Any],
     layer_weights: Mapping[str, list[np.ndarray]],
@@ -63,7 +128,12 @@ def archive_from_keras_config(
     if not isinstance(layer_configs, list):
         raise MalformedFileError("the model config has no list of layers")
     sequential = class_name == "Sequential"
-    tags, tag_sources = keras_tags(layer_configs, sequential=sequential)
+    forms = keras_forms(layer_configs, sequential=sequential)
+    splits = multi_output_layers(layer_configs)
+    tags = forms.tags
+    taken = {str((raw.get("config") or {}).get("name") or raw.get("name") or "")
+             for raw in layer_configs if isinstance(raw, dict)}
+    moved: dict[tuple[str, str], str] = {}
 
     inputs: list[InputSpec] = []
     layers: list[LayerBase] = []
@@ -78,20 +148,26 @@ def archive_from_keras_config(
             inputs.append(channels_input(inp) if tags.get(inp.name) == "channels" else inp)
             continue
         name = str(raw["config"].get("name") or raw.get("name") or "")
+        wiring = None if sequential else functional_inputs(raw, name, multi_output=splits)
+        for move in forms.moves.get(name, []):
+            wiring = _insert_move(move, wiring, layers, moved, taken, sequential)
         entry = KerasLayerEntry(
             name=name,
             class_name=layer_class,
             module=raw.get("module") if isinstance(raw.get("module"), str) else None,
             config=raw["config"],
             weights=[np.asarray(w) for w in layer_weights.get(name, [])],
-            inputs=None if sequential else functional_inputs(raw, name),
+            inputs=wiring,
             raw=raw,
-            input_tags=[tags.get(src, "plain") for src in tag_sources.get(name, [])],
+            input_tags=forms.input_tags.get(name, []),
             output_tag=tags.get(name, "plain"),
         )
         foreign = foreign_layer(raw)
         refusal = (f"it names {foreign}; weightio maps only Keras' own classes" if foreign
                    else layout_refusal(entry))
+        if name in splits:
+            layers.extend(_read_split(entry, refusal))
+            continue
         layers.append(
             read_layer(entry, tensors) if refusal is None else opaque_layer(entry, tensors, refusal)
         )
@@ -111,13 +187,14 @@ def archive_from_keras_config(
     if sequential:
         outputs = [OutputSpec(name=layers[-1].name, layer=layers[-1].name)] if layers else []
     else:
-        order = endpoint_names(config.get("input_layers", []))
+        order = endpoint_names(config.get("input_layers", []), multi_output=splits)
         by_name = {inp.name: inp for inp in inputs}
         inputs = [by_name[n] for n in order if n in by_name] + [
             i for i in inputs if i.name not in order
         ]
         outputs = [
-            OutputSpec(name=n, layer=n) for n in endpoint_names(config.get("output_layers", []))
+            OutputSpec(name=n, layer=n)
+            for n in endpoint_names(config.get("output_layers", []), multi_output=splits)
         ]
 
     prov = provenance.model_copy(

@@ -174,6 +174,9 @@ def _normalization(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBas
         variance = np.asarray(config["variance"], dtype=np.float32)
     else:
         raise NotExact("Normalization was never adapted and has no mean/variance")
+    rank = _input_rank(entry)
+    if entry.input_tags and entry.input_tags[0] == "channels":
+        axis = canonical_axis(axis, rank)  # the channels of a channels-last map: axis 1
     mean, variance = np.ravel(mean), np.ravel(variance)
     if mean.shape != variance.shape:
         raise NotExact(
@@ -183,7 +186,7 @@ def _normalization(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBas
         **layer_fields(entry),
         num_features=int(mean.shape[0]),
         axis=axis,
-        input_rank=_input_rank(entry),
+        input_rank=rank,
         eps=KERAS_EPSILON,
         mean=tensors.add(entry.name, "mean", np.ascontiguousarray(mean)),
         variance=tensors.add(entry.name, "variance", np.ascontiguousarray(variance)),

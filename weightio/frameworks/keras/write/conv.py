@@ -406,6 +406,8 @@ def _permute_layer(layer: PermuteLayer, ctx: WriteContext) -> list[KerasLayer]:
     into = channels_first_axes(ndim) if ctx.layout == CHANNELS else identity
     out = channels_last_axes(ndim) if wanted == CHANNELS else identity
     total = compose_permutation(compose_permutation(into, (0, *layer.dims)), out)
-    if total == identity:
-        return [same_shape_layer("Identity", ctx.name_of(layer), ctx.dtype, ctx.shape)]
+    # A permute that only moves a tensor between its two forms (a sequence read as a feature
+    # map) is the identity in Keras. Written as ``Permute`` of the identity it reads back as
+    # that same move (an ``Identity`` would read back as a new tensor needing a new move, one
+    # more layer per round trip)
     return [permute_layer(ctx.name_of(layer), ctx.dtype, total[1:], ctx.shape)]

@@ -21,7 +21,7 @@ from weightio.frameworks.keras.write.serialized import (
     layer_config,
     none_of,
 )
-from weightio.spec.base import LayerBase
+from weightio.spec.base import CHANNELS, LayerBase
 from weightio.spec.norm import BatchNormLayer, GroupNormLayer, LayerNormLayer, NormalizationLayer
 
 #: The initializers, regularizers and constraints of a normalisation's gamma and beta.
@@ -153,8 +153,11 @@ def _normalization(layer: NormalizationLayer, ctx: WriteContext) -> list[KerasLa
             layer=layer.name,
         )
     mean, variance = layer_array(ctx, layer.mean), layer_array(ctx, layer.variance)
+    axis = layer.axis
+    if ctx.layout == CHANNELS:  # canonical channel axis 1 -> Keras's channels-last axis
+        axis = channels_last_axis(layer, feature_map_rank(layer, ctx))
     config = layer_config(
-        ctx.name_of(layer), keras_float_dtype(layer, layer.mean), axis=[layer.axis], invert=False,
+        ctx.name_of(layer), keras_float_dtype(layer, layer.mean), axis=[axis], invert=False,
         mean=mean.tolist(), variance=variance.tolist(),
     )
     return [KerasLayer("Normalization", config, ctx.shape, build=build_config(ctx.shape))]

@@ -92,17 +92,19 @@ def _group_norm(layer: Any, archive: Archive) -> list[Any]:
 
 @TORCH_WRITE.register("normalization")
 def _normalization(layer: Any, archive: Archive) -> list[Any]:
-    """Keras Normalization as ``BatchNorm1d(affine=False, eps=0)`` with ``running_var =
-    max(variance, eps**2)``: ``sqrt(max(v, e**2)) == max(sqrt(v), e)``, the same floor.
+    """Keras Normalization as ``BatchNorm1d/2d/3d(affine=False, eps=0)`` (by rank, axis 1)
+    with ``running_var = max(variance, eps**2)``: ``sqrt(max(v, e**2)) == max(sqrt(v), e)``,
+    the same floor.
     """
-    rank = _channel_axis_one(layer, "BatchNorm1d")
-    if rank > 3:
+    rank = _channel_axis_one(layer, "BatchNorm")
+    cls = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}.get(rank)
+    if cls is None:
         raise UnsupportedLayerError(
-            "normalization of rank > 3 inputs has no PyTorch mapping yet", layer=layer.name
+            f"normalization of a rank-{rank} input has no PyTorch module", layer=layer.name
         )
     variance = np.asarray(archive.tensors[layer.variance.key])
     floored = np.maximum(variance, np.asarray(layer.eps**2, dtype=variance.dtype))
-    module = torch_nn().BatchNorm1d(
+    module = getattr(torch_nn(), cls)(
         layer.num_features, eps=0.0, affine=False, dtype=layer_dtype(archive, layer)
     )
     return [load_parameters(module, archive, layer, {"running_mean": "mean"}, {"running_var": floored})]
