@@ -36,7 +36,7 @@ class BatchNormLayer(LayerBase):
     num_features: int = Field(gt=0)
     axis: int = 1
     input_rank: int | None = Field(default=None, ge=2)
-    eps: float = Field(gt=0.0)
+    eps: float = Field(ge=0.0)  # torch allows 0; a Keras Normalization is written as one
     momentum: float | None = Field(default=None, description="PyTorch convention; metadata only.")
     weight: TensorRef | None = None
     bias: TensorRef | None = None

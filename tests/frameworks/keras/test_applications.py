@@ -97,11 +97,6 @@ def test_application_matches_in_numpy_torch_and_back(name: str) -> None:
         assert_close(reference, out)
 
 
-@pytest.mark.xfail(
-    reason="the PyTorch reader does not read the modules weightio writes for arithmetic with a "
-    "constant (get_attr) nor BatchNorm2d(eps=0) of a Normalization yet (PyTorch side, issue 13)",
-    strict=False,
-)
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in sorted(APPLICATIONS)]
 )

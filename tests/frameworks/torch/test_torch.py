@@ -24,6 +24,7 @@ import weightio.runtime  # noqa: E402
 from weightio.errors import (  # noqa: E402
     MalformedFileError,
     SourceNotFoundError,
+    SpecValidationError,
     StructureMismatchError,
     TraceError,
     UnsafeFormatError,
@@ -864,3 +865,22 @@ def test_layer_names_that_are_module_methods_still_build_and_run():
     x = sample(3, 4)
     module = weightio.to_torch(archive)
     assert_close(run_torch(net, [x])[0], run_torch(module, [x])[0])
+
+
+def test_settings_the_spec_cannot_hold_are_a_typed_error():
+    """A reader's pydantic refusal never reaches the user as pydantic's own ValidationError."""
+    module = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3, eps=-1.0))
+    with pytest.raises(SpecValidationError, match="eps") as info:
+        read_torch_module(module)
+    assert info.value.layer == "1"
+
+
+def test_batch_norm_with_zero_eps_reads_and_runs():
+    """torch allows eps=0 (weightio writes a Keras Normalization as one)."""
+    module = seeded(lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, eps=0.0))).eval()
+    with torch.no_grad():
+        module[1].running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 6, 6)
+    archive = read_torch_module(module, example_input=x[:1])
+    np.testing.assert_allclose(weightio.runtime.run(archive, x.numpy()), module(x).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr
 from typing import Any
 
-from weightio.errors import TraceError, UnsupportedLayerError
+from weightio.errors import SpecValidationError, TraceError, UnsupportedLayerError
 from weightio.format.archive import Archive
 from weightio.format.provenance import provenance
 from weightio.frameworks.torch.common import qualified_name, torch_dtype_name, torch_module
@@ -390,9 +390,26 @@ def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, array
             raise _unsupported(node, root, f"{key} {check(node)}")
         if check is None and (len(node.args) != 1 or node.kwargs):
             raise _unsupported(node, root, f"{key} called with more than one argument")
-        return reader(module, ctx)
+        return _validated(key, ctx, lambda: reader(module, ctx))
     bound = bind_arguments(key, args, kwargs, ctx.layer_name)
-    return TORCH_READ.lookup(key, layer=ctx.layer_name)(bound, ctx)
+    return _validated(key, ctx, lambda: TORCH_READ.lookup(key, layer=ctx.layer_name)(bound, ctx))
+
+
+def _validated(key: str, ctx: ReadContext, read: Any) -> Any:
+    """Run a reader; settings the spec cannot hold (a pydantic refusal) are a typed error naming
+    the layer, never pydantic's own.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return read()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "a setting"
+        raise SpecValidationError(
+            f"{key}'s {where} does not fit weightio's layer spec ({first['msg']})",
+            layer=ctx.layer_name,
+        ) from None
 
 
 def _outputs(node: Any, names: dict[Any, str], root: Any) -> list[OutputSpec]:
