@@ -1,0 +1,248 @@
+"""``.pt2`` (torch.export) programs as a source: written by weightio and by torch.export.save,
+read, run, inspected and converted to Keras; damaged and code-carrying files refused by type.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightio
+from weightio.errors import MalformedFileError, UnsafeFormatError, UnsupportedLayerError
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.torch]
+
+PRODUCERS = ("torch", "weightio")
+MODELS = ("mlp", "cnn")
+
+
+def _mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+
+
+def _cnn() -> torch.nn.Module:
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 5),
+    ).eval()
+    with torch.no_grad():  # statistics a trained model would have, not the identity defaults
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2.0)
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-0.5, 0.5)
+    return model
+
+
+def _input(name: str) -> np.ndarray:
+    shape = (4, 6) if name == "mlp" else (4, 3, 8, 8)
+    return np.random.default_rng(2).standard_normal(shape).astype("f4")
+
+
+def _close(reference: np.ndarray, got: np.ndarray) -> None:
+    scale = max(float(np.abs(reference).max()), 1e-6)
+    assert got.shape == reference.shape
+    assert float(np.abs(got - reference).max()) <= 1e-5 * scale
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[Path, object]]:
+    """Each model as a .pt2 from each producer, with the module it came from."""
+    folder = tmp_path_factory.mktemp("pt2")
+    made = {}
+    for name, build in (("mlp", _mlp), ("cnn", _cnn)):
+        module = build()
+        x = torch.from_numpy(_input(name))
+        path = folder / f"{name}_torch.pt2"
+        torch.export.save(torch.export.export(module, (x,)), path)
+        made["torch", name] = (path, module)
+        path = folder / f"{name}_weightio.pt2"
+        result = weightio.convert(module, path, example_input=x)
+        assert result.verification is not None and result.verification.passed
+        made["weightio", name] = (path, module)
+    return made
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("producer", PRODUCERS)
+def test_pt2_reads_and_runs_like_its_module(programs, producer: str, model: str) -> None:
+    path, module = programs[producer, model]
+    archive = weightio.read(path)
+    assert not archive.spec.weights_only
+    x = _input(model)
+    with torch.no_grad():
+        reference = module(torch.from_numpy(x)).numpy()
+    _close(reference, weightio.run(archive, x))
+    if producer == "torch":  # the program records the module's own state-dict keys
+        expected = {k for k in module.state_dict() if not k.endswith("num_batches_tracked")}
+        assert set(archive.tensors) == expected
+        for key in expected:
+            np.testing.assert_array_equal(archive.tensors[key], module.state_dict()[key].numpy())
+
+
+def test_pt2_source_runs_the_program_itself(programs) -> None:
+    path, module = programs["torch", "cnn"]
+    result = weightio.convert(path, path.with_name("cnn_again.safetensors"))
+    assert result.verification is not None and result.verification.passed
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "weightio", *args], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+@pytest.mark.parametrize("producer", PRODUCERS)
+def test_cli_inspect_pt2(programs, producer: str) -> None:
+    path, module = programs[producer, "cnn"]
+    result = cli("inspect", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "conv" in result.stdout and "batch_norm" in result.stdout
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("producer", PRODUCERS)
+def test_cli_convert_pt2_to_keras(programs, producer: str, tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    for model in MODELS:
+        path, module = programs[producer, model]
+        target = tmp_path / f"{model}.keras"
+        result = cli("convert", str(path), str(target))
+        assert result.returncode == 0, result.stderr
+        x = _input(model)
+        with torch.no_grad():
+            reference = module(torch.from_numpy(x)).numpy()
+        loaded = keras.saving.load_model(target)
+        fed = x if x.ndim == 2 else np.transpose(x, (0, 2, 3, 1))  # Keras takes channels-last
+        _close(reference, np.asarray(loaded(fed, training=False)))
+
+
+def test_unsupported_op_is_refused_by_node(tmp_path: Path) -> None:
+    class Erf(torch.nn.Module):
+        def forward(self, x):
+            return torch.special.erf(x)
+
+    path = tmp_path / "erf.pt2"
+    torch.export.save(torch.export.export(Erf(), (torch.zeros(2, 3),)), path)
+    with pytest.raises(UnsupportedLayerError, match="erf") as info:
+        weightio.read(path)
+    assert "erf" in str(info.value.layer) and "erf.pt2" in str(info.value)
+
+
+# --- damaged and hostile files -----------------------------------------------------------------
+
+
+def _rewrite(source: Path, target: Path, change) -> Path:
+    """Copy a .pt2 zip member by member; ``change(name, data)`` returns new bytes or None to drop."""
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for info in zin.infolist():
+            data = change(info.filename, zin.read(info))
+            if data is not None:
+                zout.writestr(info.filename, data)
+    return target
+
+
+def _json_edit(member: str, edit):
+    def change(name: str, data: bytes) -> bytes:
+        if name.endswith(member):
+            doc = json.loads(data)
+            edit(doc)
+            return json.dumps(doc).encode()
+        return data
+
+    return change
+
+
+def _pickled_weight(doc) -> None:
+    next(iter(doc["config"].values()))["use_pickle"] = True
+
+
+def _guards(doc) -> None:
+    doc["guards_code"] = ["__import__('os').system('echo pwned') == 0"]
+
+
+def _evil_expression(doc) -> None:
+    doc["range_constraints"] = {"__import__('os').system('echo pwned')": {"min_val": 0,
+                                                                          "max_val": None}}
+
+
+HOSTILE = {
+    "truncated": (lambda src, dst: dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2]),
+                  MalformedFileError),
+    "not-a-zip": (lambda src, dst: dst.write_bytes(b"not a zip file at all\n" * 10),
+                  MalformedFileError),
+    "empty": (lambda src, dst: dst.write_bytes(b""), MalformedFileError),
+    "missing-program": (lambda src, dst: _rewrite(
+        src, dst, lambda n, d: None if n.endswith("models/model.json") else d), MalformedFileError),
+    "other-zip": (lambda src, dst: zipfile.ZipFile(dst, "w").writestr("a/hello.txt", "hi"),
+                  MalformedFileError),
+    "program-not-json": (lambda src, dst: _rewrite(
+        src, dst, lambda n, d: b"{nope" if n.endswith("models/model.json") else d),
+        MalformedFileError),
+    "pickled-weight": (lambda src, dst: _rewrite(
+        src, dst, _json_edit("model_weights_config.json", _pickled_weight)), UnsafeFormatError),
+    "guard-code": (lambda src, dst: _rewrite(src, dst, _json_edit("models/model.json", _guards)),
+                   UnsafeFormatError),
+    "sympify-code": (lambda src, dst: _rewrite(
+        src, dst, _json_edit("models/model.json", _evil_expression)), UnsafeFormatError),
+    "legacy-member": (lambda src, dst: _rewrite(
+        src, dst, lambda n, d: d) and _append(dst, "version", b"1"), UnsafeFormatError),
+    "aoti-library": (lambda src, dst: _rewrite(src, dst, lambda n, d: d) and _append(
+        dst, f"{_prefix(src)}data/aotinductor/model/model.so", b"\x7fELF"), UnsafeFormatError),
+}
+
+
+def _prefix(path: Path) -> str:
+    with zipfile.ZipFile(path) as zf:
+        first = zf.namelist()[0]
+    return first[: first.index("/") + 1]
+
+
+def _append(path: Path, name: str, data: bytes) -> Path:
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(name, data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hostile(programs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("hostile_pt2")
+    source = programs["torch", "mlp"][0]
+    made = {}
+    for name, (make, _) in HOSTILE.items():
+        made[name] = folder / f"{name}.pt2"
+        make(source, made[name])
+    return made
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_pt2_is_a_typed_error_naming_the_file(hostile, name: str) -> None:
+    path = hostile[name]
+    with pytest.raises(HOSTILE[name][1]) as info:
+        weightio.read(path)
+    assert str(path) in str(info.value)
+
+
+def test_trusted_pt2_skips_the_checks_but_not_the_typing(hostile) -> None:
+    with pytest.raises(MalformedFileError, match="torch.export.load could not read it"):
+        weightio.read(hostile["missing-program"], trust_pickle=True)
+
+
+@pytest.mark.parametrize("name", ["truncated", "guard-code"])
+def test_cli_broken_pt2_exits_2_with_one_line(hostile, name: str, tmp_path: Path) -> None:
+    for verb in (["inspect"], ["convert", "--to", "keras"]):
+        args = [*verb, str(hostile[name])]
+        if verb[0] == "convert":
+            args = ["convert", str(hostile[name]), str(tmp_path / "out.keras")]
+        result = cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+        assert "Traceback" not in result.stderr and str(hostile[name]) in result.stderr
+        assert not (tmp_path / "out.keras").exists()
