@@ -100,8 +100,8 @@ def check_torch_path(path: Path) -> None:
     check_regular(path)  # missing, a folder, a FIFO, socket or device: refused before any open
     if path.suffix.lower() == ".pt2":
         raise UnsupportedSourceError(
-            "is a torch.export program (.pt2), not a state dict; load it with "
-            "torch.export.load(path).module() and pass that module to weightio.read()",
+            "is a torch.export program (.pt2), not a state dict; read it with "
+            "weightio.read(path), which checks it for code before torch.export.load sees it",
             file=path,
         )
     if path.suffix.lower() not in TORCH_FILE_SUFFIXES:

@@ -250,8 +250,8 @@ class _Rebuild:
 
     def _owner(self, node: Any, keys: list[str], params: dict[str, Any]) -> str:
         """The module path of the call: the common owner of its parameters' keys."""
-        if not keys:
-            return f"_{node.name}"  # a pooling: no state, any unique name
+        if not keys:  # a pooling: no state, named after its node (unique among them)
+            return node.name if not hasattr(self.root, node.name) else f"{node.name}_"
         owners = {key.rpartition(".")[0] for key in keys}
         names = {key.rpartition(".")[2] for key in keys}
         if len(owners) != 1 or not names <= set(params) or "" in owners:
