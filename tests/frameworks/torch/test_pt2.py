@@ -173,7 +173,13 @@ def _evil_expression(doc) -> None:
                                                                           "max_val": None}}
 
 
+def _python_target(doc) -> None:
+    doc["graph_module"]["graph"]["nodes"][0]["target"] = "torch.serialization.pickle.loads"
+
+
 HOSTILE = {
+    "python-target": (lambda src, dst: _rewrite(
+        src, dst, _json_edit("models/model.json", _python_target)), UnsafeFormatError),
     "truncated": (lambda src, dst: dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2]),
                   MalformedFileError),
     "not-a-zip": (lambda src, dst: dst.write_bytes(b"not a zip file at all\n" * 10),

@@ -11,6 +11,8 @@ then loaded by it.
   through TorchScript's unpickler;
 - the sample inputs are loaded with ``torch.load(weights_only=True)`` and, when that fails,
   again with ``weights_only=False``;
+- node targets and operator arguments are resolved by walking attributes from ``torch``
+  (``torch.<anything>``), so a name must be a registered operator;
 - symbolic shape expressions (``expr_str``) are parsed with ``sympy.sympify``, which ``eval``-s
   the string;
 - ``ExportedProgram.module()`` turns the program's ``guards_code`` strings into Python with
@@ -61,6 +63,11 @@ TENSOR_CONSTANT_PREFIX = "tensor_"
 #: ``sympy.sympify`` input allowed: names, numbers, quoted symbol names, arithmetic, calls.
 _EXPR_TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|'[A-Za-z_][A-Za-z0-9_]*'|\d+(?:\.\d+)?|"
                          r"\*\*|[-+*/(),=<>%])")
+#: Callables a graph may name: registered operators (``torch.ops.<namespace>.<op>[.<overload>]``),
+#: Python's ``operator`` functions and the symbolic-size helpers torch.export itself emits.
+_TARGET = re.compile(r"torch\.ops\.[A-Za-z_]\w*\.[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?|"
+                     r"_operator\.(?:add|sub|mul|truediv|floordiv|mod|pow|neg|pos|getitem|eq|ne|lt|le|gt|ge|and_|or_|not_)|"
+                     r"math\.\w+|torch\.sym_\w+|torch\._sym_\w+")
 #: Names an expression may use: symbols (``s0``, ``u3``) and sympy's own constructors.
 _SYMBOL = re.compile(r"[a-z]+\d+")
 _EXPR_NAMES = frozenset({
@@ -199,6 +206,21 @@ def safe_expression(text: str) -> bool:
     return True
 
 
+def _targets(value: Any) -> Iterator[str]:
+    """Every callable a program names: node targets and operators passed as arguments."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("target"), str) and "inputs" in item:
+                yield item["target"]
+            if isinstance(item.get("as_operator"), str):
+                yield item["as_operator"]
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
 def _check_program(members: _Members) -> None:
     path = members.path
     program = members.json("models/model.json")
@@ -207,6 +229,10 @@ def _check_program(members: _Members) -> None:
     if program.get("guards_code"):
         raise _unsafe("it records guard code (guards_code), which ExportedProgram.module() "
                       "executes with exec", path)
+    for target in _targets(program.get("graph_module")):
+        if not _TARGET.fullmatch(target):
+            raise _unsafe(f"a node calls {target[:80]!r}, not a registered operator (torch "
+                          "resolves such names by walking attributes from the torch module)", path)
     ranges = program.get("range_constraints") or {}
     expressions = [*(ranges if isinstance(ranges, dict) else []),
                    *_strings_under(program, "expr_str")]
@@ -236,8 +262,9 @@ def check_program(path: Path) -> None:
     Raises:
         MalformedFileError: not a zip, truncated, or missing a record torch.export writes.
         ResourceLimitError: too many members, or a member too large.
-        UnsafeFormatError: pickled tensors or objects, guard code, non-arithmetic shape
-            expressions, sample inputs that need code, compiled code, or legacy records.
+        UnsafeFormatError: pickled tensors or objects, guard code, callables that are not
+            registered operators, non-arithmetic shape expressions, sample inputs that need
+            code, compiled code, or legacy records.
     """
     torch = torch_module("reading .pt2 files")
     check_safe_torch(torch.__version__, path)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from weightio.errors import TraceError, UnsupportedLayerError
 from weightio.format.archive import Archive
@@ -80,6 +81,53 @@ def _batch_norm(nn: Any, args: list[Any], rank: int) -> Any:
     return module, {"weight": weight, "bias": bias, "running_mean": mean, "running_var": var}
 
 
+def _conv_transpose(dims: int) -> ModuleMaker:
+    def make(nn: Any, args: list[Any], rank: int) -> Any:
+        weight, bias = args[1], _arg(args, 2, None)
+        groups = int(_arg(args, 6, 1))
+        cls = getattr(nn, f"ConvTranspose{dims}d")
+        module = cls(
+            weight.shape[0], weight.shape[1] * groups, tuple(weight.shape[2:]),
+            stride=_ints(_arg(args, 3, [1]), dims, 1), padding=_ints(_arg(args, 4, [0]), dims, 0),
+            output_padding=_ints(_arg(args, 5, [0]), dims, 0), groups=groups,
+            dilation=_ints(_arg(args, 7, [1]), dims, 1), bias=bias is not None,
+        )
+        return module, {"weight": weight, "bias": bias}
+
+    return make
+
+
+def _layer_norm(nn: Any, args: list[Any], rank: int) -> Any:
+    shape, weight, bias = tuple(args[1]), _arg(args, 2, None), _arg(args, 3, None)
+    if weight is None and bias is not None:
+        raise ValueError("layer norm with a bias but no weight")
+    module = nn.LayerNorm(shape, eps=float(_arg(args, 4, 1e-5)),
+                          elementwise_affine=weight is not None, bias=bias is not None)
+    return module, {"weight": weight, "bias": bias}
+
+
+def _group_norm(nn: Any, args: list[Any], rank: int) -> Any:
+    groups, weight, bias = int(args[1]), _arg(args, 2, None), _arg(args, 3, None)
+    if (weight is None) != (bias is None):
+        raise ValueError("group norm with only one of weight and bias")
+    channels = weight.shape[0] if weight is not None else None
+    if channels is None:
+        raise ValueError("group norm without an affine transform")
+    module = nn.GroupNorm(groups, channels, eps=float(_arg(args, 4, 1e-5)))
+    return module, {"weight": weight, "bias": bias}
+
+
+def _unflatten(nn: Any, args: list[Any], rank: int) -> Any:
+    return nn.Unflatten(int(args[1]), tuple(int(d) for d in args[2])), {}
+
+
+def _upsample_nearest(nn: Any, args: list[Any], rank: int) -> Any:
+    size, scales = _arg(args, 1, None), _arg(args, 2, None)
+    if size is not None or scales is None:
+        raise ValueError("nearest upsampling to a given size, not by a scale")
+    return nn.Upsample(scale_factor=tuple(float(f) for f in scales), mode="nearest"), {}
+
+
 def _max_pool(dims: int) -> ModuleMaker:
     def make(nn: Any, args: list[Any], rank: int) -> Any:
         kernel = _ints(args[1], dims, 1)
@@ -118,7 +166,16 @@ def _module_ops(aten: Any) -> dict[Any, ModuleMaker]:
         aten.conv1d.padding: _conv(1),
         aten.conv2d.padding: _conv(2),
         aten.conv3d.padding: _conv(3),
+        aten.conv_transpose1d.default: _conv_transpose(1),
+        aten.conv_transpose2d.input: _conv_transpose(2),
+        aten.conv_transpose3d.input: _conv_transpose(3),
         aten.batch_norm.default: _batch_norm,
+        aten.layer_norm.default: _layer_norm,
+        aten.group_norm.default: _group_norm,
+        aten.unflatten.int: _unflatten,
+        aten.upsample_nearest1d.vec: _upsample_nearest,
+        aten.upsample_nearest2d.vec: _upsample_nearest,
+        aten.upsample_nearest3d.vec: _upsample_nearest,
         aten.max_pool1d.default: _max_pool(1),
         aten.max_pool2d.default: _max_pool(2),
         aten.max_pool3d.default: _max_pool(3),
@@ -159,7 +216,13 @@ def _function_ops(torch: Any) -> dict[Any, Any]:
         aten.adaptive_avg_pool1d.default: F.adaptive_avg_pool1d,
         aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
         aten.adaptive_avg_pool3d.default: F.adaptive_avg_pool3d,
+        aten.pad.default: F.pad,
         operator.getitem: operator.getitem,
+        # integer arithmetic on sizes, which the reader settles for the traced size
+        operator.add: operator.add,
+        operator.sub: operator.sub,
+        operator.mul: operator.mul,
+        operator.floordiv: operator.floordiv,
     }
 
 
@@ -298,6 +361,8 @@ class _Rebuild:
         target = node.target
         if target in self.identities:
             return self.value(node.args[0])
+        if target is self.torch.ops.aten.sym_size.int:  # x.size(dim), as the reader knows it
+            return self.graph.call_method("size", self.value(node.args))
         make = self.module_ops.get(target)
         if make is not None:
             return self.module_call(node, make)
@@ -329,7 +394,15 @@ def read_program(program: Any, *, source_file: Any = None) -> Archive:
     """An archive of an ``ExportedProgram``; tensor keys are the program's state-dict keys."""
     module = program_module(program)
     examples = example_inputs(program)
-    return read_torch_module(module, example_input=examples or None, source_file=source_file)
+    try:
+        return read_torch_module(module, example_input=examples or None, source_file=source_file)
+    except ValidationError as exc:  # settings the spec refuses (a batch norm with eps=0)
+        error = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        raise UnsupportedLayerError(
+            f"the program has a layer setting the spec refuses ({where}: {error.get('msg')}, "
+            f"received {error.get('input')!r})"
+        ) from None
 
 
 def run_program(program: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
