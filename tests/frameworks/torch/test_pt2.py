@@ -279,3 +279,40 @@ def test_every_verb_reads_pt2(programs, verb: str, tmp_path: Path) -> None:
     if verb == "run":
         with torch.no_grad():
             _close(module(torch.from_numpy(x)).numpy(), np.load(tmp_path / "y.npy"))
+
+
+class _TwoInputs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(3, 4), torch.nn.Linear(2, 4)
+
+    def forward(self, x, y):
+        return torch.cat([self.a(x), self.b(y)], 1)
+
+
+def test_weightio_program_with_two_inputs_and_its_size_guard(tmp_path: Path) -> None:
+    """weightio's own .pt2 of a two-input model records a guard (the batch sizes agree), which
+    is plain size arithmetic and so passes the check.
+    """
+    torch.manual_seed(3)
+    module = _TwoInputs().eval()
+    x, y = torch.randn(4, 3), torch.randn(4, 2)
+    path = tmp_path / "two.pt2"
+    weightio.convert(module, path, example_input=(x, y))
+    with zipfile.ZipFile(path) as zf:
+        program = json.loads(next(zf.read(n) for n in zf.namelist() if n.endswith("models/model.json")))
+    assert program["guards_code"]  # the case this test is about
+    archive = weightio.read(path)
+    with torch.no_grad():
+        _close(module(x, y).numpy(), weightio.run(archive, [x.numpy(), y.numpy()]))
+
+
+def test_float64_program_keeps_its_dtype(tmp_path: Path) -> None:
+    module = _mlp().double()
+    x = torch.from_numpy(_input("mlp").astype("f8"))
+    path = tmp_path / "f64.pt2"
+    torch.export.save(torch.export.export(module, (x,)), path)
+    archive = weightio.read(path)
+    assert archive.tensors["0.weight"].dtype == np.float64
+    with torch.no_grad():
+        _close(module(x).numpy(), weightio.run(archive, x.numpy()))

@@ -302,6 +302,9 @@ class _Rebuild:
             module, params = make(self.nn, [args[0], *stored], rank)
         except (ValueError, TypeError) as exc:
             raise _refuse(node, f"has settings weightio cannot map ({exc})") from None
+        dtypes = {t.dtype for t in params.values() if t is not None}
+        if len(dtypes) == 1:  # a float64 program keeps its float64 parameters
+            module = module.to(dtypes.pop())
         path = self._owner(node, [k for k in tensors if k], params)
         self._load(module, node, path, params)
         try:
