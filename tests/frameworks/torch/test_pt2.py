@@ -316,3 +316,26 @@ def test_float64_program_keeps_its_dtype(tmp_path: Path) -> None:
     assert archive.tensors["0.weight"].dtype == np.float64
     with torch.no_grad():
         _close(module(x).numpy(), weightio.run(archive, x.numpy()))
+
+
+class _Text(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(11, 4, padding_idx=0)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, tokens):
+        return self.head(torch.amax(self.embed(tokens), 1))
+
+
+def test_embedding_program_from_torch_export(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    module = _Text().eval()
+    tokens = torch.randint(0, 11, (3, 5))
+    path = tmp_path / "text.pt2"
+    torch.export.save(torch.export.export(module, (tokens,)), path)
+    archive = weightio.read(path)
+    assert set(archive.tensors) == set(module.state_dict())
+    assert archive.spec.provenance.source_class == "torch.export.ExportedProgram"
+    with torch.no_grad():
+        _close(module(tokens).numpy(), weightio.run(archive, tokens.numpy()))

@@ -29,6 +29,8 @@ from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import tensor_to_numpy, torch_module
 from weightio.frameworks.torch.read.trace import read_torch_module
 
+#: What the archive records as its source class (not the rebuilt GraphModule's local class).
+PROGRAM_CLASS = "torch.export.ExportedProgram"
 ModuleMaker = Callable[[Any, list[Any], int], Any]
 
 
@@ -213,6 +215,9 @@ def _function_ops(torch: Any) -> dict[Any, Any]:
         aten.mean.dim: torch.mean,
         aten.sum.dim_IntList: torch.sum,
         aten.amax.default: torch.amax,
+        aten.amin.default: torch.amin,
+        aten.maximum.default: torch.maximum,
+        aten.minimum.default: torch.minimum,
         aten.adaptive_avg_pool1d.default: F.adaptive_avg_pool1d,
         aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
         aten.adaptive_avg_pool3d.default: F.adaptive_avg_pool3d,
@@ -314,6 +319,21 @@ class _Rebuild:
                           "reads (shared weights)") from None
         return self.graph.call_module(path, (self.value(args[0]),))
 
+    def embedding(self, node: Any) -> Any:
+        """``aten.embedding(weight, indices, padding_idx)``: the table comes first."""
+        weight_node, indices = node.args[0], node.args[1]
+        if weight_node not in self.keys:
+            raise _refuse(node, "looks up a computed table")
+        weight = _stored(self.gm, self.keys[weight_node])
+        padding = int(_arg(list(node.args), 2, -1))
+        module = self.nn.Embedding(weight.shape[0], weight.shape[1],
+                                   padding_idx=None if padding < 0 else padding).to(weight.dtype)
+        params = {"weight": weight}
+        path = self._owner(node, [self.keys[weight_node]], params)
+        self._load(module, node, path, params)
+        _install(self.root, path, module, self.nn)
+        return self.graph.call_module(path, (self.value(indices),))
+
     def _owner(self, node: Any, keys: list[str], params: dict[str, Any]) -> str:
         """The module path of the call: the common owner of its parameters' keys."""
         if not keys:  # a pooling: no state, named after its node (unique among them)
@@ -366,6 +386,8 @@ class _Rebuild:
             return self.value(node.args[0])
         if target is self.torch.ops.aten.sym_size.int:  # x.size(dim), as the reader knows it
             return self.graph.call_method("size", self.value(node.args))
+        if target is self.torch.ops.aten.embedding.default:
+            return self.embedding(node)
         make = self.module_ops.get(target)
         if make is not None:
             return self.module_call(node, make)
@@ -398,7 +420,7 @@ def read_program(program: Any, *, source_file: Any = None) -> Archive:
     module = program_module(program)
     examples = example_inputs(program)
     try:
-        return read_torch_module(module, example_input=examples or None, source_file=source_file)
+        archive = read_torch_module(module, example_input=examples or None, source_file=source_file)
     except ValidationError as exc:  # settings the spec refuses (a batch norm with eps=0)
         error = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in error.get("loc", ()))
@@ -406,6 +428,9 @@ def read_program(program: Any, *, source_file: Any = None) -> Archive:
             f"the program has a layer setting the spec refuses ({where}: {error.get('msg')}, "
             f"received {error.get('input')!r})"
         ) from None
+    spec = archive.spec
+    provenance = spec.provenance.model_copy(update={"source_class": PROGRAM_CLASS})
+    return Archive(spec.model_copy(update={"provenance": provenance}), archive.tensors)
 
 
 def run_program(program: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
