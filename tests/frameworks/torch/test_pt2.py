@@ -339,3 +339,76 @@ def test_embedding_program_from_torch_export(tmp_path: Path) -> None:
     assert archive.spec.provenance.source_class == "torch.export.ExportedProgram"
     with torch.no_grad():
         _close(module(tokens).numpy(), weightio.run(archive, tokens.numpy()))
+
+
+# --- the findings, shown: what torch.export.load runs, and that weightio refuses it first -------
+
+
+class _Touch:
+    """Unpickling this creates the folder ``path``: a stand-in for any code a pickle can run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.path,))
+
+
+def _with_pickled_weight(source: Path, target: Path, canary: Path) -> Path:
+    import pickle
+
+    payload = pickle.dumps(_Touch(canary), protocol=2)
+
+    def change(name: str, data: bytes) -> bytes:
+        if name.endswith("model_weights_config.json"):
+            doc = json.loads(data)
+            first = next(iter(doc["config"].values()))
+            first["use_pickle"] = True
+            first["path_name"] = "evil"
+            return json.dumps(doc).encode()
+        return data
+
+    _rewrite(source, target, change)
+    return _append(target, f"{_prefix(source)}data/weights/evil", payload)
+
+
+def _with_guard(source: Path, target: Path, canary: Path) -> Path:
+    def edit(doc) -> None:
+        doc["guards_code"] = [f"__import__('os').mkdir({str(canary)!r}) is None"]
+
+    return _rewrite(source, target, _json_edit("models/model.json", edit))
+
+
+def _with_expression(source: Path, target: Path, canary: Path) -> Path:
+    """A symbolic batch size whose sympy text calls code (torch parses it with sympify)."""
+    def change(name: str, data: bytes) -> bytes:
+        if name.endswith("models/model.json"):
+            text = data.decode()
+            assert "positive=True" in text  # a dynamic-batch program records its symbol so
+            return text.replace("positive=True", f"positive=__import__('os').mkdir({str(canary)!r}) is None", 1).encode()
+        return data
+
+    return _rewrite(source, target, change)
+
+
+ATTACKS = {"pickled-weight": _with_pickled_weight, "guard-code": _with_guard,
+           "sympify-expression": _with_expression}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_torch_export_load_runs_the_file_and_weightio_refuses_first(programs, tmp_path, attack):
+    # weightio's own program has a dynamic batch, hence a symbolic size to poison
+    source = programs["weightio" if attack == "sympify-expression" else "torch", "mlp"][0]
+    make = ATTACKS[attack]
+    canary = tmp_path / "canary"
+    path = make(source, tmp_path / f"{attack}.pt2", canary)
+    with pytest.raises(UnsafeFormatError):
+        weightio.read(path)
+    assert not canary.exists()
+    try:  # the finding: torch runs it (the pickle on load, the guard when the module is called)
+        torch.export.load(path).module()(torch.zeros(4, 6))
+    except Exception:
+        pass
+    assert canary.exists()

@@ -16,7 +16,9 @@ then loaded by it.
 - symbolic shape expressions (``expr_str``) are parsed with ``sympy.sympify``, which ``eval``-s
   the string;
 - ``ExportedProgram.module()`` turns the program's ``guards_code`` strings into Python with
-  ``exec`` (a guard may only compare input sizes, ``L['x'].size()[0] == L['y'].size()[0]``);
+  ``exec``, run at every call. weightio asks for ``module(check_guards=False)``, which compiles
+  none, and still allows only guards comparing input sizes (``L['x'].size()[0] ==
+  L['y'].size()[0]``), so what it accepts stays safe to hand to torch's own tools;
 - an AOTInductor package (``data/aotinductor/``) holds compiled native code, and the loader's
   fallback for the pre-2.8 layout (a root-level ``version`` member) unpickles with
   ``weights_only=False`` too.
