@@ -412,3 +412,46 @@ def test_torch_export_load_runs_the_file_and_weightio_refuses_first(programs, tm
     except Exception:
         pass
     assert canary.exists()
+
+
+# --- weightio's own .pt2 of every sample kind it reads back --------------------------------------
+
+#: Kinds whose weightio-written programs read back to verified archives (docs/layers.md names);
+#: the rest are refused naming the ATen node without a mapping (div, unsqueeze, zeros for the
+#: recurrent initial state, attention's sliced in_proj, adaptive max pooling, -inf padding).
+READS_BACK = (
+    "dense", "activation", "dropout", "identity", "affine", "rescaling", "binary_proba", "conv",
+    "separable_conv", "conv_transpose", "pool", "global_pool", "zero_padding", "upsampling",
+    "flatten", "reshape", "permute", "batch_norm", "layer_norm", "group_norm", "add", "subtract",
+    "multiply", "maximum", "minimum", "concatenate",
+)
+#: Samples of those kinds whose program uses an operation without a mapping.
+REFUSED_SAMPLES = {("pool", "torch_max_ceil"): "pad", ("global_pool", "max1d_keepdims"): "adaptive_max_pool1d"}
+
+
+@pytest.fixture(scope="module")
+def samples():
+    sys.path.insert(0, str(Path(__file__).parents[1] / "keras"))
+    try:
+        import keras_samples
+    finally:
+        sys.path.pop(0)
+    return keras_samples.SAMPLES
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("kind", READS_BACK)
+def test_weightio_pt2_of_each_kind_reads_back_verified(samples, kind: str, tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    for name, make in samples[kind].items():
+        path = tmp_path / f"{name}.pt2"
+        weightio.convert(make(), path)
+        if (kind, name) in REFUSED_SAMPLES:
+            with pytest.raises(UnsupportedLayerError, match=REFUSED_SAMPLES[kind, name]):
+                weightio.read(path)
+            continue
+        result = weightio.convert(path, tmp_path / f"{name}.safetensors")
+        # verified against the program itself (a kind may come back as its composition:
+        # separable_conv as two convolutions, binary_proba as dense + sigmoid)
+        assert result.verification is not None and result.verification.passed, name
+        assert not result.archive.spec.weights_only

@@ -259,7 +259,7 @@ def save_pt2(module: Any, path: os.PathLike[str] | str, example_inputs: tuple[An
     torch = torch_module("save_pt2")
     path = Path(path)
     examples = tuple(
-        torch.from_numpy(np.array(x)) if isinstance(x, np.ndarray) else x for x in example_inputs
+        numpy_to_tensor(x) if isinstance(x, np.ndarray) else x for x in example_inputs
     )
     # The batch axis stays free, so the program serves any batch size, as the module did.
     dynamic = tuple({0: torch.export.Dim.DYNAMIC} if x.dim() > 0 else None for x in examples)

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from weightio.errors import TraceError, UnsupportedLayerError
 from weightio.format.archive import Archive
-from weightio.frameworks.torch.common import tensor_to_numpy, torch_module
+from weightio.frameworks.torch.common import numpy_to_tensor, tensor_to_numpy, torch_module
 from weightio.frameworks.torch.read.trace import read_torch_module
 
 #: What the archive records as its source class (not the rebuilt GraphModule's local class).
@@ -443,6 +443,6 @@ def run_program(program: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
     torch = torch_module("running torch.export programs")
     module = program.module(check_guards=False)
     with torch.no_grad():
-        result = module.forward(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])
+        result = module.forward(*[numpy_to_tensor(np.ascontiguousarray(x)) for x in inputs])
     items = result if isinstance(result, (tuple, list)) else [result]
     return [tensor_to_numpy(out, key=f"output {i}", copy=True) for i, out in enumerate(items)]
