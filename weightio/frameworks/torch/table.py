@@ -1,5 +1,5 @@
 """PyTorch's rows in the table of sources and targets: modules, state dicts, checkpoint files,
-the ``.pt2`` (torch.export) and ``.pt`` (state dict) targets.
+``.pt2`` programs (torch.export), and the ``.pt2`` and ``.pt`` (state dict) targets.
 
 Checkpoint files are read by weightio's data-only unpickler, without torch; torch is imported
 only to trace a live module, to build one, or to write one.
@@ -78,6 +78,20 @@ def _open_trusted(path: Path, **options: Any) -> Source:
                   not_run="a checkpoint file holds weights only, with no module to run")
 
 
+def _open_program(path: Path, **options: Any) -> Source:
+    """A ``torch.export`` program, checked for code before torch loads it (``files/pt2.py``)
+    unless ``trust_pickle=True``; read through the module reader (``read/program.py``).
+    """
+    from weightio.frameworks.torch.files.pt2 import load_program
+    from weightio.frameworks.torch.read.program import read_program, run_program
+
+    trusted = bool(options.pop("trust_pickle", False))
+    no_options(options, "a torch.export program (.pt2)", allowed=("trust_pickle",))
+    program = load_program(path, trusted=trusted)
+    archive = read_program(program, source_file=path)
+    return Source(archive, "torch", lambda xs: run_program(program, xs), program)
+
+
 def _load_into(archive: Archive, module: Any, **options: Any) -> Any:
     from weightio.frameworks.torch.load import load_into_torch
 
@@ -126,6 +140,13 @@ ROWS = (
         suffixes=(".pt", ".pth", ".bin"),
         sniff=lambda head: head.startswith(LEGACY_MAGIC),
         listed_as=".pt, .pth, .bin",
+    ),
+    FileSource(
+        "torch",
+        "torch.export programs",
+        _open_program,
+        suffixes=(".pt2",),
+        listed_as=".pt2",
     ),
     Target("pt2", "torch", (".pt2",), _build_module, _write_pt2, what="torch.export"),
     Target(

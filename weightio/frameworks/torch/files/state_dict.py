@@ -101,8 +101,8 @@ def check_torch_path(path: Path) -> None:
     check_regular(path)  # missing, a folder, a FIFO, socket or device: refused before any open
     if path.suffix.lower() == ".pt2":
         raise UnsupportedSourceError(
-            "is a torch.export program (.pt2), not a state dict; load it with "
-            "torch.export.load(path).module() and pass that module to weightio.read()",
+            "is a torch.export program (.pt2), not a state dict; read it with "
+            "weightio.read(path), which checks it for code before torch.export.load sees it",
             file=path,
         )
     if path.suffix.lower() not in TORCH_FILE_SUFFIXES:
@@ -260,7 +260,7 @@ def save_pt2(module: Any, path: os.PathLike[str] | str, example_inputs: tuple[An
     torch = torch_module("save_pt2")
     path = Path(path)
     examples = tuple(
-        torch.from_numpy(np.array(x)) if isinstance(x, np.ndarray) else x for x in example_inputs
+        numpy_to_tensor(x) if isinstance(x, np.ndarray) else x for x in example_inputs
     )
     # The batch axis stays free, so the program serves any batch size, as the module did.
     dynamic = tuple({0: torch.export.Dim.DYNAMIC} if x.dim() > 0 else None for x in examples)
