@@ -84,6 +84,7 @@ def test_no_option_value_gives_a_traceback(verb, slot, kind, files, tmp_path, mo
     if verb == "plot" or slot in ("--plot", "--html"):
         pytest.importorskip("matplotlib")
     argv = _argv(verb, slot, BAD_VALUES[kind], files, tmp_path)
+    monkeypatch.chdir(tmp_path)  # a value taken as a relative output path ("-1") lands here
     monkeypatch.setattr(sys, "argv", ["weightio", *argv])
     with pytest.raises(SystemExit) as done:
         main()

@@ -116,9 +116,9 @@ def _unsupported(node: Any, root: Any, op: str) -> UnsupportedLayerError:
     users = ", ".join(user.name for user in node.users) or "nothing"
     return UnsupportedLayerError(
         f"the operation {op} (fx node {node.name!r}, read by {users}) in "
-        f"{qualified_name(root)} is not supported yet; weightio reads nn modules and "
-        "elementwise activations. Move it into a layer weightio knows, or archive the weights "
-        "only with weightio.read(module.state_dict())",
+        f"{qualified_name(root)} is not supported yet; weightio reads the nn modules, "
+        "functions and shape arithmetic docs/layers.md lists. Move it into a module weightio "
+        "knows, or archive the weights only with weightio.read(module.state_dict())",
         layer=node.name,
     )
 
