@@ -199,7 +199,7 @@ def convert(
     result = do_convert(
         source, destination, to=to, verify=verify, seed=seed, samples=samples,
         atol=atol, rtol=rtol, max_shard_size=max_shard_size, overwrite=overwrite, digest=digest,
-        **options,
+        progress=True, **options,
     )
     _note_picked_key(result.archive, options)
     if as_json:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol
 
 #: Passes touching more than this many bytes of tensor data get a progress bar.
@@ -51,3 +52,25 @@ def byte_progress(description: str, total_bytes: int, *, enabled: bool) -> Itera
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total_bytes)
         yield lambda nbytes: bar.advance(task, nbytes)
+
+
+#: The bar a deep writer reports into without every layer between passing it down: set by
+#: ``reporting`` around a pass (``convert``'s write), read by ``report``.
+_CURRENT: ContextVar[Advance | None] = ContextVar("weightio_progress", default=None)
+
+
+@contextmanager
+def reporting(advance: Advance) -> Iterator[None]:
+    """Within the block, ``report(nbytes)`` advances ``advance``."""
+    token = _CURRENT.set(advance)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def report(nbytes: int) -> None:
+    """Advance the bar of the enclosing ``reporting`` block, if there is one."""
+    advance = _CURRENT.get()
+    if advance is not None:
+        advance(nbytes)

@@ -27,3 +27,19 @@ def test_plot_and_verify_with_a_bar(tmp_path, monkeypatch):
     assert [name for name, _ in drawn] == [name for name, _ in quiet]
     assert archive.verify(progress=True) == archive.verify()
     assert np.isfinite(weightio.run(archive, np.ones((1, 3, 6, 6), np.float32))).all()
+
+
+def test_convert_write_reports_every_tensor(tmp_path, monkeypatch):
+    """convert's archive write reports its bytes into the bar (forced on with a 0 threshold)."""
+    seen: list[int] = []
+    from weightio.progress import reporting
+    from weightio.verbs.convert import archive_bytes
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 2))
+    with reporting(seen.append):
+        result = weightio.convert(module, tmp_path / "m.safetensors")
+    assert sum(seen) == archive_bytes(result.archive) and len(seen) == 4
+    monkeypatch.setattr(weightio.progress, "THRESHOLD_BYTES", 0)
+    again = weightio.convert(module, tmp_path / "n.safetensors", progress=True)
+    assert again.verification.passed

@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from weightio.format.hashing import DEFAULT_ALGORITHM, hash_bytes
+from weightio.progress import report
 from weightio.spec.dtypes import tensor_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -313,6 +314,7 @@ def write_hashed(
             copied = _copy_file_range(handle, source, len(data)) if source is not None else 0
             handle.write(data[copied:] if copied else data)
             writeback.kick()
+            report(len(data))  # convert's progress bar, when one is drawn
             pending.append((name, array, future, buffer))
             settle(_IN_FLIGHT - 1)
         writeback.kick(final=True)

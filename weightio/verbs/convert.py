@@ -92,6 +92,7 @@ def convert(
     max_shard_size: int | str | None = None,
     overwrite: bool = True,
     digest: str | None = None,
+    progress: bool = False,
     **options: Any,
 ) -> ConversionResult:
     """Convert ``source`` into ``destination``, verifying outputs before writing anything.
@@ -114,6 +115,7 @@ def convert(
             repeated, atomically, when the file is published.
         digest: For an archive target, the digest recorded for every tensor and the source file:
             ``"blake3"`` (default) or ``"sha256"``.
+        progress: Draw a progress bar on stderr while an archive over a few hundred MB is written.
         **options: Passed to the reader (``example_input=``, ``key=``, ``architecture=``; for scikit-learn
             sources ``head=``, ``dtype=``, ``trust_pickle=``).
 
@@ -146,7 +148,7 @@ def convert(
         return _convert_opened(src, destination, target, pick(pending, src.archive), verify=verify,
                                seed=seed, samples=samples, atol=atol, rtol=rtol,
                                max_shard_size=max_shard_size, source_file=source_file,
-                               overwrite=overwrite, digest=algorithm)
+                               overwrite=overwrite, digest=algorithm, progress=progress)
     finally:
         for digest in pending:
             digest.cancel()
@@ -167,6 +169,7 @@ def _convert_opened(
     source_file: os.PathLike[str] | str | None = None,
     overwrite: bool = True,
     digest: str | None = None,
+    progress: bool = False,
 ) -> ConversionResult:
     archive = src.archive
     try:
@@ -210,9 +213,28 @@ def _convert_opened(
 
     if not overwrite:  # the checks and the build took time: look again before writing
         refuse_existing(destination, sharded_too=target == "archive")
-    written = _write(archive, native, target, destination, seed=seed, max_shard_size=max_shard_size,
-                     source_digest=source_digest, overwrite=overwrite, digest=digest)
+    from contextlib import ExitStack
+
+    from weightio.progress import byte_progress, reporting
+
+    with ExitStack() as stack:
+        if progress:  # else a caller's own reporting block (if any) stays in charge
+            total = archive_bytes(archive) if target == "archive" else 0
+            stack.enter_context(reporting(stack.enter_context(
+                byte_progress("write", total, enabled=True))))
+        written = _write(archive, native, target, destination, seed=seed,
+                         max_shard_size=max_shard_size, source_digest=source_digest,
+                         overwrite=overwrite, digest=digest)
     return ConversionResult(written, target, archive, record, nonfinite)
+
+
+def archive_bytes(archive: Archive) -> int:
+    """The bytes of tensor data an archive write copies."""
+    import math
+
+    from weightio.spec.dtypes import itemsize
+
+    return sum(math.prod(ref.shape) * itemsize(ref.dtype) for _, _, ref in archive.spec.tensor_refs())
 
 
 def _build_target(archive: Archive, target: TargetName) -> tuple[Any, Any]:
