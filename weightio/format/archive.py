@@ -187,15 +187,8 @@ class Archive:
                     f"{list(refs[key].shape)}; replace keeps every shape", file=self.path, tensor=key,
                 )
             arrays[key] = array
-        layers = []
-        for layer in self.spec.layers:
-            cleared = {param: ref.model_copy(update={"digest": None, "sha256": None})
-                       for param, ref in layer.tensor_refs().items() if ref.key in arrays}
-            updates: dict[str, Any] = (
-                {"tensors": {**layer.tensor_refs(), **cleared}}
-                if getattr(layer, "kind", None) == "opaque" else cleared
-            )
-            layers.append(layer.model_copy(update=updates) if cleared else layer)
+        layers = with_refs(self.spec, lambda ref: ref.model_copy(update={"digest": None, "sha256": None})
+                           if ref.key in arrays else ref)
         shown = ", ".join(list(arrays)[:8]) + (f" and {len(arrays) - 8} more" if len(arrays) > 8 else "")
         provenance = self.spec.provenance.model_copy(update={
             "transforms": [*self.spec.provenance.transforms, f"replaced {len(arrays)} tensor(s): {shown}"]
@@ -303,22 +296,27 @@ def _first_layer(problems: list[str]) -> str | None:
     return None
 
 
+def with_refs(spec: ModelSpec, change: Any) -> list[Any]:
+    """``spec``'s layers with each tensor reference replaced by ``change(ref)`` (an opaque
+    layer keeps its references in ``tensors``, every other kind in named fields).
+    """
+    layers = []
+    for layer in spec.layers:
+        refs = {param: change(ref) for param, ref in layer.tensor_refs().items()}
+        updates: dict[str, Any] = (
+            {"tensors": refs} if getattr(layer, "kind", None) == "opaque" else refs
+        )
+        layers.append(layer.model_copy(update=updates) if refs else layer)
+    return layers
+
+
 def spec_with_digests(spec: ModelSpec, digests: Mapping[str, str]) -> ModelSpec:
     """Return ``spec`` with each tensor's ``digest`` set from ``digests`` (re-validated).
 
     ``digests`` holds tagged digests (``"blake3:<hex>"``). A format 1.0 ``sha256`` is dropped
     (the tensor now records ``digest``) and the spec takes the current format version.
     """
-    layers = []
-    for layer in spec.layers:
-        hashed = {
-            param: ref.model_copy(update={"digest": digests[ref.key], "sha256": None})
-            for param, ref in layer.tensor_refs().items()
-        }
-        updates: dict[str, Any] = (
-            {"tensors": hashed} if getattr(layer, "kind", None) == "opaque" else hashed
-        )
-        layers.append(layer.model_copy(update=updates))
+    layers = with_refs(spec, lambda ref: ref.model_copy(update={"digest": digests[ref.key], "sha256": None}))
     updated = spec.model_copy(update={"layers": layers, "format_version": FORMAT_VERSION})
     return ModelSpec.model_validate(updated.model_dump())  # re-validate the updated copy
 

@@ -16,7 +16,6 @@ from typing import Literal
 import numpy as np
 
 from weightio.format.archive import Archive
-from weightio.options import check_count, check_seed, check_tolerance
 from weightio.runtime.forward import forward, output_dtype
 from weightio.runtime.probes import probe_inputs
 from weightio.spec.model import ModelSpec, OutputCheck, VerificationRecord
@@ -100,11 +99,9 @@ def verify_conversion(
     is), ``partial`` when only weightio's own reading was compared with the target (then
     ``source_not_run`` says why), ``not verified`` when there was nothing to compare.
     """
-    seed = check_seed(seed)
-    samples = check_count("samples", samples)
-    default_atol, default_rtol = default_tolerance(archive.spec)
-    atol = default_atol if atol is None else check_tolerance("atol", atol)
-    rtol = default_rtol if rtol is None else check_tolerance("rtol", rtol)
+    default_atol, default_rtol = default_tolerance(archive.spec)  # options checked by convert
+    atol = default_atol if atol is None else atol
+    rtol = default_rtol if rtol is None else rtol
     inputs = probe_inputs(archive.spec, seed=seed, samples=samples)
     # The probe is canonical (feature maps channels-first); a side holding feature maps
     # channels-last (Keras) gets them transposed in, and its feature-map outputs transposed back.

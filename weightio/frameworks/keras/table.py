@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,8 @@ def _open_model(model: Any, **options: Any) -> Source:
     return Source(archive, "keras", lambda xs: run_keras(model, xs), model)
 
 
-def _lazy_runner(path: Path) -> Runner | None:
-    """Run the file's model with Keras, loaded on first use and only if Keras is installed
+def _lazy_runner(load: Callable[[], Any]) -> Runner | None:
+    """Run the model ``load()`` gives, loaded on first use and only if Keras is installed
     (``read_keras_file`` checks the file and its config before Keras is imported).
     """
     if not keras_installed():
@@ -57,42 +58,43 @@ def _lazy_runner(path: Path) -> Runner | None:
     model: list[Any] = []
 
     def run(xs: list[np.ndarray]) -> list[np.ndarray]:
-        from weightio.frameworks.keras.model import read_keras_file, run_keras
+        from weightio.frameworks.keras.model import run_keras
 
         if not model:
-            model.append(read_keras_file(path)[1])
+            model.append(load())
         return run_keras(model[0], xs)
 
     return run
+
+
+def _file_model(path: Path) -> Any:
+    from weightio.frameworks.keras.model import read_keras_file
+
+    return read_keras_file(path)[1]
 
 
 def _weights_runner(path: Path, architecture: Any) -> Runner | None:
     """Run a ``.weights.h5`` file's model: its ``.keras`` architecture loaded through the same
     checks as any Keras file, then these weights (already checked without Keras) loaded into it.
     """
-    if not keras_installed() or not isinstance(architecture, (str, os.PathLike)):
+    if not isinstance(architecture, (str, os.PathLike)):
         return None
     model_file = Path(architecture)
     if model_file.suffix.lower() != ".keras":
         return None
-    model: list[Any] = []
 
-    def run(xs: list[np.ndarray]) -> list[np.ndarray]:
-        from weightio.frameworks.keras.model import read_keras_file, run_keras
+    def load() -> Any:
+        built = _file_model(model_file)
+        try:
+            built.load_weights(path)
+        except (ValueError, KeyError, OSError) as exc:
+            raise MalformedFileError(
+                f"Keras could not load these weights into the model of {model_file} ({exc})",
+                file=path,
+            ) from None
+        return built
 
-        if not model:
-            built = read_keras_file(model_file)[1]
-            try:
-                built.load_weights(path)
-            except (ValueError, KeyError, OSError) as exc:
-                raise MalformedFileError(
-                    f"Keras could not load these weights into the model of {model_file} ({exc})",
-                    file=path,
-                ) from None
-            model.append(built)
-        return run_keras(model[0], xs)
-
-    return run
+    return _lazy_runner(load)
 
 
 def _open_file(path: Path, **options: Any) -> Source:
@@ -107,7 +109,7 @@ def _open_file(path: Path, **options: Any) -> Source:
             "Keras is not installed" if not keras_installed() else
             "its architecture is not a .keras file, so weightio does not build a Keras model of it"
         ))
-    runner = _lazy_runner(path)
+    runner = _lazy_runner(lambda: _file_model(path))
     return Source(archive, "keras", runner, not_run=None if runner else "Keras is not installed")
 
 
