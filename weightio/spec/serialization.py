@@ -40,11 +40,22 @@ def spec_from_data(data: Any, *, file: object | None = None) -> ModelSpec:
 
 
 def spec_from_json(text: str, *, file: object | None = None) -> ModelSpec:
-    """Parse and validate spec JSON text (strict JSON: no duplicate key, NaN, Infinity or
-    overflowing number; bounded depth and strings).
+    """Parse and validate spec JSON text read from a file.
+
+    Strict twice over. The JSON itself: no duplicate key, NaN, Infinity or overflowing number,
+    bounded depth and strings (``parse_json``). And its values: validated in pydantic's strict
+    JSON mode, so a header that says ``"units": 4.0``, ``true`` or ``"4"`` where the schema
+    wants an integer is refused rather than quietly coerced (weightio never writes those, so a
+    file holding them was made by something else and may not mean what a lax reading says).
+    Readers that build specs in memory go through ``spec_from_data``, which stays lax about
+    Python types (a list for a tuple, a numpy integer for an int).
     """
     data = parse_json(text, file=file, what="the spec", error=SpecValidationError)
-    return spec_from_data(data, file=file)
+    try:
+        return ModelSpec.model_validate_json(text, strict=True)
+    except ValidationError as exc:
+        message, layer = _validation_message(exc, data)
+        raise SpecValidationError(f"invalid spec: {message}", file=file, layer=layer) from None
 
 
 def json_schema() -> dict[str, Any]:
