@@ -884,3 +884,24 @@ def test_batch_norm_with_zero_eps_reads_and_runs():
     archive = read_torch_module(module, example_input=x[:1])
     np.testing.assert_allclose(weightio.runtime.run(archive, x.numpy()), module(x).detach().numpy(),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_torch_load_path_refuses_a_key_whose_hash_never_ends(tmp_path):
+    """A dict key of 40 levels of one shared tuple: ``hash()`` would walk 2**40 tuples inside
+    torch's unpickler (C code, no timeout reaches it). weightio's own unpickler reads the file
+    first and refuses it. Run in a child process so a regression fails instead of hanging."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "hostile"))
+    from pickles import P, pt_zip
+
+    p = P().empty_dict().empty_tuple().put(1000)
+    for level in range(40):  # pair the tuple on top with itself (TUPLE2), 40 times
+        p.get(1000 + level).raw(b"\x86").put(1000 + level + 1)
+    path = pt_zip(tmp_path / "model.pt", p.int(1).setitem().done(), {})
+    code = ("import sys; from weightio.frameworks.torch.files.state_dict import read_torch_file\n"
+            "try:\n    read_torch_file(sys.argv[1])\n"
+            "except Exception as exc:\n    print(type(exc).__name__, exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.startswith("MalformedFileError"), done.stdout + done.stderr
+    assert "dict key" in done.stdout and "model.pt" in done.stdout

@@ -11,7 +11,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from weightio.errors import MalformedFileError, received
+from weightio.errors import MalformedFileError, UnsupportedSourceError, received
+from weightio.format.paths import check_regular
+
+#: The suffixes ``torch.save`` files go by (a ``.pt2`` is a torch.export program, not one).
+TORCH_FILE_SUFFIXES = (".pt", ".pth", ".bin")
 
 
 def is_state_dict(value: Any, is_tensor: Callable[[Any], bool], *, allow_empty: bool) -> bool:
@@ -72,3 +76,20 @@ def pick_state_dict(
             file=path,
         )
     return obj[key], key
+
+
+def check_torch_path(path: Path) -> None:
+    """Refuse what is not a torch.save file (missing, a folder, a .pt2 program, another suffix)."""
+    check_regular(path)  # missing, a folder, a FIFO, socket or device: refused before any open
+    if path.suffix.lower() == ".pt2":
+        raise UnsupportedSourceError(
+            "is a torch.export program (.pt2), not a state dict; read it with "
+            "weightio.read(path), which checks it for code before torch.export.load sees it",
+            file=path,
+        )
+    if path.suffix.lower() not in TORCH_FILE_SUFFIXES:
+        raise UnsupportedSourceError(
+            f"has suffix {path.suffix!r}; PyTorch checkpoints are read from "
+            f"{', '.join(TORCH_FILE_SUFFIXES)} files saved with torch.save",
+            file=path,
+        )

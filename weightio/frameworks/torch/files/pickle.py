@@ -47,7 +47,7 @@ from weightio.format.archive import Archive
 from weightio.format.graph import GraphWalk
 from weightio.format.paths import open_regular
 from weightio.format.zip import ZIP_ERRORS, is_zip, member_offset, read_member
-from weightio.frameworks.torch.files.checkpoints import pick_state_dict
+from weightio.frameworks.torch.files.checkpoints import check_torch_path, pick_state_dict
 from weightio.frameworks.torch.files.rebuild import (
     MAX_PICKLE_BYTES,
     Frozen,
@@ -350,7 +350,6 @@ def read_checkpoint(path: os.PathLike[str] | str, *, key: str | None = None) -> 
     """
     from weightio.format.provenance import provenance
     from weightio.format.weights_only import archive_from_state_dict
-    from weightio.frameworks.torch.files.state_dict import check_torch_path
 
     path = Path(path)
     check_torch_path(path)

@@ -27,12 +27,10 @@ import numpy as np
 from weightio.errors import (
     MalformedFileError,
     UnsafeFormatError,
-    UnsupportedSourceError,
     UnsupportedTensorError,
 )
 from weightio.format.archive import Archive
 from weightio.format.atomic import atomic_write
-from weightio.format.paths import check_regular
 from weightio.format.provenance import provenance
 from weightio.format.weights_only import archive_from_state_dict
 from weightio.format.zip import is_zip
@@ -44,9 +42,11 @@ from weightio.frameworks.torch.common import (
     tensor_to_numpy,
     torch_module,
 )
-from weightio.frameworks.torch.files.checkpoints import pick_state_dict
-
-TORCH_FILE_SUFFIXES = (".pt", ".pth", ".bin")
+from weightio.frameworks.torch.files.checkpoints import (
+    check_torch_path,
+    pick_state_dict,
+)
+from weightio.frameworks.torch.files.pickle import load_checkpoint
 
 
 def _state_dict_arrays(state_dict: Mapping[str, Any], *, copy: bool) -> dict[str, np.ndarray]:
@@ -96,23 +96,6 @@ def _archive(
     return archive_from_state_dict(arrays, name=name, provenance=prov)
 
 
-def check_torch_path(path: Path) -> None:
-    """Refuse what is not a torch.save file (missing, a folder, a .pt2 program, another suffix)."""
-    check_regular(path)  # missing, a folder, a FIFO, socket or device: refused before any open
-    if path.suffix.lower() == ".pt2":
-        raise UnsupportedSourceError(
-            "is a torch.export program (.pt2), not a state dict; read it with "
-            "weightio.read(path), which checks it for code before torch.export.load sees it",
-            file=path,
-        )
-    if path.suffix.lower() not in TORCH_FILE_SUFFIXES:
-        raise UnsupportedSourceError(
-            f"has suffix {path.suffix!r}; PyTorch checkpoints are read from "
-            f"{', '.join(TORCH_FILE_SUFFIXES)} files saved with torch.save",
-            file=path,
-        )
-
-
 def _container_kind(path: Path) -> str:
     """``zip`` (torch.save since 1.6), ``legacy`` (a bare pickle), else refuse."""
     if is_zip(path):
@@ -149,8 +132,19 @@ def check_safe_torch(version: str, path: Path) -> None:
 
 
 def _load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` of a file weightio's own unpickler has read first.
+
+    torch's unpickler is bounded in what it builds, not in what building costs: a pickle whose
+    memo makes a dict key of 40 levels of one shared tuple sends ``hash()`` on a 2**40-step walk
+    inside C code, which no timeout interrupts. weightio's opcode machine (``load_checkpoint``,
+    the torch-free reader) refuses that and every other hostile structure it knows, in time
+    linear in the file's opcodes and with the same verdicts on globals, so it reads the pickle
+    before torch does. Tensors stay memory maps there: the extra pass costs the pickle, not the
+    weights.
+    """
     torch = torch_module("reading .pt files")
     check_safe_torch(torch.__version__, path)
+    load_checkpoint(path)
     mmap = _container_kind(path) == "zip"  # torch can memory-map only the zip format
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
