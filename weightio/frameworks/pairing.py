@@ -148,8 +148,10 @@ def pair_by_position(
 
     A bare state dict has no layer kinds to pair by, but its order is the model's: a PyTorch
     ``state_dict()`` lists each module's parameters in registration order, and weightio's
-    canonical order (a live model read into a spec: layers in order, each layer's parameters in
-    its ``tensor_refs`` order) is the same for a model of the same architecture, in PyTorch's
+    canonical order (a live model read into a spec: layers in the order they run, each layer's
+    parameters in its ``tensor_refs`` order) is the same for a model of the same architecture
+    whose modules are registered in the order they run (always so for ``nn.Sequential``; a
+    module that registers its head before its body pairs wrongly, which shapes usually catch), in PyTorch's
     layout (conv ``[out, in, *k]``, dense ``[out, in]``, batch norm ``weight, bias,
     running_mean, running_var``, LSTM ``weight_ih, weight_hh, bias_ih, bias_hh``). So the
     n-th tensor goes to the n-th; every pair must agree on shape and dtype (nothing is cast or

@@ -6,35 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from weightio.errors import (
-    StructureMismatchError,
-    UnsupportedLayerError,
-)
+from weightio.errors import StructureMismatchError, UnsupportedLayerError
 from weightio.format.archive import Archive
 from weightio.frameworks.keras.model import read_keras_model
-from weightio.frameworks.keras.write.base import KERAS_WRITE, NameAllocator, WriteContext
-from weightio.frameworks.keras.write.bridge import input_form, prepare, spec_ranks, spec_tags
+from weightio.frameworks.keras.native import keras_layers_of
+from weightio.frameworks.keras.write.bridge import prepare
 from weightio.frameworks.keras.write.build import live_settings
 from weightio.frameworks.pairing import LoadReport, pair_by_position, pair_layers, with_parameters
-from weightio.layouts.flow import PLAIN, unfolded_flattens
+from weightio.layouts.flow import unfolded_flattens
 from weightio.layouts.transforms import conv_weight_to_keras
 from weightio.optional import require
-from weightio.spec.activations import LINEAR, ActivationFn
 from weightio.spec.base import LayerBase
-
-
-def _weights_only(layer: LayerBase) -> LayerBase:
-    """``layer`` with the settings that shape a built model but not its weights made plain.
-
-    ``load_into`` copies weights only: a fused activation Keras has no exact string for, or a
-    time-major RNN, would make the mapping refuse to build a layer whose weights still fit.
-    """
-    update: dict[str, Any] = {}
-    if isinstance(getattr(layer, "activation", None), ActivationFn) and layer.kind != "activation":
-        update["activation"] = LINEAR
-    if getattr(layer, "batch_first", True) is False:
-        update["batch_first"] = True
-    return layer.model_copy(update=update) if update else layer
 
 
 def _keras_weights(
@@ -48,19 +30,8 @@ def _keras_weights(
     """
     if layer.kind == "opaque":  # no mapping: its tensors are var_0, var_1… in Keras weight order
         return [np.asarray(archive.tensors[ref.key]) for ref in layer.tensor_refs().values()]
-    layer = _weights_only(layer)
-    names = NameAllocator()
-    names.reserve(layer.name)
-    spec = archive.spec
-    index = next(i for i, l in enumerate(spec.layers) if l.name == layer.name)
-    source = spec.layer_inputs(index)[0]
-    rank = spec_ranks(spec).get(source) or int(getattr(layer, "rank", 0)) + 2
-    ctx = WriteContext(
-        archive, "float32", names, [(None,) * (rank - 1)],
-        layout=input_form(layer, spec_tags(spec).get(source, PLAIN)),
-        settings=live_settings(require("keras", purpose="loading weights into a Keras model")),
-    )
-    built = [k for k in KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx) if k.weights]
+    settings = live_settings(require("keras", purpose="loading weights into a Keras model"))
+    built = keras_layers_of(archive, layer, settings)
     if not built:
         raise UnsupportedLayerError(
             f"Keras keeps this {layer.kind} layer's parameters in its config, not in weights, so "
