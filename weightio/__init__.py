@@ -10,6 +10,7 @@ Public API::
     weightio.load_into(archive, existing_model)
     weightio.convert(src, "model.pt2")              # read, build, verify outputs, write
     report = weightio.diff(a, b)                    # layer-by-layer comparison -> DiffReport
+    weightio.inspect(src, native=True)              # layers, parameters (in Keras' own names)
     print(weightio.explain(archive, x))             # a forward pass written out, layer by layer
     result = weightio.cast(archive, "float16")      # float weights only; overflow refused
 
@@ -34,6 +35,7 @@ _LAZY = {
     "diff": "weightio.verbs.diff",
     "DiffReport": "weightio.analysis.diff",
     "explain": "weightio.verbs.explain",
+    "inspect": "weightio.verbs.inspect",
     "cast": "weightio.verbs.cast",
     "CastResult": "weightio.verbs.cast",
     "Explanation": "weightio.analysis.explain",
@@ -64,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio.verbs.convert import ConversionResult, convert
     from weightio.verbs.diff import diff
     from weightio.verbs.explain import explain
+    from weightio.verbs.inspect import inspect
     from weightio.verbs.read import read
     from weightio.verbs.write import load_into, to_keras, to_sklearn, to_torch, verify
 

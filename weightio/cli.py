@@ -257,17 +257,31 @@ def inspect(
         Path | None,
         typer.Option("--html", help="Write a self-contained HTML report (stats, table, plots)."),
     ] = None,
+    native: Annotated[
+        bool,
+        typer.Option("--native", help="Parameters in the source framework's names and shapes "
+                     "(Keras kernel [in, out]; PyTorch state-dict keys)."),
+    ] = False,
 ) -> None:
     """Show the layers of SOURCE: kind, parameter shapes, dtypes and counts (header only)."""
     from weightio.analysis.inspect import inspect_archive
     from weightio.format.single import open_archive_file
 
+    if native and (stats or html is not None):
+        raise typer.BadParameter(
+            "--native shows names and shapes only; --stats and --html are of weightio's "
+            "canonical tensors: run them without --native", param_hint="--native")
     # header only: a weightio archive file opens without numpy or the table of every reader
     options = _source_options(key, architecture, trust_pickle)
     archive = open_archive_file(source) if not (stats or html or options) else None
     if archive is None:
         archive = _read(source, options)
-    report = inspect_archive(archive, stats=stats or html is not None, progress=True)
+    if native:
+        from weightio.verbs.inspect import inspect as inspect_source
+
+        report = inspect_source(archive, native=True)
+    else:
+        report = inspect_archive(archive, stats=stats or html is not None, progress=True)
     if html is not None:
         from weightio.report.html import inspect_page, write_html
 

@@ -8,7 +8,8 @@ min, max, L2 norm, fraction of zeros and NaN/Inf counts: opt-in, because that re
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
@@ -89,6 +90,20 @@ class Inspection(BaseModel):
     bytes_by_dtype: dict[str, int]
     #: Tensors holding NaN/Inf; ``None`` when not checked (no ``stats`` and a large archive).
     nonfinite: list[NonFiniteInfo] | None = None
+    #: Whose names and shapes ``tensors`` are in: ``canonical`` (weightio's, PyTorch's layout),
+    #: or the source framework's (``keras``, ``torch``) with ``inspect --native``. Native
+    #: tensors' ``key`` is the framework's path (``lstm/lstm_cell/kernel``, a state-dict key).
+    names: str = "canonical"
+
+
+class NativeTensorLike(Protocol):
+    """One array as its framework holds it (``weightio.frameworks.*.native``)."""
+
+    name: str
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    role: str
 
 
 def _nonfinite(archive: Archive, layers: list[LayerInfo], stats: bool) -> list[NonFiniteInfo] | None:
@@ -107,14 +122,34 @@ def _nonfinite(archive: Archive, layers: list[LayerInfo], stats: bool) -> list[N
     return [NonFiniteInfo(key=f.key, nan=f.nan, inf=f.posinf + f.neginf) for f in scan_nonfinite(archive)]
 
 
-def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = False) -> Inspection:
+def inspect_archive(
+    archive: Archive,
+    *,
+    stats: bool = False,
+    progress: bool = False,
+    native: Mapping[str, Sequence[NativeTensorLike]] | None = None,
+    names: str = "canonical",
+) -> Inspection:
     """Summarise ``archive``.
 
     Args:
         archive: The archive to describe.
         stats: Also read every tensor for per-tensor statistics (off: header only, instant).
         progress: With ``stats``, draw a progress bar on stderr for passes over a few hundred MB.
+        native: Per layer name, its tensors as the source framework holds them (``names`` says
+            which); they replace the canonical ones in the report and its counts.
+            ``weightio.inspect(source, native=True)`` computes them.
+
+    Raises:
+        InvalidInputError: ``native`` with ``stats`` (statistics are of the canonical tensors).
     """
+    if native is not None and stats:
+        from weightio.errors import InvalidInputError
+
+        raise InvalidInputError(
+            "native names and shapes come with no statistics: the statistics are read from "
+            "weightio's canonical tensors; inspect with stats and with native names apart"
+        )
     spec = archive.spec
     layers = []
     by_dtype: dict[str, int] = {}
@@ -135,8 +170,14 @@ def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = F
                 )
                 if stats:
                     advance(nbytes)
-                by_dtype[ref.dtype] = by_dtype.get(ref.dtype, 0) + nbytes
+                if native is None:
+                    by_dtype[ref.dtype] = by_dtype.get(ref.dtype, 0) + nbytes
+            if native is not None and layer.name in native:
+                tensors = [_native_info(t) for t in native[layer.name]]
             layers.append(_layer_info(spec, index, layer, tensors, shapes))
+            if native is not None:
+                for t in tensors:
+                    by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + t.nbytes
     every = [t for layer in layers for t in layer.tensors]
     return Inspection(
         nonfinite=_nonfinite(archive, layers, stats),
@@ -152,7 +193,14 @@ def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = F
         buffer_count=sum(t.count for t in every if t.role == "buffer"),
         total_bytes=sum(by_dtype.values()),
         bytes_by_dtype=by_dtype,
+        names="canonical" if native is None else names,
     )
+
+
+def _native_info(t: NativeTensorLike) -> TensorInfo:
+    count = math.prod(t.shape)
+    return TensorInfo(param=t.name, key=t.path, shape=list(t.shape), dtype=t.dtype, count=count,
+                      role=t.role, nbytes=count * itemsize(t.dtype))
 
 
 def _layer_info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,3 +35,19 @@ def make_archive(spec_data: dict[str, Any], arrays: dict[str, np.ndarray]) -> Ar
 
     spec: ModelSpec = spec_from_data(spec_data)
     return Archive(spec, arrays)
+
+
+@dataclass(frozen=True)
+class NativeTensor:
+    """One array as its framework holds it (``inspect --native``)."""
+
+    #: The framework's own name (Keras ``weight.name``: ``kernel``; torch: ``weight``).
+    name: str
+    #: Where it lives (Keras ``weight.path``: ``lstm/lstm_cell/kernel``; a state-dict key).
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    #: ``trainable`` or ``buffer``.
+    role: str
+    #: The framework class that holds it (``Dense``), or None.
+    source_class: str | None = None

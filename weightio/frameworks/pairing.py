@@ -112,9 +112,87 @@ def _disagreements(a: LayerBase, t: LayerBase, target: str) -> list[str]:
         other = t_refs[param]
         if tuple(ref.shape) != tuple(other.shape):
             found.append(f" {param}: shape {list(ref.shape)} in the archive, "
-                         f"{list(other.shape)} in the {target}")
+                         f"{list(other.shape)} in the {target} (tensors {ref.key!r} and "
+                         f"{other.key!r})")
         if ref.dtype != other.dtype:
             found.append(f" {param}: dtype {ref.dtype} in the archive, {other.dtype} in the "
                          f"{target} (weightio never casts; give the {target} the archive's "
                          "dtype first)")
     return found
+
+
+# -- a bare state dict, by canonical position ---------------------------------------------------
+
+#: State-dict entries that are no weight (torch's batch-norm step counter): never paired.
+COUNTERS = ("num_batches_tracked",)
+
+
+@dataclass
+class PositionPairing:
+    """A bare state dict's tensors paired with a target's canonical tensors by position."""
+
+    #: ``(state-dict key, target tensor key)`` for every pair that fits.
+    pairs: list[tuple[str, str]]
+    #: Every disagreement, in words, naming both tensors.
+    problems: list[str]
+    #: State-dict tensors not loaded, each with the reason.
+    skipped: list[str]
+    #: Target tensor keys that received nothing.
+    missing: list[str]
+
+
+def pair_by_position(
+    source: Any, target: Any, *, source_name: str = "state dict", target_name: str = "target"
+) -> PositionPairing:
+    """Pair a weights-only archive's tensors with ``target``'s by canonical position.
+
+    A bare state dict has no layer kinds to pair by, but its order is the model's: a PyTorch
+    ``state_dict()`` lists each module's parameters in registration order, and weightio's
+    canonical order (a live model read into a spec: layers in the order they run, each layer's
+    parameters in its ``tensor_refs`` order) is the same for a model of the same architecture
+    whose modules are registered in the order they run (always so for ``nn.Sequential``; a
+    module that registers its head before its body pairs wrongly, which shapes usually catch), in PyTorch's
+    layout (conv ``[out, in, *k]``, dense ``[out, in]``, batch norm ``weight, bias,
+    running_mean, running_var``, LSTM ``weight_ih, weight_hh, bias_ih, bias_hh``). So the
+    n-th tensor goes to the n-th; every pair must agree on shape and dtype (nothing is cast or
+    reshaped), and counters (``num_batches_tracked``) are left out.
+
+    Args:
+        source: The weights-only archive (``weightio.read(state_dict)``).
+        target: The target model read into a full archive.
+        source_name: How messages name the source.
+        target_name: How messages name the target ("Keras model").
+    """
+    theirs = [(layer.name, param, ref) for layer in with_parameters(target.spec.layers)
+              for param, ref in layer.tensor_refs().items()]
+    ours = [ref for layer in source.spec.layers for param, ref in layer.tensor_refs().items()
+            if param not in COUNTERS]
+    result = PositionPairing([], [], [], [])
+    for position, (ref, (layer, param, other)) in enumerate(zip(ours, theirs)):
+        found = []
+        if tuple(ref.shape) != tuple(other.shape):
+            found.append("shapes differ")
+        if ref.dtype != other.dtype:
+            found.append(f"dtype {ref.dtype} vs {other.dtype} (weightio never casts)")
+        if found:
+            result.problems.append(
+                f"tensor {position}: {source_name} {ref.key!r} {list(ref.shape)} {ref.dtype} vs "
+                f"{target_name} {layer}/{param} {list(other.shape)} {other.dtype}: "
+                + ", ".join(found)
+            )
+            result.skipped.append(f"tensor {ref.key!r}: does not fit {layer}/{param} "
+                                  f"({', '.join(found)})")
+            result.missing.append(other.key)
+        else:
+            result.pairs.append((ref.key, other.key))
+    if len(ours) != len(theirs):
+        result.problems.append(
+            f"the {source_name} has {len(ours)} tensors (leaving out counters), the {target_name} "
+            f"{len(theirs)}; first unpaired: "
+            + (repr(ours[len(theirs)].key) if len(ours) > len(theirs)
+               else f"{theirs[len(ours)][0]}/{theirs[len(ours)][1]}")
+        )
+    result.skipped += [f"tensor {ref.key!r}: the {target_name} has no tensor left to pair it with"
+                       for ref in ours[len(theirs):]]
+    result.missing += [other.key for _, _, other in theirs[len(ours):]]
+    return result

@@ -85,13 +85,19 @@ def human_bytes(count: int) -> str:
     return f"{size:.1f} GB"
 
 
+#: How the table's title names ``inspect --native``'s parameters.
+_NATIVE = {"keras": "Keras' names and shapes", "torch": "PyTorch state-dict keys and shapes",
+           "file": "the file's own names"}
+
+
 def print_inspection(report: Inspection, console: Console) -> None:
     """The ``inspect`` table: one row per layer, or one per tensor when stats were read."""
     from weightio.report.table import Table
 
     with_stats = any(t.stats is not None for layer in report.layers for t in layer.tensors)
     dropped: list[str] = []
-    table = Table(title=cell(f"{report.name} ({report.source_framework})"))
+    names = "" if report.names == "canonical" else f", {_NATIVE.get(report.names, report.names)}"
+    table = Table(title=cell(f"{report.name} ({report.source_framework}{names})"))
     if not with_stats:
         for column in ("layer", "kind", "output", "parameters", "dtype", "count", "size", "detail"):
             table.add_column(column, justify="right" if column in ("count", "size") else "left")

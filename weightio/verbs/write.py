@@ -52,15 +52,20 @@ def to_sklearn(archive: Archive, *, classes: Any = None) -> Any:
 
 
 def load_into(
-    archive: Archive, model: Any, *, strict: bool = True, rename: Any = None
+    archive: Any, model: Any, *, strict: bool = True, rename: Any = None
 ) -> LoadReport:
     """Copy the archive's weights into an existing model; report what was loaded.
 
     Layers are matched by order and kind and every shape and dtype is checked; all mismatches
-    are reported at once, by layer name, in a ``StructureMismatchError``.
+    are reported at once, by layer name, in a ``StructureMismatchError``. Weights cross
+    frameworks: a Keras model's into a ``torch.nn.Module`` and back, conv kernels transposed
+    and a flatten's order folded into the dense layer after it.
 
     Args:
-        archive: The weights (a weights-only archive pairs with a torch model by state-dict key).
+        archive: The weights: an ``Archive``, or anything ``weightio.read`` reads (a live
+            model, a state dict, a file), read first. A weights-only archive (a bare state
+            dict) pairs with a torch model by state-dict key, and with a Keras model by
+            canonical position (the n-th tensor into the n-th, in PyTorch's layout).
         model: A ``torch.nn.Module`` or ``keras.Model``, changed in place.
         strict: ``False`` copies what fits and skips the rest instead of refusing (a backbone
             into a model with a new head); the report names what was skipped and why, and what
@@ -78,6 +83,10 @@ def load_into(
         raise UnsupportedSourceError(
             f"load_into needs a torch.nn.Module or keras.Model, got {type(model).__qualname__}"
         )
+    if not isinstance(archive, Archive):
+        from weightio.verbs.read import read
+
+        archive = read(archive)
     options = {"strict": strict} if rename is None else {"strict": strict, "rename": rename}
     return row.load_into(archive, model, **options)
 

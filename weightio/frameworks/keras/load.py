@@ -6,36 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from weightio.errors import (
-    StructureMismatchError,
-    UnsupportedLayerError,
-    WeightsOnlyArchiveError,
-)
+from weightio.errors import StructureMismatchError, UnsupportedLayerError
 from weightio.format.archive import Archive
 from weightio.frameworks.keras.model import read_keras_model
-from weightio.frameworks.keras.write.base import KERAS_WRITE, NameAllocator, WriteContext
-from weightio.frameworks.keras.write.bridge import input_form, prepare, spec_ranks, spec_tags
+from weightio.frameworks.keras.native import keras_layers_of
+from weightio.frameworks.keras.write.bridge import prepare
 from weightio.frameworks.keras.write.build import live_settings
-from weightio.frameworks.pairing import LoadReport, pair_layers, with_parameters
-from weightio.layouts.flow import PLAIN, unfolded_flattens
+from weightio.frameworks.pairing import LoadReport, pair_by_position, pair_layers, with_parameters
+from weightio.layouts.flow import unfolded_flattens
 from weightio.layouts.transforms import conv_weight_to_keras
 from weightio.optional import require
-from weightio.spec.activations import LINEAR, ActivationFn
 from weightio.spec.base import LayerBase
-
-
-def _weights_only(layer: LayerBase) -> LayerBase:
-    """``layer`` with the settings that shape a built model but not its weights made plain.
-
-    ``load_into`` copies weights only: a fused activation Keras has no exact string for, or a
-    time-major RNN, would make the mapping refuse to build a layer whose weights still fit.
-    """
-    update: dict[str, Any] = {}
-    if isinstance(getattr(layer, "activation", None), ActivationFn) and layer.kind != "activation":
-        update["activation"] = LINEAR
-    if getattr(layer, "batch_first", True) is False:
-        update["batch_first"] = True
-    return layer.model_copy(update=update) if update else layer
 
 
 def _keras_weights(
@@ -49,19 +30,8 @@ def _keras_weights(
     """
     if layer.kind == "opaque":  # no mapping: its tensors are var_0, var_1… in Keras weight order
         return [np.asarray(archive.tensors[ref.key]) for ref in layer.tensor_refs().values()]
-    layer = _weights_only(layer)
-    names = NameAllocator()
-    names.reserve(layer.name)
-    spec = archive.spec
-    index = next(i for i, l in enumerate(spec.layers) if l.name == layer.name)
-    source = spec.layer_inputs(index)[0]
-    rank = spec_ranks(spec).get(source) or int(getattr(layer, "rank", 0)) + 2
-    ctx = WriteContext(
-        archive, "float32", names, [(None,) * (rank - 1)],
-        layout=input_form(layer, spec_tags(spec).get(source, PLAIN)),
-        settings=live_settings(require("keras", purpose="loading weights into a Keras model")),
-    )
-    built = [k for k in KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx) if k.weights]
+    settings = live_settings(require("keras", purpose="loading weights into a Keras model"))
+    built = keras_layers_of(archive, layer, settings)
     if not built:
         raise UnsupportedLayerError(
             f"Keras keeps this {layer.kind} layer's parameters in its config, not in weights, so "
@@ -90,22 +60,20 @@ def load_into_keras(archive: Archive, model: Any, *, strict: bool = True) -> Loa
     agree (nothing is cast). Activations are not compared: an archive from PyTorch holds
     ``Linear`` + ``ReLU`` where Keras has ``Dense(activation="relu")``, and both compute the same.
     With ``strict=False`` a pair that does not fit is skipped (a new head), and the report says so.
+    A weights-only archive (a bare PyTorch state dict) has no layers to pair: its tensors go
+    into the model's by canonical position instead (``_from_state_dict``).
 
     Returns:
         A ``LoadReport``: the model, the ``layer/parameter`` names loaded, what was skipped and
         what was left with its own values.
 
     Raises:
-        WeightsOnlyArchiveError: the archive has no structure to pair layers by.
-        StructureMismatchError: (strict) naming every mismatched layer at once; the model is
-            untouched.
+        StructureMismatchError: (strict) naming every mismatched layer (or, from a state dict,
+            every mismatched pair of tensors) at once; the model is untouched.
     """
+    positional: LoadReport | None = None
     if archive.spec.weights_only:
-        raise WeightsOnlyArchiveError(
-            "this archive holds weights only (a bare state dict), with no layer structure to "
-            "pair with the Keras model's layers; read the source model itself instead",
-            file=archive.path,
-        )
+        archive, positional = _from_state_dict(archive, model, strict=strict)
     archive = prepare(archive)  # a flatten's order folded into its Dense
     stuck = unfolded_flattens(
         archive, lambda layer, tag: "channels_last" if tag == "channels" else "channels_first"
@@ -140,10 +108,58 @@ def load_into_keras(archive: Archive, model: Any, *, strict: bool = True) -> Loa
     report.skipped += pairing.skipped
     report.missing += [f"layer {layer.name!r} ({', '.join(layer.tensor_refs())})"
                        for layer in pairing.missing]
+    kept = set() if positional is None else {name.split("/")[0] for name in positional.missing}
     updates = [(theirs.name, _keras_weights(archive, ours_layer, theirs))
-               for ours_layer, theirs in pairing.pairs]
+               for ours_layer, theirs in pairing.pairs if theirs.name not in kept]
     for name, weights in updates:  # every layer mapped before any is touched
         model.get_layer(name).set_weights(weights)
     report.loaded = [f"{theirs.name}/{param}" for _, theirs in pairing.pairs
-                     for param in theirs.tensor_refs()]
+                     for param in theirs.tensor_refs() if theirs.name not in kept]
+    if positional is not None:
+        report.skipped += positional.skipped
+        report.missing += positional.missing
     return report
+
+
+def _from_state_dict(
+    archive: Archive, model: Any, *, strict: bool
+) -> tuple[Archive, LoadReport]:
+    """A bare state dict as a full archive of the Keras model's own structure.
+
+    The model is read into a spec, and the state dict's tensors take its tensors' places by
+    canonical position (``frameworks.pairing.pair_by_position``), shapes and dtypes checked.
+    The state dict is PyTorch's, so every flatten of a feature map is marked channels-first
+    (``nn.Flatten``'s order): ``prepare`` then permutes the dense rows after it into Keras'
+    channels-last order. With ``strict=False`` the model's tensors that got nothing keep their
+    values, and the returned report (``layer/parameter`` names) says which.
+
+    Raises:
+        StructureMismatchError: (strict) naming every pair that disagrees, both tensors each.
+    """
+    target = read_keras_model(model)
+    pairing = pair_by_position(archive, target, target_name="Keras model")
+    if pairing.problems and strict:
+        raise StructureMismatchError(
+            "the state dict does not fit the Keras model by canonical position (the n-th "
+            "tensor into the n-th, in PyTorch's layout): " + "; ".join(pairing.problems[:20])
+            + ". Nothing was loaded; the model must have the state dict's architecture",
+            file=archive.path,
+        )
+    arrays = {theirs: np.asarray(archive.tensors[ours]) for ours, theirs in pairing.pairs}
+    candidate = target.replace(arrays)
+    spec = candidate.spec
+    layers = [layer.model_copy(update={"order": "channels_first"}) if layer.kind == "flatten"
+              else layer for layer in spec.layers]
+    candidate = candidate.with_spec(spec.model_copy(update={"layers": layers}))
+    # A layer that got only some of its tensors is left whole as it is (its own values, in
+    # Keras' order, must not pass through the flatten fold): its given tensors are skipped.
+    names = {ref.key: (layer.name, param) for layer in spec.layers
+             for param, ref in layer.tensor_refs().items()}
+    kept = {names[key][0] for key in pairing.missing}
+    report = LoadReport(model, skipped=list(pairing.skipped))
+    for ours, theirs in pairing.pairs:
+        if names[theirs][0] in kept:
+            report.skipped.append(f"tensor {ours!r}: fits {'/'.join(names[theirs])}, but other "
+                                  f"tensors of layer {names[theirs][0]!r} do not, so it is left as it is")
+    report.missing = [f"{layer}/{param}" for layer, param in names.values() if layer in kept]
+    return candidate, report
