@@ -63,6 +63,17 @@ def functional_in_sequential() -> Any:
     return model
 
 
+def base_called_in_functional() -> Any:
+    """The transfer-learning recipe: ``base(inputs, training=False)`` then a new head."""
+    i = keras.Input((6, 6, 2))
+    c = L.BatchNormalization(name="bn")(L.Conv2D(3, 3, padding="same", name="conv")(i))
+    base = keras.Model(i, L.ReLU(name="relu")(c), name="base")
+    inputs = keras.Input((6, 6, 2), name="image")
+    x = base(inputs, training=False)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(2, name="head")(L.Dropout(0.2, name="drop")(x)), name="transfer")
+
+
 def doubly_nested() -> Any:
     """Functional(Sequential(Functional)): ``outer/middle/core/dense``."""
     ci = keras.Input((5,))
@@ -78,11 +89,13 @@ MODELS = {
     "sequential_in_functional": (sequential_in_functional, (4,)),
     "functional_in_sequential": (functional_in_sequential, (6, 6, 2)),
     "doubly_nested": (doubly_nested, (5,)),
+    "base_called_in_functional": (base_called_in_functional, (6, 6, 2)),
 }
 NAMES = {
     "sequential_in_functional": ["pre", "inner/d1", "inner/d2", "post"],
     "functional_in_sequential": ["base/conv", "base/bn", "base/residual", "gap", "drop", "head"],
     "doubly_nested": ["middle/core/dense", "middle/after", "side", "cat"],
+    "base_called_in_functional": ["base/conv", "base/bn", "base/relu", "gap", "drop", "head"],
 }
 
 
@@ -171,3 +184,20 @@ def test_load_into_a_nested_model() -> None:
     x = np.random.default_rng(2).standard_normal((2, 6, 6, 2)).astype("float32")
     weightio.load_into(weightio.read(source), target)
     assert_close(np.asarray(source(x, training=False)), np.asarray(target(x, training=False)))
+
+
+def test_a_layer_name_repeating_a_nested_path_is_refused() -> None:
+    """A file whose own layer is named ``inner/d1`` beside a nested ``inner`` holding ``d1``
+    would give two layers one name: refused, typed, before anything is mapped."""
+    from weightio.errors import MalformedFileError
+    from weightio.frameworks.keras.read.nested import inline_nested
+
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="d1")], name="inner")
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Dense(3, name="post")(inner(x)))
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(model), default=list))
+    post = next(raw for raw in config["config"]["layers"] if raw["name"] == "post")
+    post["name"] = post["config"]["name"] = "inner/d1"
+    with pytest.raises(MalformedFileError) as info:
+        inline_nested(config, {})
+    assert info.value.layer == "inner/d1"

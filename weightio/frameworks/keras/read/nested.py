@@ -157,6 +157,7 @@ class _Inliner:
         self.weights = weights
         self.layers: list[dict[str, Any]] = []
         self.weights_out: dict[str, list[np.ndarray]] = {}
+        self.names: set[str] = set()
 
     def model(self, model: Mapping[str, Any], prefix: str, bound: list[Ref] | None) -> list[Ref]:
         """Append ``model``'s layers (nested ones inlined) named ``prefix + name``; return the
@@ -200,6 +201,12 @@ class _Inliner:
             if is_model(raw):
                 outputs_of[name] = self.model(raw, full + NEST, [resolve(r) for r in _call_refs(raw, full)])
                 continue
+            if full in self.names:
+                raise MalformedFileError(
+                    "two layers are named this way (a layer's own name holds '/' and repeats a "
+                    "nested model's path)", layer=full,
+                )
+            self.names.add(full)
             entry = {**raw, "name": full, "config": {**raw["config"], "name": full}}
             if "inbound_nodes" in raw:
                 entry["inbound_nodes"] = _rewrite(raw["inbound_nodes"], resolve)
