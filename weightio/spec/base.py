@@ -8,7 +8,9 @@ from pydantic import Field
 
 from weightio.spec.tensors import SpecModel, TensorRef
 
-NAME_PATTERN = r"^[^\s/\\][^/\\]*$"
+#: A name: no backslash, no leading space; ``/`` only between non-empty parts (a layer of a
+#: nested model is ``<model>/<layer>``, Keras's own notation, as it forbids ``/`` in names).
+NAME_PATTERN = r"^[^\s/\\][^/\\]*(/[^\s/\\][^/\\]*)*$"
 
 #: How a kind treats feature maps (spatial tensors, canonical channels-first ``[N, C, *S]``).
 #: ``weightio.layouts.flow`` derives every tensor's form from it, the writers place axes by it,

@@ -2,7 +2,9 @@
 
 MobileNetV3Small writes hard-swish as ``x * relu6(x + 3) / 6`` with ``keras.ops`` calls and
 starts with its own preprocessing (``Rescaling``); EfficientNetB0 has ``Rescaling``,
-``Normalization`` on the image and squeeze-excite blocks. Built with random weights, then every
+``Normalization`` on the image and squeeze-excite blocks; ConvNeXtTiny nests ``Sequential``
+stem and downsampling blocks and has ``LayerScale``; MobileNetV2 is nested as a base model in
+a ``Sequential`` with a new head (transfer learning). Built with random weights, then every
 batch-norm statistic, beta and bias perturbed (a swapped parameter cannot hide behind zeros
 and ones), each goes to PyTorch and back to Keras, and every witness matches Keras to 1e-5 of
 the output's scale (float32): the numpy runtime, the PyTorch module, the Keras model written
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,13 +36,16 @@ SIZE = 32
 
 
 def perturb(model: object, seed: int) -> None:
-    """Random batch-norm statistics and betas, random biases and Normalization statistics."""
+    """Random batch-norm statistics, betas and gammas, random biases, Normalization statistics
+    and ConvNeXt's LayerScale factors (inside nested models too)."""
     rng = np.random.default_rng(seed)
-    for layer in model.layers:  # type: ignore[attr-defined]
+    for layer in _all_layers(model):
         for variable in layer.weights:
             leaf = variable.path.rsplit("/", 1)[-1]
             shape = tuple(variable.shape)
-            if leaf in ("moving_variance", "variance"):
+            if type(layer).__name__ == "LayerScale":
+                value = rng.uniform(0.5, 1.5, shape)
+            elif leaf in ("moving_variance", "variance"):
                 value = rng.uniform(0.5, 1.5, shape)
             elif leaf in ("moving_mean", "mean", "beta", "bias"):
                 value = rng.normal(0.0, 0.2, shape)
@@ -48,6 +54,14 @@ def perturb(model: object, seed: int) -> None:
             else:
                 continue
             variable.assign(value.astype(variable.dtype))
+
+
+def _all_layers(model: object) -> list:
+    """Every layer, a nested model's own layers in place of the model."""
+    found = []
+    for layer in model.layers:  # type: ignore[attr-defined]
+        found.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return found
 
 
 def _mobilenet_v3_small() -> object:
@@ -60,9 +74,33 @@ def _efficientnet_b0() -> object:
     return keras.applications.EfficientNetB0(input_shape=(SIZE, SIZE, 3), weights=None, classes=10)
 
 
-APPLICATIONS = {"MobileNetV3Small": _mobilenet_v3_small, "EfficientNetB0": _efficientnet_b0}
-#: Run only with ``--runslow`` / ``WEIGHTIO_RUNSLOW=1``; MobileNetV3Small stays in every run.
-SLOW = {"EfficientNetB0"}
+def _convnext_tiny() -> object:
+    """Logits (no softmax), so a wrong number shows at the output's own scale."""
+    return keras.applications.ConvNeXtTiny(
+        input_shape=(SIZE, SIZE, 3), weights=None, classes=10, classifier_activation=None
+    )
+
+
+def _mobilenet_v2_transfer() -> object:
+    """Transfer learning: a base model nested in a Sequential with a new head."""
+    base = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(SIZE, SIZE, 3), alpha=0.35
+    )
+    model = keras.Sequential([base, keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dropout(0.2), keras.layers.Dense(5)])
+    model.build((None, SIZE, SIZE, 3))
+    return model
+
+
+APPLICATIONS = {
+    "MobileNetV3Small": _mobilenet_v3_small,
+    "EfficientNetB0": _efficientnet_b0,
+    "ConvNeXtTiny": _convnext_tiny,
+    "MobileNetV2 in Sequential": _mobilenet_v2_transfer,
+}
+#: Run only with ``--runslow`` / ``WEIGHTIO_RUNSLOW=1``; MobileNetV3Small and the nested
+#: MobileNetV2 (alpha 0.35) stay in every run.
+SLOW = {"EfficientNetB0", "ConvNeXtTiny"}
 
 
 @pytest.mark.parametrize(
@@ -109,4 +147,56 @@ def test_application_back_from_torch(name: str) -> None:
     reference = np.asarray(model(images, training=False))
     module = weightio.to_torch(weightio.read(model))
     again = weightio.read(module, example_input=torch.zeros(1, 3, SIZE, SIZE))
-    assert_close(reference, np.asarray(weightio.to_keras(again)(images, training=False)))
+    back = np.asarray(weightio.to_keras(again)(images, training=False))
+    worst = float(np.max(np.abs(back - reference)) / max(1.0, float(np.max(np.abs(reference)))))
+    print(f"{name}: PyTorch -> Keras relative max diff {worst}")
+    assert_close(reference, back)
+
+
+def _convnext_block() -> object:
+    """ConvNeXt's own layers in a small block: ``LayerScale`` and ``StochasticDepth`` (which
+    ``ConvNeXtTiny`` uses only with a ``drop_path_rate``, which it does not expose)."""
+    from keras.src.applications.convnext import LayerScale, StochasticDepth
+
+    inputs = keras.Input((6, 6, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", groups=4, name="dw")(inputs)
+    x = keras.layers.LayerNormalization(epsilon=1e-6, name="ln")(x)
+    x = keras.layers.Dense(8, activation="gelu", name="pw1")(x)
+    x = keras.layers.Dense(4, name="pw2")(x)
+    x = LayerScale(1e-6, 4, name="scale")(x)
+    x = StochasticDepth(0.1, name="drop_path")(x)
+    return keras.Model(inputs, keras.layers.Add(name="residual")([inputs, x]))
+
+
+def test_layer_scale_and_stochastic_depth(tmp_path: Path) -> None:
+    """Read as ``affine`` (``x * gamma + 0``) and ``identity``, from the live model and through
+    the hardened ``.keras`` path (the allowlist lets Keras load ConvNeXt's module), matching."""
+    keras.utils.set_random_seed(2)
+    model = _convnext_block()
+    perturb(model, 4)
+    images = np.random.default_rng(1).standard_normal((2, 6, 6, 4)).astype("float32")
+    reference = np.asarray(model(images, training=False))
+    archive = weightio.read(model)
+    kinds = {layer.name: layer.kind for layer in archive.spec.layers}
+    assert kinds["scale"] == "affine" and kinds["drop_path"] == "identity"
+    assert_close(reference, keras_view(archive.spec, lambda xs: weightio.run(archive, xs[0]))([images])[0])
+    back = weightio.to_keras(archive)
+    assert_close(reference, np.asarray(back(images, training=False)))
+    model.save(tmp_path / "block.keras")
+    result = weightio.convert(tmp_path / "block.keras", tmp_path / "block.safetensors")
+    assert result.verification is not None and result.verification.passed
+    assert {c.witnesses for c in result.verification.checks} >= {("keras", "numpy")}
+    stored = weightio.read(tmp_path / "block.keras")
+    assert {layer.name: layer.kind for layer in stored.spec.layers} == kinds
+
+
+def test_the_applications_allowlist_names_keras_layers() -> None:
+    import importlib
+
+    from weightio.frameworks.keras.files import config_checks
+
+    for module, names in config_checks._BY_MODULE.items():
+        if module.startswith("keras.src.applications"):
+            found = importlib.import_module(module)
+            for name in names:
+                assert issubclass(getattr(found, name), keras.layers.Layer), (module, name)

@@ -53,6 +53,16 @@ def _keras_weights(
     return mapped.weights
 
 
+def _keras_layer(model: Any, name: str) -> Any:
+    """The layer a read spec names, inside nested models too (``outer/inner/dense``)."""
+    from weightio.frameworks.keras.read.nested import NEST
+
+    layer = model
+    for part in name.split(NEST):
+        layer = layer.get_layer(part)
+    return layer
+
+
 def load_into_keras(archive: Archive, model: Any, *, strict: bool = True) -> LoadReport:
     """Copy ``archive``'s weights into an existing Keras model of the same structure.
 
@@ -112,7 +122,7 @@ def load_into_keras(archive: Archive, model: Any, *, strict: bool = True) -> Loa
     updates = [(theirs.name, _keras_weights(archive, ours_layer, theirs))
                for ours_layer, theirs in pairing.pairs if theirs.name not in kept]
     for name, weights in updates:  # every layer mapped before any is touched
-        model.get_layer(name).set_weights(weights)
+        _keras_layer(model, name).set_weights(weights)
     report.loaded = [f"{theirs.name}/{param}" for _, theirs in pairing.pairs
                      for param in theirs.tensor_refs() if theirs.name not in kept]
     if positional is not None:

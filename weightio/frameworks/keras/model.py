@@ -37,6 +37,20 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
+def _layer_weights(keras: Any, model: Any, prefix: str = "") -> dict[str, list[np.ndarray]]:
+    """Each layer's arrays by name; a nested model's layers as ``<model>/<layer>`` too
+    (``read.nested`` inlines them by those names).
+    """
+    from weightio.frameworks.keras.read.nested import NEST
+
+    weights: dict[str, list[np.ndarray]] = {}
+    for layer in model.layers:
+        weights[prefix + layer.name] = [_to_numpy(w) for w in layer.weights]
+        if isinstance(layer, keras.Model) and hasattr(layer, "layers"):
+            weights.update(_layer_weights(keras, layer, f"{prefix}{layer.name}{NEST}"))
+    return weights
+
+
 def read_keras_model(
     model: Any, *, source_file: str | os.PathLike[str] | None = None
 ) -> Archive:
@@ -53,7 +67,7 @@ def read_keras_model(
             "pass a Sequential or Functional model"
         )
     config = keras.saving.serialize_keras_object(model)
-    weights = {layer.name: [_to_numpy(w) for w in layer.weights] for layer in model.layers}
+    weights = _layer_weights(keras, model)
     prov = provenance(
         "keras",
         framework_version=keras.__version__,

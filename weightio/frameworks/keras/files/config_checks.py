@@ -176,6 +176,8 @@ _BY_MODULE: dict[str, frozenset[str]] = {
     "keras.src.models.functional": frozenset({"Functional"}),
     "keras.src.models.sequential": frozenset({"Sequential"}),
     "keras.src.models.model": frozenset({"Model"}),
+    # keras.applications' own layers that weightio maps (ConvNeXt's; Keras imports its module)
+    "keras.src.applications.convnext": frozenset({"LayerScale", "StochasticDepth"}),
 }
 #: Modules a serialized built-in function (``class_name: "function"``) may name.
 _FUNCTION_MODULES = frozenset(
@@ -189,7 +191,8 @@ _DATA_CLASSES = frozenset(
 _NOT_LAYERS = (KERAS_INITIALIZERS | KERAS_REGULARIZERS | KERAS_CONSTRAINTS | KERAS_DTYPE_POLICIES
                | _DATA_CLASSES | {"function"})
 #: Bare class names (Keras 2 configs carry no ``module``): resolved among Keras' built-ins.
-_BARE = frozenset().union(*_BY_MODULE.values())
+_BARE = frozenset().union(*(names for module, names in _BY_MODULE.items()
+                             if not module.startswith("keras.src.applications")))
 
 
 def foreign_object(value: Any) -> str | None:

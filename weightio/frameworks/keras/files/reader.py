@@ -52,6 +52,7 @@ from weightio.frameworks.keras.files.h5 import (
 )
 from weightio.frameworks.keras.files.h5_heap import check_global_heaps
 from weightio.frameworks.keras.nesting import weight_order
+from weightio.frameworks.keras.read.nested import NEST, is_model
 from weightio.spec.json_limits import parse_json
 
 #: Largest config.json / model_config weightio parses.
@@ -162,8 +163,13 @@ class _H5Reader:
             for i in range(len(keys))
         ]
 
-    def container(self, group: Any, model_config: Mapping[str, Any]) -> dict[str, list[np.ndarray]]:
-        """Each layer's arrays, by layer name, for a Sequential/Functional group."""
+    def container(
+        self, group: Any, model_config: Mapping[str, Any], prefix: str = ""
+    ) -> dict[str, list[np.ndarray]]:
+        """Each layer's arrays, by layer name, for a Sequential/Functional group; a nested
+        model's layers also as ``<model>/<layer>`` (``read.nested`` inlines them by those names),
+        the model itself holding all of theirs in ``layer.weights`` order.
+        """
         sequential = model_config.get("class_name") == "Sequential"
         configs = [
             c for c in _layer_configs(model_config, self.file)
@@ -183,7 +189,7 @@ class _H5Reader:
                 key = base
             node = child(layers, key, file=self.file, layer=name) if layers is not None else None
             if node is None:
-                result[name] = []
+                result[prefix + name] = []
                 continue
             variables = child(node, "vars", file=self.file, layer=name)
             marked = (attribute(variables, "name", file=self.file, layer=name)
@@ -195,7 +201,19 @@ class _H5Reader:
                     file=self.file,
                     layer=name,
                 )
-            result[name] = self.layer(node, cfg, name)
+            if is_model(cfg):
+                inner = self.walk.visit(
+                    object_address(node, file=self.file), str(node.name),
+                    lambda node=node, cfg=cfg, name=name: self.container(
+                        node, cfg, f"{prefix}{name}{NEST}"),
+                )
+                result.update(inner)
+                result[prefix + name] = [
+                    array for sub in _layer_configs(cfg, self.file)
+                    for array in inner.get(f"{prefix}{name}{NEST}{_name_of(sub)}", [])
+                ]
+                continue
+            result[prefix + name] = self.layer(node, cfg, name)
         return result
 
     def layer(self, node: Any, cfg: Mapping[str, Any], name: str) -> list[np.ndarray]:
@@ -205,11 +223,6 @@ class _H5Reader:
 
     def _layer(self, node: Any, cfg: Mapping[str, Any], name: str) -> list[np.ndarray]:
         arrays = self.own_vars(node, name)
-        if cfg.get("class_name") in _MODELS and isinstance(cfg["config"].get("layers"), list):
-            inner = self.container(node, cfg)
-            for sub in _layer_configs(cfg, self.file):
-                arrays.extend(inner.get(_name_of(sub), []))
-            return arrays
         nested = [k for k in _keys(node, self.file, name) if k != "vars"]  # sublayers' groups
         for key in weight_order(str(cfg.get("class_name")), nested):
             sub = child(node, key, file=self.file, layer=name)

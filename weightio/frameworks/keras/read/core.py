@@ -1,4 +1,6 @@
-"""Keras core layers -> spec layers: Dense, activations, dropout, Identity, Rescaling."""
+"""Keras core layers -> spec layers: Dense, activations, dropout, Identity, Rescaling, and
+ConvNeXt's LayerScale and StochasticDepth.
+"""
 
 from __future__ import annotations
 
@@ -136,13 +138,39 @@ def _dropout(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     return DropoutLayer(**layer_fields(entry), rate=rate)
 
 
-@KERAS_READ.register("Identity", "GaussianNoise", "ActivityRegularization", produces=("identity",))
+@KERAS_READ.register(
+    "Identity", "GaussianNoise", "ActivityRegularization", "StochasticDepth", produces=("identity",)
+)
 def _identity(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     """``Identity``, and the layers that are the identity at inference (``GaussianNoise``,
-    ``ActivityRegularization``): the input passes through.
+    ``ActivityRegularization``, ConvNeXt's ``StochasticDepth``, which drops whole residual
+    branches in training only): the input passes through.
     """
     expect_weights(entry, 0)
     return IdentityLayer(**layer_fields(entry))
+
+
+@KERAS_READ.register("LayerScale", produces=("affine",))
+def _layer_scale(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
+    """ConvNeXt's ``LayerScale``: ``x * gamma``, one learned factor per feature of the last
+    axis (the channels of a channels-last feature map). Read as ``affine`` with a zero offset:
+    ``x * gamma + 0`` is ``x * gamma`` exactly.
+    """
+    refuse_quantized(entry)
+    expect_weights(entry, 1)
+    gamma = entry.weights[0]
+    if gamma.ndim != 1 or gamma.dtype.kind != "f":
+        raise NotExact(f"LayerScale gamma of shape {list(gamma.shape)} ({gamma.dtype}) is not one "
+                       "float per feature")
+    dim = entry.config.get("projection_dim")
+    if dim is not None and dim != gamma.shape[0]:
+        raise NotExact(f"LayerScale projection_dim={short(dim)} but gamma holds {gamma.shape[0]}")
+    return AffineLayer(
+        **layer_fields(entry),
+        features=int(gamma.shape[0]),
+        scale=tensors.add(entry.name, "scale", gamma),
+        offset=tensors.add(entry.name, "offset", np.zeros_like(gamma)),
+    )
 
 
 #: Keras dtype policies -> the compute dtype a ``Rescaling`` casts its constants to.

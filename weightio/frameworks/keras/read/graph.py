@@ -96,7 +96,7 @@ def _history_refs(value: Any) -> list[tuple[str, int, int]]:
     return refs
 
 
-def _node_refs(node: Any, layer: str) -> list[tuple[str, int, int]]:
+def node_refs(node: Any, layer: str) -> list[tuple[str, int, int]]:
     """References of one inbound node, Keras 3 (``{"args", "kwargs"}``) or Keras 2 (lists)."""
     try:
         if isinstance(node, dict):
@@ -132,7 +132,7 @@ def functional_inputs(
     if not nodes:
         return []
     sources = []
-    for source, node_index, tensor_index in _node_refs(nodes[0], name):
+    for source, node_index, tensor_index in node_refs(nodes[0], name):
         if source in multi_output and node_index == 0:
             sources.append(part_name(source, tensor_index))
             continue

@@ -30,6 +30,7 @@ from weightio.frameworks.keras.read.layout import (
     move_dims,
     multi_output_layers,
 )
+from weightio.frameworks.keras.read.nested import inline_nested
 from weightio.frameworks.keras.read.ops import split_layers
 from weightio.spec import spec_from_data
 from weightio.spec.base import LayerBase
@@ -123,6 +124,8 @@ def archive_from_keras_config(
         raise UnsupportedSourceError(
             f"the model is {foreign}; weightio reads Keras' own Sequential and Functional models"
         )
+    model_config, layer_weights = inline_nested(model_config, layer_weights)
+    class_name = model_config.get("class_name")
     config = model_config.get("config") or {}
     layer_configs = config.get("layers")
     if not isinstance(layer_configs, list):

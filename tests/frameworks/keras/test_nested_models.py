@@ -1,0 +1,203 @@
+"""Nested Keras models (a model used as a layer: transfer learning) are read as their layers.
+
+Each inner layer is named ``<model>/<layer>``; the graph reads through the nested model's
+inputs and outputs. Sequential in Functional, Functional in Sequential and a model nested
+twice are read from the live model and from its ``.keras`` file (also where Keras cannot be
+imported), then run in numpy, PyTorch and Keras written back, against Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+keras = pytest.importorskip("keras")
+torch = pytest.importorskip("torch")
+
+from conftest import assert_close  # noqa: E402
+from test_keras_write import run_without_keras  # noqa: E402
+
+import weightio  # noqa: E402
+from weightio.errors import UnsupportedLayerError  # noqa: E402
+
+pytestmark = [pytest.mark.keras, pytest.mark.torch]
+
+L = keras.layers
+
+
+def _randomized(model: Any, seed: int = 0) -> Any:
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        value = rng.standard_normal(tuple(variable.shape))
+        if variable.path.endswith("variance"):
+            value = rng.uniform(0.5, 1.5, tuple(variable.shape))
+        variable.assign(value.astype("float32"))
+    return model
+
+
+def sequential_in_functional() -> Any:
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, activation="relu", name="d1"),
+                              L.Dense(2, name="d2")], name="inner")
+    x = keras.Input((4,), name="x")
+    h = L.Dense(4, name="pre")(x)
+    return keras.Model(x, L.Dense(1, name="post")(inner(h)), name="outer")
+
+
+def functional_in_sequential() -> Any:
+    """A Functional base with a residual branch, a head after it in a Sequential (no Input)."""
+    i = keras.Input((6, 6, 2), name="image")
+    c = L.Conv2D(2, 3, padding="same", name="conv")(i)
+    c = L.BatchNormalization(name="bn")(c)
+    base = keras.Model(i, L.Add(name="residual")([i, c]), name="base")
+    model = keras.Sequential([base, L.GlobalAveragePooling2D(name="gap"), L.Dropout(0.2, name="drop"),
+                              L.Dense(3, name="head")], name="classifier")
+    model.build((None, 6, 6, 2))
+    return model
+
+
+def base_called_in_functional() -> Any:
+    """The transfer-learning recipe: ``base(inputs, training=False)`` then a new head."""
+    i = keras.Input((6, 6, 2))
+    c = L.BatchNormalization(name="bn")(L.Conv2D(3, 3, padding="same", name="conv")(i))
+    base = keras.Model(i, L.ReLU(name="relu")(c), name="base")
+    inputs = keras.Input((6, 6, 2), name="image")
+    x = base(inputs, training=False)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(2, name="head")(L.Dropout(0.2, name="drop")(x)), name="transfer")
+
+
+def doubly_nested() -> Any:
+    """Functional(Sequential(Functional)): ``outer/middle/core/dense``."""
+    ci = keras.Input((5,))
+    core = keras.Model(ci, L.Dense(4, activation="tanh", name="dense")(ci), name="core")
+    middle = keras.Sequential([keras.Input((5,)), core, L.Dense(3, name="after")], name="middle")
+    x = keras.Input((5,), name="x")
+    left = middle(x)
+    right = L.Dense(3, name="side")(x)
+    return keras.Model(x, L.Concatenate(name="cat")([left, right]), name="outer")
+
+
+MODELS = {
+    "sequential_in_functional": (sequential_in_functional, (4,)),
+    "functional_in_sequential": (functional_in_sequential, (6, 6, 2)),
+    "doubly_nested": (doubly_nested, (5,)),
+    "base_called_in_functional": (base_called_in_functional, (6, 6, 2)),
+}
+NAMES = {
+    "sequential_in_functional": ["pre", "inner/d1", "inner/d2", "post"],
+    "functional_in_sequential": ["base/conv", "base/bn", "base/residual", "gap", "drop", "head"],
+    "doubly_nested": ["middle/core/dense", "middle/after", "side", "cat"],
+    "base_called_in_functional": ["base/conv", "base/bn", "base/relu", "gap", "drop", "head"],
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, np.ndarray, Path]]:
+    folder = tmp_path_factory.mktemp("nested")
+    result = {}
+    for name, (build, shape) in MODELS.items():
+        model = _randomized(build())
+        x = np.random.default_rng(1).standard_normal((3, *shape)).astype("float32")
+        model.save(folder / f"{name}.keras")
+        result[name] = (model, x, folder / f"{name}.keras")
+    return result
+
+
+def _spatial(x: np.ndarray) -> bool:
+    return x.ndim == 4
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_nested_model_reads_as_its_layers_and_matches(name: str, built: dict) -> None:
+    model, x, _ = built[name]
+    reference = np.asarray(model(x, training=False))
+    archive = weightio.read(model)
+    names = [layer.name for layer in archive.spec.layers if layer.source_class != "weightio.layout_move"]
+    assert names == NAMES[name]
+    assert not [layer.name for layer in archive.spec.layers if layer.kind == "opaque"]
+    canonical = np.moveaxis(x, -1, 1) if _spatial(x) else x
+    assert_close(reference, weightio.run(archive, canonical))
+    module = weightio.to_torch(archive)
+    with torch.no_grad():
+        assert_close(reference, module(torch.from_numpy(canonical)).numpy())
+    back = weightio.to_keras(archive)
+    assert_close(reference, np.asarray(back(x, training=False)))
+    again = weightio.read(module, example_input=torch.from_numpy(canonical[:1]))
+    assert_close(reference, np.asarray(weightio.to_keras(again)(x, training=False)))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_nested_model_file_reads_as_the_live_model(name: str, built: dict) -> None:
+    model, _, path = built[name]
+    live, stored = weightio.read(model), weightio.read(path)
+    assert [layer.name for layer in stored.spec.layers] == [layer.name for layer in live.spec.layers]
+    assert list(stored.tensors) == list(live.tensors)
+    for key in live.tensors:
+        assert np.array_equal(stored.tensors[key], live.tensors[key]), key
+
+
+def test_nested_model_files_read_without_keras(built: dict) -> None:
+    """The Keras-free reader inlines nested models by itself, arrays and all."""
+    paths = {name: str(path) for name, (_, _, path) in built.items()}
+    inputs = {name: x.tolist() for name, (_, x, _) in built.items()}
+    output = run_without_keras(f"""
+import json, numpy as np, weightio
+out = {{}}
+for name, path in {paths!r}.items():
+    archive = weightio.read(path)
+    x = np.asarray({inputs!r}[name], dtype="float32")
+    if x.ndim == 4:
+        x = np.moveaxis(x, -1, 1)
+    y = weightio.run(archive, x)
+    out[name] = [[l.name for l in archive.spec.layers if l.source_class != "weightio.layout_move"],
+                 np.asarray(y).tolist()]
+print(json.dumps(out))
+""")
+    found = json.loads(output.splitlines()[-1])
+    for name, (model, x, _) in built.items():
+        names, y = found[name]
+        assert names == NAMES[name]
+        assert_close(np.asarray(model(x, training=False)), np.asarray(y, dtype="float32"))
+
+
+def test_a_nested_model_called_twice_is_refused_by_name() -> None:
+    inner = keras.Sequential([keras.Input((3,)), L.Dense(3, name="shared")], name="inner")
+    x = keras.Input((3,))
+    model = keras.Model(x, inner(inner(x)))
+    with pytest.raises(UnsupportedLayerError, match="called 2 times") as info:
+        weightio.read(model)
+    assert info.value.layer == "inner"
+
+
+def test_load_into_a_nested_model() -> None:
+    """``load_into`` finds a nested model's layers by their ``outer/inner`` names."""
+    source = _randomized(functional_in_sequential(), seed=4)
+    target = _randomized(functional_in_sequential(), seed=5)
+    x = np.random.default_rng(2).standard_normal((2, 6, 6, 2)).astype("float32")
+    weightio.load_into(weightio.read(source), target)
+    assert_close(np.asarray(source(x, training=False)), np.asarray(target(x, training=False)))
+
+
+def test_a_layer_name_repeating_a_nested_path_is_refused() -> None:
+    """A file whose own layer is named ``inner/d1`` beside a nested ``inner`` holding ``d1``
+    would give two layers one name: refused, typed, before anything is mapped."""
+    from weightio.errors import MalformedFileError
+    from weightio.frameworks.keras.read.nested import inline_nested
+
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="d1")], name="inner")
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Dense(3, name="post")(inner(x)))
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(model), default=list))
+    post = next(raw for raw in config["config"]["layers"] if raw["name"] == "post")
+    post["name"] = post["config"]["name"] = "inner/d1"
+    with pytest.raises(MalformedFileError) as info:
+        inline_nested(config, {})
+    assert info.value.layer == "inner/d1"
