@@ -43,6 +43,8 @@ VERBS: dict[str, tuple[list[str], list[object]]] = {
     "cast": (["{a}", "{out}/h.safetensors", "--dtype", "float16"],
              [("pos", 0), ("pos", 1), "--dtype", "--layer", "--digest"]),
     "clean": (["{out}"], [("pos", 0), "--older-than"]),
+    "fold": (["{a}", "{out}/f.safetensors"],
+             [("pos", 0), ("pos", 1), "--seed", "--samples", "--max-change", "--key", "--digest"]),
     "schema": (["--out", "{out}/schema.json"], ["--out"]),
 }
 

@@ -12,6 +12,7 @@ Public API::
     report = weightio.diff(a, b)                    # layer-by-layer comparison -> DiffReport
     print(weightio.explain(archive, x))             # a forward pass written out, layer by layer
     result = weightio.cast(archive, "float16")      # float weights only; overflow refused
+    result = weightio.fold(archive)                 # batch norm folded; outputs measured
 
 Attributes are imported on first use (PEP 562), so ``import weightio`` and ``weightio --help``
 load no framework and stay fast; each adapter imports its framework only when called.
@@ -36,6 +37,8 @@ _LAZY = {
     "explain": "weightio.verbs.explain",
     "cast": "weightio.verbs.cast",
     "CastResult": "weightio.verbs.cast",
+    "fold": "weightio.verbs.transform",
+    "TransformResult": "weightio.verbs.transform",
     "Explanation": "weightio.analysis.explain",
     "ConversionResult": "weightio.verbs.convert",
     "to_keras": "weightio.verbs.write",
@@ -65,6 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio.verbs.diff import diff
     from weightio.verbs.explain import explain
     from weightio.verbs.read import read
+    from weightio.verbs.transform import TransformResult, fold
     from weightio.verbs.write import load_into, to_keras, to_sklearn, to_torch, verify
 
 

@@ -85,6 +85,7 @@ _CLI_FLAGS = {
     "overwrite": "--overwrite", "verify": "--verify", "samples": "--samples", "seed": "--seed",
     "atol": "--atol", "rtol": "--rtol", "head": "--head", "max_shard_size": "--max-shard-size",
     "digest": "--digest", "older_than": "--older-than", "layout": "--layout",
+    "max_change": "--max-change", "sparsity": "--sparsity",
 }
 _NAMED = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r") must\b")  # "samples must be …"
 _KEYWORD = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r")=(True|False|[^\s,;:)]*?)(?=\.?(?:[\s,;:)]|$))")
@@ -491,6 +492,75 @@ def cast_verb(
     for line in result.summary():
         _echo(line)
     _echo(f"wrote {destination}")
+
+
+# -- transforms (issue 17): fold, prune, quantize, importance; each one measured -----------------
+
+MaxChangeOption = Annotated[
+    float | None,
+    typer.Option("--max-change", metavar="X",
+                 help="Refuse, writing nothing, when the outputs move more than X (worst change "
+                 "relative to the output's scale, on the seeded probes)."),
+]
+ProbeSeedOption = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the probe inputs.")]
+ProbeSamplesOption = Annotated[int, typer.Option("--samples", metavar="N", help="Batch size of the probe.")]
+
+
+def _transform_destination(destination: Path, verb: str, digest: str | None) -> None:
+    """Refuse a destination that is not an archive, or a bad --digest, before any work."""
+    from weightio.format.hashing import check_algorithm
+
+    check_algorithm(digest)
+    if destination.suffix.lower() != ".safetensors":
+        from weightio.errors import UnsupportedSourceError
+
+        raise UnsupportedSourceError(
+            f"{verb} writes a weightio archive; name it .safetensors (then `weightio convert` it)",
+            file=destination,
+        )
+
+
+def _write_transform(result: Any, destination: Path, digest: str | None, as_json: bool) -> None:
+    """Save the transformed archive, then say what changed and what it cost."""
+    from weightio.format.store import save
+
+    save(result.archive, destination, digest=digest)
+    if as_json:
+        _echo_json(json.dumps({"destination": str(destination), **result.to_dict()}, indent=2))
+        return
+    for line in result.summary():
+        _echo(line)
+    _echo(f"wrote {destination}")
+
+
+@app.command("fold")
+@handles_errors
+def fold_verb(
+    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    destination: Annotated[Path, typer.Argument(help="Output archive (.safetensors).")],
+    seed: ProbeSeedOption = 0,
+    samples: ProbeSamplesOption = 8,
+    max_change: MaxChangeOption = None,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Fold batch norm into the conv/dense before it, drop dropout/identity layers, and make
+    torch weight norm plain weights; write DESTINATION and say how far the outputs moved.
+    """
+    from weightio.transforms.measure import check_measure_options
+    from weightio.verbs.transform import fold
+
+    check_measure_options(seed, samples, max_change)
+    _transform_destination(destination, "fold", digest)
+    result = fold(source, seed=seed, samples=samples, max_change=max_change,
+                  **_source_options(key, architecture, trust_pickle))
+    _write_transform(result, destination, digest, as_json)
+
+
+# -- end of transforms ----------------------------------------------------------------------------
 
 
 @app.command()
