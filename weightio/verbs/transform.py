@@ -17,8 +17,9 @@ from weightio.errors import WeightioError
 from weightio.format.archive import Archive
 from weightio.transforms.fold import fold_archive
 from weightio.transforms.measure import TransformResult, check_measure_options
+from weightio.transforms.prune import check_prune_options, prune_archive
 
-__all__ = ["TransformResult", "fold"]
+__all__ = ["TransformResult", "fold", "prune"]
 
 
 def open_source(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
@@ -62,3 +63,43 @@ def fold(
     """
     check_measure_options(seed, samples, max_change)
     return _run(source, read_options, fold_archive, seed=seed, samples=samples, max_change=max_change)
+
+
+def prune(
+    source: Any,
+    sparsity: float,
+    *,
+    structured: bool = False,
+    scope: str = "layer",
+    norm: str = "l1",
+    include: Any = None,
+    exclude: Any = None,
+    seed: int = 0,
+    samples: int = 8,
+    max_change: float | None = None,
+    **read_options: Any,
+) -> TransformResult:
+    """Prune weights to ``sparsity`` (a share from 0 to below 1).
+
+    Args:
+        source: An ``Archive``, a path to one, or anything ``weightio.read`` accepts.
+        sparsity: The share of weights (unstructured) or of filters/units per layer
+            (structured) to remove.
+        structured: Remove whole conv filters / dense units ranked by ``norm``, shrinking the
+            layer and what reads it (a smaller model), instead of zeroing single weights.
+        scope: Unstructured only: ``"layer"`` (each layer to ``sparsity``) or ``"global"``
+            (the smallest weights of all selected layers together).
+        norm: Structured only: rank filters by their ``"l1"`` or ``"l2"`` norm.
+        include, exclude: Layer names, globs of names or kinds (``"conv"``) to prune, or not;
+            default: every conv and dense layer.
+        seed, samples, max_change, **read_options: as for ``weightio.fold``.
+
+    Returns:
+        A ``TransformResult`` with one row per pruned layer: sparsity, parameters before/after
+        (and units before/after when structured).
+    """
+    check_prune_options(sparsity, scope, norm, structured)
+    check_measure_options(seed, samples, max_change)
+    return _run(source, read_options, prune_archive, sparsity=sparsity, structured=structured,
+                scope=scope, norm=norm, include=include, exclude=exclude, seed=seed,
+                samples=samples, max_change=max_change)
