@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "report": 7,
     "analysis": 6,
     "frameworks": 6,
+    "transforms": 6,
     "runtime": 5,
     "layouts": 4,
     "format": 3,

@@ -2,7 +2,7 @@
 
 Every value slot of every verb (positional paths and options) gets each of: a negative number, a
 zero, a non-number, a missing file, a folder and ``/dev/null``. The verb may accept the value
-(exit 0, or 1 for a ``diff`` that found differences); otherwise it must exit 2 with exactly one
+(exit 0, or 1 for a ``diff`` that found differences or a transform refused by ``--max-change``); otherwise it must exit 2 with exactly one
 line on stderr, ``error: …``. An exception escaping ``main`` fails the test with its traceback.
 """
 
@@ -43,6 +43,11 @@ VERBS: dict[str, tuple[list[str], list[object]]] = {
     "cast": (["{a}", "{out}/h.safetensors", "--dtype", "float16"],
              [("pos", 0), ("pos", 1), "--dtype", "--layer", "--digest"]),
     "clean": (["{out}"], [("pos", 0), "--older-than"]),
+    "fold": (["{a}", "{out}/f.safetensors"],
+             [("pos", 0), ("pos", 1), "--seed", "--samples", "--max-change", "--key", "--digest"]),
+    "prune": (["{a}", "{out}/p.safetensors", "--sparsity", "0.5"],
+              [("pos", 0), ("pos", 1), "--sparsity", "--scope", "--norm", "--include", "--exclude",
+               "--max-change"]),
     "schema": (["--out", "{out}/schema.json"], ["--out"]),
 }
 
@@ -94,5 +99,8 @@ def test_no_option_value_gives_a_traceback(verb, slot, kind, files, tmp_path, mo
     if code in accepted:
         return
     lines = [line for line in err.splitlines() if line.strip()]
+    if code == 1 and slot == "--max-change":  # a transform refused: a failed check, one line too
+        assert len(lines) == 1 and "nothing was written" in lines[0], (argv, err)
+        return
     assert code == 2, (argv, code, err)
     assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)

@@ -13,6 +13,8 @@ Public API::
     weightio.inspect(src, native=True)              # layers, parameters (in Keras' own names)
     print(weightio.explain(archive, x))             # a forward pass written out, layer by layer
     result = weightio.cast(archive, "float16")      # float weights only; overflow refused
+    result = weightio.fold(archive)                 # batch norm folded; outputs measured
+    result = weightio.prune(archive, 0.5)           # or structured=True: a smaller model
 
 Attributes are imported on first use (PEP 562), so ``import weightio`` and ``weightio --help``
 load no framework and stay fast; each adapter imports its framework only when called.
@@ -38,6 +40,9 @@ _LAZY = {
     "inspect": "weightio.verbs.inspect",
     "cast": "weightio.verbs.cast",
     "CastResult": "weightio.verbs.cast",
+    "fold": "weightio.verbs.transform",
+    "prune": "weightio.verbs.transform",
+    "TransformResult": "weightio.verbs.transform",
     "Explanation": "weightio.analysis.explain",
     "ConversionResult": "weightio.verbs.convert",
     "to_keras": "weightio.verbs.write",
@@ -68,6 +73,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio.verbs.explain import explain
     from weightio.verbs.inspect import inspect
     from weightio.verbs.read import read
+    from weightio.verbs.transform import TransformResult, fold, prune
     from weightio.verbs.write import load_into, to_keras, to_sklearn, to_torch, verify
 
 

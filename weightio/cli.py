@@ -85,6 +85,7 @@ _CLI_FLAGS = {
     "overwrite": "--overwrite", "verify": "--verify", "samples": "--samples", "seed": "--seed",
     "atol": "--atol", "rtol": "--rtol", "head": "--head", "max_shard_size": "--max-shard-size",
     "digest": "--digest", "older_than": "--older-than", "layout": "--layout",
+    "max_change": "--max-change", "sparsity": "--sparsity", "scope": "--scope", "norm": "--norm",
 }
 _NAMED = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r") must\b")  # "samples must be …"
 _KEYWORD = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r")=(True|False|[^\s,;:)]*?)(?=\.?(?:[\s,;:)]|$))")
@@ -505,6 +506,137 @@ def cast_verb(
     for line in result.summary():
         _echo(line)
     _echo(f"wrote {destination}")
+
+
+# -- transforms (issue 17): fold, prune, quantize, importance; each one measured -----------------
+
+MaxChangeOption = Annotated[
+    float | None,
+    typer.Option("--max-change", metavar="X",
+                 help="Refuse, writing nothing, when the outputs move more than X (worst change "
+                 "relative to the output's scale, on the seeded probes)."),
+]
+ProbeSeedOption = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the probe inputs.")]
+ProbeSamplesOption = Annotated[int, typer.Option("--samples", metavar="N", help="Batch size of the probe.")]
+
+
+def _transform_destination(destination: Path, verb: str, digest: str | None) -> None:
+    """Refuse a destination that is not an archive, or a bad --digest, before any work."""
+    from weightio.format.hashing import check_algorithm
+
+    check_algorithm(digest)
+    if destination.suffix.lower() != ".safetensors":
+        from weightio.errors import UnsupportedSourceError
+
+        raise UnsupportedSourceError(
+            f"{verb} writes a weightio archive; name it .safetensors (then `weightio convert` it)",
+            file=destination,
+        )
+
+
+def _write_transform(result: Any, destination: Path, digest: str | None, as_json: bool) -> None:
+    """Save the transformed archive, then say what changed and what it cost."""
+    from weightio.format.store import save
+
+    save(result.archive, destination, digest=digest)
+    if as_json:
+        _echo_json(json.dumps({"destination": str(destination), **result.to_dict()}, indent=2))
+        return
+    for line in result.summary():
+        _echo(line)
+    _echo(f"wrote {destination}")
+
+
+@app.command("fold")
+@handles_errors
+def fold_verb(
+    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    destination: Annotated[Path, typer.Argument(help="Output archive (.safetensors).")],
+    seed: ProbeSeedOption = 0,
+    samples: ProbeSamplesOption = 8,
+    max_change: MaxChangeOption = None,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Fold batch norm into the conv/dense before it, drop dropout/identity layers, and make
+    torch weight norm plain weights; write DESTINATION and say how far the outputs moved.
+    """
+    from weightio.transforms.measure import check_measure_options
+    from weightio.verbs.transform import fold
+
+    check_measure_options(seed, samples, max_change)
+    _transform_destination(destination, "fold", digest)
+    result = fold(source, seed=seed, samples=samples, max_change=max_change,
+                  **_source_options(key, architecture, trust_pickle))
+    _write_transform(result, destination, digest, as_json)
+
+
+def _prune_rows(result: Any) -> list[str]:
+    """One line per pruned layer: sparsity, parameters (and units) before and after."""
+    lines = []
+    for row in result.layers:
+        units = (f", units {row['units_before']} -> {row['units_after']}" if "units_before" in row else "")
+        lines.append(f"  {row['layer']} ({row['kind']}): sparsity {row['sparsity']:.1%}, parameters "
+                     f"{row['parameters_before']:,} -> {row['parameters_after']:,}{units}")
+    return lines
+
+
+@app.command("prune")
+@handles_errors
+def prune_verb(
+    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    destination: Annotated[Path, typer.Argument(help="Output archive (.safetensors).")],
+    sparsity: Annotated[
+        float, typer.Option("--sparsity", metavar="X",
+                            help="Share to remove, from 0 to below 1: of the weights, or of each layer's "
+                            "filters/units with --structured.")
+    ],
+    structured: Annotated[
+        bool, typer.Option("--structured", help="Remove whole conv filters / dense units (a smaller model).")
+    ] = False,
+    scope: Annotated[
+        str, typer.Option("--scope", metavar="SCOPE", help="Unstructured: layer (default) or global.")
+    ] = "layer",
+    norm: Annotated[str, typer.Option("--norm", metavar="NORM", help="Structured: rank by l1 (default) or l2.")] = "l1",
+    include: Annotated[
+        list[str] | None, typer.Option("--include", metavar="LAYER",
+                                       help="Prune only these layers: a name, a glob or a kind (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", metavar="LAYER",
+                                       help="Leave these layers: a name, a glob or a kind (repeatable).")
+    ] = None,
+    seed: ProbeSeedOption = 0,
+    samples: ProbeSamplesOption = 8,
+    max_change: MaxChangeOption = None,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Prune SOURCE's weights by magnitude (or whole filters with --structured) to --sparsity;
+    write DESTINATION and report each layer and how far the outputs moved.
+    """
+    from weightio.transforms.measure import check_measure_options
+    from weightio.transforms.prune import check_prune_options
+    from weightio.verbs.transform import prune
+
+    check_prune_options(sparsity, scope, norm, structured)
+    check_measure_options(seed, samples, max_change)
+    _transform_destination(destination, "prune", digest)
+    result = prune(source, sparsity, structured=structured, scope=scope, norm=norm, include=include,
+                   exclude=exclude, seed=seed, samples=samples, max_change=max_change,
+                   **_source_options(key, architecture, trust_pickle))
+    if not as_json:
+        result.notes[1:1] = _prune_rows(result)
+    _write_transform(result, destination, digest, as_json)
+
+
+# -- end of transforms ----------------------------------------------------------------------------
 
 
 @app.command()

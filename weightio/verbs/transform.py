@@ -1,0 +1,105 @@
+"""``weightio.fold``, ``weightio.prune``, ``weightio.quantize``: transforms of an archive's
+weights, each one measured against the original (``weightio.transforms``).
+
+Each verb opens its source (an ``Archive``, a path to one, or anything ``weightio.read``
+accepts), checks its options before any work, runs the transform, runs the original and the
+result on the same seeded probes through the numpy runtime, and returns a ``TransformResult``
+(``.archive`` not yet saved; ``weightio.save`` it). With ``max_change`` a result whose outputs
+moved more than that (relative to the output's scale) is refused with ``VerificationError``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from weightio.errors import WeightioError
+from weightio.format.archive import Archive
+from weightio.transforms.fold import fold_archive
+from weightio.transforms.measure import TransformResult, check_measure_options
+from weightio.transforms.prune import check_prune_options, prune_archive
+
+__all__ = ["TransformResult", "fold", "prune"]
+
+
+def open_source(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
+    """The archive of ``source`` and the file to name in errors (``None`` for live models)."""
+    if isinstance(source, Archive):
+        return source, source.path
+    from weightio.verbs.read import read
+
+    return read(source, **options), source if isinstance(source, (str, os.PathLike)) else None
+
+
+def _run(source: Any, options: dict[str, Any], transform: Any, **kwargs: Any) -> TransformResult:
+    archive, file = open_source(source, options)
+    try:
+        return transform(archive, **kwargs)
+    except WeightioError as exc:
+        raise (exc.with_file(file) if file is not None else exc) from None
+
+
+def fold(
+    source: Any,
+    *,
+    seed: int = 0,
+    samples: int = 8,
+    max_change: float | None = None,
+    **read_options: Any,
+) -> TransformResult:
+    """Fold batch norms into the conv/dense before them, remove dropout and identity layers,
+    and turn torch weight norm (``weight_g``/``weight_v``, ``parametrizations.weight.original0/1``)
+    into plain weights.
+
+    Args:
+        source: An ``Archive``, a path to one, or anything ``weightio.read`` accepts.
+        seed, samples: The probe inputs the original and the result are compared on.
+        max_change: Refuse (``VerificationError``) when the worst output change relative to
+            the output's scale exceeds this; default: never.
+        **read_options: Passed to ``weightio.read`` (``trust_pickle=True``, ``key=`` …).
+
+    Returns:
+        A ``TransformResult``: the archive, one row per change, sizes, the measurement.
+    """
+    check_measure_options(seed, samples, max_change)
+    return _run(source, read_options, fold_archive, seed=seed, samples=samples, max_change=max_change)
+
+
+def prune(
+    source: Any,
+    sparsity: float,
+    *,
+    structured: bool = False,
+    scope: str = "layer",
+    norm: str = "l1",
+    include: Any = None,
+    exclude: Any = None,
+    seed: int = 0,
+    samples: int = 8,
+    max_change: float | None = None,
+    **read_options: Any,
+) -> TransformResult:
+    """Prune weights to ``sparsity`` (a share from 0 to below 1).
+
+    Args:
+        source: An ``Archive``, a path to one, or anything ``weightio.read`` accepts.
+        sparsity: The share of weights (unstructured) or of filters/units per layer
+            (structured) to remove.
+        structured: Remove whole conv filters / dense units ranked by ``norm``, shrinking the
+            layer and what reads it (a smaller model), instead of zeroing single weights.
+        scope: Unstructured only: ``"layer"`` (each layer to ``sparsity``) or ``"global"``
+            (the smallest weights of all selected layers together).
+        norm: Structured only: rank filters by their ``"l1"`` or ``"l2"`` norm.
+        include, exclude: Layer names, globs of names or kinds (``"conv"``) to prune, or not;
+            default: every conv and dense layer.
+        seed, samples, max_change, **read_options: as for ``weightio.fold``.
+
+    Returns:
+        A ``TransformResult`` with one row per pruned layer: sparsity, parameters before/after
+        (and units before/after when structured).
+    """
+    check_prune_options(sparsity, scope, norm, structured)
+    check_measure_options(seed, samples, max_change)
+    return _run(source, read_options, prune_archive, sparsity=sparsity, structured=structured,
+                scope=scope, norm=norm, include=include, exclude=exclude, seed=seed,
+                samples=samples, max_change=max_change)
