@@ -46,6 +46,7 @@ _LAZY = {
     "verify": "weightio.verbs.write",
     "ModelSpec": "weightio.spec",
     "errors": "weightio.errors",
+    "batch": "weightio.batch",
     "spec": "weightio.spec",
 }
 

@@ -552,6 +552,74 @@ def schema(
         _echo(f"wrote {out}", err=True)
 
 
+# -- many checkpoints at once, on a Dask cluster (weightio.batch; docs/scale.md) -------------
+
+batch_app = typer.Typer(
+    help="Many checkpoints at once, on a Dask cluster (a local one by default).",
+    no_args_is_help=True,
+)
+app.add_typer(batch_app, name="batch")
+
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option("--scheduler", metavar="ADDRESS",
+                 help="Run on this Dask scheduler (tcp://host:8786); default: a LocalCluster of "
+                 "worker processes on 127.0.0.1."),
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option("--workers", metavar="N",
+                 help="Worker processes of the local cluster (default: one per core)."),
+]
+
+
+@batch_app.command("convert")
+@handles_errors
+def batch_convert(
+    sources: Annotated[
+        list[str], typer.Argument(help="Checkpoints: files, folders, globs or URLs (s3://…).")
+    ],
+    out: Annotated[str, typer.Option("--out", metavar="DIR", help="Folder (or URL) for the archives.")],
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume",
+                     help="Skip archives whose recorded source digest matches (default)."),
+    ] = True,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Compare outputs before writing.")
+    ] = True,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the probe inputs.")] = 0,
+    samples: Annotated[int, typer.Option(metavar="N", help="Batch size of the probe.")] = 8,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    trust_pickle: TrustPickleOption = False,
+    digest: Annotated[str | None, typer.Option("--digest", metavar="ALGORITHM", help=_DIGEST_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Convert every checkpoint SOURCES names into an archive in --out, one Dask task per file.
+
+    A file that fails is reported with its error and the others go on; exit 1 if any failed.
+    """
+    from weightio.batch.conversion import convert as convert_batch
+    from weightio.batch.render import print_batch, result_line
+
+    report = convert_batch(
+        sources, out, scheduler=scheduler, workers=workers, resume=resume, digest=digest,
+        verify=verify, seed=seed, samples=samples,
+        on_result=None if as_json else (lambda result: _echo(result_line(result), err=True)),
+        **_source_options(key, architecture, trust_pickle),
+    )
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        from weightio.report.text import console
+
+        print_batch(report, console())
+    raise typer.Exit(0 if report.ok else 1)
+
+
 def main() -> None:
     """Entry point of the ``weightio`` script and ``python -m weightio``.
 
@@ -600,6 +668,8 @@ def _name_values(command: Any) -> None:
                 param.metavar = _METAVARS.get(param.name, param.name.upper())
             elif param.param_type_name == "argument":
                 param.display_type_rich = lambda ctx: None  # typer would print <list[Path]>
+        if getattr(sub, "commands", None):  # a group of verbs (weightio batch …)
+            _name_values(sub)
 
 
 def _click_errors() -> Any:
