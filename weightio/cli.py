@@ -620,6 +620,54 @@ def batch_convert(
     raise typer.Exit(0 if report.ok else 1)
 
 
+@app.command("track")
+@handles_errors
+def track_verb(
+    sources: Annotated[
+        list[str], typer.Argument(help="A run's checkpoints: files, folders, globs or URLs.")
+    ],
+    step_from: Annotated[
+        str | None,
+        typer.Option("--step-from", metavar="KEY",
+                     help="Take each step from this checkpoint entry (default: the file name's last number)."),
+    ] = None,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
+    stopped_rtol: Annotated[
+        float, typer.Option("--stopped-rtol", metavar="X",
+                            help="A layer whose update is at most X of its norm is unchanged.")
+    ] = 1e-7,
+    html: Annotated[
+        Path | None, typer.Option("--html", metavar="FILE", help="Write an HTML report (one curve per layer).")
+    ] = None,
+    key: KeyOption = None,
+    trust_pickle: TrustPickleOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Follow each layer through a run: change from the first and the previous checkpoint,
+    update norm over weight norm, layers that stopped, units whose weights went to zero.
+    """
+    from weightio.batch.tracking import track
+
+    report = track(sources, step_from=step_from, scheduler=scheduler, workers=workers,
+                   stopped_rtol=stopped_rtol, **_source_options(key, None, trust_pickle))
+    if html is not None:
+        from weightio.batch.page import track_page
+        from weightio.report.html import write_html
+
+        write_html(track_page(report), html)
+        _echo(f"wrote {html}", err=True)
+    for failure in report.errors:
+        _echo(f"left out {failure.source}: {failure.error.type}: {failure.error.message}", err=True)
+    if as_json:
+        _echo_json(report.to_json())
+        return
+    from weightio.batch.render import print_track
+    from weightio.report.text import console
+
+    print_track(report, console())
+
+
 def main() -> None:
     """Entry point of the ``weightio`` script and ``python -m weightio``.
 

@@ -11,5 +11,6 @@ runs the same on a real cluster whose workers have weightio installed (docs/scal
 from __future__ import annotations
 
 from weightio.batch.conversion import BatchReport, FileResult, convert
+from weightio.batch.tracking import TrackReport, track
 
-__all__ = ["BatchReport", "FileResult", "convert"]
+__all__ = ["BatchReport", "FileResult", "TrackReport", "convert", "track"]

@@ -106,7 +106,8 @@ class Job:
     convert_options: dict[str, Any] = field(default_factory=dict)
 
 
-def _error(exc: BaseException) -> FileError:
+def error_of(exc: BaseException) -> FileError:
+    """A file's error as a result carries it: a ``WeightioError``'s class, or an internal error."""
     if isinstance(exc, WeightioError):
         return FileError(type=type(exc).__name__, message=str(exc), exit_code=exc.exit_code)
     return FileError(type=type(exc).__name__, message=f"internal error: {exc}", exit_code=1)
@@ -204,7 +205,7 @@ def convert_one(job: Job) -> FileResult:
             )
     except Exception as exc:  # noqa: BLE001 - one bad file never stops the others
         return FileResult(status="failed", seconds=time.perf_counter() - started,
-                          error=_error(exc), **base)
+                          error=error_of(exc), **base)
     finally:
         if staging is not None:
             import shutil
@@ -297,7 +298,7 @@ def convert(
             except Exception as exc:  # noqa: BLE001 - KilledWorker after too many worker deaths
                 job = jobs[index]
                 result = FileResult(source=job.source, destination=job.destination, status="failed",
-                                    seconds=0.0, error=_error(exc))
+                                    seconds=0.0, error=error_of(exc))
             results[index] = result
             if on_result is not None:
                 on_result(result)
