@@ -66,6 +66,17 @@ LayoutOption = Annotated[
         "channels_first.",
     ),
 ]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option("--scheduler", metavar="ADDRESS",
+                 help="Run on this Dask scheduler (tcp://host:8786); default: a LocalCluster of "
+                 "worker processes on 127.0.0.1."),
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option("--workers", metavar="N",
+                 help="Worker processes of the local cluster (default: one per core)."),
+]
 _DIGEST_HELP = "Digest recorded for every tensor of an archive: blake3 (default, fast) or sha256."
 
 
@@ -296,11 +307,22 @@ def diff_verb(
     key: KeyOption = None,
     architecture: ArchitectureOption = None,
     trust_pickle: TrustPickleOption = False,
+    step_from: Annotated[
+        str | None,
+        typer.Option("--step-from", metavar="KEY",
+                     help="Two run folders: take steps from this checkpoint entry (default: file names)."),
+    ] = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Compare A and B layer by layer; exit 0 if identical within tolerance, 1 if they differ.
 
     --key, --architecture and --trust-pickle apply to each of A and B that is not an archive.
+    Two folders of checkpoints (runs, not model folders) are compared step by step, paired by
+    step, on a Dask cluster (--scheduler; a local one by default).
     """
+    if _are_runs(a, b):
+        _diff_runs(a, b, as_json=as_json, step_from=step_from, scheduler=scheduler,
+                   options=_source_options(key, architecture, trust_pickle))
     from weightio.verbs.diff import diff as do_diff
 
     report = do_diff(a, b, atol=atol, rtol=rtol, progress=True,
@@ -560,17 +582,6 @@ batch_app = typer.Typer(
 )
 app.add_typer(batch_app, name="batch")
 
-SchedulerOption = Annotated[
-    str | None,
-    typer.Option("--scheduler", metavar="ADDRESS",
-                 help="Run on this Dask scheduler (tcp://host:8786); default: a LocalCluster of "
-                 "worker processes on 127.0.0.1."),
-]
-WorkersOption = Annotated[
-    int | None,
-    typer.Option("--workers", metavar="N",
-                 help="Worker processes of the local cluster (default: one per core)."),
-]
 
 
 @batch_app.command("convert")
@@ -666,6 +677,38 @@ def track_verb(
     from weightio.report.text import console
 
     print_track(report, console())
+
+
+def _are_runs(a: Path, b: Path) -> bool:
+    """Two folders that no reader claims as a model (a Hugging Face folder is one): two runs."""
+    if not (a.is_dir() and b.is_dir()):
+        return False
+    from weightio.errors import UnsupportedSourceError
+    from weightio.frameworks.table import file_source
+
+    for folder in (a, b):
+        try:
+            file_source(folder)
+        except UnsupportedSourceError:
+            continue
+        return False
+    return True
+
+
+def _diff_runs(a: Path, b: Path, *, as_json: bool, step_from: str | None, scheduler: str | None,
+               options: dict[str, Any]) -> None:
+    """``weightio diff RUN_A/ RUN_B/``: exit 0 if the runs are identical, 1 if they differ."""
+    from weightio.batch.runs import diff_runs
+
+    report = diff_runs(a, b, step_from=step_from, scheduler=scheduler, **options)
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        from weightio.batch.render import print_run_diff
+        from weightio.report.text import console
+
+        print_run_diff(report, console())
+    raise typer.Exit(0 if report.identical else 1)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ runs the same on a real cluster whose workers have weightio installed (docs/scal
 from __future__ import annotations
 
 from weightio.batch.conversion import BatchReport, FileResult, convert
+from weightio.batch.runs import RunDiff, diff_runs
 from weightio.batch.tracking import TrackReport, track
 
-__all__ = ["BatchReport", "FileResult", "TrackReport", "convert", "track"]
+__all__ = ["BatchReport", "FileResult", "RunDiff", "TrackReport", "convert", "diff_runs", "track"]
