@@ -53,6 +53,7 @@ _LAZY = {
     "verify": "weightio.verbs.write",
     "ModelSpec": "weightio.spec",
     "errors": "weightio.errors",
+    "batch": "weightio.batch",
     "spec": "weightio.spec",
 }
 

@@ -66,6 +66,17 @@ LayoutOption = Annotated[
         "channels_first.",
     ),
 ]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option("--scheduler", metavar="ADDRESS",
+                 help="Run on this Dask scheduler (tcp://host:8786); default: a LocalCluster of "
+                 "worker processes on 127.0.0.1."),
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option("--workers", metavar="N",
+                 help="Worker processes of the local cluster (default: one per core)."),
+]
 _DIGEST_HELP = "Digest recorded for every tensor of an archive: blake3 (default, fast) or sha256."
 
 
@@ -311,11 +322,22 @@ def diff_verb(
     key: KeyOption = None,
     architecture: ArchitectureOption = None,
     trust_pickle: TrustPickleOption = False,
+    step_from: Annotated[
+        str | None,
+        typer.Option("--step-from", metavar="KEY",
+                     help="Two run folders: take steps from this checkpoint entry (default: file names)."),
+    ] = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Compare A and B layer by layer; exit 0 if identical within tolerance, 1 if they differ.
 
     --key, --architecture and --trust-pickle apply to each of A and B that is not an archive.
+    Two folders of checkpoints (runs, not model folders) are compared step by step, paired by
+    step, on a Dask cluster (--scheduler; a local one by default).
     """
+    if _are_runs(a, b):
+        _diff_runs(a, b, as_json=as_json, step_from=step_from, scheduler=scheduler,
+                   options=_source_options(key, architecture, trust_pickle))
     from weightio.verbs.diff import diff as do_diff
 
     report = do_diff(a, b, atol=atol, rtol=rtol, progress=True,
@@ -698,6 +720,143 @@ def schema(
         _echo(f"wrote {out}", err=True)
 
 
+# -- many checkpoints at once, on a Dask cluster (weightio.batch; docs/scale.md) -------------
+
+batch_app = typer.Typer(
+    help="Many checkpoints at once, on a Dask cluster (a local one by default).",
+    no_args_is_help=True,
+)
+app.add_typer(batch_app, name="batch")
+
+
+
+@batch_app.command("convert")
+@handles_errors
+def batch_convert(
+    sources: Annotated[
+        list[str], typer.Argument(help="Checkpoints: files, folders, globs or URLs (s3://…).")
+    ],
+    out: Annotated[str, typer.Option("--out", metavar="DIR", help="Folder (or URL) for the archives.")],
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume",
+                     help="Skip archives whose recorded source digest matches (default)."),
+    ] = True,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Compare outputs before writing.")
+    ] = True,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the probe inputs.")] = 0,
+    samples: Annotated[int, typer.Option(metavar="N", help="Batch size of the probe.")] = 8,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    trust_pickle: TrustPickleOption = False,
+    digest: Annotated[str | None, typer.Option("--digest", metavar="ALGORITHM", help=_DIGEST_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Convert every checkpoint SOURCES names into an archive in --out, one Dask task per file.
+
+    A file that fails is reported with its error and the others go on; exit 1 if any failed.
+    """
+    from weightio.batch.conversion import convert as convert_batch
+    from weightio.batch.render import print_batch, result_line
+
+    report = convert_batch(
+        sources, out, scheduler=scheduler, workers=workers, resume=resume, digest=digest,
+        verify=verify, seed=seed, samples=samples,
+        on_result=None if as_json else (lambda result: _echo(result_line(result), err=True)),
+        **_source_options(key, architecture, trust_pickle),
+    )
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        from weightio.report.text import console
+
+        print_batch(report, console())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("track")
+@handles_errors
+def track_verb(
+    sources: Annotated[
+        list[str], typer.Argument(help="A run's checkpoints: files, folders, globs or URLs.")
+    ],
+    step_from: Annotated[
+        str | None,
+        typer.Option("--step-from", metavar="KEY",
+                     help="Take each step from this checkpoint entry (default: the file name's last number)."),
+    ] = None,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
+    stopped_rtol: Annotated[
+        float, typer.Option("--stopped-rtol", metavar="X",
+                            help="A layer whose update is at most X of its norm is unchanged.")
+    ] = 1e-7,
+    html: Annotated[
+        Path | None, typer.Option("--html", metavar="FILE", help="Write an HTML report (one curve per layer).")
+    ] = None,
+    key: KeyOption = None,
+    trust_pickle: TrustPickleOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Follow each layer through a run: change from the first and the previous checkpoint,
+    update norm over weight norm, layers that stopped, units whose weights went to zero.
+    """
+    from weightio.batch.tracking import track
+
+    report = track(sources, step_from=step_from, scheduler=scheduler, workers=workers,
+                   stopped_rtol=stopped_rtol, **_source_options(key, None, trust_pickle))
+    if html is not None:
+        from weightio.batch.page import track_page
+        from weightio.report.html import write_html
+
+        write_html(track_page(report), html)
+        _echo(f"wrote {html}", err=True)
+    for failure in report.errors:
+        _echo(f"left out {failure.source}: {failure.error.type}: {failure.error.message}", err=True)
+    if as_json:
+        _echo_json(report.to_json())
+        return
+    from weightio.batch.render import print_track
+    from weightio.report.text import console
+
+    print_track(report, console())
+
+
+def _are_runs(a: Path, b: Path) -> bool:
+    """Two folders that no reader claims as a model (a Hugging Face folder is one): two runs."""
+    if not (a.is_dir() and b.is_dir()):
+        return False
+    from weightio.errors import UnsupportedSourceError
+    from weightio.frameworks.table import file_source
+
+    for folder in (a, b):
+        try:
+            file_source(folder)
+        except UnsupportedSourceError:
+            continue
+        return False
+    return True
+
+
+def _diff_runs(a: Path, b: Path, *, as_json: bool, step_from: str | None, scheduler: str | None,
+               options: dict[str, Any]) -> None:
+    """``weightio diff RUN_A/ RUN_B/``: exit 0 if the runs are identical, 1 if they differ."""
+    from weightio.batch.runs import diff_runs
+
+    report = diff_runs(a, b, step_from=step_from, scheduler=scheduler, **options)
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        from weightio.batch.render import print_run_diff
+        from weightio.report.text import console
+
+        print_run_diff(report, console())
+    raise typer.Exit(0 if report.identical else 1)
+
+
 def main() -> None:
     """Entry point of the ``weightio`` script and ``python -m weightio``.
 
@@ -746,6 +905,8 @@ def _name_values(command: Any) -> None:
                 param.metavar = _METAVARS.get(param.name, param.name.upper())
             elif param.param_type_name == "argument":
                 param.display_type_rich = lambda ctx: None  # typer would print <list[Path]>
+        if getattr(sub, "commands", None):  # a group of verbs (weightio batch …)
+            _name_values(sub)
 
 
 def _click_errors() -> Any:

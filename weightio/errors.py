@@ -29,6 +29,8 @@ __all__ = [
     "WriteError",
     "InvalidInputError",
     "TargetExistsError",
+    "StorageError",
+    "ClusterError",
 ]
 
 
@@ -156,6 +158,18 @@ class WriteError(WeightioError, OSError):
 
 class TargetExistsError(WriteError, FileExistsError):
     """The target exists and the write was asked not to overwrite it (``overwrite=False``)."""
+
+
+class StorageError(WeightioError, OSError):
+    """Object storage (an fsspec URL: ``s3://``, ``gs://`` …) failed: unreachable, refused,
+    denied, or it answered something unexpected. A missing object is ``SourceNotFoundError``.
+    """
+
+
+class ClusterError(WeightioError, ConnectionError):
+    """The Dask cluster of a batch could not be reached or started, or its workers cannot run
+    weightio (not installed, another version).
+    """
 
 
 class InvalidInputError(WeightioError, ValueError):

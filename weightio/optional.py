@@ -18,6 +18,11 @@ _EXTRAS = {
     "sklearn": "sklearn",
     "skops": "sklearn",
     "matplotlib": "plot",
+    "dask": "dask",
+    "distributed": "dask",
+    "fsspec": "s3",
+    "s3fs": "s3",
+    "gcsfs": "s3",
 }
 
 

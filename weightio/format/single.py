@@ -105,6 +105,22 @@ def load_single(path: Path, *, verify: bool = False) -> Archive:
     with open_regular(path) as handle:  # mapped from this very handle: a rewrite cannot mix in
         header = read_header(handle, path)
         mapped = MappedTensors(path, header, handle)
+    spec = spec_of_header(header, path)
+    tensors = TensorMap(list(header.entries), mapped.get)
+    check_header_against_spec(spec, header.entries, path)
+    archive = Archive(spec, tensors, path=path, checked=True)  # no array is made until used
+    if verify:
+        archive.verify()
+    return archive
+
+
+def spec_of_header(header: Any, path: object) -> ModelSpec:
+    """The spec an archive's header carries, its format version checked.
+
+    Raises:
+        MalformedFileError: the header carries no weightio spec (a plain safetensors file).
+        SpecValidationError: no format version, one of another major, or an invalid spec.
+    """
     meta = header.metadata
     if META_SPEC not in meta:
         raise MalformedFileError(
@@ -121,13 +137,7 @@ def load_single(path: Path, *, verify: bool = False) -> Archive:
             f"{SUPPORTED_MAJOR}.x); upgrade weightio",
             file=path,
         )
-    spec = spec_from_json(meta[META_SPEC], file=path)
-    tensors = TensorMap(list(header.entries), mapped.get)
-    check_header_against_spec(spec, header.entries, path)
-    archive = Archive(spec, tensors, path=path, checked=True)  # no array is made until used
-    if verify:
-        archive.verify()
-    return archive
+    return spec_from_json(meta[META_SPEC], file=path)
 
 
 def open_archive_file(path: Path) -> Archive | None:

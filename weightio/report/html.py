@@ -133,8 +133,12 @@ def page(
     rows: Sequence[tuple[str, Sequence[Cell]]],
     images: Sequence[tuple[str, bytes]],
     initial_sort: tuple[int, int] = (0, 1),
+    table_title: str = "Tensors",
+    charts_html: str = "",
 ) -> str:
-    """Assemble the page. ``rows`` are ``(css class, cells)``; ``initial_sort`` is (column, ±1)."""
+    """Assemble the page. ``rows`` are ``(css class, cells)``; ``initial_sort`` is (column, ±1);
+    ``charts_html`` (inline SVG, already escaped) goes after the table.
+    """
     head = "".join(
         f'<th data-key="{_e(c.key)}" data-type="{"num" if c.numeric else "text"}">{_e(c.title)}</th>'
         for c in columns
@@ -162,9 +166,9 @@ def page(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f'{heading_html}<table class="summary">{summary_html}</table>'
-        f'<h2>Tensors</h2><p style="font-size:12px;color:#666">Click a column header to sort.</p>'
+        f'<h2>{_e(table_title)}</h2><p style="font-size:12px;color:#666">Click a column header to sort.</p>'
         f'<table id="wio-table" data-rows="0"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f"<tbody>{''.join(body)}</tbody></table>{charts_html}"
         + (f'<h2>Plots</h2><div class="plots">{figures}</div>' if figures else "")
         + f"<script>{script}</script></body></html>\n"
     )
