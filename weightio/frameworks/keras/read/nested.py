@@ -221,8 +221,8 @@ class _Inliner:
         owner = prefix.split(NEST, 1)[0]
         if prefix and self.weights.get(owner):
             raise UnsupportedSourceError(
-                f"the arrays of the nested model {owner!r} are stored as one group, not per "
-                "layer (a legacy .h5 file); save the model as .keras and read that instead",
+                f"the arrays of the nested model {owner!r} are given as one list, not per "
+                f"layer; pass them by the inner layers' names ({full!r})",
                 layer=full,
             )
         return []
