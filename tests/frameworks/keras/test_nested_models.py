@@ -203,3 +203,23 @@ def test_a_layer_name_repeating_a_nested_path_is_refused() -> None:
     with pytest.raises(MalformedFileError) as info:
         inline_nested(config, {})
     assert info.value.layer == "inner/d1"
+
+
+def test_a_nested_model_with_two_inputs_and_two_outputs() -> None:
+    """Its inputs bind to the tensors passed in order; output ``k`` is read where used."""
+    a, b = keras.Input((4,)), keras.Input((4,))
+    s = L.Add(name="s")([L.Dense(3, name="da")(a), L.Dense(3, name="db")(b)])
+    two = keras.Model([a, b], [s, L.Dense(2, name="o2")(s)], name="two")
+    x, y = keras.Input((4,), name="x"), keras.Input((4,), name="y")
+    p, q = two([x, y])
+    model = _randomized(keras.Model([x, y], L.Concatenate(name="cat")([L.Dense(2, name="pp")(p), q])))
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((3, 4)).astype("float32") for _ in range(2)]
+    reference = np.asarray(model(xs))
+    archive = weightio.read(model)
+    assert [layer.name for layer in archive.spec.layers] == ["two/da", "two/db", "two/s", "two/o2", "pp", "cat"]
+    assert archive.spec.layer("two/da").inputs == ["x"] and archive.spec.layer("two/db").inputs == ["y"]
+    assert_close(reference, weightio.run(archive, xs))
+    with torch.no_grad():
+        assert_close(reference, weightio.to_torch(archive)(*map(torch.from_numpy, xs)).numpy())
+    assert_close(reference, np.asarray(weightio.to_keras(archive)(xs)))
