@@ -223,3 +223,24 @@ def test_a_nested_model_with_two_inputs_and_two_outputs() -> None:
     with torch.no_grad():
         assert_close(reference, weightio.to_torch(archive)(*map(torch.from_numpy, xs)).numpy())
     assert_close(reference, np.asarray(weightio.to_keras(archive)(xs)))
+
+
+@pytest.mark.parametrize("edit", ["history_node_not_int", "inbound_nodes_not_list", "endpoint_not_ref"])
+def test_malformed_nested_configs_are_typed_refusals(edit: str) -> None:
+    """A config a file could hold, broken where the inliner reads it: MalformedFileError."""
+    from weightio.errors import MalformedFileError
+    from weightio.frameworks.keras.read.nested import inline_nested
+
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="d1")], name="inner")
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Dense(3, name="post")(inner(x)))
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(model), default=list))
+    by_name = {raw["name"]: raw for raw in config["config"]["layers"]}
+    if edit == "history_node_not_int":
+        by_name["post"]["inbound_nodes"][0]["args"][0]["config"]["keras_history"][1] = "Sequential"
+    elif edit == "inbound_nodes_not_list":
+        by_name["inner"]["inbound_nodes"] = True
+    else:
+        config["config"]["output_layers"] = ["post", {"a": 1}, 0]
+    with pytest.raises(MalformedFileError):
+        inline_nested(config, {})
