@@ -107,6 +107,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, np.n
         model = _randomized(build())
         x = np.random.default_rng(1).standard_normal((3, *shape)).astype("float32")
         model.save(folder / f"{name}.keras")
+        model.save(folder / f"{name}.h5")  # legacy: a nested model's arrays in one group
         result[name] = (model, x, folder / f"{name}.keras")
     return result
 
@@ -134,10 +135,11 @@ def test_nested_model_reads_as_its_layers_and_matches(name: str, built: dict) ->
     assert_close(reference, np.asarray(weightio.to_keras(again)(x, training=False)))
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_nested_model_file_reads_as_the_live_model(name: str, built: dict) -> None:
+def test_nested_model_file_reads_as_the_live_model(name: str, suffix: str, built: dict) -> None:
     model, _, path = built[name]
-    live, stored = weightio.read(model), weightio.read(path)
+    live, stored = weightio.read(model), weightio.read(path.with_suffix(suffix))
     assert [layer.name for layer in stored.spec.layers] == [layer.name for layer in live.spec.layers]
     assert list(stored.tensors) == list(live.tensors)
     for key in live.tensors:
@@ -201,3 +203,44 @@ def test_a_layer_name_repeating_a_nested_path_is_refused() -> None:
     with pytest.raises(MalformedFileError) as info:
         inline_nested(config, {})
     assert info.value.layer == "inner/d1"
+
+
+def test_a_nested_model_with_two_inputs_and_two_outputs() -> None:
+    """Its inputs bind to the tensors passed in order; output ``k`` is read where used."""
+    a, b = keras.Input((4,)), keras.Input((4,))
+    s = L.Add(name="s")([L.Dense(3, name="da")(a), L.Dense(3, name="db")(b)])
+    two = keras.Model([a, b], [s, L.Dense(2, name="o2")(s)], name="two")
+    x, y = keras.Input((4,), name="x"), keras.Input((4,), name="y")
+    p, q = two([x, y])
+    model = _randomized(keras.Model([x, y], L.Concatenate(name="cat")([L.Dense(2, name="pp")(p), q])))
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((3, 4)).astype("float32") for _ in range(2)]
+    reference = np.asarray(model(xs))
+    archive = weightio.read(model)
+    assert [layer.name for layer in archive.spec.layers] == ["two/da", "two/db", "two/s", "two/o2", "pp", "cat"]
+    assert archive.spec.layer("two/da").inputs == ["x"] and archive.spec.layer("two/db").inputs == ["y"]
+    assert_close(reference, weightio.run(archive, xs))
+    with torch.no_grad():
+        assert_close(reference, weightio.to_torch(archive)(*map(torch.from_numpy, xs)).numpy())
+    assert_close(reference, np.asarray(weightio.to_keras(archive)(xs)))
+
+
+@pytest.mark.parametrize("edit", ["history_node_not_int", "inbound_nodes_not_list", "endpoint_not_ref"])
+def test_malformed_nested_configs_are_typed_refusals(edit: str) -> None:
+    """A config a file could hold, broken where the inliner reads it: MalformedFileError."""
+    from weightio.errors import MalformedFileError
+    from weightio.frameworks.keras.read.nested import inline_nested
+
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="d1")], name="inner")
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Dense(3, name="post")(inner(x)))
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(model), default=list))
+    by_name = {raw["name"]: raw for raw in config["config"]["layers"]}
+    if edit == "history_node_not_int":
+        by_name["post"]["inbound_nodes"][0]["args"][0]["config"]["keras_history"][1] = "Sequential"
+    elif edit == "inbound_nodes_not_list":
+        by_name["inner"]["inbound_nodes"] = True
+    else:
+        config["config"]["output_layers"] = ["post", {"a": 1}, 0]
+    with pytest.raises(MalformedFileError):
+        inline_nested(config, {})

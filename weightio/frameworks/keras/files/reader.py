@@ -245,14 +245,67 @@ class _H5Reader:
                 raise MalformedFileError("layer named in layer_names is missing", file=self.file,
                                          layer=name)
             cfg = configs.get(name, {})
-            bf16 = policy_name((cfg.get("config") or {}).get("dtype"))[1] == "bfloat16"
             listed = attribute(group, "weight_names", file=self.file, layer=name)
-            weight_names = np.asarray([] if listed is None else listed).reshape(-1).tolist()
+            weight_names = [_text(w) for w in
+                            np.asarray([] if listed is None else listed).reshape(-1).tolist()]
+            if is_model(cfg):
+                result.update(self._legacy_nested(group, cfg, name, weight_names))
+                continue
+            bf16 = policy_name((cfg.get("config") or {}).get("dtype"))[1] == "bfloat16"
             result[name] = [
-                self.read(walk(group, _text(w), file=self.file, layer=name), name, bf16=bf16)
+                self.read(walk(group, w, file=self.file, layer=name), name, bf16=bf16)
                 for w in weight_names
             ]
         return result
+
+    def _legacy_nested(
+        self, group: Any, cfg: Mapping[str, Any], name: str, weight_names: list[str]
+    ) -> dict[str, list[np.ndarray]]:
+        """A nested model's arrays, per inner layer (``<model>/<layer>``) and all together.
+
+        The group lists the nested model's variables by path, trainable ones first (so not in
+        layer order), each layer's in its own ``layer.weights`` order. A path names its layer
+        (``inner/d1/kernel``; ``dense/kernel`` for a model built on its own; ``d1/kernel:0`` in
+        Keras 2) but not always the models around it: a variable belongs to the one inner layer
+        whose name is a part of its path before the last, or, where several are, whose path
+        inside the nested model its path holds; anything else is refused by name.
+        """
+        from weightio.frameworks.keras.read.graph import policy_name
+
+        leaves = _leaf_layers(cfg, f"{name}{NEST}", self.file)
+        result: dict[str, list[np.ndarray]] = {path: [] for path in leaves}
+        result[name] = []
+        for w in weight_names:
+            parts = w.split("/")[:-1]
+            owners = [p for p, leaf in leaves.items() if _name_of(leaf) in parts]
+            if len(owners) > 1:
+                inside = "/" + "/".join(parts) + "/"
+                owners = [p for p in owners if f"/{p[len(name) + 1:]}/" in inside]
+            if len(owners) != 1:
+                raise UnsupportedSourceError(
+                    f"weight {w!r} of the nested model does not name one of its layers "
+                    f"({len(owners)} match); save the model as .keras and read that instead",
+                    file=self.file, layer=name,
+                )
+            owner = owners[0]
+            policy = policy_name((leaves[owner].get("config") or {}).get("dtype"))[1]
+            array = self.read(walk(group, w, file=self.file, layer=owner), owner,
+                              bf16=policy == "bfloat16")
+            result[owner].append(array)
+            result[name].append(array)
+        return result
+
+
+def _leaf_layers(model: Mapping[str, Any], prefix: str, file: Path) -> dict[str, Mapping[str, Any]]:
+    """Every layer of a nested model that is not itself a model, by its full path."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for cfg in _layer_configs(model, file):
+        path = prefix + _name_of(cfg)
+        if is_model(cfg):
+            found.update(_leaf_layers(cfg, path + NEST, file))
+        elif cfg.get("class_name") != "InputLayer":
+            found[path] = cfg
+    return found
 
 
 class _Window(io.RawIOBase):

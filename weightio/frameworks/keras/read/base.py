@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from weightio.errors import MalformedFileError, UnsupportedLayerError
+from weightio.errors import MalformedFileError, UnsupportedLayerError, WeightioError
 from weightio.frameworks.common import TensorCollector
 from weightio.frameworks.keras.activations import (
     NotExact,
@@ -146,6 +146,15 @@ def read_layer(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
         except ValidationError as exc:
             first = exc.errors()[0]["msg"]
             reason = f"its config does not fit the {entry.class_name} mapping ({first})"
+        except WeightioError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            # a value of the wrong type where Keras writes a number, list or dict
+            raise MalformedFileError(
+                f"the {entry.class_name} config does not follow Keras's format "
+                f"({type(exc).__name__}: {str(exc)[:120]})",
+                layer=entry.name,
+            ) from None
         else:
             for key, array in scratch.arrays.items():
                 if key in tensors.arrays:

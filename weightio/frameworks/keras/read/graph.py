@@ -123,6 +123,8 @@ def functional_inputs(
     (an ``ops.split``) is read as its own spec tensor, ``part_name(source, k)``.
     """
     nodes = layer.get("inbound_nodes") or []
+    if not isinstance(nodes, list):
+        raise MalformedFileError(f"inbound_nodes {short(nodes)} is not a list", layer=name)
     if len(nodes) > 1:
         raise UnsupportedLayerError(
             f"this layer is called {len(nodes)} times (shared weights); weightio's graph has one "
@@ -191,7 +193,7 @@ def node_arguments(raw: dict[str, Any]) -> list[Any]:
     (``ops.add(x, 3.0)`` has ``args = [<tensor x>, 3.0]``); empty for Keras 2 nodes.
     """
     nodes = raw.get("inbound_nodes") or []
-    node = nodes[0] if nodes else None
+    node = nodes[0] if isinstance(nodes, list) and nodes else None
     if not isinstance(node, dict):
         return []
     args = node.get("args")
@@ -208,7 +210,7 @@ def node_tensors(raw: dict[str, Any]) -> list[dict[str, Any]]:
     in argument order, as Keras 3 records them; empty where the node does not say.
     """
     nodes = raw.get("inbound_nodes") or []
-    node = nodes[0] if nodes else None
+    node = nodes[0] if isinstance(nodes, list) and nodes else None
     if not isinstance(node, dict):
         return []
     found: list[dict[str, Any]] = []

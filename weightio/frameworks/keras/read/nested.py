@@ -111,14 +111,20 @@ def _endpoints(value: Any) -> list[Ref]:
         value = list(value.values())
     if not isinstance(value, (list, tuple)):
         raise MalformedFileError(f"model endpoints {short(value)} are not a list")
-    if len(value) == 3 and isinstance(value[0], str) and isinstance(value[1], int):
-        return [(value[0], value[1], int(value[2]))]
-    if all(isinstance(item, str) for item in value):
-        return [(item, 0, 0) for item in value]
+    if len(value) == 3 and isinstance(value[0], str) and not isinstance(value[1], (list, dict)):
+        return [_ref(value, value)]
     refs: list[Ref] = []
     for item in value:
-        refs.extend(_endpoints(item))
+        refs.extend([(item, 0, 0)] if isinstance(item, str) else _endpoints(item))
     return refs
+
+
+def _ref(history: Any, where: Any) -> Ref:
+    """``[layer, node, tensor]`` as a reference; anything else is a malformed config."""
+    if (isinstance(history, (list, tuple)) and len(history) == 3 and isinstance(history[0], str)
+            and all(type(i) is int and i >= 0 for i in history[1:])):
+        return (history[0], history[1], history[2])
+    raise MalformedFileError(f"a tensor reference is not [layer, node, tensor]: {short(where)}")
 
 
 def _rewrite(value: Any, resolve: Any) -> Any:
@@ -126,16 +132,13 @@ def _rewrite(value: Any, resolve: Any) -> Any:
     if isinstance(value, dict):
         if value.get("class_name") == "__keras_tensor__" and isinstance(value.get("config"), dict):
             config = dict(value["config"])
-            history = config.get("keras_history")
-            if not isinstance(history, (list, tuple)) or len(history) != 3:
-                raise MalformedFileError(f"a tensor reference lacks keras_history: {short(value)}")
-            config["keras_history"] = list(resolve((str(history[0]), int(history[1]), int(history[2]))))
+            config["keras_history"] = list(resolve(_ref(config.get("keras_history"), value)))
             return {**value, "config": config}
         return {key: _rewrite(item, resolve) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(item, (list, tuple)) and len(item) >= 3 and isinstance(item[0], str)
                          for item in value):  # a Keras 2 node: [[name, node, tensor, kwargs], ...]
-            return [[*resolve((item[0], int(item[1]), int(item[2]))), *item[3:]] for item in value]
+            return [[*resolve(_ref(item[:3], value)), *item[3:]] for item in value]
         return [_rewrite(item, resolve) for item in value]
     return value
 
@@ -143,6 +146,8 @@ def _rewrite(value: Any, resolve: Any) -> Any:
 def _call_refs(raw: dict[str, Any], name: str) -> list[Ref]:
     """The tensors a nested model's single call reads, in argument order."""
     nodes = raw.get("inbound_nodes") or []
+    if not isinstance(nodes, list):
+        raise MalformedFileError(f"inbound_nodes {short(nodes)} is not a list", layer=name)
     if len(nodes) > 1:
         raise UnsupportedLayerError(
             f"this nested model is called {len(nodes)} times (shared weights); weightio's graph "
@@ -221,8 +226,8 @@ class _Inliner:
         owner = prefix.split(NEST, 1)[0]
         if prefix and self.weights.get(owner):
             raise UnsupportedSourceError(
-                f"the arrays of the nested model {owner!r} are stored as one group, not per "
-                "layer (a legacy .h5 file); save the model as .keras and read that instead",
+                f"the arrays of the nested model {owner!r} are given as one list, not per "
+                f"layer; pass them by the inner layers' names ({full!r})",
                 layer=full,
             )
         return []
