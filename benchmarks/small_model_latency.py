@@ -3,11 +3,14 @@
 The issue's figures (a loaded machine): 16.6 s to .pt2, 5.4 s to .safetensors, 0.97 s with
 --no-verify. The goal is under 4 s to .pt2. A small job's time is imports: TensorFlow (to run
 the source, the witness), torch and torch.export's dynamo (to build and export the target). So
-the table has those imports alone, measured in the same run, as the floor every row stands on.
+the table has those imports alone, measured in the same run, as the floor every row stands on,
+and every row's ratio to ``python -c "import tensorflow, torch"`` (both imports in one process).
 
-    python benchmarks/small_model_latency.py [--repeats 5]
+    python benchmarks/small_model_latency.py [--repeats 5] [--before DIR]
 
-Prints medians (and min/max) in seconds; the machine is shared, so compare rows of one run.
+``--before DIR`` also runs the weightio rows from another source tree (``git archive REV | tar
+-x -C DIR``), interleaved with this one's, so both see the same load. Prints medians (and
+min/max) in seconds; the machine is shared, so compare rows of one run.
 """
 
 from __future__ import annotations
@@ -36,28 +39,46 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--before", type=Path, help="another weightio source tree, run interleaved")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "KERAS_BACKEND": "tensorflow"}
+    here = Path(__file__).resolve().parents[1]
+    trees = {"now": here} if args.before is None else {"before": args.before.resolve(), "now": here}
     work = Path(tempfile.mkdtemp(prefix="weightio-latency-"))
     model = work / "small.keras"
     subprocess.run([PY, "-c", (
         "import keras; m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation='relu'),"
         f" keras.layers.Dense(1)]); assert m.count_params() == 49; m.save({str(model)!r})"
     )], env=env, check=True, capture_output=True)
-    rows = [
+    floors = [
         ("python -c pass", [PY, "-c", "pass"]),
-        ("weightio --help", [PY, "-m", "weightio", "--help"]),
         ("import keras (TensorFlow)", [PY, "-c", "import keras"]),
         ("import torch + torch.export", [PY, "-c", "import torch, torch.export._trace"]),
-        ("convert -> .pt2 --no-verify", [PY, "-m", "weightio", "convert", str(model), str(work / "a.pt2"), "--no-verify"]),
-        ("convert -> .safetensors", [PY, "-m", "weightio", "convert", str(model), str(work / "a.safetensors")]),
-        ("convert -> .pt2 (verified)", [PY, "-m", "weightio", "convert", str(model), str(work / "b.pt2")]),
+        ("import tensorflow, torch", [PY, "-c", "import tensorflow, torch"]),
     ]
-    print(f"load average {os.getloadavg()[0]:.1f}; {args.repeats} runs each; seconds")
-    print(f"{'job':34} {'median':>7} {'min':>7} {'max':>7}")
-    for name, cmd in rows:
-        times = [timed(cmd, env) for _ in range(args.repeats)]
-        print(f"{name:34} {statistics.median(times):7.2f} {min(times):7.2f} {max(times):7.2f}")
+    jobs = [
+        ("weightio --help", ["--help"]),
+        ("convert -> .pt2 --no-verify", ["convert", str(model), "{out}.pt2", "--no-verify"]),
+        ("convert -> .safetensors", ["convert", str(model), "{out}.safetensors"]),
+        ("convert -> .pt2 (verified)", ["convert", str(model), "{out}.pt2"]),
+    ]
+    times: dict[str, list[float]] = {}
+    for _ in range(args.repeats):  # round robin: every row sees the same drift in load
+        for name, cmd in floors:
+            times.setdefault(name, []).append(timed(cmd, env))
+        for name, argv in jobs:
+            for tree_name, tree in trees.items():
+                out = str(work / f"{tree_name}-{len(times)}")
+                tree_env = {**env, "PYTHONPATH": str(tree)}
+                cmd = [PY, "-m", "weightio", *(a.replace("{out}", out) for a in argv)]
+                times.setdefault(f"{name} [{tree_name}]", []).append(timed(cmd, tree_env))
+    both = statistics.median(times["import tensorflow, torch"])
+    print(f"load average {os.getloadavg()[0]:.1f}; {args.repeats} runs each, round robin; seconds; "
+          "ratio: median / median of `import tensorflow, torch`")
+    print(f"{'job':44} {'median':>7} {'min':>7} {'max':>7} {'ratio':>6}")
+    for name, found in times.items():
+        median = statistics.median(found)
+        print(f"{name:44} {median:7.2f} {min(found):7.2f} {max(found):7.2f} {median / both:6.2f}")
 
 
 if __name__ == "__main__":
