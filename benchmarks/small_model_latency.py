@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,19 +28,25 @@ from pathlib import Path
 PY = sys.executable
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds (user + system) of the process and every child it waited
+    for (a witness process included)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr[-500:]}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--before", type=Path, help="another weightio source tree, run interleaved")
+    parser.add_argument("--jobs", default="", help="run only the weightio jobs whose name holds this")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "KERAS_BACKEND": "tensorflow"}
     here = Path(__file__).resolve().parents[1]
@@ -62,23 +69,30 @@ def main() -> None:
         ("convert -> .safetensors", ["convert", str(model), "{out}.safetensors"]),
         ("convert -> .pt2 (verified)", ["convert", str(model), "{out}.pt2"]),
     ]
+    jobs = [(name, argv) for name, argv in jobs if args.jobs in name]
     times: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     for _ in range(args.repeats):  # round robin: every row sees the same drift in load
         for name, cmd in floors:
-            times.setdefault(name, []).append(timed(cmd, env))
+            wall, cpu = timed(cmd, env)
+            times.setdefault(name, []).append(wall)
+            cpus.setdefault(name, []).append(cpu)
         for name, argv in jobs:
             for tree_name, tree in trees.items():
                 out = str(work / f"{tree_name}-{len(times)}")
                 tree_env = {**env, "PYTHONPATH": str(tree)}
                 cmd = [PY, "-m", "weightio", *(a.replace("{out}", out) for a in argv)]
-                times.setdefault(f"{name} [{tree_name}]", []).append(timed(cmd, tree_env))
+                wall, cpu = timed(cmd, tree_env)
+                times.setdefault(f"{name} [{tree_name}]", []).append(wall)
+                cpus.setdefault(f"{name} [{tree_name}]", []).append(cpu)
     both = statistics.median(times["import tensorflow, torch"])
     print(f"load average {os.getloadavg()[0]:.1f}; {args.repeats} runs each, round robin; seconds; "
-          "ratio: median / median of `import tensorflow, torch`")
-    print(f"{'job':44} {'median':>7} {'min':>7} {'max':>7} {'ratio':>6}")
+          "ratio: median / median of `import tensorflow, torch`; cpu: median user+system seconds")
+    print(f"{'job':44} {'median':>7} {'min':>7} {'max':>7} {'ratio':>6} {'cpu':>6}")
     for name, found in times.items():
         median = statistics.median(found)
-        print(f"{name:44} {median:7.2f} {min(found):7.2f} {max(found):7.2f} {median / both:6.2f}")
+        print(f"{name:44} {median:7.2f} {min(found):7.2f} {max(found):7.2f} {median / both:6.2f} "
+              f"{statistics.median(cpus[name]):6.2f}")
 
 
 if __name__ == "__main__":

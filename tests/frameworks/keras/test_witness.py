@@ -49,7 +49,7 @@ def test_convert_is_verified_without_tensorflow_in_this_process(model_file, tmp_
 def test_witness_outputs_equal_keras_in_this_process(model_file) -> None:
     x = np.random.default_rng(1).standard_normal((5, 4)).astype("float32")
     witness = KerasFileRunner(model_file)
-    witness.start()
+    witness.spawn()  # this test process has imported Keras, so start() would run it here
     from_witness = witness([x])
     in_process = KerasFileRunner(model_file)([x])  # never started: loads here
     assert np.array_equal(from_witness[0], in_process[0])
@@ -59,7 +59,7 @@ def test_witness_outputs_equal_keras_in_this_process(model_file) -> None:
 
 def test_a_witness_error_comes_back_typed(tmp_path) -> None:
     witness = KerasFileRunner(tmp_path / "gone.keras")
-    witness.start()
+    witness.spawn()
     with pytest.raises(SourceNotFoundError, match="no such Keras model file"):
         witness([np.zeros((1, 4), "float32")])
 
@@ -67,7 +67,15 @@ def test_a_witness_error_comes_back_typed(tmp_path) -> None:
 def test_a_dead_witness_is_replaced_in_process(model_file) -> None:
     x = np.ones((2, 4), "float32")
     witness = KerasFileRunner(model_file)
-    witness.start()
+    witness.spawn()
     witness._process.kill()
     assert np.array_equal(witness([x])[0], KerasFileRunner(model_file)([x])[0])
     witness.close()  # nothing left to stop
+
+
+def test_no_witness_process_once_keras_is_imported_here(model_file) -> None:
+    """Keras is imported in this test process: a second process would import TensorFlow again."""
+    witness = KerasFileRunner(model_file)
+    witness.start()
+    assert witness._process is None
+    assert witness([np.ones((1, 4), "float32")])[0].shape == (1, 1)

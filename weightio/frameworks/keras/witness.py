@@ -2,11 +2,13 @@
 
 A small conversion's time is imports: TensorFlow (``import keras``) to run the source, torch and
 torch.export to build and write the target. In one process they add up; ``convert`` instead
-calls ``start()`` as it begins, so a second Python process imports Keras and loads the file
-(through the same checks as in-process: ``model.read_keras_file``) while this one builds the
-target. When the proof needs the source's outputs, the probe goes to that process (an ``.npz``
-on its stdin) and the outputs come back (an ``.npz`` on its stdout). The wait is then about the
-slower of the two imports, not their sum, and this process never imports TensorFlow.
+calls ``start()`` as it begins, so (unless Keras is imported here already) a second Python
+process imports Keras and loads the file (through the same checks as in-process:
+``model.read_keras_file``) while this one builds the target. When the proof needs the
+source's outputs, the probe goes to that process (an ``.npz`` on its stdin) and the outputs
+come back (an ``.npz`` on its stdout). With a core free, the wait is then about the slower of
+the two imports, not their sum (the CPU work is the same), and this process never imports
+TensorFlow.
 
 Anything the witness process raises as a weightio error comes back as the same error class
 and message; if the process cannot be started or dies otherwise, the model is loaded and run in
@@ -34,6 +36,9 @@ import numpy as np
 
 import weightio.errors as error_classes
 from weightio.errors import MalformedFileError, WeightioError
+
+#: Modules whose presence means Keras (and TensorFlow) are imported in this process already.
+_KERAS_MODULES = {"keras", "tensorflow", "tf_keras"}
 
 #: The folder holding the ``weightio`` package, put first on the witness process's path.
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]
@@ -78,7 +83,15 @@ class KerasFileRunner:
         self._model: list[Any] = []
 
     def start(self) -> None:
-        """Start the witness process (it imports Keras and loads the file meanwhile)."""
+        """Start the witness process (it imports Keras and loads the file meanwhile), unless
+        this process has imported Keras already: then running here costs nothing to import,
+        and a second process would import TensorFlow a second time.
+        """
+        if not _KERAS_MODULES & set(sys.modules):
+            self.spawn()
+
+    def spawn(self) -> None:
+        """Start the witness process, whatever this one has imported."""
         if self._process is not None or self._model:
             return
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
