@@ -173,9 +173,13 @@ def _convert_opened(
 ) -> ConversionResult:
     archive = src.archive
     # A source run in a process of its own (a Keras file) starts now, importing its framework
-    # while this process builds the target: the proof then waits for the slower of the two.
+    # while this process builds the target in another: the proof then waits for the slower of
+    # the two. Not for a framework-free target (nothing to overlap, the process costs ~0.3 s)
+    # nor one of the source's framework (that would import it twice).
     start = getattr(src.runner, "start", None)
-    if verify and start is not None and not archive.spec.weights_only:
+    builder = target_named(target).framework
+    if (verify and start is not None and not archive.spec.weights_only
+            and builder not in ("weightio", src.framework)):
         start()
     try:
         return _build_verify_write(
