@@ -84,10 +84,10 @@ class KerasFileRunner:
 
     def start(self) -> None:
         """Start the witness process (it imports Keras and loads the file meanwhile), unless
-        this process has imported Keras already: then running here costs nothing to import,
-        and a second process would import TensorFlow a second time.
+        this process has imported Keras already (running here costs nothing to import, and a
+        second process would import TensorFlow a second time) or only one core is ours.
         """
-        if not _KERAS_MODULES & set(sys.modules):
+        if not _KERAS_MODULES & set(sys.modules) and _cores() >= 2:  # one core: nothing overlaps
             self.spawn()
 
     def spawn(self) -> None:
@@ -130,6 +130,14 @@ class KerasFileRunner:
         if not self._model:
             self._model.append(load_model_file(self.model_file, self.weights))
         return run_keras(self._model[0], xs)
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _replay(err: bytes) -> None:
