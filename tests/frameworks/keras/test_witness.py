@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from weightio.errors import SourceNotFoundError
+from weightio.frameworks.keras.files.reader import read_model_file_checked
 from weightio.frameworks.keras.witness import KerasFileRunner
 
 keras = pytest.importorskip("keras")
@@ -59,9 +60,12 @@ def test_witness_outputs_equal_keras_in_this_process(model_file) -> None:
     assert np.array_equal(from_witness[0], np.asarray(expected))
 
 
-def test_a_witness_error_comes_back_typed(tmp_path) -> None:
-    witness = KerasFileRunner(tmp_path / "gone.keras")
+def test_a_witness_error_comes_back_typed(model_file, tmp_path) -> None:
+    """The file is gone by the time the witness reads it (its config was checked here)."""
+    config = read_model_file_checked(model_file)[1]
+    witness = KerasFileRunner(tmp_path / "gone.keras", config=config)
     witness.spawn()
+    assert witness._process is not None
     with pytest.raises(SourceNotFoundError, match="no such Keras model file"):
         witness([np.zeros((1, 4), "float32")])
 
@@ -81,3 +85,11 @@ def test_no_witness_process_once_keras_is_imported_here(model_file) -> None:
     witness.start()
     assert witness._process is None
     assert witness([np.ones((1, 4), "float32")])[0].shape == (1, 1)
+
+
+def test_a_config_off_the_allowlist_starts_no_process(tmp_path) -> None:
+    """Refused later, in this process and before Keras loads anything, as without a witness."""
+    config = {"class_name": "Sequential", "module": "os", "config": {"layers": []}}
+    witness = KerasFileRunner(tmp_path / "model.keras", config=config)
+    witness.spawn()
+    assert witness._process is None

@@ -46,7 +46,9 @@ def _open_model(model: Any, **options: Any) -> Source:
     return Source(archive, "keras", lambda xs: run_keras(model, xs), model)
 
 
-def _file_runner(model_file: Path, weights: Path | None = None) -> Runner | None:
+def _file_runner(
+    model_file: Path, weights: Path | None = None, config: dict[str, Any] | None = None
+) -> Runner | None:
     """Run a Keras file's model (``witness.KerasFileRunner``: in a witness process once
     ``convert`` starts it, else in this process on first use), only if Keras is installed.
     """
@@ -54,7 +56,7 @@ def _file_runner(model_file: Path, weights: Path | None = None) -> Runner | None
         return None
     from weightio.frameworks.keras.witness import KerasFileRunner
 
-    return KerasFileRunner(model_file, weights)
+    return KerasFileRunner(model_file, weights, config)
 
 
 def _weights_runner(path: Path, architecture: Any) -> Runner | None:
@@ -70,18 +72,22 @@ def _weights_runner(path: Path, architecture: Any) -> Runner | None:
 
 
 def _open_file(path: Path, **options: Any) -> Source:
-    from weightio.frameworks.keras.files.reader import read_keras_path
+    from weightio.frameworks.keras.files.reader import read_keras_path, read_model_file_checked
 
     architecture = options.pop("architecture", None)
     no_options(options, "a Keras file", allowed=("architecture",))
-    archive = read_keras_path(path, architecture=architecture)
+    config = None
+    if architecture is None and not path.name.lower().endswith(".weights.h5"):
+        archive, config = read_model_file_checked(path)  # read_keras_path's reading, and its config
+    else:
+        archive = read_keras_path(path, architecture=architecture)
     if path.name.lower().endswith(".weights.h5"):
         runner = _weights_runner(path, architecture)
         return Source(archive, "keras", runner, not_run=None if runner else (
             "Keras is not installed" if not keras_installed() else
             "its architecture is not a .keras file, so weightio does not build a Keras model of it"
         ))
-    runner = _file_runner(path)
+    runner = _file_runner(path, config=config)
     return Source(archive, "keras", runner, not_run=None if runner else "Keras is not installed")
 
 

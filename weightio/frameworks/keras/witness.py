@@ -76,9 +76,13 @@ def _unpack(data: bytes) -> list[np.ndarray]:
 class KerasFileRunner:
     """Runs a Keras model file: in a witness process once ``start()``ed, else in this one."""
 
-    def __init__(self, model_file: Path, weights: Path | None = None) -> None:
+    def __init__(
+        self, model_file: Path, weights: Path | None = None, config: dict[str, Any] | None = None
+    ) -> None:
         self.model_file = Path(model_file)
         self.weights = None if weights is None else Path(weights)
+        #: The model file's config as the TF-free reader checked it (read again if not given).
+        self.config = config
         self._process: subprocess.Popen[bytes] | None = None
         self._model: list[Any] = []
 
@@ -91,8 +95,23 @@ class KerasFileRunner:
             self.spawn()
 
     def spawn(self) -> None:
-        """Start the witness process, whatever this one has imported."""
+        """Start the witness process, whatever this one has imported.
+
+        The config is held to the allowlist of Keras' own classes here first (step 1 of
+        ``read_keras_file``): a file naming anything else starts no process, and is refused
+        when the proof calls the runner, in this process and before Keras is imported, as
+        without a witness (so the refusal also comes where it always came, after the target's
+        own refusals).
+        """
         if self._process is not None or self._model:
+            return
+        from weightio.frameworks.keras.files.config_checks import check_keras_objects
+        from weightio.frameworks.keras.files.reader import read_model_file_checked
+
+        try:
+            config = self.config if self.config is not None else read_model_file_checked(self.model_file)[1]
+            check_keras_objects(config, file=self.model_file)
+        except WeightioError:
             return
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
