@@ -2,7 +2,8 @@
 
 Reading a Keras file never needs Keras (h5py, zipfile and json only). When Keras happens to be
 installed, the opened source also carries a runner that loads the file through Keras on first
-use, so ``convert`` can check its result against Keras's own reading of the file. Keras sees the
+use, or in a witness process that ``convert`` starts as it begins (``witness.py``), so ``convert``
+can check its result against Keras's own reading of the file. Keras sees the
 file only after weightio has checked it (``model.read_keras_file``: the TF-free reader's checks,
 then the allowlist of Keras' own classes, on the file and on a private copy Keras then loads with
 ``safe_mode=True``); a config naming anything else is refused before Keras is imported.
@@ -12,13 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from weightio.errors import MalformedFileError
 from weightio.format.archive import Archive
 from weightio.frameworks.table import (
     FileSource,
@@ -49,28 +46,17 @@ def _open_model(model: Any, **options: Any) -> Source:
     return Source(archive, "keras", lambda xs: run_keras(model, xs), model)
 
 
-def _lazy_runner(load: Callable[[], Any]) -> Runner | None:
-    """Run the model ``load()`` gives, loaded on first use and only if Keras is installed
-    (``read_keras_file`` checks the file and its config before Keras is imported).
+def _file_runner(
+    model_file: Path, weights: Path | None = None, config: dict[str, Any] | None = None
+) -> Runner | None:
+    """Run a Keras file's model (``witness.KerasFileRunner``: in a witness process once
+    ``convert`` starts it, else in this process on first use), only if Keras is installed.
     """
     if not keras_installed():
         return None
-    model: list[Any] = []
+    from weightio.frameworks.keras.witness import KerasFileRunner
 
-    def run(xs: list[np.ndarray]) -> list[np.ndarray]:
-        from weightio.frameworks.keras.model import run_keras
-
-        if not model:
-            model.append(load())
-        return run_keras(model[0], xs)
-
-    return run
-
-
-def _file_model(path: Path) -> Any:
-    from weightio.frameworks.keras.model import read_keras_file
-
-    return read_keras_file(path)[1]
+    return KerasFileRunner(model_file, weights, config)
 
 
 def _weights_runner(path: Path, architecture: Any) -> Runner | None:
@@ -82,34 +68,26 @@ def _weights_runner(path: Path, architecture: Any) -> Runner | None:
     model_file = Path(architecture)
     if model_file.suffix.lower() != ".keras":
         return None
-
-    def load() -> Any:
-        built = _file_model(model_file)
-        try:
-            built.load_weights(path)
-        except (ValueError, KeyError, OSError) as exc:
-            raise MalformedFileError(
-                f"Keras could not load these weights into the model of {model_file} ({exc})",
-                file=path,
-            ) from None
-        return built
-
-    return _lazy_runner(load)
+    return _file_runner(model_file, path)
 
 
 def _open_file(path: Path, **options: Any) -> Source:
-    from weightio.frameworks.keras.files.reader import read_keras_path
+    from weightio.frameworks.keras.files.reader import read_keras_path, read_model_file_checked
 
     architecture = options.pop("architecture", None)
     no_options(options, "a Keras file", allowed=("architecture",))
-    archive = read_keras_path(path, architecture=architecture)
+    config = None
+    if architecture is None and not path.name.lower().endswith(".weights.h5"):
+        archive, config = read_model_file_checked(path)  # read_keras_path's reading, and its config
+    else:
+        archive = read_keras_path(path, architecture=architecture)
     if path.name.lower().endswith(".weights.h5"):
         runner = _weights_runner(path, architecture)
         return Source(archive, "keras", runner, not_run=None if runner else (
             "Keras is not installed" if not keras_installed() else
             "its architecture is not a .keras file, so weightio does not build a Keras model of it"
         ))
-    runner = _lazy_runner(lambda: _file_model(path))
+    runner = _file_runner(path, config=config)
     return Source(archive, "keras", runner, not_run=None if runner else "Keras is not installed")
 
 
