@@ -14,6 +14,7 @@ Public API::
     result = weightio.cast(archive, "float16")      # float weights only; overflow refused
     result = weightio.fold(archive)                 # batch norm folded; outputs measured
     result = weightio.prune(archive, 0.5)           # or structured=True: a smaller model
+    result = weightio.quantize(archive, "int8")     # int8/float8 weights, stored encoded
 
 Attributes are imported on first use (PEP 562), so ``import weightio`` and ``weightio --help``
 load no framework and stay fast; each adapter imports its framework only when called.
@@ -40,6 +41,7 @@ _LAZY = {
     "CastResult": "weightio.verbs.cast",
     "fold": "weightio.verbs.transform",
     "prune": "weightio.verbs.transform",
+    "quantize": "weightio.verbs.transform",
     "TransformResult": "weightio.verbs.transform",
     "Explanation": "weightio.analysis.explain",
     "ConversionResult": "weightio.verbs.convert",
@@ -70,7 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio.verbs.diff import diff
     from weightio.verbs.explain import explain
     from weightio.verbs.read import read
-    from weightio.verbs.transform import TransformResult, fold, prune
+    from weightio.verbs.transform import TransformResult, fold, prune, quantize
     from weightio.verbs.write import load_into, to_keras, to_sklearn, to_torch, verify
 
 

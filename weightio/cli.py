@@ -622,6 +622,53 @@ def prune_verb(
     _write_transform(result, destination, digest, as_json)
 
 
+@app.command("quantize")
+@handles_errors
+def quantize_verb(
+    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    destination: Annotated[Path, typer.Argument(help="Output archive (.safetensors).")],
+    dtype: Annotated[
+        str, typer.Option("--dtype", metavar="DTYPE", help="int8 (default), float8_e4m3 or float8_e5m2.")
+    ] = "int8",
+    asymmetric: Annotated[
+        bool, typer.Option("--asymmetric", help="int8 with a zero point (default: symmetric, none).")
+    ] = False,
+    per_tensor: Annotated[
+        bool, typer.Option("--per-tensor", help="One scale per tensor (default: one per output channel).")
+    ] = False,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", metavar="LAYER",
+                                       help="Quantise only these layers: a name, a glob or a kind (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", metavar="LAYER",
+                                       help="Leave these layers float: a name, a glob or a kind (repeatable).")
+    ] = None,
+    seed: ProbeSeedOption = 0,
+    samples: ProbeSamplesOption = 8,
+    max_change: MaxChangeOption = None,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Store SOURCE's conv/dense weights in 8 bits (integers + scale + zero point, format 1.2);
+    write DESTINATION and report the size before and after and how far the outputs moved.
+    """
+    from weightio.transforms.measure import check_measure_options
+    from weightio.transforms.quantize import check_quantize_options
+    from weightio.verbs.transform import quantize
+
+    check_quantize_options(dtype, not asymmetric)
+    check_measure_options(seed, samples, max_change)
+    _transform_destination(destination, "quantize", digest)
+    result = quantize(source, dtype, symmetric=not asymmetric, per_channel=not per_tensor,
+                      include=include, exclude=exclude, seed=seed, samples=samples,
+                      max_change=max_change, **_source_options(key, architecture, trust_pickle))
+    _write_transform(result, destination, digest, as_json)
+
+
 # -- end of transforms ----------------------------------------------------------------------------
 
 

@@ -14,12 +14,13 @@ import os
 from typing import Any
 
 from weightio.errors import WeightioError
-from weightio.format.archive import Archive
+from weightio.format.archive import Archive, plain
 from weightio.transforms.fold import fold_archive
 from weightio.transforms.measure import TransformResult, check_measure_options
 from weightio.transforms.prune import check_prune_options, prune_archive
+from weightio.transforms.quantize import check_quantize_options, quantize_archive
 
-__all__ = ["TransformResult", "fold", "prune"]
+__all__ = ["TransformResult", "fold", "prune", "quantize"]
 
 
 def open_source(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
@@ -34,7 +35,7 @@ def open_source(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
 def _run(source: Any, options: dict[str, Any], transform: Any, **kwargs: Any) -> TransformResult:
     archive, file = open_source(source, options)
     try:
-        return transform(archive, **kwargs)
+        return transform(plain(archive), **kwargs)  # a quantised archive is transformed decoded
     except WeightioError as exc:
         raise (exc.with_file(file) if file is not None else exc) from None
 
@@ -103,3 +104,40 @@ def prune(
     return _run(source, read_options, prune_archive, sparsity=sparsity, structured=structured,
                 scope=scope, norm=norm, include=include, exclude=exclude, seed=seed,
                 samples=samples, max_change=max_change)
+
+
+def quantize(
+    source: Any,
+    dtype: str = "int8",
+    *,
+    symmetric: bool = True,
+    per_channel: bool = True,
+    include: Any = None,
+    exclude: Any = None,
+    seed: int = 0,
+    samples: int = 8,
+    max_change: float | None = None,
+    **read_options: Any,
+) -> TransformResult:
+    """Store the conv/dense weights in 8 bits: ``"int8"`` (symmetric, or asymmetric with a zero
+    point), ``"float8_e4m3"`` or ``"float8_e5m2"``, with one float32 scale per output channel
+    (or per tensor). Biases and norms stay float.
+
+    The archive records each as an encoded parameter (format 1.2, docs/format.md): the
+    integers, the scale and the zero point. Every reader decodes it the same way
+    (``weightio.format.encoding.decode``), so ``weightio.run``, ``to_torch`` and ``to_keras``
+    compute with the dequantised weights the measurement reports.
+
+    Args:
+        source, include, exclude, seed, samples, max_change, **read_options: as for
+            ``weightio.prune``.
+
+    Returns:
+        A ``TransformResult`` with one row per tensor (bytes before/after, worst weight error).
+    """
+    check_quantize_options(dtype, symmetric)
+    check_measure_options(seed, samples, max_change)
+    return _run(source, read_options, quantize_archive, scheme=dtype, symmetric=symmetric,
+                per_channel=per_channel, include=include, exclude=exclude, seed=seed,
+                samples=samples, max_change=max_change)
+
