@@ -50,6 +50,7 @@ VERBS: dict[str, tuple[list[str], list[object]]] = {
                "--max-change"]),
     "quantize": (["{a}", "{out}/q.safetensors"],
                  [("pos", 0), ("pos", 1), "--dtype", "--include", "--exclude", "--seed", "--max-change"]),
+    "importance": (["{a}"], [("pos", 0), "--top", "--plot"]),
     "schema": (["--out", "{out}/schema.json"], ["--out"]),
 }
 

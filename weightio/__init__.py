@@ -15,6 +15,7 @@ Public API::
     result = weightio.fold(archive)                 # batch norm folded; outputs measured
     result = weightio.prune(archive, 0.5)           # or structured=True: a smaller model
     result = weightio.quantize(archive, "int8")     # int8/float8 weights, stored encoded
+    print(weightio.importance(archive).table())     # the first layer's inputs, ranked
 
 Attributes are imported on first use (PEP 562), so ``import weightio`` and ``weightio --help``
 load no framework and stay fast; each adapter imports its framework only when called.
@@ -42,6 +43,8 @@ _LAZY = {
     "fold": "weightio.verbs.transform",
     "prune": "weightio.verbs.transform",
     "quantize": "weightio.verbs.transform",
+    "importance": "weightio.verbs.transform",
+    "Importance": "weightio.verbs.transform",
     "TransformResult": "weightio.verbs.transform",
     "Explanation": "weightio.analysis.explain",
     "ConversionResult": "weightio.verbs.convert",
@@ -72,7 +75,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio.verbs.diff import diff
     from weightio.verbs.explain import explain
     from weightio.verbs.read import read
-    from weightio.verbs.transform import TransformResult, fold, prune, quantize
+    from weightio.verbs.transform import (
+        Importance,
+        TransformResult,
+        fold,
+        importance,
+        prune,
+        quantize,
+    )
     from weightio.verbs.write import load_into, to_keras, to_sklearn, to_torch, verify
 
 

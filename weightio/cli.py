@@ -86,6 +86,7 @@ _CLI_FLAGS = {
     "atol": "--atol", "rtol": "--rtol", "head": "--head", "max_shard_size": "--max-shard-size",
     "digest": "--digest", "older_than": "--older-than", "layout": "--layout",
     "max_change": "--max-change", "sparsity": "--sparsity", "scope": "--scope", "norm": "--norm",
+    "top": "--top",
 }
 _NAMED = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r") must\b")  # "samples must be …"
 _KEYWORD = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r")=(True|False|[^\s,;:)]*?)(?=\.?(?:[\s,;:)]|$))")
@@ -667,6 +668,40 @@ def quantize_verb(
                       include=include, exclude=exclude, seed=seed, samples=samples,
                       max_change=max_change, **_source_options(key, architecture, trust_pickle))
     _write_transform(result, destination, digest, as_json)
+
+
+@app.command("importance")
+@handles_errors
+def importance_verb(
+    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    top: Annotated[int, typer.Option("--top", metavar="N", help="Rows of the ranked table (default 20).")] = 20,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", metavar="DIR",
+                                  help="Write importance.png (a heat map for image inputs) into this folder.")
+    ] = None,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Rank the inputs of SOURCE's first dense/conv layer by the share of its absolute weights
+    they meet (per feature, pixel or input channel).
+    """
+    from weightio.options import check_count
+    from weightio.verbs.transform import importance
+
+    check_count("top", top)
+    found = importance(source, **_source_options(key, architecture, trust_pickle))
+    if plot is not None:
+        from weightio.report.plots import importance_png, write_pngs
+
+        for path in write_pngs([("importance.png", importance_png(found))], plot):
+            _echo(f"wrote {path}", err=True)
+    if as_json:
+        _echo_json(json.dumps(found.to_dict(top), indent=2))
+        return
+    for line in found.table(top):
+        _echo(line)
 
 
 # -- end of transforms ----------------------------------------------------------------------------

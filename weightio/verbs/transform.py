@@ -16,11 +16,12 @@ from typing import Any
 from weightio.errors import WeightioError
 from weightio.format.archive import Archive, plain
 from weightio.transforms.fold import fold_archive
+from weightio.transforms.importance import Importance, first_layer_importance
 from weightio.transforms.measure import TransformResult, check_measure_options
 from weightio.transforms.prune import check_prune_options, prune_archive
 from weightio.transforms.quantize import check_quantize_options, quantize_archive
 
-__all__ = ["TransformResult", "fold", "prune", "quantize"]
+__all__ = ["Importance", "TransformResult", "fold", "importance", "prune", "quantize"]
 
 
 def open_source(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
@@ -141,3 +142,18 @@ def quantize(
                 per_channel=per_channel, include=include, exclude=exclude, seed=seed,
                 samples=samples, max_change=max_change)
 
+
+def importance(source: Any, **read_options: Any) -> Importance:
+    """How much of the first dense/conv layer's absolute weight each input meets: per input
+    feature (dense; pixels of each channel when it reads a flattened image) or per input channel
+    (conv). ``.ranked()``/``.table()`` rank them; ``weightio.report.plots.importance_png`` draws
+    them (a heat map for image inputs). Works on archives from any framework, weights-only too.
+
+    Raises:
+        UnsupportedLayerError: no dense or conv layer, nor any weight of two or more axes.
+    """
+    archive, file = open_source(source, read_options)
+    try:
+        return first_layer_importance(plain(archive))
+    except WeightioError as exc:
+        raise (exc.with_file(file) if file is not None else exc) from None
