@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 
 import ml_dtypes
 import numpy as np
@@ -26,7 +24,10 @@ torch = pytest.importorskip("torch")
 def cnn():
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10),
+        torch.nn.Conv2d(1, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 6 * 6, 10),
     ).eval()
     return weightio.read(model, example_input=torch.zeros(1, 1, 8, 8))
 
@@ -34,7 +35,7 @@ def cnn():
 def _header(path):
     raw = path.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def _raw(path, key, dtype):
@@ -43,7 +44,9 @@ def _raw(path, key, dtype):
     return np.frombuffer(data[begin:end], dtype=dtype).reshape(header[key]["shape"])
 
 
-def test_int8_per_channel_symmetric_stores_integers_and_decodes_by_the_documented_rule(cnn, tmp_path) -> None:
+def test_int8_per_channel_symmetric_stores_integers_and_decodes_by_the_documented_rule(
+    cnn, tmp_path
+) -> None:
     result = weightio.quantize(cnn, "int8")
     path = tmp_path / "q.safetensors"
     weightio.save(result.archive, path)
@@ -62,8 +65,10 @@ def test_int8_per_channel_symmetric_stores_integers_and_decodes_by_the_documente
     assert result.measurement.worst_rel < 0.02 and result.measurement.top1_agreement >= 0.875
     spec = loaded.spec.layer("3").weight
     assert spec.dtype == "F32" and spec.encoding.stored_dtype == "I8" and spec.encoding.scale.digest
-    assert any(line.startswith("quantize: int8 symmetric per output channel: 2 weight tensor(s)")
-               for line in loaded.spec.provenance.transforms)
+    assert any(
+        line.startswith("quantize: int8 symmetric per output channel: 2 weight tensor(s)")
+        for line in loaded.spec.provenance.transforms
+    )
 
 
 def test_asymmetric_per_tensor_and_float8(cnn, tmp_path) -> None:
@@ -74,9 +79,14 @@ def test_asymmetric_per_tensor_and_float8(cnn, tmp_path) -> None:
     scale = _raw(tmp_path / "a.safetensors", "0.weight.scale", "<f4")
     assert zero.shape == () and scale.shape == () and q.min() == -128
     decoded = ((q.astype(np.float32) - zero.astype(np.float32)) * scale).astype(np.float32)
-    assert np.asarray(weightio.load(tmp_path / "a.safetensors").tensors["0.weight"]).tobytes() == decoded.tobytes()
-    for name, stored, dtype in (("float8_e4m3", "F8_E4M3", ml_dtypes.float8_e4m3fn),
-                                ("float8_e5m2", "F8_E5M2", ml_dtypes.float8_e5m2)):
+    assert (
+        np.asarray(weightio.load(tmp_path / "a.safetensors").tensors["0.weight"]).tobytes()
+        == decoded.tobytes()
+    )
+    for name, stored, dtype in (
+        ("float8_e4m3", "F8_E4M3", ml_dtypes.float8_e4m3fn),
+        ("float8_e5m2", "F8_E5M2", ml_dtypes.float8_e5m2),
+    ):
         result = weightio.quantize(cnn, name)
         weightio.save(result.archive, tmp_path / f"{name}.safetensors")
         header, _ = _header(tmp_path / f"{name}.safetensors")
@@ -123,11 +133,10 @@ def test_scale_bytes_are_covered_by_the_digests(cnn, tmp_path) -> None:
         weightio.load(path, verify=True)
 
 
-def test_cli_quantize_says_the_sizes(cnn, tmp_path) -> None:
+def test_cli_quantize_says_the_sizes(cnn, tmp_path, cli) -> None:
     weightio.save(cnn, tmp_path / "m.safetensors")
     out = tmp_path / "q.safetensors"
-    done = subprocess.run([sys.executable, "-m", "weightio", "quantize", str(tmp_path / "m.safetensors"), str(out),
-                           "--asymmetric", "--json"], capture_output=True, text=True)
+    done = cli("quantize", str(tmp_path / "m.safetensors"), str(out), "--asymmetric", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["size_after"] < report["size_before"] and len(report["layers"]) == 2
