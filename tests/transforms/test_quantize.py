@@ -141,3 +141,16 @@ def test_cli_quantize_says_the_sizes(cnn, tmp_path, cli) -> None:
     report = json.loads(done.stdout)
     assert report["size_after"] < report["size_before"] and len(report["layers"]) == 2
     assert report["measurement"]["compared"] and out.exists()
+
+
+def test_inspect_shows_the_stored_bytes_and_later_transforms_say_they_decoded(cnn) -> None:
+    from weightio.analysis.inspect import inspect_archive
+
+    quantised = weightio.quantize(cnn).archive
+    report = inspect_archive(quantised)
+    weight = report.layers[3].tensors[0]
+    assert weight.dtype == "I8" and weight.nbytes == 2880 + 4 * 10
+    assert report.bytes_by_dtype == {"I8": 72 + 2880, "F32": 4 * (8 + 10 + 8 + 10)}
+    folded = weightio.fold(quantised)
+    assert any("quantised weights were decoded first" in note for note in folded.notes)
+    assert folded.size_before < folded.size_after and not folded.archive.spec.encoded

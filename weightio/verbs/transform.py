@@ -17,7 +17,7 @@ from weightio.errors import WeightioError
 from weightio.format.archive import Archive, plain
 from weightio.transforms.fold import fold_archive
 from weightio.transforms.importance import Importance, first_layer_importance
-from weightio.transforms.measure import TransformResult, check_measure_options
+from weightio.transforms.measure import TransformResult, check_measure_options, stored_size
 from weightio.transforms.prune import check_prune_options, prune_archive
 from weightio.transforms.quantize import check_quantize_options, quantize_archive
 
@@ -36,9 +36,14 @@ def open_source(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
 def _run(source: Any, options: dict[str, Any], transform: Any, **kwargs: Any) -> TransformResult:
     archive, file = open_source(source, options)
     try:
-        return transform(plain(archive), **kwargs)  # a quantised archive is transformed decoded
+        result = transform(plain(archive), **kwargs)  # a quantised archive is transformed decoded
     except WeightioError as exc:
         raise (exc.with_file(file) if file is not None else exc) from None
+    if archive.spec.encoded and not result.archive.spec.encoded:
+        result.size_before = stored_size(archive)
+        result.notes.append("the source's quantised weights were decoded first and are stored as floats "
+                            "now; quantize the result to store them in 8 bits again")
+    return result
 
 
 def fold(
