@@ -182,3 +182,17 @@ def test_cli_prune_reports_every_layer(cnn, tmp_path, cli) -> None:
     assert (
         done.returncode == 2 and done.stderr.count("\n") == 1 and "--scope must be" in done.stderr
     )
+
+
+def test_weights_only_state_dicts_prune_unstructured_and_say_nothing_was_compared(tmp_path) -> None:
+    torch.manual_seed(5)
+    torch.save(
+        {"a.weight": torch.randn(4, 6), "a.bias": torch.randn(4), "b.weight": torch.randn(2, 4)},
+        tmp_path / "sd.pt",
+    )
+    result = weightio.prune(tmp_path / "sd.pt", 0.5)
+    assert [(row["layer"], row["sparsity"]) for row in result.layers] == [("a", 0.5), ("b", 0.5)]
+    assert np.count_nonzero(np.asarray(result.archive.tensors["a.bias"])) == 4  # biases are kept
+    assert "no outputs compared" in result.summary()[-1]
+    with pytest.raises(SpecValidationError, match="structured pruning needs the architecture"):
+        weightio.prune(tmp_path / "sd.pt", 0.5, structured=True)
