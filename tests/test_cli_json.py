@@ -14,6 +14,7 @@ import weightio
 torch = pytest.importorskip("torch")
 
 VERBS = ["convert", "inspect", "diff", "explain", "plot", "run", "verify", "cast", "clean", "schema"]
+VERBS += ["fold", "prune", "quantize", "importance"]  # the transforms (issue 17)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

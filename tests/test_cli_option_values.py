@@ -48,6 +48,9 @@ VERBS: dict[str, tuple[list[str], list[object]]] = {
     "prune": (["{a}", "{out}/p.safetensors", "--sparsity", "0.5"],
               [("pos", 0), ("pos", 1), "--sparsity", "--scope", "--norm", "--include", "--exclude",
                "--max-change"]),
+    "quantize": (["{a}", "{out}/q.safetensors"],
+                 [("pos", 0), ("pos", 1), "--dtype", "--include", "--exclude", "--seed", "--max-change"]),
+    "importance": (["{a}"], [("pos", 0), "--top", "--plot"]),
     "schema": (["--out", "{out}/schema.json"], ["--out"]),
 }
 

@@ -15,6 +15,8 @@ Public API::
     result = weightio.cast(archive, "float16")      # float weights only; overflow refused
     result = weightio.fold(archive)                 # batch norm folded; outputs measured
     result = weightio.prune(archive, 0.5)           # or structured=True: a smaller model
+    result = weightio.quantize(archive, "int8")     # int8/float8 weights, stored encoded
+    print(weightio.importance(archive).table())     # the first layer's inputs, ranked
 
 Attributes are imported on first use (PEP 562), so ``import weightio`` and ``weightio --help``
 load no framework and stay fast; each adapter imports its framework only when called.
@@ -42,6 +44,9 @@ _LAZY = {
     "CastResult": "weightio.verbs.cast",
     "fold": "weightio.verbs.transform",
     "prune": "weightio.verbs.transform",
+    "quantize": "weightio.verbs.transform",
+    "importance": "weightio.verbs.transform",
+    "Importance": "weightio.verbs.transform",
     "TransformResult": "weightio.verbs.transform",
     "Explanation": "weightio.analysis.explain",
     "ConversionResult": "weightio.verbs.convert",
@@ -74,7 +79,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio.verbs.explain import explain
     from weightio.verbs.inspect import inspect
     from weightio.verbs.read import read
-    from weightio.verbs.transform import TransformResult, fold, prune
+    from weightio.verbs.transform import (
+        Importance,
+        TransformResult,
+        fold,
+        importance,
+        prune,
+        quantize,
+    )
     from weightio.verbs.write import load_into, to_keras, to_sklearn, to_torch, verify
 
 

@@ -97,6 +97,7 @@ _CLI_FLAGS = {
     "atol": "--atol", "rtol": "--rtol", "head": "--head", "max_shard_size": "--max-shard-size",
     "digest": "--digest", "older_than": "--older-than", "layout": "--layout",
     "max_change": "--max-change", "sparsity": "--sparsity", "scope": "--scope", "norm": "--norm",
+    "top": "--top",
 }
 _NAMED = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r") must\b")  # "samples must be …"
 _KEYWORD = re.compile(r"\b(" + "|".join(_CLI_FLAGS) + r")=(True|False|[^\s,;:)]*?)(?=\.?(?:[\s,;:)]|$))")
@@ -458,7 +459,7 @@ def verify(
     from weightio.verbs.write import verify as do_verify
 
     loaded = do_verify(archive, progress=True)
-    count = len(loaded.tensors)
+    count = len(loaded.stored)  # a quantised parameter's scale and zero point are checked too
     algorithms = "/".join(loaded.digest_algorithms()) or "recorded"
     if as_json:
         _echo_json(json.dumps({
@@ -656,6 +657,87 @@ def prune_verb(
     if not as_json:
         result.notes[1:1] = _prune_rows(result)
     _write_transform(result, destination, digest, as_json)
+
+
+@app.command("quantize")
+@handles_errors
+def quantize_verb(
+    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    destination: Annotated[Path, typer.Argument(help="Output archive (.safetensors).")],
+    dtype: Annotated[
+        str, typer.Option("--dtype", metavar="DTYPE", help="int8 (default), float8_e4m3 or float8_e5m2.")
+    ] = "int8",
+    asymmetric: Annotated[
+        bool, typer.Option("--asymmetric", help="int8 with a zero point (default: symmetric, none).")
+    ] = False,
+    per_tensor: Annotated[
+        bool, typer.Option("--per-tensor", help="One scale per tensor (default: one per output channel).")
+    ] = False,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", metavar="LAYER",
+                                       help="Quantise only these layers: a name, a glob or a kind (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", metavar="LAYER",
+                                       help="Leave these layers float: a name, a glob or a kind (repeatable).")
+    ] = None,
+    seed: ProbeSeedOption = 0,
+    samples: ProbeSamplesOption = 8,
+    max_change: MaxChangeOption = None,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Store SOURCE's conv/dense weights in 8 bits (integers + scale + zero point, format 1.2);
+    write DESTINATION and report the size before and after and how far the outputs moved.
+    """
+    from weightio.transforms.measure import check_measure_options
+    from weightio.transforms.quantize import check_quantize_options
+    from weightio.verbs.transform import quantize
+
+    check_quantize_options(dtype, not asymmetric)
+    check_measure_options(seed, samples, max_change)
+    _transform_destination(destination, "quantize", digest)
+    result = quantize(source, dtype, symmetric=not asymmetric, per_channel=not per_tensor,
+                      include=include, exclude=exclude, seed=seed, samples=samples,
+                      max_change=max_change, **_source_options(key, architecture, trust_pickle))
+    _write_transform(result, destination, digest, as_json)
+
+
+@app.command("importance")
+@handles_errors
+def importance_verb(
+    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    top: Annotated[int, typer.Option("--top", metavar="N", help="Rows of the ranked table (default 20).")] = 20,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", metavar="DIR",
+                                  help="Write importance.png (a heat map for image inputs) into this folder.")
+    ] = None,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    architecture: ArchitectureOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Rank the inputs of SOURCE's first dense/conv layer by the share of its absolute weights
+    they meet (per feature, pixel or input channel).
+    """
+    from weightio.options import check_count
+    from weightio.verbs.transform import importance
+
+    check_count("top", top)
+    found = importance(source, **_source_options(key, architecture, trust_pickle))
+    if plot is not None:
+        from weightio.report.plots import importance_png, write_pngs
+
+        for path in write_pngs([("importance.png", importance_png(found))], plot):
+            _echo(f"wrote {path}", err=True)
+    if as_json:
+        _echo_json(json.dumps(found.to_dict(top), indent=2))
+        return
+    for line in found.table(top):
+        _echo(line)
 
 
 # -- end of transforms ----------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_spec_rides_in_header_metadata(tmp_path: Path, rng: np.random.Generator)
     n = struct.unpack("<Q", path.read_bytes()[:8])[0]
     header = json.loads(path.read_bytes()[8 : 8 + n])
     meta = header["__metadata__"]
-    assert meta["weightio.format_version"] == "1.1"
+    assert meta["weightio.format_version"] == "1.2"
     spec = json.loads(meta["weightio.spec"])
     assert spec["layers"][0]["weight"]["digest"].startswith("blake3:")
     assert "sha256" not in spec["layers"][0]["weight"]
@@ -230,7 +230,7 @@ def test_target_that_is_a_folder_is_refused(tmp_path: Path, rng: np.random.Gener
 
 def test_future_major_version_is_refused(tmp_path: Path, rng: np.random.Generator) -> None:
     path = save(dense_archive(rng), tmp_path / "m.safetensors")
-    raw = path.read_bytes().replace(b'"weightio.format_version":"1.1"', b'"weightio.format_version":"9.1"')
+    raw = path.read_bytes().replace(b'"weightio.format_version":"1.2"', b'"weightio.format_version":"9.1"')
     path.write_bytes(raw)
     with pytest.raises(SpecValidationError, match="upgrade weightio"):
         load(path)

@@ -4,9 +4,6 @@ removed, torch weight norm (both APIs) made plain weights, ``--max-change`` refu
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -29,10 +26,18 @@ def _perturb(bn) -> None:
 def torch_cnn():
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 6, 3, bias=False), torch.nn.BatchNorm2d(6), torch.nn.ReLU(),
-        torch.nn.Dropout(0.3), torch.nn.Conv2d(6, 4, 3), torch.nn.BatchNorm2d(4, eps=1e-3),
-        torch.nn.Identity(), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 10),
-        torch.nn.BatchNorm1d(10), torch.nn.Linear(10, 3),
+        torch.nn.Conv2d(1, 6, 3, bias=False),
+        torch.nn.BatchNorm2d(6),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.3),
+        torch.nn.Conv2d(6, 4, 3),
+        torch.nn.BatchNorm2d(4, eps=1e-3),
+        torch.nn.Identity(),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 4 * 4, 10),
+        torch.nn.BatchNorm1d(10),
+        torch.nn.Linear(10, 3),
     ).eval()
     for bn in (model[1], model[5], model[10]):
         _perturb(bn)
@@ -52,7 +57,9 @@ def test_torch_batch_norm_folds_within_1e5_relative(torch_cnn, tmp_path) -> None
     folded = weightio.load(tmp_path / "folded.safetensors", verify=True)
     assert_close(expected, weightio.run(folded, x))
     rebuilt = weightio.to_torch(folded)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.Dropout) for m in rebuilt.modules())
+    assert not any(
+        isinstance(m, torch.nn.BatchNorm2d | torch.nn.Dropout) for m in rebuilt.modules()
+    )
     with torch.no_grad():
         assert_close(expected, rebuilt(torch.from_numpy(x)).numpy())
     lines = folded.spec.provenance.transforms
@@ -62,29 +69,55 @@ def test_torch_batch_norm_folds_within_1e5_relative(torch_cnn, tmp_path) -> None
 
 def test_batch_norm_after_an_activation_or_a_branch_stays(tmp_path) -> None:
     torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.BatchNorm1d(5)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.BatchNorm1d(5)
+    ).eval()
     _perturb(model[2])
     result = weightio.fold(model)
-    assert [layer.kind for layer in result.archive.spec.layers] == ["dense", "activation", "batch_norm"]
+    assert [layer.kind for layer in result.archive.spec.layers] == [
+        "dense",
+        "activation",
+        "batch_norm",
+    ]
     assert result.measurement.worst_abs == 0.0 and result.notes == ["nothing to fold"]
 
 
 def test_keras_batch_norm_folds_within_1e5_relative() -> None:
     keras = pytest.importorskip("keras")
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8, 8, 2)), keras.layers.Conv2D(5, 3, use_bias=False), keras.layers.BatchNormalization(),
-        keras.layers.ReLU(), keras.layers.Flatten(), keras.layers.Dense(7), keras.layers.BatchNormalization(),
-        keras.layers.Dropout(0.4), keras.layers.Dense(3, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            keras.layers.Conv2D(5, 3, use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(7),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.4),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     rng = np.random.default_rng(2)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, n), rng.uniform(-1, 1, n), rng.uniform(-1, 1, n),
-                               rng.uniform(0.3, 3, n)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2, n),
+                    rng.uniform(-1, 1, n),
+                    rng.uniform(-1, 1, n),
+                    rng.uniform(0.3, 3, n),
+                ]
+            )
     result = weightio.fold(model)
-    assert [layer.kind for layer in result.archive.spec.layers] == ["conv", "activation", "flatten", "dense", "dense"]
+    assert [layer.kind for layer in result.archive.spec.layers] == [
+        "conv",
+        "activation",
+        "flatten",
+        "dense",
+        "dense",
+    ]
     x = rng.standard_normal((16, 8, 8, 2)).astype("f4")
     expected = np.asarray(model(x, training=False))
     assert_close(expected, weightio.run(result.archive, x, layout="source"))
@@ -118,17 +151,21 @@ def test_weight_norm_state_dicts_become_plain_weights(tmp_path) -> None:
     assert sorted(result.archive.tensors) == ["0.bias", "0.weight", "2.bias", "2.weight"]
 
 
-def test_max_change_refuses_and_writes_nothing(torch_cnn, tmp_path) -> None:
-    weightio.save(weightio.read(torch_cnn, example_input=torch.zeros(1, 1, 8, 8)), tmp_path / "m.safetensors")
+def test_max_change_refuses_and_writes_nothing(torch_cnn, tmp_path, cli) -> None:
+    weightio.save(
+        weightio.read(torch_cnn, example_input=torch.zeros(1, 1, 8, 8)), tmp_path / "m.safetensors"
+    )
     with pytest.raises(VerificationError, match="more than max_change=0"):
         weightio.fold(tmp_path / "m.safetensors", max_change=0.0)
     target = tmp_path / "f.safetensors"
-    done = subprocess.run([sys.executable, "-m", "weightio", "fold", str(tmp_path / "m.safetensors"), str(target),
-                           "--max-change", "0"], capture_output=True, text=True)
+    done = cli("fold", str(tmp_path / "m.safetensors"), str(target), "--max-change", "0")
     assert done.returncode == 1, done.stderr
-    assert done.stderr.count("\n") == 1 and "--max-change 0" in done.stderr and "nothing was written" in done.stderr
+    assert (
+        done.stderr.count("\n") == 1
+        and "--max-change 0" in done.stderr
+        and "nothing was written" in done.stderr
+    )
     assert not target.exists() and list(tmp_path.iterdir()) == [tmp_path / "m.safetensors"]
-    done = subprocess.run([sys.executable, "-m", "weightio", "fold", str(tmp_path / "m.safetensors"), str(target),
-                           "--max-change", "1e-4"], capture_output=True, text=True)
+    done = cli("fold", str(tmp_path / "m.safetensors"), str(target), "--max-change", "1e-4")
     assert done.returncode == 0, done.stderr
     assert "3 batch norm(s) folded" in done.stdout and target.exists()

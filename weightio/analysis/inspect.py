@@ -153,25 +153,28 @@ def inspect_archive(
     spec = archive.spec
     layers = []
     by_dtype: dict[str, int] = {}
-    total = sum(math.prod(r.shape) * itemsize(r.dtype) for _, _, r in spec.tensor_refs())
+    total = sum(math.prod(r.shape) * itemsize(r.dtype) for _, _, r in spec.tensor_refs())  # as decoded
     shapes = {} if spec.weights_only else activation_shapes(spec)
     with byte_progress("stats", total if stats else 0, enabled=progress) as advance:
         for index, layer in enumerate(spec.layers):
             tensors = []
             for param, ref in layer.tensor_refs().items():
                 count = math.prod(ref.shape)
-                nbytes = count * itemsize(ref.dtype)
+                # an encoded (quantised) parameter: its stored dtype and bytes, scales included
+                stored = ref.stored_refs()
+                nbytes = sum(math.prod(r.shape) * itemsize(r.dtype) for r in stored)
                 tensors.append(
                     TensorInfo(
-                        param=param, key=ref.key, shape=list(ref.shape), dtype=ref.dtype, count=count,
+                        param=param, key=ref.key, shape=list(ref.shape), dtype=stored[0].dtype, count=count,
                         role=layer.parameter_role(param), nbytes=nbytes,
                         stats=tensor_stats(archive.tensors[ref.key]) if stats else None,
                     )
                 )
                 if stats:
-                    advance(nbytes)
+                    advance(count * itemsize(ref.dtype))
                 if native is None:
-                    by_dtype[ref.dtype] = by_dtype.get(ref.dtype, 0) + nbytes
+                    for part in stored:
+                        by_dtype[part.dtype] = by_dtype.get(part.dtype, 0) + math.prod(part.shape) * itemsize(part.dtype)
             if native is not None and layer.name in native:
                 tensors = [_native_info(t) for t in native[layer.name]]
             layers.append(_layer_info(spec, index, layer, tensors, shapes))

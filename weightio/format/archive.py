@@ -125,14 +125,18 @@ class Archive:
         self.spec = spec
         self.path = path
         if isinstance(tensors, TensorMap):
-            self.tensors: Mapping[str, np.ndarray] = tensors
+            stored: Mapping[str, np.ndarray] = tensors
         else:
             import numpy as np
 
             arrays = {name: _frozen(as_little_endian(np.asarray(a))) for name, a in tensors.items()}
-            self.tensors = TensorMap(list(arrays), arrays.__getitem__)
+            stored = TensorMap(list(arrays), arrays.__getitem__)
         if not (checked and isinstance(tensors, TensorMap)):
-            check_spec_against_tensors(spec, self.tensors, file=path)
+            check_spec_against_tensors(spec, stored, file=path)
+        #: The tensors as the file holds them (encoded parameters as stored, with their scales).
+        self.stored = stored
+        #: Every parameter by key, decoded: what the runtime and the writers compute with.
+        self.tensors: Mapping[str, np.ndarray] = stored if not spec.encoded else _decoded(spec, stored)
 
     def __repr__(self) -> str:
         where = f", path='{self.path}'" if self.path else ""
@@ -196,12 +200,12 @@ class Archive:
         spec = ModelSpec.model_validate(self.spec.model_copy(update={
             "layers": layers, "verification": [], "provenance": provenance,
         }).model_dump())
-        merged = {key: arrays.get(key, self.tensors[key]) for key in self.tensors}
+        merged = {key: arrays.get(key, self.stored[key]) for key in self.stored}
         return Archive(spec, merged)
 
     def with_spec(self, spec: ModelSpec) -> Archive:
         """Return an archive with the same tensors and a new spec (validated against them)."""
-        return Archive(spec, self.tensors, path=self.path)
+        return Archive(spec, self.stored, path=self.path)
 
     def verify(self, *, progress: bool = False) -> list[str]:
         """Check every tensor against the digest recorded for it; return the names checked.
@@ -216,7 +220,7 @@ class Archive:
         Raises:
             IntegrityError: naming every tensor whose bytes differ from when it was archived.
         """
-        refs = [ref for _, _, ref in self.spec.tensor_refs()]
+        refs = [ref for _, _, ref in self.spec.stored_refs()]
         for ref in refs:
             if ref.recorded_digest() is None:
                 raise IntegrityError(
@@ -232,7 +236,7 @@ class Archive:
         with byte_progress("verify", total, enabled=progress) as advance:
 
             def check(ref: TensorRef) -> bool:
-                ok = _check_digest(self.tensors[ref.key], ref.recorded_digest())
+                ok = _check_digest(self.stored[ref.key], ref.recorded_digest())
                 advance(math.prod(ref.shape) * itemsize(ref.dtype))  # rich's bar takes threads
                 return ok
 
@@ -251,8 +255,27 @@ class Archive:
 
     def digest_algorithms(self) -> list[str]:
         """The algorithms of the digests recorded for the tensors (``[]`` before a save)."""
-        found = {split(d)[0] for _, _, ref in self.spec.tensor_refs() if (d := ref.recorded_digest())}
+        found = {split(d)[0] for _, _, ref in self.spec.stored_refs() if (d := ref.recorded_digest())}
         return sorted(found)
+
+
+def _decoded(spec: ModelSpec, stored: Mapping[str, np.ndarray]) -> TensorMap:
+    """The parameters of ``spec`` by key, encoded ones decoded on access (format 1.2)."""
+    from weightio.format.encoding import decode
+
+    refs = {ref.key: ref for _, _, ref in spec.tensor_refs()}
+    return TensorMap(list(refs), lambda key: _frozen(decode(refs[key], stored)))
+
+
+def plain(archive: Archive) -> Archive:
+    """``archive`` with every encoded parameter (format 1.2) stored decoded, as a plain float
+    tensor: what the writers build from, so a quantised archive converts like any other.
+    """
+    if not archive.spec.encoded:
+        return archive
+    layers = with_refs(archive.spec, lambda ref: ref.model_copy(update={"encoding": None, "digest": None}))
+    spec = ModelSpec.model_validate(archive.spec.model_copy(update={"layers": layers}).model_dump())
+    return Archive(spec, {key: archive.tensors[key] for key in archive.tensors})
 
 
 def check_spec_against_tensors(
@@ -261,7 +284,7 @@ def check_spec_against_tensors(
     """Refuse a spec that disagrees with the arrays beside it (missing, extra, shape, dtype)."""
     problems: list[str] = []
     referenced: set[str] = set()
-    for layer, param, ref in spec.tensor_refs():
+    for layer, param, ref in spec.stored_refs():
         referenced.add(ref.key)
         if ref.key not in tensors:
             problems.append(f"layer {layer.name!r} {param}: tensor {ref.key!r} is missing")
@@ -316,7 +339,17 @@ def spec_with_digests(spec: ModelSpec, digests: Mapping[str, str]) -> ModelSpec:
     ``digests`` holds tagged digests (``"blake3:<hex>"``). A format 1.0 ``sha256`` is dropped
     (the tensor now records ``digest``) and the spec takes the current format version.
     """
-    layers = with_refs(spec, lambda ref: ref.model_copy(update={"digest": digests[ref.key], "sha256": None}))
+    def digested(ref: TensorRef) -> TensorRef:
+        update: dict[str, Any] = {"digest": digests[ref.key], "sha256": None}
+        if ref.encoding is not None:
+            encoding = ref.encoding
+            update["encoding"] = encoding.model_copy(update={
+                "scale": digested(encoding.scale),
+                "zero_point": None if encoding.zero_point is None else digested(encoding.zero_point),
+            })
+        return ref.model_copy(update=update)
+
+    layers = with_refs(spec, digested)
     updated = spec.model_copy(update={"layers": layers, "format_version": FORMAT_VERSION})
     return ModelSpec.model_validate(updated.model_dump())  # re-validate the updated copy
 
@@ -331,7 +364,7 @@ def check_header_against_spec(spec: ModelSpec, entries: Mapping[str, Any], path:
     problems: list[str] = []
     referenced: set[str] = set()
     first_layer = None
-    for layer, param, ref in spec.tensor_refs():
+    for layer, param, ref in spec.stored_refs():
         referenced.add(ref.key)
         entry = entries.get(ref.key)
         if entry is None:

@@ -133,8 +133,8 @@ def save_sharded(
     """Write ``archive`` as shards plus index (see the module docstring); return the index path."""
     limit = parse_size(max_shard_size)
     spec = archive.spec
-    order = [ref.key for _, _, ref in spec.tensor_refs()]
-    sizes = [(key, int(archive.tensors[key].nbytes)) for key in order]
+    order = [ref.key for _, _, ref in spec.stored_refs()]
+    sizes = [(key, int(archive.stored[key].nbytes)) for key in order]
     groups = plan_shards(sizes, limit)
     target = index_path(path)
     live = _named_by_index(target)
@@ -152,7 +152,7 @@ def save_sharded(
             staged[out.name] = file.name
         else:
             out = file
-        items = [(key, archive.tensors[key]) for key in group]
+        items = [(key, archive.stored[key]) for key in group]
         digests.update(write_streamed(out, items, lambda _d: {"format": "pt"}, algorithm=algorithm))
         weight_map.update({key: out.name for key in group})
     final = spec_with_digests(spec, digests)

@@ -25,6 +25,7 @@ from weightio.terminal import printable
 if TYPE_CHECKING:  # pragma: no cover
     from weightio.analysis.diff import DiffReport
     from weightio.format.archive import Archive
+    from weightio.transforms.importance import Importance
 
 #: At most this many filters are drawn in a conv filter grid.
 MAX_FILTERS = 64
@@ -256,6 +257,37 @@ def _importance_maps(values: np.ndarray, image: tuple[int, int, int, str], layer
     fig.suptitle(f"input-feature importance (|W| of {layer}, normalised) per pixel{more}",
                  fontsize=9)
     return _png(fig)
+
+
+def importance_png(found: Importance) -> bytes:
+    """The picture of ``weightio.importance``: a heat map per channel when a dense layer reads a
+    flattened image, the kernel-position maps and shares per channel for a conv, else a bar chart
+    of the largest shares.
+    """
+    values = np.asarray(found.scores)
+    if found.image is not None:
+        return _importance_maps(values, found.image, found.layer)
+    if found.kind == "conv" and found.kernel_maps and np.asarray(found.kernel_maps[0]).ndim == 2:
+        shown = min(len(found.kernel_maps), 16)
+        fig = _figure(min(MAX_CHART_WIDTH, 2.2 * shown + 1.2), 2.8)
+        axes = fig.subplots(1, shown, squeeze=False)[0]
+        top = max(float(np.max(m)) for m in found.kernel_maps[:shown]) or 1.0
+        picture = None
+        for c, ax in enumerate(axes):
+            ax.set_axis_off()
+            picture = ax.imshow(found.kernel_maps[c], cmap="viridis", vmin=0.0, vmax=top, interpolation="nearest")
+            ax.set_title(f"channel {c}: {values[c]:.1%}", fontsize=8)
+        if picture is not None:
+            fig.colorbar(picture, ax=list(axes), shrink=0.8, label="share of Σ|W|")
+        more = f" (first {shown} of {len(found.kernel_maps)})" if shown < len(found.kernel_maps) else ""
+        fig.suptitle(f"input-channel importance (|W| of {printable(found.layer)}) per kernel position{more}",
+                     fontsize=9)
+        return _png(fig)
+    ranked = found.ranked(MAX_FEATURE_BARS)
+    title = f"input importance (|W| of {printable(found.layer)}, share of Σ|W|)"
+    if len(ranked) < len(values):
+        title += f": the {len(ranked)} largest of {len(values)}"
+    return _bar_chart([label for _, label, _ in ranked], [share for _, _, share in ranked], title, "share")
 
 
 def diff_relative_change(report: DiffReport) -> bytes | None:

@@ -14,8 +14,9 @@ from weightio.spec.tensors import DIGEST_PATTERN, SpecModel, TensorRef
 
 #: Bumped on any change an older reader could misread; see docs/format.md. 1.1: digests are
 #: ``"<algorithm>:<hex>"`` in ``digest`` / ``source_digest`` (BLAKE3 by default) instead of a
-#: plain sha256 in ``sha256`` / ``source_sha256``, which are still read.
-FORMAT_VERSION = "1.1"
+#: plain sha256 in ``sha256`` / ``source_sha256``, which are still read. 1.2: a parameter may be
+#: stored encoded (``TensorRef.encoding``: int8 or float8 values with a scale and zero point).
+FORMAT_VERSION = "1.2"
 
 Layout = Literal["features_last", "channels_last", "channels_first"]
 
@@ -192,6 +193,19 @@ class ModelSpec(SpecModel):
         for layer in self.layers:
             for param, ref in layer.tensor_refs().items():
                 yield layer, param, ref
+
+    def stored_refs(self) -> Iterator[tuple[LayerBase, str, TensorRef]]:
+        """Like ``tensor_refs``, for the tensors the file holds: an encoded parameter (format
+        1.2) yields its stored values (in the stored dtype), then its scale and zero point.
+        """
+        for layer, param, ref in self.tensor_refs():
+            for stored in ref.stored_refs():
+                yield layer, param, stored
+
+    @property
+    def encoded(self) -> bool:
+        """Whether any parameter is stored encoded (quantised)."""
+        return any(ref.encoding is not None for _, _, ref in self.tensor_refs())
 
 
 def _find_problems(spec: ModelSpec) -> list[str]:

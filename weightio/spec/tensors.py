@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from weightio.spec.dtypes import DTypeName
@@ -44,11 +46,32 @@ class TensorRef(SpecModel):
         description="Format 1.0 only: hex sha256 of the tensor's bytes. Newer archives write 'digest'.",
     )
 
+    encoding: TensorEncoding | None = Field(
+        default=None,
+        description=(
+            "Format 1.2: the parameter is stored in fewer bits (quantised). The file's tensor "
+            "under 'key' then holds the stored values in 'encoding.stored_dtype' (its digest is "
+            "of those bytes); 'dtype' and 'shape' are the decoded parameter's (docs/format.md)."
+        ),
+    )
+
     @model_validator(mode="after")
     def _one_digest(self) -> TensorRef:
         if self.digest is not None and self.sha256 is not None:
             raise ValueError("a tensor records one digest: 'digest' or the format 1.0 'sha256', not both")
+        if self.encoding is not None:
+            self.encoding.check(self)
         return self
+
+    def stored_refs(self) -> list[TensorRef]:
+        """The tensors the file holds for this parameter: itself (in its stored dtype, when
+        encoded), then its encoding's scale and zero point.
+        """
+        if self.encoding is None:
+            return [self]
+        stored = self.model_copy(update={"dtype": self.encoding.stored_dtype, "encoding": None})
+        extra = [self.encoding.scale] + ([self.encoding.zero_point] if self.encoding.zero_point else [])
+        return [stored, *extra]
 
     def recorded_digest(self) -> str | None:
         """The recorded digest as ``"<algorithm>:<hex>"`` (a format 1.0 ``sha256`` included)."""
@@ -59,3 +82,50 @@ class TensorRef(SpecModel):
     def describe(self) -> str:
         """Return a short human form: ``F32[64, 10]``."""
         return f"{self.dtype}{list(self.shape)}"
+
+
+#: Stored dtypes of encoded parameters: integers take a zero point, float8 does not.
+INTEGER_STORED = ("I8", "U8")
+FLOAT8_STORED = ("F8_E4M3", "F8_E5M2")
+
+
+class TensorEncoding(SpecModel):
+    """How a float parameter is stored in fewer bits (format 1.2; docs/format.md "Encoded
+    parameters"): ``value = (float32(q) - float32(zero_point)) * scale``, computed in float32
+    with ``scale`` (and ``zero_point``) broadcast along ``axis``, then cast to the parameter's
+    ``dtype``. ``q`` is the file's tensor under the parameter's key.
+    """
+
+    scheme: Literal["linear"] = Field(default="linear", description="The one scheme: (q - zero_point) * scale.")
+    stored_dtype: Literal["I8", "U8", "F8_E4M3", "F8_E5M2"]
+    axis: int | None = Field(
+        default=None, ge=0,
+        description="None: one scale for the whole tensor; else the axis (0: output channels) "
+        "along which 'scale' and 'zero_point' hold one value per index.",
+    )
+    scale: TensorRef = Field(description="F32, shape [] (per tensor) or [shape[axis]].")
+    zero_point: TensorRef | None = Field(
+        default=None, description="Integer encodings: stored_dtype, scale's shape; absent means 0."
+    )
+
+    def check(self, ref: TensorRef) -> None:
+        """Refuse an encoding that does not fit its parameter ``ref``."""
+        if self.axis is not None and self.axis >= len(ref.shape):
+            raise ValueError(f"encoding axis {self.axis} is out of range for shape {list(ref.shape)}")
+        want = () if self.axis is None else (ref.shape[self.axis],)
+        for name, part in (("scale", self.scale), ("zero_point", self.zero_point)):
+            if part is None:
+                continue
+            if tuple(part.shape) != want or part.encoding is not None:
+                raise ValueError(f"encoding {name} shape {list(part.shape)} disagrees with {list(want)}")
+        if self.scale.dtype != "F32":
+            raise ValueError(f"encoding scale is {self.scale.dtype}; scales are F32")
+        if self.zero_point is not None and (
+            self.stored_dtype not in INTEGER_STORED or self.zero_point.dtype != self.stored_dtype
+        ):
+            raise ValueError(f"a zero point is {self.stored_dtype} and only integer encodings have one")
+        if ref.dtype not in ("F16", "BF16", "F32", "F64"):
+            raise ValueError(f"only float parameters are encoded; this one is {ref.dtype}")
+
+
+TensorRef.model_rebuild()

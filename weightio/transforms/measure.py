@@ -188,7 +188,17 @@ def record(spec_data: dict[str, Any], lines: list[str], measurement: Measurement
 
 def stored_size(archive: Archive) -> int:
     """Bytes of every tensor as the archive stores it."""
-    return sum(math.prod(ref.shape) * itemsize(ref.dtype) for _, _, ref in archive.spec.tensor_refs())
+    return sum(math.prod(ref.shape) * itemsize(ref.dtype) for _, _, ref in archive.spec.stored_refs())
+
+
+def _undigested(ref: Any) -> Any:
+    update: dict[str, Any] = {"digest": None, "sha256": None}
+    if ref.encoding is not None:
+        update["encoding"] = ref.encoding.model_copy(update={
+            "scale": _undigested(ref.encoding.scale),
+            "zero_point": None if ref.encoding.zero_point is None else _undigested(ref.encoding.zero_point),
+        })
+    return ref.model_copy(update=update)
 
 
 def finish(
@@ -209,7 +219,7 @@ def finish(
     write), and record ``lines`` and the figures in its provenance.
     """
     spec_data["layers"] = [layer.model_dump(mode="json") for layer in with_refs(
-        spec_from_data(spec_data), lambda ref: ref.model_copy(update={"digest": None, "sha256": None}))]
+        spec_from_data(spec_data), _undigested)]
     candidate = Archive(spec_from_data(spec_data), tensors)  # digests are recorded when saved
     measurement = measure(original, candidate, seed=seed, samples=samples)
     refuse_above(measurement, max_change, transform)

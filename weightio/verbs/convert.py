@@ -24,7 +24,7 @@ from weightio.errors import (
     WeightioError,
     WeightsOnlyArchiveError,
 )
-from weightio.format.archive import Archive
+from weightio.format.archive import Archive, plain
 from weightio.format.store import refuse_existing
 from weightio.frameworks.table import target_for as target_for_path
 from weightio.frameworks.table import target_named
@@ -273,7 +273,7 @@ def archive_bytes(archive: Archive) -> int:
 
     from weightio.spec.dtypes import itemsize
 
-    return sum(math.prod(ref.shape) * itemsize(ref.dtype) for _, _, ref in archive.spec.tensor_refs())
+    return sum(math.prod(ref.shape) * itemsize(ref.dtype) for _, _, ref in archive.spec.stored_refs())
 
 
 def _build_target(archive: Archive, target: TargetName) -> tuple[Any, Any]:
@@ -287,7 +287,7 @@ def _build_target(archive: Archive, target: TargetName) -> tuple[Any, Any]:
             f"{target} model can be built; convert it to .safetensors or .pt, or copy it into "
             "a model with weightio.load_into",
         )
-    return row.build(archive)
+    return row.build(plain(archive))  # an encoded (quantised) parameter is built decoded
 
 
 def _write(
@@ -302,6 +302,7 @@ def _write(
     overwrite: bool = True,
     digest: str | None = None,
 ) -> Path:
+    archive = archive if target == "archive" else plain(archive)  # an archive keeps encodings
     return target_named(target).write(
         archive, native, destination, seed=seed, max_shard_size=max_shard_size,
         source_digest=source_digest, overwrite=overwrite, digest=digest,

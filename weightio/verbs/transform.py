@@ -14,12 +14,14 @@ import os
 from typing import Any
 
 from weightio.errors import WeightioError
-from weightio.format.archive import Archive
+from weightio.format.archive import Archive, plain
 from weightio.transforms.fold import fold_archive
-from weightio.transforms.measure import TransformResult, check_measure_options
+from weightio.transforms.importance import Importance, first_layer_importance
+from weightio.transforms.measure import TransformResult, check_measure_options, stored_size
 from weightio.transforms.prune import check_prune_options, prune_archive
+from weightio.transforms.quantize import check_quantize_options, quantize_archive
 
-__all__ = ["TransformResult", "fold", "prune"]
+__all__ = ["Importance", "TransformResult", "fold", "importance", "prune", "quantize"]
 
 
 def open_source(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
@@ -34,9 +36,14 @@ def open_source(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
 def _run(source: Any, options: dict[str, Any], transform: Any, **kwargs: Any) -> TransformResult:
     archive, file = open_source(source, options)
     try:
-        return transform(archive, **kwargs)
+        result = transform(plain(archive), **kwargs)  # a quantised archive is transformed decoded
     except WeightioError as exc:
         raise (exc.with_file(file) if file is not None else exc) from None
+    if archive.spec.encoded and not result.archive.spec.encoded:
+        result.size_before = stored_size(archive)
+        result.notes.append("the source's quantised weights were decoded first and are stored as floats "
+                            "now; quantize the result to store them in 8 bits again")
+    return result
 
 
 def fold(
@@ -103,3 +110,55 @@ def prune(
     return _run(source, read_options, prune_archive, sparsity=sparsity, structured=structured,
                 scope=scope, norm=norm, include=include, exclude=exclude, seed=seed,
                 samples=samples, max_change=max_change)
+
+
+def quantize(
+    source: Any,
+    dtype: str = "int8",
+    *,
+    symmetric: bool = True,
+    per_channel: bool = True,
+    include: Any = None,
+    exclude: Any = None,
+    seed: int = 0,
+    samples: int = 8,
+    max_change: float | None = None,
+    **read_options: Any,
+) -> TransformResult:
+    """Store the conv/dense weights in 8 bits: ``"int8"`` (symmetric, or asymmetric with a zero
+    point), ``"float8_e4m3"`` or ``"float8_e5m2"``, with one float32 scale per output channel
+    (or per tensor). Biases and norms stay float.
+
+    The archive records each as an encoded parameter (format 1.2, docs/format.md): the
+    integers, the scale and the zero point. Every reader decodes it the same way
+    (``weightio.format.encoding.decode``), so ``weightio.run``, ``to_torch`` and ``to_keras``
+    compute with the dequantised weights the measurement reports.
+
+    Args:
+        source, include, exclude, seed, samples, max_change, **read_options: as for
+            ``weightio.prune``.
+
+    Returns:
+        A ``TransformResult`` with one row per tensor (bytes before/after, worst weight error).
+    """
+    check_quantize_options(dtype, symmetric)
+    check_measure_options(seed, samples, max_change)
+    return _run(source, read_options, quantize_archive, scheme=dtype, symmetric=symmetric,
+                per_channel=per_channel, include=include, exclude=exclude, seed=seed,
+                samples=samples, max_change=max_change)
+
+
+def importance(source: Any, **read_options: Any) -> Importance:
+    """How much of the first dense/conv layer's absolute weight each input meets: per input
+    feature (dense; pixels of each channel when it reads a flattened image) or per input channel
+    (conv). ``.ranked()``/``.table()`` rank them; ``weightio.report.plots.importance_png`` draws
+    them (a heat map for image inputs). Works on archives from any framework, weights-only too.
+
+    Raises:
+        UnsupportedLayerError: no dense or conv layer, nor any weight of two or more axes.
+    """
+    archive, file = open_source(source, read_options)
+    try:
+        return first_layer_importance(plain(archive))
+    except WeightioError as exc:
+        raise (exc.with_file(file) if file is not None else exc) from None

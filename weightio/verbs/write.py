@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from weightio.errors import UnsupportedSourceError
-from weightio.format.archive import Archive
+from weightio.format.archive import Archive, plain
 from weightio.format.store import load
 from weightio.frameworks.pairing import LoadReport
 
@@ -20,7 +20,7 @@ def to_keras(archive: Archive) -> Any:
     """
     from weightio.frameworks.keras.write.build import to_keras
 
-    return to_keras(archive)
+    return to_keras(plain(archive))  # encoded (quantised) parameters decoded, docs/format.md
 
 
 def to_torch(archive: Archive) -> Any:
@@ -32,7 +32,7 @@ def to_torch(archive: Archive) -> Any:
     """
     from weightio.frameworks.torch.write.build import to_torch as build
 
-    return build(archive)
+    return build(plain(archive))
 
 
 def to_sklearn(archive: Archive, *, classes: Any = None) -> Any:
@@ -48,7 +48,7 @@ def to_sklearn(archive: Archive, *, classes: Any = None) -> Any:
     """
     from weightio.frameworks.sklearn import write as sklearn_write
 
-    return sklearn_write.to_sklearn(archive, classes=classes)
+    return sklearn_write.to_sklearn(plain(archive), classes=classes)
 
 
 def load_into(
@@ -88,7 +88,7 @@ def load_into(
 
         archive = read(archive)
     options = {"strict": strict} if rename is None else {"strict": strict, "rename": rename}
-    return row.load_into(archive, model, **options)
+    return row.load_into(plain(archive), model, **options)
 
 
 def verify(path: os.PathLike[str] | str, *, progress: bool = False) -> Archive:
