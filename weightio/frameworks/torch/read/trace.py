@@ -75,8 +75,14 @@ def node_key(node: Any, root: Any) -> str:
     return _function_keys().get(node.target) or _function_name(node.target)
 
 
+class FxTraceError(TraceError):
+    """torch.fx could not trace the module (data-dependent code in ``forward``): the one
+    refusal the ``torch.export`` path (``read/export.py``) takes over.
+    """
+
+
 @contextmanager
-def _eval_mode(module: Any) -> Iterator[None]:
+def eval_mode(module: Any) -> Iterator[None]:
     """Put every submodule in eval mode, then restore each one's own flag."""
     flags = [(m, m.training) for m in module.modules()]
     module.eval()
@@ -98,7 +104,7 @@ def _trace(module: Any) -> Any:
         graph = tracer.trace(module)
         return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # fx raises many types; each means "not traceable as written"
-        raise TraceError(
+        raise FxTraceError(
             f"torch.fx could not trace {qualified_name(module)} ({type(exc).__name__}: {exc}). "
             "weightio reads modules whose forward is a fixed graph of module and function calls; "
             "remove data-dependent control flow from forward, or save the weights with "
@@ -465,7 +471,7 @@ def read_torch_module(
     torch = torch_module("reading PyTorch modules")
     if not isinstance(module, torch.nn.Module):
         raise TraceError(f"expected a torch.nn.Module, received {qualified_name(module)}")
-    with _eval_mode(module):
+    with eval_mode(module):
         gm = _trace(module)
         _check_graph(gm, module)
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -486,7 +492,15 @@ def read_torch_module(
         elif node.op == "get_attr":
             continue  # a stored tensor: its readers take it as an argument
         else:
-            layer = _read_node(node, module, names, namer, arrays)
+            read = _read_node(node, module, names, namer, arrays)
+            # A composite module (HF BERT's attention block) reads as several layers, named
+            # under its path; the node's value is the last one's.
+            for layer in read if isinstance(read, list) else []:
+                if namer.take(layer.name) != layer.name:
+                    raise SpecValidationError(f"layer name {layer.name!r} is used twice", layer=layer.name)
+            for layer in read[:-1] if isinstance(read, list) else []:
+                layers.append(layer)
+            layer = read[-1] if isinstance(read, list) else read
             names[node] = layer.name
             layers.append(layer)
     layers, outputs = resolve_tuples(layers, outputs)
