@@ -32,13 +32,20 @@ class TensorInfo(BaseModel):
     role: str = "trainable"
     nbytes: int = 0
     stats: TensorStats | None = None
+    #: A shared tensor (docs/format.md): every ``layer.param`` reading it, this one included;
+    #: the model's counts include it once, at its first reader.
+    shared_by: list[str] | None = None
 
     @model_serializer(mode="wrap")
     def _omit_absent_stats(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Without ``--stats`` the JSON keeps its header-only shape (no ``stats: null``)."""
+        """Without ``--stats`` the JSON keeps its header-only shape (no ``stats: null``), and an
+        unshared tensor has no ``shared_by``.
+        """
         data: dict[str, Any] = handler(self)
         if data.get("stats") is None:
             data.pop("stats", None)
+        if data.get("shared_by") is None:
+            data.pop("shared_by", None)
         return data
 
 
@@ -100,7 +107,7 @@ def _nonfinite(archive: Archive, layers: list[LayerInfo], stats: bool) -> list[N
     from weightio.spec.dtypes import FLOAT_DTYPE_NAMES
 
     floats = sum(math.prod(r.shape) * itemsize(r.dtype)
-                 for _, _, r in archive.spec.tensor_refs() if r.dtype in FLOAT_DTYPE_NAMES)
+                 for _, _, r in archive.spec.unique_tensor_refs() if r.dtype in FLOAT_DTYPE_NAMES)
     if floats > NONFINITE_SCAN_LIMIT:
         return None
     from weightio.analysis.nonfinite import scan_nonfinite  # numpy: only when it scans
@@ -118,26 +125,34 @@ def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = F
     spec = archive.spec
     layers = []
     by_dtype: dict[str, int] = {}
-    total = sum(math.prod(r.shape) * itemsize(r.dtype) for _, _, r in spec.tensor_refs())
+    total = sum(math.prod(r.shape) * itemsize(r.dtype) for _, _, r in spec.unique_tensor_refs())
     shapes = {} if spec.weights_only else activation_shapes(spec)
+    shared = spec.shared_tensors()
+    seen: set[str] = set()
+    every: list[TensorInfo] = []  # each tensor once: what the model's counts add up
     with byte_progress("stats", total if stats else 0, enabled=progress) as advance:
         for index, layer in enumerate(spec.layers):
             tensors = []
             for param, ref in layer.tensor_refs().items():
                 count = math.prod(ref.shape)
                 nbytes = count * itemsize(ref.dtype)
+                first = ref.key not in seen
                 tensors.append(
                     TensorInfo(
                         param=param, key=ref.key, shape=list(ref.shape), dtype=ref.dtype, count=count,
                         role=layer.parameter_role(param), nbytes=nbytes,
                         stats=tensor_stats(archive.tensors[ref.key]) if stats else None,
+                        shared_by=shared.get(ref.key),
                     )
                 )
+                if not first:
+                    continue
+                seen.add(ref.key)
+                every.append(tensors[-1])
                 if stats:
                     advance(nbytes)
                 by_dtype[ref.dtype] = by_dtype.get(ref.dtype, 0) + nbytes
             layers.append(_layer_info(spec, index, layer, tensors, shapes))
-    every = [t for layer in layers for t in layer.tensors]
     return Inspection(
         nonfinite=_nonfinite(archive, layers, stats),
         name=spec.name,
@@ -147,7 +162,7 @@ def inspect_archive(archive: Archive, *, stats: bool = False, progress: bool = F
         inputs=[i.model_dump() for i in spec.inputs],
         outputs=[o.model_dump(exclude_none=True) for o in spec.outputs],
         layers=layers,
-        parameter_count=sum(layer.parameter_count for layer in layers),
+        parameter_count=sum(t.count for t in every),
         trainable_count=sum(t.count for t in every if t.role != "buffer"),
         buffer_count=sum(t.count for t in every if t.role == "buffer"),
         total_bytes=sum(by_dtype.values()),

@@ -148,8 +148,8 @@ class Archive:
 
     @property
     def parameter_count(self) -> int:
-        """Total number of parameter elements."""
-        return sum(math.prod(ref.shape) for _, _, ref in self.spec.tensor_refs())
+        """Total number of parameter elements (a shared tensor counted once)."""
+        return sum(math.prod(ref.shape) for _, _, ref in self.spec.unique_tensor_refs())
 
     def replace(self, tensors: Mapping[str, Any]) -> Archive:
         """A new archive with some tensors replaced; this one is unchanged (archives are immutable).
@@ -216,7 +216,7 @@ class Archive:
         Raises:
             IntegrityError: naming every tensor whose bytes differ from when it was archived.
         """
-        refs = [ref for _, _, ref in self.spec.tensor_refs()]
+        refs = [ref for _, _, ref in self.spec.unique_tensor_refs()]
         for ref in refs:
             if ref.recorded_digest() is None:
                 raise IntegrityError(

@@ -133,7 +133,7 @@ def save_sharded(
     """Write ``archive`` as shards plus index (see the module docstring); return the index path."""
     limit = parse_size(max_shard_size)
     spec = archive.spec
-    order = [ref.key for _, _, ref in spec.tensor_refs()]
+    order = [ref.key for _, _, ref in spec.unique_tensor_refs()]
     sizes = [(key, int(archive.tensors[key].nbytes)) for key in order]
     groups = plan_shards(sizes, limit)
     target = index_path(path)

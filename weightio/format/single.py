@@ -77,7 +77,7 @@ def save_single(
         source_digest = None
     if source_digest is not None:  # same length as the real digest: the layout does not change
         spec = with_source_digest(spec, placeholder(source_digest.algorithm))
-    order = [ref.key for _, _, ref in spec.tensor_refs()]
+    order = [ref.key for _, _, ref in spec.unique_tensor_refs()]
     items = [(key, archive.tensors[key]) for key in order]
 
     def resolve_source() -> None:

@@ -234,7 +234,7 @@ def archive_bytes(archive: Archive) -> int:
 
     from weightio.spec.dtypes import itemsize
 
-    return sum(math.prod(ref.shape) * itemsize(ref.dtype) for _, _, ref in archive.spec.tensor_refs())
+    return sum(math.prod(ref.shape) * itemsize(ref.dtype) for _, _, ref in archive.spec.unique_tensor_refs())
 
 
 def _build_target(archive: Archive, target: TargetName) -> tuple[Any, Any]:
