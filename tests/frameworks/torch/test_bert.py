@@ -162,3 +162,13 @@ def test_all_minilm_l6_v2_sentence_embeddings_match_in_keras() -> None:
 
     assert _relative(pooled(hidden), pooled(keras_hidden)) <= TOLERANCE
     assert time.perf_counter() - start < 60  # about 10 s on the CI machine
+
+
+def test_bert_convert_verifies_on_probes(tiny_bert: object, tokens: tuple, tmp_path) -> None:
+    """``weightio.convert`` runs the BertModel itself (its ModelOutput flattened) against Keras
+    and the numpy runtime on seeded probes before writing the .keras file.
+    """
+    ids, mask = tokens
+    result = weightio.convert(tiny_bert, tmp_path / "bert.keras", example_input=(ids, mask))
+    assert result.verification.passed and result.verification.status == "verified"
+    assert {c.witnesses for c in result.verification.checks} == {("torch", "numpy"), ("torch", "keras")}

@@ -6,6 +6,7 @@ import functools
 import keyword
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -193,6 +194,8 @@ def _to_tensor(array: Any) -> Any:
 def _flatten_outputs(value: Any) -> list[Any]:
     if isinstance(value, (tuple, list)):
         return [item for v in value for item in _flatten_outputs(v)]
+    if isinstance(value, Mapping):  # HF's ModelOutput: its set fields, in order (as torch.export)
+        return [item for v in value.values() if v is not None for item in _flatten_outputs(v)]
     return [value]
 
 
