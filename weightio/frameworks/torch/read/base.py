@@ -96,6 +96,8 @@ def tensor_identity(value: Any) -> tuple | None:
         storage = value.untyped_storage().data_ptr()
     except (AttributeError, RuntimeError):
         return None
+    if not storage or value.numel() == 0:
+        return None  # empty tensors may all sit at address 0: never taken for one tensor
     return (storage, int(value.storage_offset()), tuple(value.shape), tuple(value.stride()),
             str(value.dtype))
 
