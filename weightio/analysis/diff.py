@@ -88,6 +88,10 @@ class DiffEntry(BaseModel):
     norm_b: float | None = None
     diff_l2: float | None = None
     nonfinite_mismatches: int | None = None
+    shared_a: list[str] | None = Field(
+        default=None, description="A shared tensor on side A: every layer.param reading it.")
+    shared_b: list[str] | None = Field(
+        default=None, description="A shared tensor on side B: every layer.param reading it.")
 
 
 class LayerDiff(BaseModel):
@@ -323,7 +327,7 @@ def _side(source: Any, archive: Archive) -> Side:
         name=spec.name,
         framework=spec.provenance.source_framework,
         weights_only=spec.weights_only,
-        tensors=sum(1 for _ in spec.tensor_refs()),
+        tensors=sum(1 for _ in spec.unique_tensor_refs()),
         parameters=archive.parameter_count,
     )
 
@@ -370,6 +374,10 @@ def diff_archives(
                 entries.append(_entry(side_a, side_b, param, match, found))
         finally:
             figures.close()  # joins the worker threads
+    shared_a, shared_b = spec_a.shared_tensors(), spec_b.shared_tensors()
+    for entry in entries:  # a shared tensor shows in each layer reading it, marked as shared
+        entry.shared_a = shared_a.get(entry.name_a or "")
+        entry.shared_b = shared_b.get(entry.name_b or "")
     layers = _layer_diffs(entries, kinds)
     counts = {status: sum(1 for e in entries if e.status == status) for status in STATUSES}
     moved = [

@@ -33,13 +33,20 @@ class TensorInfo(BaseModel):
     role: str = "trainable"
     nbytes: int = 0
     stats: TensorStats | None = None
+    #: A shared tensor (docs/format.md): every ``layer.param`` reading it, this one included;
+    #: the model's counts include it once, at its first reader.
+    shared_by: list[str] | None = None
 
     @model_serializer(mode="wrap")
     def _omit_absent_stats(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Without ``--stats`` the JSON keeps its header-only shape (no ``stats: null``)."""
+        """Without ``--stats`` the JSON keeps its header-only shape (no ``stats: null``), and an
+        unshared tensor has no ``shared_by``.
+        """
         data: dict[str, Any] = handler(self)
         if data.get("stats") is None:
             data.pop("stats", None)
+        if data.get("shared_by") is None:
+            data.pop("shared_by", None)
         return data
 
 
@@ -115,7 +122,7 @@ def _nonfinite(archive: Archive, layers: list[LayerInfo], stats: bool) -> list[N
     from weightio.spec.dtypes import FLOAT_DTYPE_NAMES
 
     floats = sum(math.prod(r.shape) * itemsize(r.dtype)
-                 for _, _, r in archive.spec.tensor_refs() if r.dtype in FLOAT_DTYPE_NAMES)
+                 for _, _, r in archive.spec.unique_tensor_refs() if r.dtype in FLOAT_DTYPE_NAMES)
     if floats > NONFINITE_SCAN_LIMIT:
         return None
     from weightio.analysis.nonfinite import scan_nonfinite  # numpy: only when it scans
@@ -153,8 +160,11 @@ def inspect_archive(
     spec = archive.spec
     layers = []
     by_dtype: dict[str, int] = {}
-    total = sum(math.prod(r.shape) * itemsize(r.dtype) for _, _, r in spec.tensor_refs())  # as decoded
+    total = sum(math.prod(r.shape) * itemsize(r.dtype) for _, _, r in spec.unique_tensor_refs())
     shapes = {} if spec.weights_only else activation_shapes(spec)
+    shared = spec.shared_tensors()
+    seen: set[str] = set()
+    every: list[TensorInfo] = []  # each tensor once: what the model's counts add up
     with byte_progress("stats", total if stats else 0, enabled=progress) as advance:
         for index, layer in enumerate(spec.layers):
             tensors = []
@@ -163,13 +173,19 @@ def inspect_archive(
                 # an encoded (quantised) parameter: its stored dtype and bytes, scales included
                 stored = ref.stored_refs()
                 nbytes = sum(math.prod(r.shape) * itemsize(r.dtype) for r in stored)
+                first = ref.key not in seen
                 tensors.append(
                     TensorInfo(
                         param=param, key=ref.key, shape=list(ref.shape), dtype=stored[0].dtype, count=count,
                         role=layer.parameter_role(param), nbytes=nbytes,
                         stats=tensor_stats(archive.tensors[ref.key]) if stats else None,
+                        shared_by=shared.get(ref.key),
                     )
                 )
+                if not first:
+                    continue
+                seen.add(ref.key)
+                every.append(tensors[-1])
                 if stats:
                     advance(count * itemsize(ref.dtype))
                 if native is None:
@@ -181,7 +197,8 @@ def inspect_archive(
             if native is not None:
                 for t in tensors:
                     by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + t.nbytes
-    every = [t for layer in layers for t in layer.tensors]
+    if native is not None:  # the source framework's own tensors: what its counts add up
+        every = [t for layer in layers for t in layer.tensors]
     return Inspection(
         nonfinite=_nonfinite(archive, layers, stats),
         name=spec.name,
@@ -191,7 +208,7 @@ def inspect_archive(
         inputs=[i.model_dump() for i in spec.inputs],
         outputs=[o.model_dump(exclude_none=True) for o in spec.outputs],
         layers=layers,
-        parameter_count=sum(layer.parameter_count for layer in layers),
+        parameter_count=sum(t.count for t in every),
         trainable_count=sum(t.count for t in every if t.role != "buffer"),
         buffer_count=sum(t.count for t in every if t.role == "buffer"),
         total_bytes=sum(by_dtype.values()),

@@ -59,7 +59,7 @@ def count_nonfinite(array: np.ndarray) -> tuple[int, int, int]:
 def scan_nonfinite(archive: Archive) -> list[NonFinite]:
     """Every float tensor of ``archive`` holding NaN or +-inf, in spec order."""
     found = []
-    for _, _, ref in archive.spec.tensor_refs():
+    for _, _, ref in archive.spec.unique_tensor_refs():
         if ref.dtype not in FLOAT_DTYPE_NAMES:
             continue
         nan, posinf, neginf = count_nonfinite(archive.tensors[ref.key])

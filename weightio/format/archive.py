@@ -152,8 +152,8 @@ class Archive:
 
     @property
     def parameter_count(self) -> int:
-        """Total number of parameter elements."""
-        return sum(math.prod(ref.shape) for _, _, ref in self.spec.tensor_refs())
+        """Total number of parameter elements (a shared tensor counted once)."""
+        return sum(math.prod(ref.shape) for _, _, ref in self.spec.unique_tensor_refs())
 
     def replace(self, tensors: Mapping[str, Any]) -> Archive:
         """A new archive with some tensors replaced; this one is unchanged (archives are immutable).

@@ -104,6 +104,7 @@ def print_inspection(report: Inspection, console: Console) -> None:
         for layer in report.layers:
             shapes = ", ".join(
                 f"{t.param}{t.shape}" + (" (buffer)" if t.role == "buffer" else "")
+                + (f" = {t.key} (shared)" if t.shared_by else "")
                 for t in layer.tensors
             ) or "-"
             dtypes = ", ".join(sorted({t.dtype for t in layer.tensors})) or "-"
@@ -143,6 +144,9 @@ def print_inspection(report: Inspection, console: Console) -> None:
              "buffers)" if report.buffer_count else "")
     console.print(cell(f"{report.parameter_count:,} parameters{split}; "
                        f"{human_bytes(report.total_bytes)}" + (f" ({sizes})" if sizes else "")))
+    shared = {t.key: t.shared_by for layer in report.layers for t in layer.tensors if t.shared_by}
+    for key, readers in list(shared.items())[:8]:
+        console.print(cell(f"shared tensor {key}: read by {', '.join(readers)} (stored and counted once)"))
     if report.nonfinite:
         nans = sum(t.nan for t in report.nonfinite)
         infs = sum(t.inf for t in report.nonfinite)
@@ -165,6 +169,8 @@ def print_diff(report: DiffReport, console: Console) -> None:
     styles = {"identical": "green", "changed": "yellow"}
     for e in report.entries:
         name = e.name if e.name_b in (None, e.name) else f"{e.name} ↔ {e.name_b}"
+        if e.shared_a or e.shared_b:
+            name += f" (shared, in {e.layer})"
         shape = shape_text(e.shape_a if e.shape_a is not None else e.shape_b)
         if e.shape_a is not None and e.shape_b is not None and e.shape_a != e.shape_b:
             shape = f"{shape_text(e.shape_a)} → {shape_text(e.shape_b)}"

@@ -189,16 +189,38 @@ class ModelSpec(SpecModel):
         return _topological_order(self)
 
     def tensor_refs(self) -> Iterator[tuple[LayerBase, str, TensorRef]]:
-        """Yield ``(layer, parameter name, TensorRef)`` for every tensor, in layer order."""
+        """Yield ``(layer, parameter name, TensorRef)`` for every tensor, in layer order.
+
+        A shared tensor (docs/format.md, "Shared tensors") comes once per layer reading it;
+        ``unique_tensor_refs`` gives each key once.
+        """
         for layer in self.layers:
             for param, ref in layer.tensor_refs().items():
                 yield layer, param, ref
 
+    def unique_tensor_refs(self) -> Iterator[tuple[LayerBase, str, TensorRef]]:
+        """``tensor_refs`` with each key once, at the first layer reading it."""
+        seen: set[str] = set()
+        for layer, param, ref in self.tensor_refs():
+            if ref.key not in seen:
+                seen.add(ref.key)
+                yield layer, param, ref
+
+    def shared_tensors(self) -> dict[str, list[str]]:
+        """Keys read by more than one ``layer.param``, with those readers in layer order: a module
+        called twice, or parameters tied between modules (an LM head tied to its embedding).
+        """
+        readers: dict[str, list[str]] = {}
+        for layer, param, ref in self.tensor_refs():
+            readers.setdefault(ref.key, []).append(f"{layer.name}.{param}")
+        return {key: names for key, names in readers.items() if len(names) > 1}
+
     def stored_refs(self) -> Iterator[tuple[LayerBase, str, TensorRef]]:
         """Like ``tensor_refs``, for the tensors the file holds: an encoded parameter (format
-        1.2) yields its stored values (in the stored dtype), then its scale and zero point.
+        1.2) yields its stored values (in the stored dtype), then its scale and zero point; a
+        shared key (format 1.2's "Shared tensors") comes once, at the first layer reading it.
         """
-        for layer, param, ref in self.tensor_refs():
+        for layer, param, ref in self.unique_tensor_refs():
             for stored in ref.stored_refs():
                 yield layer, param, stored
 
@@ -220,11 +242,20 @@ def _find_problems(spec: ModelSpec) -> list[str]:
         if layer.name in names:
             problems.append(f"layers[{index}]: name {layer.name!r} is used twice")
         names.add(layer.name)
-    keys: set[str] = set()
+    # One key may be read by several layers (a shared tensor) when they agree on what it is.
+    keys: dict[str, TensorRef] = {}
     for layer, _param, ref in spec.tensor_refs():
-        if ref.key in keys:
-            problems.append(f"layer {layer.name!r}: tensor key {ref.key!r} is used twice")
-        keys.add(ref.key)
+        first = keys.setdefault(ref.key, ref)
+        if first is not ref and (first.shape, first.dtype) != (ref.shape, ref.dtype):
+            problems.append(
+                f"layer {layer.name!r}: tensor key {ref.key!r} is read as {ref.describe()} here "
+                f"and as {first.describe()} by an earlier layer (a shared tensor has one shape "
+                "and dtype)"
+            )
+        elif first is not ref and None not in (first.recorded_digest(), ref.recorded_digest()) and (
+            first.recorded_digest() != ref.recorded_digest()
+        ):
+            problems.append(f"layer {layer.name!r}: tensor key {ref.key!r} records two digests")
     if spec.weights_only:
         return problems
     for index, layer in enumerate(spec.layers):

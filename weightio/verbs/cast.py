@@ -255,7 +255,7 @@ def _cast(
     arrays: dict[str, np.ndarray] = {}
     overflows: list[tuple[str, int, int, float]] = []
     new_dtypes: dict[str, str] = {}
-    for layer, _param, ref in archive.spec.tensor_refs():
+    for layer, _param, ref in archive.spec.unique_tensor_refs():
         array = archive.tensors[ref.key]
         arrays[ref.key] = array
         if ref.dtype not in FLOAT_DTYPE_NAMES:

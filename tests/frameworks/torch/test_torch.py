@@ -628,7 +628,7 @@ def test_parameter_used_directly_is_refused():
     assert info.value.layer == "w"
 
 
-def test_shared_module_is_refused():
+def test_module_called_twice_is_two_layers_sharing_its_tensors():
     class Shared(nn.Module):
         def __init__(self):
             super().__init__()
@@ -637,9 +637,16 @@ def test_shared_module_is_refused():
         def forward(self, x):
             return self.fc(torch.relu(self.fc(x)))
 
-    with pytest.raises(UnsupportedLayerError, match="called 2 times") as info:
-        read_torch_module(Shared())
-    assert info.value.layer == "fc"
+    module = Shared().eval()
+    archive = read_torch_module(module)
+    assert [layer.name for layer in archive.spec.layers] == ["fc", "relu", "fc_1"]
+    assert archive.spec.layers[2].weight.key == "fc.weight"
+    assert sorted(archive.tensors) == ["fc.bias", "fc.weight"]
+    back = weightio.to_torch(archive)
+    assert back.fc_1.weight is back.fc.weight
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        np.testing.assert_array_equal(back(x).numpy(), module(x).numpy())
 
 
 def test_untraceable_module_raises_trace_error():

@@ -29,10 +29,10 @@ LEGACY_MAGIC = b"\x80\x02\x8a\x0a"
 
 
 def _open_module(module: Any, **options: Any) -> Source:
-    from weightio.frameworks.torch.read.trace import read_torch_module
+    from weightio.frameworks.torch.read.export import read_module
     from weightio.frameworks.torch.write.build import run_torch
 
-    archive = read_torch_module(module, **options)
+    archive = read_module(module, **options)
     return Source(archive, "torch", lambda xs: run_torch(module, xs), module)
 
 

@@ -27,14 +27,23 @@ def _attention(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     config = entry.config
     node = (entry.raw.get("inbound_nodes") or [{}])[0]
     kwargs = node.get("kwargs") if isinstance(node, dict) else None
+    masked = False
     for key, value in (kwargs or {}).items():
-        if key in ("attention_mask", "query_mask", "value_mask", "key_mask") and value is not None:
+        if key == "value_mask" and value is not None:
+            masked = True  # (N, S), key j attended iff nonzero: the spec's key padding mask
+        elif key in ("attention_mask", "query_mask", "key_mask") and value is not None:
             raise NotExact(
-                f"MultiHeadAttention called with {key}; weightio maps unmasked self-attention"
+                f"MultiHeadAttention called with {key}; weightio maps self-attention with a "
+                "value_mask (a key padding mask) or none"
             )
         if key in ("use_causal_mask", "return_attention_scores") and value:
             raise NotExact(f"MultiHeadAttention called with {key}=True")
-    if len(set(entry.inputs or [])) != 1:
+    sources = list(entry.inputs or [])
+    if masked:  # mha(x, x, value_mask=m): the refs are x, x, m
+        if len(sources) != 3 or sources[2] in sources[:2]:
+            raise NotExact("MultiHeadAttention's value_mask must be a tensor of its own")
+        mask_source, sources = sources[2], sources[:2]
+    if len(set(sources)) != 1:
         raise NotExact(
             "MultiHeadAttention with distinct query/key/value tensors (cross-attention) has no "
             "exact PyTorch self-attention form"
@@ -67,10 +76,13 @@ def _attention(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
         refs["in_proj_bias"] = tensors.add(entry.name, "in_proj_bias", in_b)
         refs["out_proj_bias"] = tensors.add(entry.name, "out_proj_bias", w[7])
     base = layer_fields(entry)
-    base["inputs"] = None if entry.inputs is None else [entry.inputs[0]]
+    base["inputs"] = None if entry.inputs is None else [sources[0]]
+    if masked:
+        base["inputs"].append(mask_source)
     entry.transforms.append(
         "multi_head_attention: Keras [E, heads, dim] kernels packed into in_proj_weight [3E, E]"
     )
     return MultiHeadAttentionLayer(
-        **base, embed_dim=int(e), num_heads=int(heads), use_bias=use_bias, **refs
+        **base, embed_dim=int(e), num_heads=int(heads), use_bias=use_bias,
+        key_padding_mask=masked, **refs
     )

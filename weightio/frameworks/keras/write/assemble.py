@@ -209,6 +209,8 @@ def _inbound(layer: KerasLayer, producers: list[KerasLayer]) -> list[dict[str, A
         args = [refs]
     elif layer.call == "query_value":
         args = [refs[0], refs[0]]
+    elif layer.call == "query_value_mask":
+        return [{"args": [refs[0], refs[0]], "kwargs": {**layer.call_kwargs, "value_mask": refs[1]}}]
     elif layer.call == "args":
         args = [refs[0] if arg == INPUT else arg for arg in layer.call_args]
     else:
@@ -218,6 +220,8 @@ def _inbound(layer: KerasLayer, producers: list[KerasLayer]) -> list[dict[str, A
 
 def _parents(layer: KerasLayer, producers: list[str]) -> list[str]:
     """The tensors a call reads, in argument order (``mha(x, x)`` reads ``x`` twice)."""
+    if layer.call == "query_value_mask":
+        return [producers[0], producers[0], producers[1]]
     return [producers[0], producers[0]] if layer.call == "query_value" else list(producers)
 
 
@@ -234,14 +238,15 @@ def _functional(
     for index in spec.topological_order():
         layer = spec.layers[index]
         sources = spec.layer_inputs(index)
-        if len(sources) != 1 and layer.kind not in MULTI_INPUT_KINDS:
+        masked = layer.kind == "multi_head_attention" and layer.key_padding_mask
+        if len(sources) != 1 and layer.kind not in MULTI_INPUT_KINDS and not masked:
             raise UnsupportedLayerError(
                 f"a {layer.kind} layer takes one input, the spec gives it "
                 f"{len(sources)}: {sources}",
                 layer=layer.name,
             )
         producers = [ends[s] for s in sources]
-        if len(sources) > 1:
+        if len(sources) > 1 and not masked:
             moved = _canonical_inputs(layer, archive, names, sources, producers, dtypes[sources[0]])
             for index_, permute in enumerate(moved):
                 if permute is not None:
@@ -251,7 +256,8 @@ def _functional(
                     producers[index_] = permute
         shapes = [p.output_shape for p in producers]
         ctx = WriteContext(archive, dtypes[sources[0]], names, shapes, settings=settings)
-        built = write_layer(layer, ctx, sources[0]) if len(sources) == 1 else _write_merge(layer, ctx, sources)
+        single = len(sources) == 1 or masked
+        built = write_layer(layer, ctx, sources[0]) if single else _write_merge(layer, ctx, sources)
         for keras_layer in built:
             by_name[keras_layer.name] = keras_layer
             nodes[keras_layer.name] = _inbound(keras_layer, producers)

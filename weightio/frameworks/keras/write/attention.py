@@ -37,7 +37,7 @@ def _attention(layer: Any, ctx: WriteContext) -> list[KerasLayer]:
     """MultiHeadAttention(num_heads, key_dim=E/heads) called as ``mha(x, x)``."""
     e, heads = layer.embed_dim, layer.num_heads
     d = e // heads
-    dtype = keras_float_dtype(layer, layer.in_proj_weight)
+    dtype = keras_float_dtype(layer, layer.out_proj_weight)
     config = layer_config(
         ctx.name_of(layer), dtype, num_heads=heads, key_dim=d, value_dim=d, dropout=0.0,
         use_bias=layer.use_bias, use_gate=False, output_shape=None, attention_axes=[1],
@@ -56,26 +56,32 @@ def _attention(layer: Any, ctx: WriteContext) -> list[KerasLayer]:
     shape = batch_shape(ctx.shape)
     build = {"shapes_dict": {"query_shape": shape, "value_shape": shape}}
     ctx.dtype = dtype
+    # The spec's key padding mask is Keras's value_mask ((N, S), key j attended iff nonzero);
+    # Keras expands it to the [N, 1, S] attention mask itself.
+    call = "query_value_mask" if layer.key_padding_mask else "query_value"
     return [KerasLayer("MultiHeadAttention", config, ctx.shape, weights, build=build,
-                       call="query_value", nested=tuple(nested))]
+                       call=call, nested=tuple(nested))]
 
 
 def attention_weights(layer: Any, get: Any) -> list[np.ndarray]:
-    """Packed ``in_proj_weight [3E, E]`` -> Keras's query/key/value kernels ``[E, heads, dim]``."""
+    """Packed ``in_proj_weight [3E, E]`` (or separate ``q/k/v_proj_weight [E, E]``) -> Keras's
+    query/key/value kernels ``[E, heads, dim]``.
+    """
     e, heads = layer.embed_dim, layer.num_heads
     d = e // heads
-    w_in = get(layer.in_proj_weight)
+    if layer.separate:
+        blocks = [get(getattr(layer, f"{p}_proj_weight")) for p in "qkv"]
+        biases = [get(getattr(layer, f"{p}_proj_bias")) for p in "qkv"] if layer.use_bias else []
+    else:
+        w_in = get(layer.in_proj_weight)
+        blocks = [w_in[block * e : (block + 1) * e] for block in range(3)]
+        b_in = get(layer.in_proj_bias) if layer.use_bias else None
+        biases = [b_in[block * e : (block + 1) * e] for block in range(3)] if layer.use_bias else []
     weights = []
     for block in range(3):
-        weights.append(
-            np.ascontiguousarray(w_in[block * e : (block + 1) * e].T.reshape(e, heads, d))
-        )
+        weights.append(np.ascontiguousarray(blocks[block].T.reshape(e, heads, d)))
         if layer.use_bias:
-            weights.append(
-                np.ascontiguousarray(
-                    get(layer.in_proj_bias)[block * e : (block + 1) * e].reshape(heads, d)
-                )
-            )
+            weights.append(np.ascontiguousarray(biases[block].reshape(heads, d)))
     weights.append(np.ascontiguousarray(get(layer.out_proj_weight).T.reshape(heads, d, e)))
     if layer.use_bias:
         weights.append(get(layer.out_proj_bias))

@@ -65,10 +65,11 @@ class VariableGroup:
 
 
 #: How a layer's inbound node passes its inputs: one tensor, a list (merges), ``(query, value)``
-#: (self-attention, both the same tensor), or ``args``: the arguments ``KerasLayer.call_args``
+#: (self-attention, both the same tensor), ``query_value_mask`` (the same, with the second input
+#: as ``value_mask=``), or ``args``: the arguments ``KerasLayer.call_args``
 #: lists, with ``INPUT`` where the input tensor goes (a Keras operation with constants, such as
 #: ``GetItem(x, [:, -1])`` or ``Divide(x, 6.0)``).
-CallStyle = Literal["tensor", "list", "query_value", "args"]
+CallStyle = Literal["tensor", "list", "query_value", "query_value_mask", "args"]
 
 #: Stands for the input tensor among an operation's ``call_args``.
 INPUT = "__weightio_input__"

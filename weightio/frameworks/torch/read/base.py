@@ -59,10 +59,24 @@ class ReadContext:
     #: The data argument as the reader's other arguments see it (a ``StoredTensor`` when the
     #: forward reads a parameter first: ``self.layer_scale * x``).
     data: Any = None
+    #: Shared by every node of one read: the key each torch tensor was first stored under
+    #: (``tensor_identity``), and each further state-dict key of a tensor stored already.
+    stored: dict[tuple, str] = field(default_factory=dict)
+    tied: dict[str, str] = field(default_factory=dict)
 
     def tensor(self, param: str, value: Any) -> TensorRef:
-        """Store a module's tensor under its state-dict key ``<module path>.<param>``."""
+        """Store a module's tensor under its state-dict key ``<module path>.<param>``.
+
+        A tensor stored already (a module called twice, or a parameter tied between modules:
+        ``head.weight = emb.weight``) is referenced under its first key again, so the archive
+        holds it once and every layer reading it names the same key.
+        """
         key = f"{self.module_path}.{param}" if self.module_path else param
+        identity = tensor_identity(value)
+        first = self.stored.setdefault(identity, key) if identity is not None else key
+        if first != key:
+            self.tied[key] = first
+            return tensor_ref(first, self.arrays[first])
         array = tensor_to_numpy(value, key=key)
         self.arrays[key] = array
         return tensor_ref(key, array)
@@ -74,6 +88,18 @@ class ReadContext:
     def refuse(self, message: str) -> UnsupportedLayerError:
         """An error naming this layer and its torch source."""
         return UnsupportedLayerError(f"{self.source}: {message}", layer=self.layer_name)
+
+
+def tensor_identity(value: Any) -> tuple | None:
+    """What makes two torch tensors the same one: storage, offset, shape, strides and dtype."""
+    try:
+        storage = value.untyped_storage().data_ptr()
+    except (AttributeError, RuntimeError):
+        return None
+    if not storage or value.numel() == 0:
+        return None  # empty tensors may all sit at address 0: never taken for one tensor
+    return (storage, int(value.storage_offset()), tuple(value.shape), tuple(value.stride()),
+            str(value.dtype))
 
 
 FUNCTION_PARAMETERS: dict[str, tuple[tuple[str, Any], ...]] = {

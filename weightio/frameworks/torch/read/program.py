@@ -242,7 +242,7 @@ def _stored(gm: Any, key: str) -> Any:
     return getattr(gm.get_submodule(owner) if owner else gm, name)
 
 
-def _install(root: Any, path: str, value: Any, nn: Any) -> None:
+def install(root: Any, path: str, value: Any, nn: Any) -> None:
     """Put a module (or tensor) at dotted ``path`` under ``root``, creating containers."""
     parts = path.split(".")
     owner = root
@@ -267,7 +267,7 @@ def _refuse(node: Any, why: str) -> UnsupportedLayerError:
     )
 
 
-class _Rebuild:
+class Rebuild:
     """One pass over the program's graph, building the module-level graph and its root."""
 
     def __init__(self, torch: Any, gm: Any) -> None:
@@ -281,21 +281,24 @@ class _Rebuild:
         self.module_ops = _module_ops(aten)
         self.function_ops = _function_ops(torch)
         self.identities = _identities(aten)
+        self.checks = {aten._assert_tensor_metadata.default}
 
     def value(self, arg: Any) -> Any:
         """An argument in the new graph: a node's value, a stored tensor as a ``get_attr``."""
-        def swap(item: Any) -> Any:
-            if item in self.keys:
-                key = self.keys[item]
-                if key not in self.emitted:
-                    _install(self.root, key, _stored(self.gm, key), self.nn)
-                    self.emitted[key] = self.graph.get_attr(key)
-                return self.emitted[key]
-            return self.env[item]
+        return self.torch.fx.node.map_arg(arg, self.lookup)
 
-        return self.torch.fx.node.map_arg(arg, swap)
+    def lookup(self, item: Any) -> Any:
+        """One program node's counterpart in the new graph."""
+        if item in self.keys:
+            key = self.keys[item]
+            if key not in self.emitted:
+                install(self.root, key, _stored(self.gm, key), self.nn)
+                self.emitted[key] = self.graph.get_attr(key)
+            return self.emitted[key]
+        return self.env[item]
 
     def module_call(self, node: Any, make: ModuleMaker) -> Any:
+        """An ATen call with parameters as the ``nn`` module ``make`` builds, at their owner."""
         args = list(node.args)
         tensors = [self.keys.get(a) if hasattr(a, "op") else None for a in args[1:]]
         stored = [_stored(self.gm, k) if k else a for k, a in zip(tensors, args[1:])]
@@ -313,7 +316,7 @@ class _Rebuild:
         path = self._owner(node, [k for k in tensors if k], params)
         self._load(module, node, path, params)
         try:
-            _install(self.root, path, module, self.nn)
+            install(self.root, path, module, self.nn)
         except ValueError:
             raise _refuse(node, f"reuses module {path!r}, whose parameters another call "
                           "reads (shared weights)") from None
@@ -331,8 +334,24 @@ class _Rebuild:
         params = {"weight": weight}
         path = self._owner(node, [self.keys[weight_node]], params)
         self._load(module, node, path, params)
-        _install(self.root, path, module, self.nn)
+        install(self.root, path, module, self.nn)
         return self.graph.call_module(path, (self.value(indices),))
+
+    def select(self, node: Any) -> Any:
+        """``x.select(dim, i)`` (BERT's pooler reads ``x[:, 0]``) as the slice ``i:i+1`` on the
+        second-last axis, flattened away: the slice and flatten layers the reader knows.
+        """
+        data, dim, index = node.args[0], int(node.args[1]), int(node.args[2])
+        meta = data.meta.get("val") if hasattr(data, "meta") else None
+        rank = meta.dim() if meta is not None else 0
+        if dim < 0:
+            dim += rank
+        if rank < 3 or dim != rank - 2 or index < 0:
+            raise _refuse(node, "selects on an axis other than the second-last (x[:, 0] of a "
+                          "sequence), or from the end")
+        cut = (slice(None),) * dim + (slice(index, index + 1),)
+        piece = self.graph.call_function(operator.getitem, (self.value(data), cut))
+        return self.graph.call_function(self.torch.flatten, (piece, dim))
 
     def _owner(self, node: Any, keys: list[str], params: dict[str, Any]) -> str:
         """The module path of the call: the common owner of its parameters' keys."""
@@ -363,6 +382,7 @@ class _Rebuild:
                     pass
 
     def run(self) -> Any:
+        """The module-level GraphModule of the whole program."""
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
                 self.env[node] = self.graph.placeholder(node.target)
@@ -381,9 +401,14 @@ class _Rebuild:
         return self.torch.fx.GraphModule(self.root, self.graph, "ExportedProgram")
 
     def call(self, node: Any) -> Any:
+        """One ATen call in the new graph (None: nothing to compute, such as a metadata check)."""
         target = node.target
         if target in self.identities:
             return self.value(node.args[0])
+        if target in self.checks:
+            return None  # a check of the traced input's metadata, true for the traced size
+        if target is self.torch.ops.aten.select.int:
+            return self.select(node)
         if target is self.torch.ops.aten.sym_size.int:  # x.size(dim), as the reader knows it
             return self.graph.call_method("size", self.value(node.args))
         if target is self.torch.ops.aten.embedding.default:
@@ -404,7 +429,7 @@ def program_module(program: Any) -> Any:
         UnsupportedLayerError: an operation without a mapping, named by node.
     """
     torch = torch_module("reading torch.export programs")
-    return _Rebuild(torch, program.module(check_guards=False)).run()
+    return Rebuild(torch, program.module(check_guards=False)).run()
 
 
 def example_inputs(program: Any) -> tuple[Any, ...]:

@@ -75,8 +75,14 @@ def node_key(node: Any, root: Any) -> str:
     return _function_keys().get(node.target) or _function_name(node.target)
 
 
+class FxTraceError(TraceError):
+    """torch.fx could not trace the module (data-dependent code in ``forward``): the one
+    refusal the ``torch.export`` path (``read/export.py``) takes over.
+    """
+
+
 @contextmanager
-def _eval_mode(module: Any) -> Iterator[None]:
+def eval_mode(module: Any) -> Iterator[None]:
     """Put every submodule in eval mode, then restore each one's own flag."""
     flags = [(m, m.training) for m in module.modules()]
     module.eval()
@@ -98,7 +104,7 @@ def _trace(module: Any) -> Any:
         graph = tracer.trace(module)
         return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # fx raises many types; each means "not traceable as written"
-        raise TraceError(
+        raise FxTraceError(
             f"torch.fx could not trace {qualified_name(module)} ({type(exc).__name__}: {exc}). "
             "weightio reads modules whose forward is a fixed graph of module and function calls; "
             "remove data-dependent control flow from forward, or save the weights with "
@@ -125,7 +131,6 @@ def _unsupported(node: Any, root: Any, op: str) -> UnsupportedLayerError:
 
 def _check_graph(gm: Any, root: Any) -> None:
     """Refuse what cannot be read before any shape inference, so the first error is the real one."""
-    called: dict[str, int] = {}
     static = static_nodes(gm.graph)
     for node in gm.graph.nodes:
         if node in static:
@@ -138,20 +143,8 @@ def _check_graph(gm: Any, root: Any) -> None:
             if not _is_supported(node, root):
                 raise _unsupported(node, root, node_key(node, root))
             _check_call(node, root, node_key(node, root), static)
-        if node.op == "call_module":
-            called[node.target] = called.get(node.target, 0) + 1
-    # A module without tensors (a ReLU, a pooling) called twice is simply two layers; one with
-    # tensors would need layers that share them, which the spec cannot express yet.
-    shared = [
-        target for target, count in called.items()
-        if count > 1 and _holds_tensors(root.get_submodule(target))
-    ]
-    if shared:
-        raise UnsupportedLayerError(
-            f"module {shared[0]!r} is called {called[shared[0]]} times in forward (shared "
-            "weights); the spec gives each layer its own tensors. Use one module per call",
-            layer=shared[0],
-        )
+    # A module called twice is two layers: without tensors, simply two; with tensors, two layers
+    # that reference the same ones (ReadContext.tensor stores each torch tensor once).
 
 
 def _stored_tensor(node: Any, root: Any) -> StoredTensor | None:
@@ -171,11 +164,6 @@ def _reads_stored_tensor(node: Any, root: Any) -> bool:
         user.op in ("call_function", "call_method") and node_key(user, root) in PARAMETER_KEYS
         for user in node.users
     )
-
-
-def _holds_tensors(module: Any) -> bool:
-    """Whether ``module`` (or a submodule) has a parameter or a buffer."""
-    return bool(module.state_dict(keep_vars=True))
 
 
 def _as_tuple(example_input: Any) -> tuple[Any, ...]:
@@ -366,7 +354,9 @@ def _with_stored_tensors(parts: Any, root: Any) -> Any:
     return fx.node.map_aggregate(parts, swap)
 
 
-def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, arrays: dict) -> Any:
+def _read_node(
+    node: Any, root: Any, names: dict[Any, str], namer: _Namer, arrays: dict, shared: ReadContext
+) -> Any:
     key = node_key(node, root)
     is_module = node.op == "call_module"
     data, args, kwargs = _with_stored_tensors(_call_parts(node), root)
@@ -379,6 +369,8 @@ def _read_node(node: Any, root: Any, names: dict[Any, str], namer: _Namer, array
         arrays=arrays,
         input_shape=_shape(data) if hasattr(data, "meta") else None,
         data=data,
+        stored=shared.stored,
+        tied=shared.tied,
     )
     if is_module:
         module = root.get_submodule(node.target)
@@ -465,7 +457,7 @@ def read_torch_module(
     torch = torch_module("reading PyTorch modules")
     if not isinstance(module, torch.nn.Module):
         raise TraceError(f"expected a torch.nn.Module, received {qualified_name(module)}")
-    with _eval_mode(module):
+    with eval_mode(module):
         gm = _trace(module)
         _check_graph(gm, module)
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -473,6 +465,7 @@ def read_torch_module(
         _propagate_shapes(gm, module, examples)
         fold_static(gm)
     namer, names, arrays = _Namer(), {}, {}
+    shared = ReadContext("", [], "", None, arrays=arrays)  # the tensors stored so far, and ties
     inputs, layers, outputs = [], [], []
     for node in gm.graph.nodes:
         if node.op == "placeholder":
@@ -486,11 +479,19 @@ def read_torch_module(
         elif node.op == "get_attr":
             continue  # a stored tensor: its readers take it as an argument
         else:
-            layer = _read_node(node, module, names, namer, arrays)
+            read = _read_node(node, module, names, namer, arrays, shared)
+            # A composite module (HF BERT's attention block) reads as several layers, named
+            # under its path; the node's value is the last one's.
+            for layer in read if isinstance(read, list) else []:
+                if namer.take(layer.name) != layer.name:
+                    raise SpecValidationError(f"layer name {layer.name!r} is used twice", layer=layer.name)
+            for layer in read[:-1] if isinstance(read, list) else []:
+                layers.append(layer)
+            layer = read[-1] if isinstance(read, list) else read
             names[node] = layer.name
             layers.append(layer)
     layers, outputs = resolve_tuples(layers, outputs)
-    unused = _unused_keys(module, arrays)
+    unused = [key for key in _unused_keys(module, arrays) if key not in shared.tied]
     spec = mark_channel_inputs(ModelSpec(
         name=type(module).__name__,
         provenance=provenance("torch", framework_version=torch.__version__,

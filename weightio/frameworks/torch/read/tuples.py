@@ -30,6 +30,13 @@ GETITEM_TAG = "operator.getitem:"
 _TUPLE_KINDS = RECURRENT_KINDS | {"multi_head_attention"}
 
 
+def _returns_tuple(layer: LayerBase) -> bool:
+    """A recurrent module or nn.MultiheadAttention (a composite block's attention is a tensor)."""
+    if layer.kind == "multi_head_attention":
+        return layer.source_class == "torch.nn.MultiheadAttention"
+    return layer.kind in _TUPLE_KINDS
+
+
 # -- tuple resolution -----------------------------------------------------------------------
 
 
@@ -48,7 +55,7 @@ def resolve_tuples(
         UnsupportedLayerError: a pick that is not the sequence or a one-directional final state.
     """
     by_name = {layer.name: layer for layer in layers}
-    if not any(layer.kind in _TUPLE_KINDS or _pick(layer) is not None for layer in layers):
+    if not any(_returns_tuple(layer) or _pick(layer) is not None for layer in layers):
         return layers, outputs
 
     def trace(name: str) -> tuple[str, list[int]]:
@@ -64,7 +71,7 @@ def resolve_tuples(
             consumers.setdefault(source, []).append(layer.name)
     used_names = {out.layer for out in outputs}
     for layer in layers:
-        if layer.kind in _TUPLE_KINDS and (
+        if _returns_tuple(layer) and (
             layer.name in used_names
             or any(_pick(by_name[c]) is None for c in consumers.get(layer.name, []))
         ):

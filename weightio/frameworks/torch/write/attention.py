@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from weightio.format.archive import Archive
 from weightio.frameworks.torch.write.base import TORCH_WRITE, layer_dtype, load_parameters, torch_nn
 
@@ -18,7 +20,17 @@ def attention_module(layer: Any, archive: Archive) -> list[Any]:
         batch_first=True,
         dtype=layer_dtype(archive, layer),
     )
-    names = {"in_proj_weight": "in_proj_weight", "out_proj.weight": "out_proj_weight"}
+    names = {"out_proj.weight": "out_proj_weight"}
     if layer.use_bias:
-        names.update({"in_proj_bias": "in_proj_bias", "out_proj.bias": "out_proj_bias"})
-    return [load_parameters(module, archive, layer, names)]
+        names["out_proj.bias"] = "out_proj_bias"
+    if not layer.separate:
+        names["in_proj_weight"] = "in_proj_weight"
+        if layer.use_bias:
+            names["in_proj_bias"] = "in_proj_bias"
+        return [load_parameters(module, archive, layer, names)]
+    # Separate q/k/v projections (HF BERT's) pack into nn.MultiheadAttention's in_proj.
+    refs = layer.tensor_refs()
+    fill = {"in_proj_weight": np.concatenate([archive.tensors[refs[f"{p}_proj_weight"].key] for p in "qkv"])}
+    if layer.use_bias:
+        fill["in_proj_bias"] = np.concatenate([archive.tensors[refs[f"{p}_proj_bias"].key] for p in "qkv"])
+    return [load_parameters(module, archive, layer, names, fill)]

@@ -6,6 +6,7 @@ import functools
 import keyword
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -73,11 +74,39 @@ def _layer_modules(
     return named
 
 
+def tie_shared(archive: Archive, owners: dict[str, Any]) -> None:
+    """Make the layers that share a tensor (docs/format.md, "Shared tensors") share one
+    ``nn.Parameter`` again: a module called twice, an LM head tied to its embedding.
+
+    ``owners`` maps a layer to the module built for it. A reader's parameter is the module's
+    attribute of the spec's parameter name (``weight``, ``bias``) holding the tensor's values;
+    one a writer rearranged (a kernel transposed on the way) keeps its own copy, which
+    computes the same numbers.
+    """
+    torch = torch_module("building PyTorch modules")
+    spec = archive.spec
+    for key, readers in spec.shared_tensors().items():
+        array = np.asarray(archive.tensors[key])
+        found = []
+        for reader in readers:
+            layer_name, _, param = reader.rpartition(".")
+            module = owners.get(layer_name)
+            value = None if module is None else module._parameters.get(param)
+            if value is not None and tuple(value.shape) == array.shape and torch.equal(
+                value.detach().cpu(), numpy_to_tensor(array)
+            ):
+                found.append((module, param))
+        for module, param in found[1:]:
+            first_module, first_param = found[0]
+            setattr(module, param, getattr(first_module, first_param))
+
+
 def _graph_module(archive: Archive) -> Any:
     """Build a ``GraphModule`` for a spec that is not a plain chain."""
     fx = torch_module("building PyTorch modules").fx
     spec: ModelSpec = archive.spec
     graph, namer, submodules = fx.Graph(), ModuleNames(), {}
+    owners: dict[str, Any] = {}
     values: dict[str, Any] = {}
     for inp in spec.inputs:
         values[inp.name] = graph.placeholder(re.sub(r"\W", "_", inp.name))
@@ -91,6 +120,7 @@ def _graph_module(archive: Archive) -> Any:
             )
             continue
         named = _layer_modules(layer, archive, namer)
+        owners[layer.name] = named[0][1] if named else None
         if len(sources) != 1:
             raise UnsupportedLayerError(
                 f"reads {len(sources)} inputs ({', '.join(sources)}); a {layer.kind} layer "
@@ -104,6 +134,7 @@ def _graph_module(archive: Archive) -> Any:
         values[layer.name] = value
     results = [values[out.layer] for out in spec.outputs]
     graph.output(results[0] if len(results) == 1 else tuple(results))
+    tie_shared(archive, owners)
     return fx.GraphModule(submodules, graph, class_name=_class_name(spec.name))
 
 
@@ -143,7 +174,12 @@ def to_torch(archive: Archive) -> Any:
         )
     if spec.is_chain and not needs_graph(spec):
         namer = ModuleNames()
-        pairs = [pair for layer in spec.layers for pair in _layer_modules(layer, archive, namer)]
+        pairs, owners = [], {}
+        for layer in spec.layers:
+            named = _layer_modules(layer, archive, namer)
+            owners[layer.name] = named[0][1] if named else None
+            pairs.extend(named)
+        tie_shared(archive, owners)
         module = torch.nn.Sequential(OrderedDict(pairs))
     else:
         module = _graph_module(archive)
@@ -158,6 +194,8 @@ def _to_tensor(array: Any) -> Any:
 def _flatten_outputs(value: Any) -> list[Any]:
     if isinstance(value, (tuple, list)):
         return [item for v in value for item in _flatten_outputs(v)]
+    if isinstance(value, Mapping):  # HF's ModelOutput: its set fields, in order (as torch.export)
+        return [item for v in value.values() if v is not None for item in _flatten_outputs(v)]
     return [value]
 
 

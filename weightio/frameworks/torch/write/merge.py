@@ -57,9 +57,10 @@ def graph_value(
     if layer.kind == "multi_head_attention":
         module = attention_module(layer, archive)[0]
         x = inputs[0]
-        result = graph.call_module(
-            add_module(layer.name, module), (x, x, x), {"need_weights": False}
-        )
+        options: dict[str, Any] = {"need_weights": False}
+        if layer.key_padding_mask:  # the spec's 0 = padded is torch's True = ignored
+            options["key_padding_mask"] = graph.call_function(operator.eq, (inputs[1], 0))
+        result = graph.call_module(add_module(layer.name, module), (x, x, x), options)
         return graph.call_function(operator.getitem, (result, 0))
     if layer.kind == "last_step":
         return graph.call_function(operator.getitem, (inputs[0], (slice(None), -1)))

@@ -1,0 +1,401 @@
+"""Read a live ``nn.Module`` that torch.fx cannot trace, through ``torch.export``.
+
+``read_module`` traces with torch.fx first (``trace.py``: every model that reads today reads the
+same way) and, when fx refuses the module's ``forward`` (HF ``transformers`` models build their
+masks with data-dependent Python), exports it instead:
+``torch.export.export(module.eval(), example_inputs, strict=False)``. The program's ATen graph is
+rebuilt in the terms the module reader knows, then read by ``read_torch_module``:
+
+- **Groups.** Every ATen node records ``nn_module_stack``, the modules whose ``forward`` it ran
+  in. A node belongs to the outermost module of its stack that weightio has a reader for (an
+  ``nn.Linear``, HF's ``BertAttention``), as a module with a reader is a leaf for torch.fx; the
+  group becomes one call of the *live* module, so its parameters are read under their
+  state-dict keys exactly as the fx path reads them. Each call is checked at trace time: the
+  live module run on the group's recorded inputs must give the value the program computed.
+- **Constants.** A value that depends on no model input (HF's ``position_ids`` buffer sliced to
+  the traced length, the token-type embedding of its all-zero ids) is the number it had when
+  traced: a stored tensor named ``<module path>.output`` (a group's) or
+  ``<node name>.value``, repeated over the batch.
+- **Key padding masks.** Nodes that depend on one model input only and feed attention groups
+  only (HF's ``create_bidirectional_mask``: ``arange``, ``index``, ``__and__``, ``expand``) are
+  the mask's preparation. They are run on random 0/1 masks at trace time; when they compute
+  "key *j* is attended iff ``mask[n, j] != 0``" on every probe, the attention reads the model
+  input itself as its key padding mask; otherwise the model is refused by node name.
+- **Other nodes** go through the ``.pt2`` reader's ATen mapping (``program.Rebuild.call``),
+  one mapping for both.
+
+Shape arithmetic (``sym_size``, the literal sizes export bakes into ``view``) is settled for the
+traced size, as on the fx path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from weightio.errors import TraceError, UnsupportedLayerError
+from weightio.format.archive import Archive
+from weightio.frameworks.torch.common import qualified_name, torch_module
+from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES
+from weightio.frameworks.torch.read.base import TORCH_READ
+from weightio.frameworks.torch.read.program import Rebuild, install
+from weightio.frameworks.torch.read.trace import FxTraceError, eval_mode, read_torch_module
+
+#: The registry key of ``ExportedCall`` (a group whose call the live module cannot take as is).
+EXPORTED_CALL = f"{__name__}.ExportedCall"
+#: Random masks the preparation of a key padding mask is checked on.
+MASK_PROBES = 8
+_CLASSES: dict[str, type] = {}
+
+
+def exported_call_class() -> type:
+    """``ExportedCall(inner, pick, masks)``: ``inner(*args)[pick]``, with the arguments at
+    ``masks`` replaced by what the program's preparation makes of them. ``inner`` is held, not
+    registered, so its tensors stay at the live module's own state-dict keys.
+    """
+    if "ExportedCall" not in _CLASSES:
+        nn = torch_module("reading PyTorch modules").nn
+
+        class ExportedCall(nn.Module):
+            def __init__(self, inner: Any, pick: int | None, masks: dict[int, Any]) -> None:
+                super().__init__()
+                object.__setattr__(self, "inner", inner)
+                self.pick = pick
+                object.__setattr__(self, "masks", masks)
+
+            def forward(self, *args: Any) -> Any:
+                args = tuple(self.masks[i](a) if i in self.masks else a for i, a in enumerate(args))
+                out = self.inner(*args)
+                return out if self.pick is None else out[self.pick]
+
+        ExportedCall.__module__, ExportedCall.__qualname__ = __name__, "ExportedCall"
+        _CLASSES["ExportedCall"] = ExportedCall
+    return _CLASSES["ExportedCall"]
+
+
+MULTI_ARGUMENT_MODULES[EXPORTED_CALL] = lambda node: None  # its inner module's reader checks
+
+
+@TORCH_READ.register(EXPORTED_CALL, produces=())
+def _exported_call(call: Any, ctx: Any) -> Any:
+    """Read the live module the call wraps, with its own reader (which sees the mask inputs)."""
+    return TORCH_READ.lookup(qualified_name(call.inner), layer=ctx.layer_name)(call, ctx)
+
+
+def key_padding_inputs(call: Any) -> frozenset[int]:
+    """The argument positions a module call takes as (N, S) key padding masks (0 = padded)."""
+    return frozenset(getattr(call, "masks", {}) or ())
+
+
+def live_module(call: Any) -> Any:
+    """The module a reader reads: the wrapped one of an ``ExportedCall``, or the call itself."""
+    return getattr(call, "inner", call)
+
+
+def _stack_key(entry: Any) -> str:
+    return entry if isinstance(entry, str) else qualified_name(entry)
+
+
+class _Groups:
+    """Which live module each ATen node belongs to (see the module doc)."""
+
+    def __init__(self, gm: Any, live: Any) -> None:
+        self.of: dict[Any, tuple[str, str]] = {}  # node -> (stack key, module path)
+        self.members: dict[str, list[Any]] = {}
+        for node in gm.graph.nodes:
+            if node.op != "call_function":
+                continue
+            for key, (path, _cls) in (node.meta.get("nn_module_stack") or {}).items():
+                if not path:
+                    continue
+                try:
+                    sub = live.get_submodule(path)
+                except AttributeError:
+                    break
+                if qualified_name(sub) in TORCH_READ:
+                    self.of[node] = (key, path)
+                    self.members.setdefault(key, []).append(node)
+                    break
+
+
+def _recorded(gm: Any, examples: tuple[Any, ...]) -> dict[Any, Any]:
+    """Every node's value on the example inputs."""
+    torch = torch_module("reading PyTorch modules")
+    values: dict[Any, Any] = {}
+
+    class _Recorder(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            values[n] = super().run_node(n)
+            return values[n]
+
+    with torch.no_grad():
+        _Recorder(gm).run(*examples)
+    return values
+
+
+def _depends(gm: Any) -> dict[Any, frozenset[Any]]:
+    """The model inputs (placeholders) each node's value depends on."""
+    fx = torch_module("reading PyTorch modules").fx
+    deps: dict[Any, frozenset[Any]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            deps[node] = frozenset({node})
+            continue
+        inputs: list[Any] = []
+        fx.node.map_arg((node.args, node.kwargs), inputs.append)
+        deps[node] = frozenset().union(*(deps.get(n, frozenset()) for n in inputs))
+    return deps
+
+
+class ExportRebuild(Rebuild):
+    """The ``.pt2`` rebuild, with live-module groups, constants and key padding masks."""
+
+    def __init__(self, torch: Any, gm: Any, live: Any, examples: tuple[Any, ...]) -> None:
+        super().__init__(torch, gm)
+        self.live = live
+        self.values = _recorded(gm, examples)
+        self.deps = _depends(gm)
+        self.groups = _Groups(gm, live)
+        self.batch = int(examples[0].shape[0]) if examples and examples[0].dim() else None
+        self.done: set[str] = set()
+        self.constants: dict[Any, Any] = {}  # node -> get_attr node of its stored value
+        self.mask_of: dict[Any, Any] = {}  # prepared mask node -> the model input it reads
+        self._find_masks()
+
+    # -- what a node is -------------------------------------------------------------------
+
+    def is_constant(self, node: Any) -> bool:
+        """A computed tensor no model input changes (settled for the traced size)."""
+        return (node.op == "call_function" and not self.deps.get(node)
+                and isinstance(self.values.get(node), self.torch.Tensor))
+
+    def _users_outside(self, nodes: list[Any]) -> list[Any]:
+        inside = set(nodes)
+        return [n for n in nodes if any(u not in inside for u in n.users)]
+
+    def _find_masks(self) -> None:
+        """Ungrouped nodes on one input, read only by groups: a key padding mask's preparation
+        (``mask_of``, its last nodes) and every node only it reads (``mask_chain``).
+        """
+        for node in self.gm.graph.nodes:
+            if node.op != "call_function" or node in self.groups.of or self.is_constant(node):
+                continue
+            if (len(self.deps[node]) == 1 and node.users and _looks_like_mask(self.values.get(node))
+                    and all(u in self.groups.of for u in node.users)):
+                (self.mask_of[node],) = self.deps[node]
+        self.mask_chain = set(self.mask_of)
+        self.mask_chain.update(n for n in self.gm.graph.nodes if n.target in self.checks)
+        for node in reversed(list(self.gm.graph.nodes)):
+            if (node.op == "call_function" and node not in self.groups.of and node.users
+                    and all(u in self.mask_chain for u in node.users)):
+                self.mask_chain.add(node)
+
+    def _check_mask(self, node: Any, source: Any) -> Any:
+        """The preparation ``source -> node`` as a module, once it proves a key padding mask."""
+        torch = self.torch
+        nodes = [n for n in self.gm.graph.nodes
+                 if n in self.mask_chain and n.target not in self.checks and _feeds(n, node)]
+        graph, env = torch.fx.Graph(), {}
+        env[source] = graph.placeholder("mask")
+        for n in nodes:
+            if self.deps[n] - {source}:
+                raise _not_mask(node, f"reads another input than {source.name} (at {n.name})")
+            env[n] = graph.node_copy(n, lambda a: env[a] if a in env else self._literal(a, node))
+        graph.output(env[node])
+        prepare = torch.fx.GraphModule(torch.nn.Module(), graph, "KeyPaddingMask")
+        example = self.values[source]
+        generator = torch.Generator().manual_seed(0)
+        for probe in range(MASK_PROBES):
+            mask = (torch.rand(example.shape, generator=generator) < 0.6).to(example.dtype)
+            mask[:, 0] = 1  # a row of padding only is no sentence
+            if probe == 0:
+                mask = torch.ones_like(example)
+            with torch.no_grad():
+                out = prepare(mask)
+            attended = out if out.dtype == torch.bool else out == 0
+            if out.dtype != torch.bool and bool(((out != 0) & (out > -1e4)).any()):
+                raise _not_mask(node, "adds finite values where it masks")
+            want = (mask != 0)[:, None, None, :]
+            if out.dim() != 4 or not bool((attended == want).all()):
+                raise _not_mask(node, f"computes a mask of shape {list(out.shape)} that is not "
+                                "mask[n, j] != 0 for key j")
+        return prepare
+
+    def _literal(self, arg: Any, node: Any) -> Any:
+        if self.is_constant(arg) or arg in self.keys:
+            raise _not_mask(node, "reads a stored tensor")
+        raise _not_mask(node, f"reads {arg.name}")
+
+    # -- the rebuild ----------------------------------------------------------------------
+
+    def lookup(self, item: Any) -> Any:
+        """A constant as its stored tensor, anything else as the ``.pt2`` rebuild has it."""
+        if self.is_constant(item):
+            return self.constant(item)
+        return super().lookup(item)
+
+    def constant(self, node: Any) -> Any:
+        """A value no model input changes, stored (without its batch axis when it repeats)."""
+        if node not in self.constants:
+            value = self.values[node].detach()
+            if value.dim() >= 2 and self.batch and value.shape[0] in (1, self.batch) and bool(
+                (value == value[:1]).all()
+            ):
+                value = value[0]  # repeated over the batch: one sample's, as a stored tensor
+            group = self.groups.of.get(node)
+            key = f"{group[1]}.output" if group else f"{node.name}.value"
+            install(self.root, key, value.clone(), self.nn)
+            self.constants[node] = self.graph.get_attr(key)
+        return self.constants[node]
+
+    def call(self, node: Any) -> Any:
+        """Constants and mask preparation are made where read; a group at its output node."""
+        if self.is_constant(node):
+            return None  # made where it is read
+        if node in self.mask_chain:
+            return None  # the attention reads the model input; checked when the group is built
+        group = self.groups.of.get(node)
+        if group is None:
+            return super().call(node)
+        key, path = group
+        members = self.groups.members[key]
+        outputs = self._users_outside(members)
+        if len(outputs) != 1:
+            names = ", ".join(n.name for n in outputs)
+            raise UnsupportedLayerError(
+                f"module {path!r} gives {len(outputs)} values the rest of the program reads "
+                f"({names}); weightio reads modules with one output", layer=path)
+        if node is not outputs[0]:
+            return None  # the group is one call, made at its output
+        return self._group_call(node, key, path, members)
+
+    def _group_call(self, node: Any, key: str, path: str, members: list[Any]) -> Any:
+        torch = self.torch
+        inside = set(members)
+        external: list[Any] = []
+        for member in members:
+            for dep in _direct(member):
+                if dep in inside or dep in external or dep in self.keys or dep.op == "get_attr":
+                    continue
+                external.append(dep)
+        module = self.live.get_submodule(path)
+        if all(self.is_constant(dep) for dep in external) and external:
+            return self.constant(node)
+        masks, args = {}, []
+        for index, dep in enumerate(external):
+            if self.is_constant(dep) and _looks_like_mask(self.values[dep]):
+                if not _attends_all(self.values[dep]):
+                    raise _not_mask(dep, "is a constant mask that hides some keys")
+                if index != len(external) - 1:
+                    raise _not_mask(dep, "is not the module's last argument")
+                continue  # HF's mask of a model called without one: every key attended
+            if dep in self.mask_of:
+                masks[index] = self._check_mask(dep, self.mask_of[dep])
+                args.append(self.mask_of[dep])
+            else:
+                args.append(dep)
+        with torch.no_grad():
+            result = module(*[self.values[dep] for dep in external])
+        pick = None
+        if isinstance(result, (tuple, list)):
+            pick, result = 0, result[0]
+        want = self.values[node]
+        if not isinstance(result, torch.Tensor) or result.shape != want.shape or not torch.allclose(
+            result, want, rtol=1e-5, atol=1e-6
+        ):
+            raise UnsupportedLayerError(
+                f"module {path!r} ({qualified_name(module)}) called on the values the program "
+                f"gives it does not compute the program's {node.name}; weightio cannot tell "
+                "which of its arguments are which", layer=path)
+        if path not in self.done:  # a module called twice is installed once
+            call = exported_call_class()(module, pick, masks) if pick is not None or masks else module
+            install(self.root, path, call, self.nn)
+        elif pick is not None or masks:
+            raise UnsupportedLayerError(f"module {path!r} is called twice with masks or tuple "
+                                        "results; weightio reads one such call", layer=path)
+        self.done.add(path)
+        target = path
+        return self.graph.call_module(target, tuple(self.lookup(a) for a in args))
+
+
+def _looks_like_mask(value: Any) -> bool:
+    """A rank-4 boolean, or 0 / very negative floats: what attention adds or selects with."""
+    torch = torch_module("reading PyTorch modules")
+    if not isinstance(value, torch.Tensor) or value.dim() != 4:
+        return False
+    if value.dtype == torch.bool:
+        return True
+    return value.is_floating_point() and bool(((value == 0) | (value <= -1e4)).all())
+
+
+def _attends_all(value: Any) -> bool:
+    return bool(value.all()) if value.dtype == torch_module("reading").bool else bool((value == 0).all())
+
+
+def _direct(node: Any) -> list[Any]:
+    fx = torch_module("reading PyTorch modules").fx
+    found: list[Any] = []
+    fx.node.map_arg((node.args, node.kwargs), found.append)
+    return found
+
+
+def _feeds(node: Any, target: Any) -> bool:
+    pending, seen = list(node.users), set()
+    while pending:
+        user = pending.pop()
+        if user is target:
+            return True
+        if user not in seen:
+            seen.add(user)
+            pending.extend(user.users)
+    return node is target
+
+
+def _not_mask(node: Any, why: str) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"the attention mask node {node.name!r} {why}; weightio reads attention masks that are "
+        "a model input of 0/1 per key (HF's attention_mask)", layer=node.name)
+
+
+def _as_tuple(example_input: Any) -> tuple[Any, ...]:
+    return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+
+
+def read_exported(module: Any, example_input: Any, *, source_file: Any = None) -> Archive:
+    """Read ``module`` through ``torch.export`` (see the module doc)."""
+    torch = torch_module("reading PyTorch modules")
+    examples = _as_tuple(example_input)
+    if not all(isinstance(t, torch.Tensor) for t in examples):
+        raise TraceError("example_input= must be a tensor or a tuple of tensors")
+    with eval_mode(module):
+        try:
+            program = torch.export.export(module, examples, strict=False)
+        except Exception as exc:  # export raises many types; each means "not exportable"
+            raise TraceError(
+                f"torch.export could not export {qualified_name(module)} either "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
+        gm = program.module(check_guards=False)
+        rebuilt = ExportRebuild(torch, gm, module, examples).run()
+        archive = read_torch_module(rebuilt, example_input=examples, source_file=source_file)
+    spec = archive.spec
+    provenance = spec.provenance.model_copy(update={"source_class": qualified_name(module)})
+    spec = spec.model_copy(update={"provenance": provenance, "name": type(module).__name__})
+    return Archive(spec, archive.tensors)
+
+
+def read_module(module: Any, *, example_input: Any = None, source_file: Any = None) -> Archive:
+    """Read a live module: torch.fx first, torch.export when fx cannot trace it.
+
+    Raises:
+        TraceError: neither can trace it (export needs ``example_input=``).
+    """
+    try:
+        return read_torch_module(module, example_input=example_input, source_file=source_file)
+    except FxTraceError as exc:
+        if example_input is None:
+            raise TraceError(
+                f"{exc}. weightio reads such a module through torch.export when given "
+                "example_input= (a tensor, or a tuple of them, that forward accepts)"
+            ) from None
+    return read_exported(module, example_input, source_file=source_file)
+
