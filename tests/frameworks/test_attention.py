@@ -163,6 +163,41 @@ def test_scaled_dot_product_attention_called_directly_is_refused_by_name() -> No
     assert info.value.layer == "scaled_dot_product_attention"
 
 
+def _attention_by_definition(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+    """Keras MultiHeadAttention's einsums, in numpy (kernels [E, heads, dim], output [heads, dim, E])."""
+    qk, qb, kk, kb, vk, vb, ok, ob = weights
+    q, k, v = (np.einsum("nte,ehd->nthd", x, w) + b for w, b in ((qk, qb), (kk, kb), (vk, vb)))
+    scores = np.einsum("nthd,nshd->nhts", q, k) / np.sqrt(qk.shape[-1])
+    scores = np.exp(scores - scores.max(-1, keepdims=True))
+    scores /= scores.sum(-1, keepdims=True)
+    return np.einsum("nthd,hde->nte", np.einsum("nhts,nshd->nthd", scores, v), ok) + ob
+
+
+@pytest.mark.parametrize("steps", [3, 2], ids=["3-steps", "2-steps"])
+def test_one_wide_heads_over_as_many_steps_are_not_written_to_keras(steps: int) -> None:
+    """Found by the generative test: Keras's MultiHeadAttention(2 heads, key_dim=1) over 2 steps
+    returns other numbers than its definition (3 steps: the same). weightio refuses to write it."""
+    inp = keras.Input((steps, 2))
+    mha = keras.layers.MultiHeadAttention(2, 1)
+    model = keras.Model(inp, mha(inp, inp))
+    rng = np.random.default_rng(0)
+    mha.set_weights([rng.standard_normal(w.shape).astype("float32") for w in mha.get_weights()])
+    x = rng.standard_normal((2, steps, 2)).astype("float32")
+    keras_diff = relative_diff(_attention_by_definition(x, mha.get_weights()), np.asarray(model(x)))
+    torch.manual_seed(0)
+    attention = perturbed(SelfAttention(True, True, False))
+    attention.attn = perturbed(nn.MultiheadAttention(2, 2, batch_first=True))
+    archive = weightio.read(attention, example_input=torch.zeros(2, steps, 2))
+    if steps == 3:
+        assert keras_diff <= TOLERANCE
+        weightio.to_keras(archive)
+        return
+    assert keras_diff > 0.1, "Keras now computes this case right: lift the refusal in keras/write/attention.py"
+    with pytest.raises(UnsupportedLayerError, match="key_dim=1") as info:
+        weightio.to_keras(archive)
+    assert info.value.layer == "attn"
+
+
 # -- nn.TransformerEncoderLayer / nn.TransformerEncoder ----------------------------------------
 
 

@@ -146,9 +146,10 @@ def _one_slice(index: Any) -> tuple[int, slice] | None:
 
 def _one_index(index: Any, shape: tuple[int, ...] | None) -> tuple[int, int] | None:
     """``x[:, 0]`` (ViT's class token), ``x[:, :, 2]``: the axis and the non-negative index when
-    exactly one axis after the batch is indexed by a constant and the ones before it are whole.
+    exactly one axis after the batch is indexed by a constant and the others are whole (on a
+    tensor of rank 3 or more: something must remain besides the batch).
     """
-    if not isinstance(index, tuple) or len(index) < 2 or shape is None or len(index) > len(shape):
+    if not isinstance(index, tuple) or len(index) < 2 or shape is None or len(index) > len(shape) or len(shape) < 3:
         return None
     picks = [axis for axis, piece in enumerate(index) if not _full(piece)]
     if len(picks) != 1 or picks[0] == 0:
