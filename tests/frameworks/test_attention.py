@@ -338,3 +338,16 @@ def test_keras_ops_gelu_reads_with_its_approximation() -> None:
     x = 2 * _x(3, 6)
     assert relative_diff(np.asarray(model(x)), weightio.run(archive, x)) <= TOLERANCE
     assert relative_diff(np.asarray(model(x)), _out(weightio.to_torch(archive), x)) <= TOLERANCE
+
+
+def test_tanh_gelu_through_a_keras_file(tmp_path) -> None:
+    """The keras.ops.gelu operation through the Keras-free .keras writer, loaded and read back."""
+    torch.manual_seed(5)
+    model = perturbed(Mlp("tanh", False))
+    x = 3 * _x(4, 8)
+    result = weightio.convert(model, tmp_path / "mlp.keras", example_input=torch.from_numpy(x))
+    assert result.verification is not None and result.verification.passed
+    loaded = keras.saving.load_model(tmp_path / "mlp.keras")
+    assert relative_diff(_out(model, x), np.asarray(loaded(x))) <= TOLERANCE
+    acts = [layer.activation for layer in weightio.read(tmp_path / "mlp.keras").spec.layers if layer.kind == "activation"]
+    assert [(a.name, a.approximate) for a in acts] == [("gelu", True)]
