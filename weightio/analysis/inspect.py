@@ -190,7 +190,8 @@ def inspect_archive(
                     advance(count * itemsize(ref.dtype))
                 if native is None:
                     for part in stored:
-                        by_dtype[part.dtype] = by_dtype.get(part.dtype, 0) + math.prod(part.shape) * itemsize(part.dtype)
+                        part_bytes = math.prod(part.shape) * itemsize(part.dtype)
+                        by_dtype[part.dtype] = by_dtype.get(part.dtype, 0) + part_bytes
             if native is not None and layer.name in native:
                 tensors = [_native_info(t) for t in native[layer.name]]
             layers.append(_layer_info(spec, index, layer, tensors, shapes))

@@ -7,7 +7,7 @@ converted Keras model's, the numpy runtime's (from the archive alone), and that 
 model weightio writes back from the Keras model (Keras -> torch). Every comparison must agree to
 1e-5 relative to the output's scale (float32).
 
-resnet18 and mobilenet_v2 run in CI's fast set; the rest are marked slow (``--runslow``). With
+resnet18, mobilenet_v2 and a small VisionTransformer run in CI's fast set; the rest are marked slow (``--runslow``). With
 ``WEIGHTIO_MODELS_REPORT=<file.json>`` each test also records its result there, which
 ``scripts/gen_models_page.py`` turns into docs/models.md.
 """
@@ -42,17 +42,23 @@ pytestmark = [pytest.mark.keras, pytest.mark.torch]
 TOLERANCE = 1e-5
 
 #: (torchvision builder, input size): small inputs, every stage still sees a real feature map.
-FAST = [("resnet18", 64), ("mobilenet_v2", 32)]
+FAST = [("resnet18", 64), ("mobilenet_v2", 32), ("vit_small", 32)]
 SLOW = [("resnet50", 32), ("densenet121", 32), ("efficientnet_b0", 32), ("shufflenet_v2_x0_5", 32),
         ("convnext_tiny", 32), ("mobilenet_v3_small", 32), ("squeezenet1_0", 64), ("googlenet", 32),
-        ("regnet_x_400mf", 32), ("mnasnet0_5", 32), ("resnext50_32x4d", 32), ("alexnet", 64)]
+        ("regnet_x_400mf", 32), ("mnasnet0_5", 32), ("resnext50_32x4d", 32), ("alexnet", 64),
+        ("vit_b_16", 224)]
 #: Builder arguments beyond ``weights=None, num_classes=10``.
-KWARGS = {"googlenet": {"aux_logits": False, "init_weights": True}, "vit_b_16": {"image_size": 32}}
+KWARGS = {"googlenet": {"aux_logits": False, "init_weights": True}}
+#: Models built from their class rather than a torchvision builder: a small ViT (4 × 4 patches
+#: of 8 pixels, 2 encoder blocks of 2 heads), the same code as vit_b_16 at a test's size.
+CLASSES = {
+    "vit_small": ("VisionTransformer", {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2,
+                                        "hidden_dim": 32, "mlp_dim": 64}),
+}
 
 #: Models weightio refuses today, and the operation named in the refusal (a typed error naming
 #: the layer, raised while reading: nothing is half-converted).
 REFUSED = {
-    "vit_b_16": "self.class_token",  # a class token expanded over the batch (x.shape[0])
     "swin_t": "relative_position_bias_table",  # indexed by a stored index buffer
 }
 
@@ -84,7 +90,11 @@ def perturbed(name: str, seed: int = 0) -> object:
     """``torchvision.models.<name>`` with random weights, batch-norm statistics and affines
     moved off their defaults, and noise on every parameter; in eval mode."""
     torch.manual_seed(seed)
-    model = getattr(torchvision.models, name)(weights=None, num_classes=10, **KWARGS.get(name, {}))
+    if name in CLASSES:
+        cls, kwargs = CLASSES[name]
+        model = getattr(torchvision.models, cls)(num_classes=10, **kwargs)
+    else:
+        model = getattr(torchvision.models, name)(weights=None, num_classes=10, **KWARGS.get(name, {}))
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for module in model.modules():
@@ -92,8 +102,10 @@ def perturbed(name: str, seed: int = 0) -> object:
                 n = module.num_features
                 module.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
                 module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-        for param in model.parameters():
-            if param.ndim == 1:  # biases, batch-norm and layer-norm scales and shifts
+        for key, param in model.named_parameters():
+            # biases, norm scales and shifts, tensors initialised to zeros (ViT's class token and
+            # head) and ViT's position embedding
+            if param.ndim == 1 or not param.any() or key.endswith("pos_embedding"):
                 param.add_(0.1 * torch.randn(param.shape, generator=gen))
             else:
                 param.mul_(1 + 0.05 * torch.randn(param.shape, generator=gen))
@@ -127,6 +139,7 @@ def check_round_trip(name: str, size: int) -> dict:
         "input": [3, size, size],
         "layers": len(archive.spec.layers),
         "output_scale": float(np.max(np.abs(reference))),
+        "input_effect": float(np.max(np.abs(reference[0] - reference[1]))),
         "runtime": relative_diff(reference, weightio.run(archive, x)),
         "keras": relative_diff(reference, got_keras),
     }
@@ -146,6 +159,8 @@ def test_torchvision_model_converts_and_matches(name: str, size: int) -> None:
         raise
     _RESULTS[name] = result
     assert result["output_scale"] > 1e-2, "the output is too small for the comparison to mean anything"
+    if name.startswith("vit"):  # their zero-initialised head gave one output for every input
+        assert result["input_effect"] > 1e-2, "the two samples give one output: the input is not compared"
     for step in ("runtime", "keras", "back_to_torch"):
         if step in result:
             assert result[step] <= TOLERANCE, (step, result)
@@ -217,3 +232,21 @@ def test_stochastic_depth_applied_in_eval_mode_is_refused() -> None:
     with pytest.raises(UnsupportedLayerError, match="not supported") as info:
         weightio.read(Always(), example_input=torch.zeros(2, 3, 4, 4))
     assert info.value.layer
+
+
+def test_vit_reads_its_class_token_position_embedding_and_head_input() -> None:
+    """The pieces of torchvision's ViT, by kind: patchify (conv, reshape, permute), the class
+    token repeated over the batch (a ``parameter`` without its leading axis of 1) and
+    concatenated before the patches, the position embedding added (a learned constant), the
+    encoder blocks, and the head reading ``x[:, 0]`` (a slice and a reshape)."""
+    model = perturbed("vit_small")
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal((2, 3, 32, 32)).astype("float32"))
+    archive = weightio.read(model, example_input=x)
+    kinds = [layer.kind for layer in archive.spec.layers]
+    assert kinds[:6] == ["conv", "reshape", "permute", "parameter", "concatenate", "arithmetic"]
+    assert kinds[-3:] == ["slice", "reshape", "dense"] and kinds.count("multi_head_attention") == 2
+    token, add = archive.spec.layers[3], archive.spec.layers[5]
+    assert token.value.key == "class_token" and list(token.value.shape) == [1, 32]
+    assert add.learned and add.constant.key == "encoder.pos_embedding" and list(add.constant.shape) == [17, 32]
+    assert archive.spec.layers[4].inputs == [token.name, archive.spec.layers[2].name]
+    assert set(archive.tensors) == set(model.state_dict())

@@ -31,7 +31,7 @@ from weightio.frameworks.keras.read.layout import (
     multi_output_layers,
 )
 from weightio.frameworks.keras.read.nested import inline_nested
-from weightio.frameworks.keras.read.ops import split_layers
+from weightio.frameworks.keras.read.ops import parameter_chains, parameter_layer, split_layers
 from weightio.spec import spec_from_data
 from weightio.spec.base import LayerBase
 from weightio.spec.conv import PermuteLayer
@@ -137,6 +137,7 @@ def archive_from_keras_config(
     taken = {str((raw.get("config") or {}).get("name") or raw.get("name") or "")
              for raw in layer_configs if isinstance(raw, dict)}
     moved: dict[tuple[str, str], str] = {}
+    chains, chained = parameter_chains(layer_configs)
 
     inputs: list[InputSpec] = []
     layers: list[LayerBase] = []
@@ -151,6 +152,13 @@ def archive_from_keras_config(
             inputs.append(channels_input(inp) if tags.get(inp.name) == "channels" else inp)
             continue
         name = str(raw["config"].get("name") or raw.get("name") or "")
+        if name in chained:
+            continue  # read whole, as the chain's last layer
+        if name in chains:
+            pick, value = chains[name]
+            wiring = functional_inputs(pick, str(pick.get("name")), multi_output=splits)
+            layers.append(parameter_layer(name, wiring, value, tensors))
+            continue
         wiring = None if sequential else functional_inputs(raw, name, multi_output=splits)
         for move in forms.moves.get(name, []):
             wiring = _insert_move(move, wiring, layers, moved, taken, sequential)

@@ -39,7 +39,7 @@ from weightio.spec.activations import ActivationFn
 from weightio.spec.base import LayerBase
 from weightio.spec.core import ActivationLayer
 from weightio.spec.merge import MergeLayer
-from weightio.spec.ops import ArithmeticLayer, ReduceLayer, SliceLayer
+from weightio.spec.ops import ArithmeticLayer, ParameterLayer, ReduceLayer, SliceLayer
 
 NUMPY = "keras.src.ops.numpy"
 NN = "keras.src.ops.nn"
@@ -57,6 +57,7 @@ _ACTIVATIONS = {
     f"{NN}.Relu": "relu", f"{NN}.Relu6": "relu6", f"{NN}.Sigmoid": "sigmoid",
     f"{NN}.HardSigmoid": "hard_sigmoid", f"{NN}.HardSilu": "hard_silu", f"{NN}.Silu": "silu",
     f"{NN}.Softplus": "softplus", f"{NN}.Softsign": "softsign", f"{NUMPY}.Tanh": "tanh",
+    f"{NN}.Gelu": "gelu",
 }
 _REDUCE = {"Mean": "mean", "Max": "max", "Min": "min", "Sum": "sum"}
 
@@ -152,6 +153,11 @@ def _arithmetic(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
 def _activation(entry: KerasLayerEntry, tensors: TensorCollector) -> LayerBase:
     """``ops.relu6(x)``, ``ops.hard_sigmoid(x)`` (Keras 3: ``relu6(x + 3) / 6``), ``ops.hard_silu``."""
     expect_weights(entry, 0)
+    if entry.class_name == "Gelu":  # ops.gelu(x, approximate=True) is the keras.ops default
+        approximate = entry.config.get("approximate", True)
+        if not isinstance(approximate, bool):
+            raise NotExact(f"keras.ops gelu approximate={short(approximate)}")
+        return ActivationLayer(**layer_fields(entry), activation=ActivationFn(name="gelu", approximate=approximate))
     name = _ACTIVATIONS[f"{entry.module}.{entry.class_name}"]
     return ActivationLayer(**layer_fields(entry), activation=ActivationFn(name=name))  # type: ignore[arg-type]
 
@@ -309,3 +315,95 @@ def split_layers(entry: KerasLayerEntry) -> list[SliceLayer]:
         SliceLayer(**{**fields, "name": part_name(entry.name, k)}, axis=axis, start=start, stop=stop)
         for k, (start, stop) in enumerate(zip(bounds, bounds[1:]))
     ]
+
+
+# -- a stored value repeated over the batch (what the Keras writer makes of ``parameter``) ---------
+
+
+def _history_of(arg: Any) -> str | None:
+    history = (arg.get("config") or {}).get("keras_history") if is_tensor_ref(arg) else None
+    return str(history[0]) if isinstance(history, (list, tuple)) and history else None
+
+
+def _keras_value(value: Any) -> np.ndarray | None:
+    if isinstance(value, dict) and value.get("class_name") in ("__tensor__", "__numpy__"):
+        dtype = (value.get("config") or {}).get("dtype") or "float32"
+        value = (value.get("config") or {}).get("value")
+    elif isinstance(value, float):
+        dtype = "float32"
+    else:
+        return None
+    try:
+        return np.asarray(value, dtype=np.dtype(str(dtype)))
+    except (TypeError, ValueError):
+        return None
+
+
+def parameter_chains(layer_configs: list[Any]) -> tuple[dict[str, tuple[dict[str, Any], np.ndarray]], set[str]]:
+    """Find ``x[:, 0, …, 0]`` → ``zeros_like`` → (``Reshape`` to ones) → ``+ value``: the
+    ``parameter`` kind as its Keras writer spells it (a value repeated over the batch of ``x``).
+
+    Returns each chain's last layer name -> (the ``GetItem`` layer, the value), and the names of
+    the layers inside the chains, which are read as part of it. Only a chain whose inner layers
+    feed nothing else is folded; anything else is read layer by layer.
+    """
+    by_name = {str(raw.get("name")): raw for raw in layer_configs if isinstance(raw, dict)}
+    consumers: dict[str, list[str]] = {}
+    for name, raw in by_name.items():
+        for node in raw.get("inbound_nodes") or []:
+            args = node.get("args", []) if isinstance(node, dict) else []
+            for arg in _flatten_args(args):
+                source = _history_of(arg)
+                if source is not None:
+                    consumers.setdefault(source, []).append(name)
+
+    def single_user(name: str, class_name: str) -> dict[str, Any] | None:
+        users = consumers.get(name, [])
+        user = by_name.get(users[0]) if len(users) == 1 else None
+        return user if user is not None and user.get("class_name") == class_name else None
+
+    chains: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
+    inner: set[str] = set()
+    for name, raw in by_name.items():
+        if raw.get("class_name") != "GetItem" or raw.get("module") != NUMPY:
+            continue
+        args = node_arguments(raw)
+        key = args[1] if len(args) == 2 else None
+        if not (isinstance(key, (list, tuple)) and len(key) >= 2 and isinstance(key[0], dict)
+                and key[0].get("class_name") == "__slice__"
+                and all(k == 0 and not isinstance(k, bool) for k in key[1:])):
+            continue
+        zeros = single_user(name, "ZerosLike")
+        if zeros is None:
+            continue
+        step, chain = zeros, [name, str(zeros.get("name"))]
+        reshape = single_user(chain[-1], "Reshape")
+        if reshape is not None:
+            target = (reshape.get("config") or {}).get("target_shape")
+            if not isinstance(target, (list, tuple)) or any(d != 1 for d in target):
+                continue
+            step = reshape
+            chain.append(str(reshape.get("name")))
+        add = single_user(str(step.get("name")), "Add")
+        add_args = node_arguments(add) if add is not None else []
+        if add is None or add.get("module") != NUMPY or len(add_args) != 2 or _history_of(add_args[0]) != chain[-1]:
+            continue
+        value = _keras_value(add_args[1])
+        target_rank = len((reshape.get("config") or {}).get("target_shape")) if reshape is not None else 0
+        if value is None or value.ndim != target_rank or value.dtype.kind != "f":
+            continue
+        chains[str(add.get("name"))] = (raw, value)
+        inner.update(chain)
+    return chains, inner
+
+
+def _flatten_args(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [item for part in value for item in _flatten_args(part)]
+    return [value]
+
+
+def parameter_layer(name: str, inputs: list[str] | None, value: np.ndarray, tensors: TensorCollector) -> LayerBase:
+    """The ``parameter`` layer a chain found by ``parameter_chains`` stands for."""
+    return ParameterLayer(name=name, inputs=inputs, source_class="keras.ops zeros_like + value",
+                          value=tensors.add(name, "value", value))

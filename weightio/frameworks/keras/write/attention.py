@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from weightio.errors import UnsupportedLayerError
 from weightio.frameworks.keras.nesting import NESTED_WEIGHTS
 from weightio.frameworks.keras.write.base import (
     KERAS_WRITE,
@@ -37,6 +38,17 @@ def _attention(layer: Any, ctx: WriteContext) -> list[KerasLayer]:
     """MultiHeadAttention(num_heads, key_dim=E/heads) called as ``mha(x, x)``."""
     e, heads = layer.embed_dim, layer.num_heads
     d = e // heads
+    steps = ctx.shape[0] if ctx.shape else None
+    if d == 1 and steps in (None, heads):
+        # Found by the generative torch test: with key_dim 1 and as many steps as heads, Keras
+        # 3's MultiHeadAttention returns other numbers than its own einsums compute (its
+        # query_dense called as a layer differs from ops.einsum with the same kernel).
+        raise UnsupportedLayerError(
+            f"{heads} heads of width 1 over {steps or 'a free number of'} steps: Keras's "
+            "MultiHeadAttention computes other numbers than attention for key_dim=1 when the "
+            "sequence length equals num_heads, so weightio does not write it; use fewer heads",
+            layer=layer.name,
+        )
     dtype = keras_float_dtype(layer, layer.out_proj_weight)
     config = layer_config(
         ctx.name_of(layer), dtype, num_heads=heads, key_dim=d, value_dim=d, dropout=0.0,

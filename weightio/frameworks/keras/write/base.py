@@ -246,6 +246,9 @@ def standalone_activation(
         return same_shape_layer("LeakyReLU", name, dtype, shape, negative_slope=fn.negative_slope)
     if fn.name == "elu":
         return same_shape_layer("ELU", name, dtype, shape, alpha=fn.alpha)
+    if fn.name == "gelu" and fn.approximate:  # no layer or string: the keras.ops call
+        return KerasLayer("Gelu", {"name": name, "approximate": True}, shape, module="keras.src.ops.nn",
+                          registered_name="Gelu", call="args", call_args=[INPUT], output_dtype=dtype)
     if fn.name == "softmax":
         softmax = same_shape_layer("Softmax", name, dtype, shape, axis=fn.axis)
         softmax.call_kwargs = {"mask": None}

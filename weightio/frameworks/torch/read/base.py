@@ -16,8 +16,9 @@ from weightio.spec.base import LayerBase
 from weightio.spec.tensors import TensorRef
 
 #: A reader: ``(call, ctx) -> spec layer``. ``call`` is the module for ``call_module`` nodes
-#: and the bound arguments (a dict, every parameter explicit) for functions and methods.
-ReadFn = Callable[[Any, "ReadContext"], LayerBase]
+#: and the bound arguments (a dict, every parameter explicit) for functions and methods. A
+#: reader may return a list of layers (a composition), the last one named ``ctx.layer_name``.
+ReadFn = Callable[[Any, "ReadContext"], "LayerBase | list[LayerBase]"]
 
 TORCH_READ: Registry[ReadFn] = Registry("torch", "read")
 
@@ -63,6 +64,16 @@ class ReadContext:
     #: (``tensor_identity``), and each further state-dict key of a tensor stored already.
     stored: dict[tuple, str] = field(default_factory=dict)
     tied: dict[str, str] = field(default_factory=dict)
+    #: Reserves a fresh layer name (for a reader returning several layers, the last one the
+    #: node's output under ``layer_name``).
+    fresh: Callable[[str], str] | None = None
+    #: What graph passes recorded on the node (``torch.fx`` ``node.meta``).
+    node_meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def fresh_name(self, suffix: str) -> str:
+        """A unique name for an extra layer of this node: ``<layer_name>_<suffix>``."""
+        wanted = f"{self.layer_name}_{suffix}"
+        return self.fresh(wanted) if self.fresh else wanted
 
     def tensor(self, param: str, value: Any) -> TensorRef:
         """Store a module's tensor under its state-dict key ``<module path>.<param>``.

@@ -20,7 +20,7 @@ from weightio.frameworks.torch.read.base import (
     TORCH_READ,
     ReadContext,
 )
-from weightio.frameworks.torch.read.static import BATCH
+from weightio.frameworks.torch.read.static import is_batch
 from weightio.layouts.transforms import same_padding
 from weightio.spec.base import LayerBase
 from weightio.spec.conv import (
@@ -332,7 +332,7 @@ def _shape_args(args: Mapping[str, Any], key: str) -> tuple[int, ...]:
         values = [args["shape"]]
     if len(values) == 1 and isinstance(values[0], (tuple, list)):
         values = list(values[0])
-    if values and values[0] is BATCH:  # view(x.size(0), …): the batch, as view(-1, …)
+    if values and is_batch(values[0]):  # view(x.size(0), …): the batch, as view(-1, …)
         values[0] = -1
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ValueError(key)

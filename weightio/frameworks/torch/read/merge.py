@@ -15,6 +15,7 @@ from weightio.frameworks.torch.read.base import (
 )
 from weightio.frameworks.torch.read.tuples import GETITEM_TAG
 from weightio.spec.base import LayerBase
+from weightio.spec.conv import ReshapeLayer
 from weightio.spec.core import IdentityLayer
 from weightio.spec.merge import ConcatenateLayer, LastStepLayer, MergeLayer
 from weightio.spec.ops import ArithmeticLayer, SliceLayer
@@ -54,6 +55,8 @@ def _with_stored(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     traced = args["other"] if first else ctx.data
     shape = getattr(traced.meta.get("tensor_meta"), "shape", None) if _is_node(traced) else None
     value = stored.value
+    if shape is not None and value.dim() == len(shape) and int(value.shape[0]) == 1:
+        value = value[0]  # ViT's pos_embedding [1, T, E]: the same numbers, without the batch axis
     if shape is None or value.dim() > len(shape) - 1:
         raise ctx.refuse(
             f"the stored tensor {stored.key!r} of shape {list(value.shape)} must broadcast "
@@ -141,7 +144,23 @@ def _one_slice(index: Any) -> tuple[int, slice] | None:
     return cut[0], piece
 
 
-@TORCH_READ.register("operator.getitem", produces=("last_step", "slice"))
+def _one_index(index: Any, shape: tuple[int, ...] | None) -> tuple[int, int] | None:
+    """``x[:, 0]`` (ViT's class token), ``x[:, :, 2]``: the axis and the non-negative index when
+    exactly one axis after the batch is indexed by a constant and the others are whole (on a
+    tensor of rank 3 or more: something must remain besides the batch).
+    """
+    if not isinstance(index, tuple) or len(index) < 2 or shape is None or len(index) > len(shape) or len(shape) < 3:
+        return None
+    picks = [axis for axis, piece in enumerate(index) if not _full(piece)]
+    if len(picks) != 1 or picks[0] == 0:
+        return None
+    axis, value = picks[0], index[picks[0]]
+    if not isinstance(value, int) or isinstance(value, bool) or not -shape[axis] <= value < shape[axis]:
+        return None
+    return axis, value % shape[axis]
+
+
+@TORCH_READ.register("operator.getitem", produces=("last_step", "slice", "reshape"))
 def _getitem(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
     """``x[:, -1]``/``x[:, -1, :]`` is a last step; ``result[0]``, ``[1]``, ``[-1]``… are tuple
     picks resolved by ``resolve_tuples``.
@@ -160,6 +179,12 @@ def _getitem(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
         axis, piece = sliced
         return SliceLayer(**ctx.base(), axis=axis, start=0 if piece.start is None else piece.start,
                           stop=piece.stop, step=1 if piece.step is None else piece.step)
+    picked = _one_index(index, ctx.input_shape)
+    if picked is not None:
+        axis, start = picked
+        cut = SliceLayer(**{**ctx.base(), "name": ctx.fresh_name("slice")}, axis=axis, start=start, stop=start + 1)
+        shape = tuple(d for i, d in enumerate(ctx.input_shape or ()) if i not in (0, axis))
+        return [cut, ReshapeLayer(**{**ctx.base(), "inputs": [cut.name]}, target_shape=shape)]
     if isinstance(index, int) and not isinstance(index, bool) and index in (0, 1, -1, -2):
         return IdentityLayer(**{**ctx.base(), "source_class": f"{GETITEM_TAG}{index}"})
     raise ctx.refuse(

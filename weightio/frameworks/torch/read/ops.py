@@ -10,11 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from weightio.frameworks.torch.read.base import FUNCTION_PARAMETERS, TORCH_READ, ReadContext
+from weightio.frameworks.torch.read.base import (
+    FUNCTION_PARAMETERS,
+    PARAMETER_KEYS,
+    TORCH_READ,
+    ReadContext,
+    StoredTensor,
+)
 from weightio.frameworks.torch.read.conv import SHAPE_CHANGING
+from weightio.frameworks.torch.read.static import is_batch
 from weightio.spec.base import LayerBase
 from weightio.spec.conv import GlobalPoolLayer
-from weightio.spec.ops import ReduceLayer
+from weightio.spec.ops import ParameterLayer, ReduceLayer
 
 #: Registry key prefix -> (spec reduce op, the name of the keep-dims argument).
 _REDUCTIONS = {"mean": "mean", "amax": "max", "amin": "min", "sum": "sum"}
@@ -62,3 +69,39 @@ def _register() -> None:
 
 
 _register()
+
+
+# -- a parameter repeated over the batch --------------------------------------------------------
+
+_EXPAND = "method:expand"
+
+
+@TORCH_READ.register(_EXPAND, produces=("parameter",))
+def _expand(args: Mapping[str, Any], ctx: ReadContext) -> LayerBase:
+    """``self.class_token.expand(x.shape[0], -1, -1)`` (ViT's class token): the stored tensor,
+    its leading axis of 1 dropped, repeated over the batch of ``x``. Stored under its state-dict
+    key without that axis (the spec's values have no batch axis).
+    """
+    stored = ctx.data
+    sizes = [args[k] for k in sorted(args) if k.startswith("d") and args[k] is not None]
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = list(sizes[0])
+    if not isinstance(stored, StoredTensor):
+        raise ctx.refuse("expand of a traced tensor is not mapped; weightio reads a stored parameter "
+                         "expanded over the batch (self.class_token.expand(n, -1, -1))")
+    value = stored.value
+    rest = sizes[1:]
+    if (
+        not sizes or not is_batch(sizes[0]) or len(sizes) != value.dim() or int(value.shape[0]) != 1
+        or not all(s == -1 or s == int(d) for s, d in zip(rest, value.shape[1:]))
+        or len(ctx.inputs) != 1
+    ):
+        raise ctx.refuse(
+            f"expand{tuple(sizes)} of {stored.key!r} (shape {list(value.shape)}): weightio reads a "
+            "parameter with a leading axis of 1 expanded to the batch size x.shape[0] and -1 elsewhere"
+        )
+    return ParameterLayer(**ctx.base(), value=ctx.tensor(stored.key, value[0]))
+
+
+FUNCTION_PARAMETERS[_EXPAND] = tuple((f"d{i}", None) for i in range(8))
+PARAMETER_KEYS.add(_EXPAND)

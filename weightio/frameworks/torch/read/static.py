@@ -30,13 +30,24 @@ _PIECES = frozenset({"chunk", "split"})
 
 
 class _Batch:
-    """The batch size: free in the converted model, so never folded into a number."""
+    """The batch size: free in the converted model, so never folded into a number. ``source``
+    is the traced tensor whose size it is (``x.shape[0]``), for a layer that needs a batch to
+    repeat a value over (``self.class_token.expand(n, -1, -1)``).
+    """
+
+    def __init__(self, source: Any = None) -> None:
+        self.source = source
 
     def __repr__(self) -> str:
         return "BATCH"
 
 
 BATCH = _Batch()
+
+
+def is_batch(value: Any) -> bool:
+    """Whether ``value`` is the (free) batch size of some traced tensor."""
+    return isinstance(value, _Batch)
 
 
 def _fx() -> Any:
@@ -77,7 +88,7 @@ def _shape_of(node: Any) -> tuple[Any, ...]:
         raise UnsupportedLayerError(
             f"reads the shape of {node.name!r}, which is not a tensor", layer=node.name
         )
-    return (BATCH, *(int(d) for d in shape[1:]))
+    return (_Batch(node), *(int(d) for d in shape[1:]))
 
 
 def _evaluate(node: Any, values: dict[Any, Any]) -> Any:
@@ -86,11 +97,11 @@ def _evaluate(node: Any, values: dict[Any, Any]) -> Any:
         return len(_shape_of(node.args[0]))
     if node.op == "call_method" or _is_getattr_shape(node):
         shape = _shape_of(node.args[0])
-        dim = args[1] if len(args) > 1 else node.kwargs.get("dim")
+        dim = None if _is_getattr_shape(node) else args[1] if len(args) > 1 else node.kwargs.get("dim")
         return shape if dim is None else shape[dim]
     if node.target is operator.getitem:
         return args[0][args[1]]
-    if any(a is BATCH for a in args):
+    if any(is_batch(a) for a in args):
         raise UnsupportedLayerError(
             f"computes {node.target.__name__} with the batch size (fx node {node.name!r}); the "
             "converted model takes any batch, so weightio reads the batch only where torch "

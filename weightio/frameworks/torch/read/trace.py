@@ -10,6 +10,7 @@ computes) and its train/eval flags are restored afterwards.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
@@ -21,7 +22,12 @@ from weightio.errors import SpecValidationError, TraceError, UnsupportedLayerErr
 from weightio.format.archive import Archive
 from weightio.format.provenance import provenance
 from weightio.frameworks.torch.common import qualified_name, torch_dtype_name, torch_module
-from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES
+from weightio.frameworks.torch.read.attention import (
+    FUNCTION_REFUSALS,
+    MULTI_ARGUMENT_MODULES,
+    TRACED_FORWARDS,
+    fold_sequence_first,
+)
 from weightio.frameworks.torch.read.base import (
     PARAMETER_KEYS,
     TORCH_READ,
@@ -30,7 +36,7 @@ from weightio.frameworks.torch.read.base import (
     bind_arguments,
 )
 from weightio.frameworks.torch.read.conv import SHAPE_CHANGING
-from weightio.frameworks.torch.read.static import fold_static, static_nodes
+from weightio.frameworks.torch.read.static import fold_static, is_batch, static_nodes
 from weightio.frameworks.torch.read.tuples import MULTI_TENSOR_KEYS, resolve_tuples
 from weightio.layouts.flow import mark_channel_inputs
 from weightio.spec.base import LayerBase
@@ -93,16 +99,49 @@ def eval_mode(module: Any) -> Iterator[None]:
             m.training = flag
 
 
+@contextmanager
+def _traced_root(module: Any) -> Iterator[None]:
+    """A root whose class has a traced forward runs it while fx traces (fx calls the class's
+    ``forward``): its class is swapped for a subclass with that forward, then restored.
+    """
+    traced = TRACED_FORWARDS.get(qualified_name(module))
+    if traced is None:
+        yield
+        return
+    cls = type(module)
+
+    def forward(self: Any, src: Any) -> Any:
+        return traced(self, cls.__name__, src)
+
+    module.__class__ = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__,
+                                                   "__qualname__": cls.__qualname__})
+    try:
+        yield
+    finally:
+        module.__class__ = cls
+
+
 def _trace(module: Any) -> Any:
     torch = torch_module("reading PyTorch modules")
     try:
         class _Tracer(torch.fx.Tracer):  # a module with a reader is a leaf, like torch.nn's
             def is_leaf_module(self, m: Any, qualname: str) -> bool:
+                if qualified_name(m) in TRACED_FORWARDS:
+                    return False
                 return qualified_name(m) in TORCH_READ or super().is_leaf_module(m, qualname)
 
+            def call_module(self, m: Any, forward: Any, args: Any, kwargs: Any) -> Any:
+                traced = TRACED_FORWARDS.get(qualified_name(m))
+                if traced is not None:
+                    forward = functools.partial(traced, m, self.path_of_module(m))
+                return super().call_module(m, forward, args, kwargs)
+
         tracer = _Tracer()
-        graph = tracer.trace(module)
+        with _traced_root(module):
+            graph = tracer.trace(module)
         return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
+    except UnsupportedLayerError:
+        raise  # a traced forward refusing what it cannot map (a mask), by name
     except Exception as exc:  # fx raises many types; each means "not traceable as written"
         raise FxTraceError(
             f"torch.fx could not trace {qualified_name(module)} ({type(exc).__name__}: {exc}). "
@@ -120,6 +159,12 @@ def _is_supported(node: Any, root: Any) -> bool:
 
 def _unsupported(node: Any, root: Any, op: str) -> UnsupportedLayerError:
     users = ", ".join(user.name for user in node.users) or "nothing"
+    reason = FUNCTION_REFUSALS.get(getattr(node.target, "__name__", None)) if node.op == "call_function" else None
+    if reason is not None:
+        return UnsupportedLayerError(
+            f"the operation {op} (fx node {node.name!r}, read by {users}) in {qualified_name(root)}: {reason}",
+            layer=node.name,
+        )
     return UnsupportedLayerError(
         f"the operation {op} (fx node {node.name!r}, read by {users}) in "
         f"{qualified_name(root)} is not supported yet; weightio reads the nn modules, "
@@ -329,6 +374,12 @@ def _check_call(node: Any, root: Any, key: str, static: set[Any]) -> None:
 def _sources(node: Any, names: dict[Any, str], root: Any) -> list[str]:
     """Names of the inputs and layers feeding ``node``."""
     feeding = [dep for dep in _nodes_in((node.args, node.kwargs)) if dep.op != "get_attr"]
+    if not feeding:  # self.class_token.expand(x.shape[0], ...): the batch comes from x
+        found: list[Any] = []
+        torch_module("reading PyTorch modules").fx.node.map_aggregate(
+            (node.args, node.kwargs), lambda v: found.append(v.source) if is_batch(v) and v.source else v
+        )
+        feeding = found[:1]
     for dep in feeding:
         if dep not in names:
             raise _unsupported(dep, root, f"the value of {dep.op} {dep.target}")
@@ -371,6 +422,8 @@ def _read_node(
         data=data,
         stored=shared.stored,
         tied=shared.tied,
+        fresh=namer.take,
+        node_meta=node.meta,
     )
     if is_module:
         module = root.get_submodule(node.target)
@@ -464,6 +517,7 @@ def read_torch_module(
         examples = _example_inputs(placeholders, module, example_input)
         _propagate_shapes(gm, module, examples)
         fold_static(gm)
+        fold_sequence_first(gm, module)
     namer, names, arrays = _Namer(), {}, {}
     shared = ReadContext("", [], "", None, arrays=arrays)  # the tensors stored so far, and ties
     inputs, layers, outputs = [], [], []
@@ -480,16 +534,11 @@ def read_torch_module(
             continue  # a stored tensor: its readers take it as an argument
         else:
             read = _read_node(node, module, names, namer, arrays, shared)
-            # A composite module (HF BERT's attention block) reads as several layers, named
-            # under its path; the node's value is the last one's.
-            for layer in read if isinstance(read, list) else []:
-                if namer.take(layer.name) != layer.name:
-                    raise SpecValidationError(f"layer name {layer.name!r} is used twice", layer=layer.name)
-            for layer in read[:-1] if isinstance(read, list) else []:
-                layers.append(layer)
-            layer = read[-1] if isinstance(read, list) else read
-            names[node] = layer.name
-            layers.append(layer)
+            read = read if isinstance(read, list) else [read]  # a composition: the last is the node
+            for layer in read:  # names a reader made itself (HF BERT's, under its module path)
+                namer.used.add(layer.name)
+            names[node] = read[-1].name
+            layers.extend(read)
     layers, outputs = resolve_tuples(layers, outputs)
     unused = [key for key in _unused_keys(module, arrays) if key not in shared.tied]
     spec = mark_channel_inputs(ModelSpec(
