@@ -118,8 +118,8 @@ def functional_inputs(
 ) -> list[str]:
     """The layers/inputs a Functional layer reads, from its single inbound node.
 
-    A layer called twice shares its weights between calls; the spec has one call per layer, so
-    that is refused rather than silently duplicated. Output ``k`` of a call in ``multi_output``
+    A layer called twice has been split into one entry per call before this
+    (``read/shared.split_calls``); one still called twice here is refused. Output ``k`` of a call in ``multi_output``
     (an ``ops.split``) is read as its own spec tensor, ``part_name(source, k)``.
     """
     nodes = layer.get("inbound_nodes") or []

@@ -32,6 +32,7 @@ from weightio.frameworks.keras.read.layout import (
 )
 from weightio.frameworks.keras.read.nested import inline_nested
 from weightio.frameworks.keras.read.ops import parameter_chains, parameter_layer, split_layers
+from weightio.frameworks.keras.read.shared import share_tensors, split_calls
 from weightio.spec import spec_from_data
 from weightio.spec.base import LayerBase
 from weightio.spec.conv import PermuteLayer
@@ -109,7 +110,8 @@ def archive_from_keras_config(
 
     Raises:
         UnsupportedSourceError: not a Sequential/Functional config, or a Sequential never built.
-        UnsupportedLayerError: shared layers, quantized layers, multi-output layer wiring.
+        UnsupportedLayerError: quantized layers, multi-output layer wiring, a shared layer whose
+            calls read differently (one called twice reads as one spec layer per call).
         MalformedFileError: a config that does not follow Keras's format.
     """
     model_config = dict(model_config)
@@ -125,6 +127,7 @@ def archive_from_keras_config(
             f"the model is {foreign}; weightio reads Keras' own Sequential and Functional models"
         )
     model_config, layer_weights = inline_nested(model_config, layer_weights)
+    model_config, layer_weights, copies = split_calls(model_config, layer_weights)
     class_name = model_config.get("class_name")
     config = model_config.get("config") or {}
     layer_configs = config.get("layers")
@@ -211,6 +214,7 @@ def archive_from_keras_config(
     prov = provenance.model_copy(
         update={"transforms": sorted(set(provenance.transforms) | set(transforms))}
     )
+    layers = share_tensors(layers, tensors.arrays, copies)
     spec_data = {
         "name": str(config.get("name") or "keras_model"),
         "provenance": prov.model_dump(),

@@ -105,7 +105,7 @@ def _as_functional(model: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list
 _SEQUENTIAL_INPUT = "\x00input"
 
 
-def _endpoints(value: Any) -> list[Ref]:
+def endpoint_refs(value: Any) -> list[Ref]:
     """``[name, 0, 0]`` or a list (or dict) of them, as references."""
     if isinstance(value, dict):
         value = list(value.values())
@@ -115,7 +115,7 @@ def _endpoints(value: Any) -> list[Ref]:
         return [_ref(value, value)]
     refs: list[Ref] = []
     for item in value:
-        refs.extend([(item, 0, 0)] if isinstance(item, str) else _endpoints(item))
+        refs.extend([(item, 0, 0)] if isinstance(item, str) else endpoint_refs(item))
     return refs
 
 
@@ -127,19 +127,19 @@ def _ref(history: Any, where: Any) -> Ref:
     raise MalformedFileError(f"a tensor reference is not [layer, node, tensor]: {short(where)}")
 
 
-def _rewrite(value: Any, resolve: Any) -> Any:
+def rewrite_refs(value: Any, resolve: Any) -> Any:
     """A copy of a node with every ``keras_history`` reference passed through ``resolve``."""
     if isinstance(value, dict):
         if value.get("class_name") == "__keras_tensor__" and isinstance(value.get("config"), dict):
             config = dict(value["config"])
             config["keras_history"] = list(resolve(_ref(config.get("keras_history"), value)))
             return {**value, "config": config}
-        return {key: _rewrite(item, resolve) for key, item in value.items()}
+        return {key: rewrite_refs(item, resolve) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(item, (list, tuple)) and len(item) >= 3 and isinstance(item[0], str)
                          for item in value):  # a Keras 2 node: [[name, node, tensor, kwargs], ...]
             return [[*resolve(_ref(item[:3], value)), *item[3:]] for item in value]
-        return [_rewrite(item, resolve) for item in value]
+        return [rewrite_refs(item, resolve) for item in value]
     return value
 
 
@@ -170,7 +170,7 @@ class _Inliner:
         top, where its ``InputLayer`` entries stay).
         """
         layers, input_endpoints, output_endpoints = _as_functional(model)
-        inputs = [ref[0] for ref in _endpoints(input_endpoints)]
+        inputs = [ref[0] for ref in endpoint_refs(input_endpoints)]
         binding: dict[str, Ref] = {}
         if bound is not None:
             if len(bound) != len(inputs):
@@ -214,11 +214,11 @@ class _Inliner:
             self.names.add(full)
             entry = {**raw, "name": full, "config": {**raw["config"], "name": full}}
             if "inbound_nodes" in raw:
-                entry["inbound_nodes"] = _rewrite(raw["inbound_nodes"], resolve)
+                entry["inbound_nodes"] = rewrite_refs(raw["inbound_nodes"], resolve)
             self.layers.append(entry)
             if raw.get("class_name") != "InputLayer":
                 self.weights_out[full] = self._arrays(full, prefix)
-        return [resolve(ref) for ref in _endpoints(output_endpoints)]
+        return [resolve(ref) for ref in endpoint_refs(output_endpoints)]
 
     def _arrays(self, full: str, prefix: str) -> list[np.ndarray]:
         if full in self.weights:
