@@ -87,6 +87,7 @@ def test_killed_attempts_leave_no_temp_file(run: Path, tmp_path: Path, scheduler
     assert report.ok and not stale.exists() and temp_files(out) == []
 
 
+@pytest.mark.slow  # CLI processes on a cluster: the default set keeps the API path
 def test_cli_summary_and_json(run: Path, tmp_path: Path, scheduler: str) -> None:
     done = cli("batch", "convert", str(run), "--out", str(tmp_path / "out"), "--scheduler", scheduler)
     assert done.returncode == 1, done.stderr
