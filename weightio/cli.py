@@ -163,9 +163,9 @@ def main_options(
 @app.command()
 @handles_errors
 def convert(
-    source: Annotated[Path, typer.Argument(help="Model file: .keras, .h5, .pt, .safetensors …")],
+    source: Annotated[str, typer.Argument(help="Model file: .keras, .h5, .pt, .safetensors … (or a URL)")],
     destination: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="Output: .safetensors (archive), .keras, .pt2, .pt, .skops or .joblib"
         ),
@@ -257,7 +257,7 @@ def _note_picked_key(archive: Any, options: dict[str, Any]) -> None:
 @app.command()
 @handles_errors
 def inspect(
-    source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
+    source: Annotated[str, typer.Argument(help="Archive or any model file weightio reads (or a URL).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
     trust_pickle: TrustPickleOption = False,
     key: KeyOption = None,
@@ -311,8 +311,8 @@ def inspect(
 @app.command("diff")
 @handles_errors
 def diff_verb(
-    a: Annotated[Path, typer.Argument(help="The reference checkpoint (any file weightio reads).")],
-    b: Annotated[Path, typer.Argument(help="The checkpoint compared with it.")],
+    a: Annotated[str, typer.Argument(help="The reference checkpoint (any file weightio reads, or a URL).")],
+    b: Annotated[str, typer.Argument(help="The checkpoint compared with it.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the documented JSON shape.")] = False,
     atol: Annotated[float, typer.Option(help="Unchanged when |B - A| <= atol + rtol * |A|.")] = 0.0,
     rtol: Annotated[float, typer.Option(help="Relative tolerance (see --atol).")] = 0.0,
@@ -452,7 +452,7 @@ def run(
 @app.command()
 @handles_errors
 def verify(
-    archive: Annotated[Path, typer.Argument(help="A weightio .safetensors archive.")],
+    archive: Annotated[str, typer.Argument(help="A weightio .safetensors archive (or its URL).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Check every tensor of ARCHIVE against the digest (BLAKE3 or sha256) recorded when written."""
@@ -816,7 +816,8 @@ app.add_typer(batch_app, name="batch")
 @handles_errors
 def batch_convert(
     sources: Annotated[
-        list[str], typer.Argument(help="Checkpoints: files, folders, globs or URLs (s3://…).")
+        list[str], typer.Argument(metavar="SOURCES",
+                                  help="Checkpoints: files, folders, globs or URLs (s3://…).")
     ],
     out: Annotated[str, typer.Option("--out", metavar="DIR", help="Folder (or URL) for the archives.")],
     scheduler: SchedulerOption = None,
@@ -863,7 +864,8 @@ def batch_convert(
 @handles_errors
 def track_verb(
     sources: Annotated[
-        list[str], typer.Argument(help="A run's checkpoints: files, folders, globs or URLs.")
+        list[str], typer.Argument(metavar="SOURCES",
+                                  help="A run's checkpoints: files, folders, globs or URLs.")
     ],
     step_from: Annotated[
         str | None,
@@ -907,8 +909,13 @@ def track_verb(
     print_track(report, console())
 
 
-def _are_runs(a: Path, b: Path) -> bool:
+def _are_runs(a: str, b: str) -> bool:
     """Two folders that no reader claims as a model (a Hugging Face folder is one): two runs."""
+    from weightio.format import remote
+
+    if remote.is_remote(a) or remote.is_remote(b):
+        return False
+    a, b = Path(remote.as_local(a)), Path(remote.as_local(b))
     if not (a.is_dir() and b.is_dir()):
         return False
     from weightio.errors import UnsupportedSourceError
@@ -923,7 +930,7 @@ def _are_runs(a: Path, b: Path) -> bool:
     return True
 
 
-def _diff_runs(a: Path, b: Path, *, as_json: bool, step_from: str | None, scheduler: str | None,
+def _diff_runs(a: str, b: str, *, as_json: bool, step_from: str | None, scheduler: str | None,
                options: dict[str, Any]) -> None:
     """``weightio diff RUN_A/ RUN_B/``: exit 0 if the runs are identical, 1 if they differ."""
     from weightio.batch.runs import diff_runs

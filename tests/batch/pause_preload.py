@@ -2,7 +2,7 @@
 
 Set on the worker that the kill test SIGKILLs mid-write: at the atomic writer's
 ``header-written`` step (a temp file holding a placeholder header beside the target) the task
-touches ``$WEIGHTIO_TEST_PAUSE_MARKER`` and sleeps until the test kills the worker.
+writes the key of the task it runs to ``$WEIGHTIO_TEST_PAUSE_MARKER`` and sleeps until the test kills the worker.
 """
 
 import os
@@ -14,7 +14,10 @@ from weightio.format import atomic
 
 def _pause(point: str) -> None:
     if point == "header-written":
-        Path(os.environ["WEIGHTIO_TEST_PAUSE_MARKER"]).write_text(str(os.getpid()))
+        from distributed import get_worker
+
+        executing = [str(getattr(task, "key", task)) for task in get_worker().state.executing]
+        Path(os.environ["WEIGHTIO_TEST_PAUSE_MARKER"]).write_text("\n".join(executing))
         time.sleep(600)
 
 

@@ -25,7 +25,8 @@ def scheduler() -> str:
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+                      dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+                      silence_logs=logging.ERROR) as cluster:
         yield cluster.scheduler_address
 
 
@@ -87,6 +88,7 @@ def test_killed_attempts_leave_no_temp_file(run: Path, tmp_path: Path, scheduler
     assert report.ok and not stale.exists() and temp_files(out) == []
 
 
+@pytest.mark.slow  # CLI processes on a cluster: the default set keeps the API path
 def test_cli_summary_and_json(run: Path, tmp_path: Path, scheduler: str) -> None:
     done = cli("batch", "convert", str(run), "--out", str(tmp_path / "out"), "--scheduler", scheduler)
     assert done.returncode == 1, done.stderr

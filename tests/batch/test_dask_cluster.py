@@ -7,6 +7,7 @@ the other worker and every archive verifies."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -92,12 +93,15 @@ def test_a_worker_killed_mid_write_leaves_no_partial_file(tmp_path: Path,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
         try:
             deadline = time.monotonic() + 120
-            while not marker.exists():
+            while not (marker.exists() and marker.read_text()):
                 assert batch.poll() is None, batch.communicate()
                 assert time.monotonic() < deadline, "worker 0 never started writing an archive"
                 time.sleep(0.05)
-            partial = temp_files(out)
-            assert len(partial) == 1  # worker 0 is mid-write: a temp file holding only a header
+            # worker 0 is mid-write of file INDEX: its temp file holds only a header
+            index = int(re.search(r"weightio-convert-(\d+)-", marker.read_text()).group(1))
+            victim = sorted(sources)[index].stem + ".safetensors"
+            partial = [p for p in temp_files(out) if p.name.startswith(f".{victim}.weightio-tmp-")]
+            assert len(partial) == 1 and not (out / victim).exists()
             cluster.kill_worker(0)
             stdout, stderr = batch.communicate(timeout=240)
         finally:
@@ -106,7 +110,6 @@ def test_a_worker_killed_mid_write_leaves_no_partial_file(tmp_path: Path,
     assert batch.returncode == 1, stderr  # the corrupt file; every other one converted
     shape = json.loads(stdout)
     assert shape["counts"] == {"converted": 7, "skipped": 0, "failed": 1}
-    victim = partial[0].name.split(".weightio-tmp-")[0].lstrip(".")
     rerun = next(f for f in shape["files"] if Path(f["destination"]).name == victim)
     assert rerun["status"] == "converted"  # the killed task ran again, on the other worker
     assert not partial[0].exists()

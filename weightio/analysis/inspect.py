@@ -123,7 +123,7 @@ def _nonfinite(archive: Archive, layers: list[LayerInfo], stats: bool) -> list[N
 
     floats = sum(math.prod(r.shape) * itemsize(r.dtype)
                  for _, _, r in archive.spec.unique_tensor_refs() if r.dtype in FLOAT_DTYPE_NAMES)
-    if floats > NONFINITE_SCAN_LIMIT:
+    if floats > NONFINITE_SCAN_LIMIT or archive.url is not None:  # a remote archive: header only
         return None
     from weightio.analysis.nonfinite import scan_nonfinite  # numpy: only when it scans
     return [NonFiniteInfo(key=f.key, nan=f.nan, inf=f.posinf + f.neginf) for f in scan_nonfinite(archive)]

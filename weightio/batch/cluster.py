@@ -57,7 +57,9 @@ def dask_client(
             try:
                 cluster = stack.enter_context(distributed.LocalCluster(
                     n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address=None, silence_logs=logging.ERROR,
+                    # no dashboard; its HTTP server on an ephemeral loopback port, never 8787
+                    dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+                    silence_logs=logging.ERROR,
                 ))
                 client = stack.enter_context(distributed.Client(cluster))
             except (OSError, RuntimeError, TimeoutError) as exc:

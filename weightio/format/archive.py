@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from weightio.errors import (
     IntegrityError,
+    MalformedFileError,
     SpecValidationError,
     UnsupportedDtypeError,
 )
 from weightio.format.hashing import DEFAULT_ALGORITHM, hash_bytes, new_hasher, split
 from weightio.spec.dtypes import as_little_endian, dtype_name, tensor_bytes
 from weightio.spec.model import FORMAT_VERSION, ModelSpec
+from weightio.spec.serialization import spec_from_json
 from weightio.spec.tensors import TensorRef
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,6 +126,8 @@ class Archive:
         """
         self.spec = spec
         self.path = path
+        #: The URL of an archive in object storage (``weightio.format.remote``), tensors fetched on use.
+        self.url: str | None = None
         if isinstance(tensors, TensorMap):
             stored: Mapping[str, np.ndarray] = tensors
         else:
@@ -389,3 +393,29 @@ def check_header_against_spec(spec: ModelSpec, entries: Mapping[str, Any], path:
 def tensor_ref(key: str, array: np.ndarray) -> TensorRef:
     """Make the ``TensorRef`` describing ``array`` stored under ``key``."""
     return TensorRef(key=key, shape=tuple(int(d) for d in array.shape), dtype=dtype_name(array.dtype, tensor=key))
+
+
+def spec_of_header(header: Any, path: object) -> ModelSpec:
+    """The spec an archive's header carries, its format version checked.
+
+    Raises:
+        MalformedFileError: the header carries no weightio spec (a plain safetensors file).
+        SpecValidationError: no format version, one of another major, or an invalid spec.
+    """
+    meta = header.metadata
+    if META_SPEC not in meta:
+        raise MalformedFileError(
+            "this safetensors file carries no weightio spec (a plain state dict?); "
+            "import it with weightio.read() or `weightio convert`",
+            file=path,
+        )
+    version = meta.get(META_FORMAT_VERSION)
+    if version is None:
+        raise SpecValidationError(f"header metadata lacks {META_FORMAT_VERSION!r}", file=path)
+    if version.split(".")[0] != SUPPORTED_MAJOR:
+        raise SpecValidationError(
+            f"archive format {version} is not readable by this weightio (reads "
+            f"{SUPPORTED_MAJOR}.x); upgrade weightio",
+            file=path,
+        )
+    return spec_from_json(meta[META_SPEC], file=path)

@@ -250,21 +250,29 @@ class RangeFile:
         return None
 
 
-def open_archive(url: str, *, verify: bool = False) -> Any:
-    """A weightio archive at ``url``: header by range requests, each tensor fetched on use.
+def open_archive(url: str, *, verify: bool = False, required: bool = True) -> Any:
+    """A weightio archive at ``url``: header by range requests, each tensor fetched on use;
+    with ``required=False``, None for a safetensors object that carries no weightio spec.
 
     Raises:
         MalformedFileError, SpecValidationError: as ``weightio.load`` for a local file.
         SourceNotFoundError, StorageError: the object is missing, or the store failed.
     """
-    from weightio.format.archive import META_SPEC, Archive, TensorMap, check_header_against_spec
+    from weightio.format.archive import (
+        META_SPEC,
+        Archive,
+        TensorMap,
+        check_header_against_spec,
+        spec_of_header,
+    )
     from weightio.format.safetensors import read_header
-    from weightio.format.single import spec_of_header
 
     handle = RangeFile(url)
     name = Path(basename(url))
     header = read_header(handle, name)  # type: ignore[arg-type]
     if META_SPEC not in header.metadata:
+        if not required:
+            return None
         from weightio.errors import MalformedFileError
 
         raise MalformedFileError(
@@ -275,6 +283,7 @@ def open_archive(url: str, *, verify: bool = False) -> Any:
     check_header_against_spec(spec, header.entries, name)
     tensors = TensorMap(list(header.entries), RemoteTensors(url, header).get)
     archive = Archive(spec, tensors, checked=True)
+    archive.url = url
     if verify:
         archive.verify()
     return archive

@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightio.errors import MalformedFileError, SpecValidationError, WriteError
+from weightio.errors import WriteError
 from weightio.format.archive import (
-    META_FORMAT_VERSION,
     META_SPEC,
-    SUPPORTED_MAJOR,
     Archive,
     TensorMap,
     archive_metadata,
     check_header_against_spec,
+    spec_of_header,
     spec_with_digests,
 )
 from weightio.format.atomic import atomic_write, reach
@@ -21,7 +20,6 @@ from weightio.format.hashing import DEFAULT_ALGORITHM, placeholder
 from weightio.format.paths import open_regular
 from weightio.format.safetensors import MappedTensors, build_header, read_header
 from weightio.format.streaming import write_hashed
-from weightio.spec import spec_from_json
 from weightio.spec.model import ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,33 +112,7 @@ def load_single(path: Path, *, verify: bool = False) -> Archive:
     return archive
 
 
-def spec_of_header(header: Any, path: object) -> ModelSpec:
-    """The spec an archive's header carries, its format version checked.
-
-    Raises:
-        MalformedFileError: the header carries no weightio spec (a plain safetensors file).
-        SpecValidationError: no format version, one of another major, or an invalid spec.
-    """
-    meta = header.metadata
-    if META_SPEC not in meta:
-        raise MalformedFileError(
-            "this safetensors file carries no weightio spec (a plain state dict?); "
-            "import it with weightio.read() or `weightio convert`",
-            file=path,
-        )
-    version = meta.get(META_FORMAT_VERSION)
-    if version is None:
-        raise SpecValidationError(f"header metadata lacks {META_FORMAT_VERSION!r}", file=path)
-    if version.split(".")[0] != SUPPORTED_MAJOR:
-        raise SpecValidationError(
-            f"archive format {version} is not readable by this weightio (reads "
-            f"{SUPPORTED_MAJOR}.x); upgrade weightio",
-            file=path,
-        )
-    return spec_from_json(meta[META_SPEC], file=path)
-
-
-def open_archive_file(path: Path) -> Archive | None:
+def open_archive_file(path: Path | str) -> Archive | None:
     """``load_single(path)`` for a ``.safetensors`` file holding a weightio spec, else ``None``.
 
     The header-only start of ``weightio inspect``: it needs neither numpy nor the table of
@@ -148,6 +120,13 @@ def open_archive_file(path: Path) -> Archive | None:
     back to ``weightio.read`` whenever this returns ``None`` (a plain state dict, a sharded set,
     another suffix) and gets the very archive ``read`` would give otherwise.
     """
+    from weightio.format import remote
+
+    if remote.is_remote(path):
+        if not str(path).endswith(".safetensors"):
+            return None
+        return remote.open_archive(str(path), required=False)  # header only, by ranged requests
+    path = Path(remote.as_local(path))
     if path.suffix != ".safetensors" or not path.is_file():
         return None
     with open(path, "rb") as handle:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from weightio.errors import TargetExistsError
+from weightio.format import remote
 from weightio.format.archive import Archive
 from weightio.format.hashing import check_algorithm
 from weightio.format.sharding import (
@@ -20,6 +21,37 @@ from weightio.format.sharding import (
 from weightio.format.single import load_single, save_single, with_source_digest
 
 
+def save_remote(
+    archive: Archive,
+    url: str,
+    *,
+    max_shard_size: int | str | None = None,
+    source_digest: Any = None,
+    overwrite: bool = True,
+    digest: str | None = None,
+) -> str:
+    """``save`` to a URL of object storage: written whole in a private local folder (the same
+    atomic writer), then uploaded, shards first and the index last; returns the URL written.
+    """
+    import shutil
+
+    if not overwrite and remote.exists(url):
+        raise TargetExistsError("already exists and overwrite=False; remove it or allow "
+                                "overwriting", file=url)
+    folder = remote.private_folder("upload")
+    try:
+        local = folder / (remote.basename(url) or "archive.safetensors")
+        written = save(archive, local, max_shard_size=max_shard_size, source_digest=source_digest,
+                       digest=digest)
+        parent = url.rsplit("/", 1)[0]
+        others = sorted(p for p in folder.iterdir() if p != written)
+        for item in [*others, written]:  # the index (or the single file) last
+            remote.upload(item, f"{parent}/{item.name}")
+        return f"{parent}/{written.name}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def save(
     archive: Archive,
     path: os.PathLike[str] | str,
@@ -29,8 +61,11 @@ def save(
     overwrite: bool = True,
     digest: str | None = None,
     source_sha256: Any = None,
-) -> Path:
+) -> Path | str:
     """Write ``archive`` to ``path`` atomically, recording each tensor's digest in the spec.
+
+    ``path`` may be an fsspec URL (``s3://bucket/m.safetensors``): the archive is written whole
+    locally, then uploaded (``weightio.format.remote``); the URL is returned.
 
     Tensors are written one at a time and hashed as they are written, so memory stays near the
     largest tensor however large the model.
@@ -55,8 +90,12 @@ def save(
     Returns:
         The path written (the index file when sharded).
     """
-    path = Path(path)
     algorithm = check_algorithm(digest)
+    if remote.is_remote(path):
+        return save_remote(archive, str(path), max_shard_size=max_shard_size,
+                           source_digest=source_digest or source_sha256, overwrite=overwrite,
+                           digest=algorithm)
+    path = Path(remote.as_local(path))
     spec = archive.spec
     if source_digest is None:
         source_digest = source_sha256
@@ -89,7 +128,8 @@ def load(path: os.PathLike[str] | str, *, verify: bool = False) -> Archive:
     """Open a weightio archive: the header is read now, tensors are mapped and read on use.
 
     Args:
-        path: A ``.safetensors`` file written by weightio.
+        path: A ``.safetensors`` file written by weightio, or its URL (``s3://…``: the header is
+            read with ranged requests, each tensor fetched when used).
         verify: Also check every tensor's recorded digest now (reads all the bytes).
 
     Raises:
@@ -98,7 +138,9 @@ def load(path: os.PathLike[str] | str, *, verify: bool = False) -> Archive:
         SpecValidationError: the spec is invalid or disagrees with the header.
         IntegrityError: with ``verify=True``, a tensor's bytes changed.
     """
-    path = Path(path)
+    if remote.is_remote(path):
+        return remote.open_archive(str(path), verify=verify)
+    path = Path(remote.as_local(path))
     if is_sharded(path):
         return load_sharded(path, verify=verify)
     return load_single(path, verify=verify)

@@ -24,6 +24,7 @@ from weightio.errors import (
     WeightioError,
     WeightsOnlyArchiveError,
 )
+from weightio.format import remote
 from weightio.format.archive import Archive, plain
 from weightio.format.store import refuse_existing
 from weightio.frameworks.table import target_for as target_for_path
@@ -41,7 +42,8 @@ TargetName = Literal["archive", "keras", "pt2", "pt", "skops", "joblib"]
 class ConversionResult:
     """What ``convert`` did: where it wrote, which target, the archive and the proof."""
 
-    destination: Path
+    #: Where it went: a path, or the URL it was uploaded to.
+    destination: Path | str
     target: TargetName
     archive: Archive
     #: The proof, as recorded in the archive: ``status`` says whether the source itself was run
@@ -99,7 +101,8 @@ def convert(
 
     Args:
         source: Anything ``weightio.read`` accepts.
-        destination: Output path; its extension picks the target unless ``to`` is given:
+        destination: Output path or fsspec URL (made locally, then uploaded); its extension
+            picks the target unless ``to`` is given:
             ``.safetensors`` archive, ``.keras``, ``.pt2`` (torch.export), ``.pt`` state dict.
             ``.skops`` / ``.joblib`` (a fitted scikit-learn estimator, see ``to_sklearn``).
         to: ``"archive"``, ``"keras"``, ``"pt2"``, ``"pt"``, ``"skops"`` or ``"joblib"``.
@@ -122,6 +125,13 @@ def convert(
     Raises:
         VerificationError: the outputs differ beyond tolerance; nothing was written.
     """
+    if remote.is_remote(destination):
+        return _convert_to_url(
+            source, str(destination), to=to, verify=verify, seed=seed, samples=samples, atol=atol,
+            rtol=rtol, max_shard_size=max_shard_size, overwrite=overwrite, digest=digest,
+            progress=progress, **options,
+        )
+    destination = remote.as_local(destination)
     # every option is checked before any work: a bad value must not cost a read first
     seed = check_seed(seed)
     samples = check_count("samples", samples)
@@ -152,6 +162,31 @@ def convert(
     finally:
         for digest in pending:
             digest.cancel()
+
+
+def _convert_to_url(source: Any, url: str, *, overwrite: bool, **kwargs: Any) -> ConversionResult:
+    """``convert`` to a URL of object storage: made (and verified) whole in a private local
+    folder under the same name, then uploaded, the index of a sharded set last.
+    """
+    import shutil
+
+    from weightio.errors import TargetExistsError
+
+    target_for(remote.basename(url), kwargs.get("to"))  # a bad target fails before any read
+    if not overwrite and remote.exists(url):
+        raise TargetExistsError("already exists and overwrite=False; remove it or allow "
+                                "overwriting", file=url)
+    folder = remote.private_folder("upload")
+    try:
+        result = convert(source, folder / (remote.basename(url) or "model"), **kwargs)
+        written = Path(result.destination)
+        parent = url.rsplit("/", 1)[0]
+        for item in [*sorted(p for p in folder.iterdir() if p != written), written]:
+            remote.upload(item, f"{parent}/{item.name}")
+        result.destination = f"{parent}/{written.name}"
+        return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _convert_opened(

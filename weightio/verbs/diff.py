@@ -48,7 +48,7 @@ def _open(source: Any, options: dict[str, Any]) -> Archive:
     if isinstance(source, Archive):
         return source
     if isinstance(source, (str, os.PathLike)):
-        archive = open_archive_file(Path(source))
+        archive = open_archive_file(source if isinstance(source, str) else Path(source))
         if archive is not None:
             return archive
     from weightio.verbs.read import read

@@ -13,15 +13,40 @@ import os
 from pathlib import Path
 from typing import Any
 
+from weightio.format import remote
 from weightio.format.archive import Archive
 from weightio.frameworks.table import Source, open_object, open_path
 
 
 def open_source(source: Any, **options: Any) -> Source:
     """Read ``source`` and keep a runner for it; see ``read`` for what is accepted."""
+    if remote.is_remote(source):
+        return _open_remote(str(source), options)
     if isinstance(source, (str, os.PathLike)):
-        return open_path(Path(source), **options)
+        return open_path(Path(remote.as_local(source)), **options)
     return open_object(source, **options)
+
+
+def _open_remote(url: str, options: dict[str, Any]) -> Source:
+    """A URL of object storage: an archive by ranged reads, anything else from a staged copy
+    (kept until the archive read from it is collected).
+    """
+    from weightio.format.single import open_archive_file
+
+    if not options:
+        archive = open_archive_file(url)
+        if archive is not None:
+            return Source(archive, "weightio")
+    local = remote.staged(url)
+    try:
+        source = open_path(local, **options)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(local.parent, ignore_errors=True)
+        raise
+    remote.remove_with(source.archive, local.parent)
+    return source
 
 
 def read(source: Any, **options: Any) -> Archive:
@@ -41,6 +66,9 @@ def read(source: Any, **options: Any) -> Archive:
             classifiers that have it, ``"decision_function"``), ``dtype=`` (e.g.
             ``"float32"``), ``trust_pickle=True`` to unpickle a file you trust, ``trusted=[...]``
             extra types for a ``.skops`` file.
+
+    Paths may be fsspec URLs (``s3://…``, ``file://…``; ``weightio.format.remote``): an archive
+    opens header first by ranged reads, any other file is copied to a private local folder.
 
     Files are read without any framework: Keras files with h5py, zipfile and json; PyTorch
     checkpoints with a data-only unpickler. Tensors stay memory-mapped until used.
