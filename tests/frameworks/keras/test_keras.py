@@ -232,13 +232,17 @@ def test_functional_keras2_node_format_reads_the_same(two_heads):
     assert archive.spec.layers == read_keras_model(two_heads).spec.layers
 
 
-def test_shared_layer_is_refused():
+def test_shared_layer_reads_as_one_layer_per_call():
+    """Once refused; now each call is a spec layer reading one stored tensor
+    (tests/frameworks/keras/test_shared_layers.py has the numbers)."""
     shared = layers.Dense(3, name="shared")
     a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
     model = keras.Model([a, b], [shared(a), shared(b)])
-    with pytest.raises(UnsupportedLayerError, match="shared") as info:
-        read_keras_model(model)
-    assert info.value.layer == "shared"
+    spec = read_keras_model(model).spec
+    assert [layer.name for layer in spec.layers] == ["shared", "shared__call1"]
+    assert spec.shared_tensors() == {"shared.weight": ["shared.weight", "shared__call1.weight"],
+                                     "shared.bias": ["shared.bias", "shared__call1.bias"]}
+    assert [o.layer for o in spec.outputs] == ["shared", "shared__call1"]
 
 
 def test_functional_two_inputs_chain_per_input():
