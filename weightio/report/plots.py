@@ -21,6 +21,7 @@ import numpy as np
 from weightio.analysis.stats import CHUNK_ELEMENTS, histogram, tensor_stats
 from weightio.format.atomic import atomic_write
 from weightio.terminal import printable
+from weightio.transforms.importance import image_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     from weightio.analysis.diff import DiffReport
@@ -206,7 +207,7 @@ def feature_importance(archive: Archive) -> bytes | None:
     if found is None:
         return None
     values, layer = found
-    image = _image_shape(archive, len(values))
+    image = image_shape(archive, len(values))
     if image is not None:
         return _importance_maps(np.asarray(values), image, layer)
     order = sorted(range(len(values)), key=lambda j: -values[j])[:MAX_FEATURE_BARS]
@@ -215,23 +216,6 @@ def feature_importance(archive: Archive) -> bytes | None:
     if len(order) < len(values):
         title += f": the {len(order)} largest of {len(values)} features"
     return _bar_chart([str(j) for j in shown], [values[j] for j in shown], title, "share")
-
-
-def _image_shape(archive: Archive, features: int) -> tuple[int, int, int, str] | None:
-    """``(channels, height, width, flatten order)`` when the first dense layer reads a flattened
-    image (an input of 2 or 3 axes whose size is its input count), else ``None``.
-    """
-    spec = archive.spec
-    if spec.weights_only or len(spec.inputs) != 1:
-        return None
-    shape = spec.inputs[0].shape
-    if any(d is None for d in shape) or math.prod(shape) != features or len(shape) not in (2, 3):
-        return None
-    order = next((getattr(layer, "order", "channels_first") for layer in spec.layers
-                  if layer.kind == "flatten"), "channels_first")
-    if len(shape) == 2:
-        return 1, int(shape[0]), int(shape[1]), "channels_first"
-    return int(shape[0]), int(shape[1]), int(shape[2]), str(order)
 
 
 def _importance_maps(values: np.ndarray, image: tuple[int, int, int, str], layer: str) -> bytes:

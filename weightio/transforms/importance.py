@@ -86,7 +86,7 @@ def first_layer_importance(archive: Archive) -> Importance:
     total = float(weight.sum()) or 1.0
     if weight.ndim == 2:
         scores = weight.sum(axis=0) / total
-        image = _image(archive, layer, scores.size)
+        image = image_shape(archive, scores.size)
         return Importance(layer.name, "dense", [float(v) for v in scores], _labels(scores.size, image), image)
     groups = getattr(layer, "groups", 1)
     out, per_group = weight.shape[0], weight.shape[1]
@@ -101,7 +101,12 @@ def first_layer_importance(archive: Archive) -> Importance:
                       kernel_maps=[m for m in maps])
 
 
-def _image(archive: Archive, layer: Any, features: int) -> tuple[int, int, int, str] | None:
+def image_shape(archive: Archive, features: int) -> tuple[int, int, int, str] | None:
+    """``(channels, height, width, flatten order)`` when the first dense layer reads a flattened
+    image (an input of 2 or 3 axes whose size is its input count), else ``None``. A plain
+    ``[H, W, C]`` input read from Keras (``features_last``) was flattened in Keras's order.
+    Used by ``weightio importance`` and by ``plot``'s importance chart alike.
+    """
     spec = archive.spec
     if spec.weights_only or len(spec.inputs) != 1:
         return None
