@@ -7,7 +7,9 @@ so anyone can see later what was shown.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -155,10 +157,11 @@ def convert(
         src = open_source(source, **options)
     try:
         source_file = source if isinstance(source, (str, os.PathLike)) else None
-        return _convert_opened(src, destination, target, pick(pending, src.archive), verify=verify,
-                               seed=seed, samples=samples, atol=atol, rtol=rtol,
-                               max_shard_size=max_shard_size, source_file=source_file,
-                               overwrite=overwrite, digest=algorithm, progress=progress)
+        with _source_runner_started(src, target, verify):
+            return _convert_opened(src, destination, target, pick(pending, src.archive),
+                                   verify=verify, seed=seed, samples=samples, atol=atol, rtol=rtol,
+                                   max_shard_size=max_shard_size, source_file=source_file,
+                                   overwrite=overwrite, digest=algorithm, progress=progress)
     finally:
         for digest in pending:
             digest.cancel()
@@ -189,46 +192,28 @@ def _convert_to_url(source: Any, url: str, *, overwrite: bool, **kwargs: Any) ->
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _convert_opened(
-    src: Any,
-    destination: Path,
-    target: TargetName,
-    source_digest: Any,
-    *,
-    verify: bool,
-    seed: int,
-    samples: int,
-    atol: float | None,
-    rtol: float | None,
-    max_shard_size: int | str | None,
-    source_file: os.PathLike[str] | str | None = None,
-    overwrite: bool = True,
-    digest: str | None = None,
-    progress: bool = False,
-) -> ConversionResult:
-    archive = src.archive
-    # A source run in a process of its own (a Keras file) starts now, importing its framework
-    # while this process builds the target in another: the proof then waits for the slower of
-    # the two. Not for a framework-free target (nothing to overlap, the process costs ~0.3 s)
-    # nor one of the source's framework (that would import it twice).
+@contextlib.contextmanager
+def _source_runner_started(src: Any, target: TargetName, verify: bool) -> Iterator[None]:
+    """Start a source that runs in a process of its own (a Keras file) now, and close it after.
+
+    It imports its framework while this process builds the target in another, so the proof
+    waits for the slower of the two. Not for a framework-free target (nothing to overlap, the
+    process costs ~0.3 s) nor one of the source's framework (that would import it twice).
+    """
     start = getattr(src.runner, "start", None)
     builder = target_named(target).framework
-    if (verify and start is not None and not archive.spec.weights_only
+    if (verify and start is not None and not src.archive.spec.weights_only
             and builder not in ("weightio", src.framework)):
         start()
     try:
-        return _build_verify_write(
-            src, destination, target, source_digest, verify=verify, seed=seed, samples=samples,
-            atol=atol, rtol=rtol, max_shard_size=max_shard_size, source_file=source_file,
-            overwrite=overwrite, digest=digest, progress=progress,
-        )
+        yield
     finally:
         close = getattr(src.runner, "close", None)
         if close is not None:
             close()
 
 
-def _build_verify_write(
+def _convert_opened(
     src: Any,
     destination: Path,
     target: TargetName,
