@@ -203,6 +203,15 @@ def convert(
         typer.Option("--overwrite/--no-overwrite", help="Replace an existing DESTINATION (default)."),
     ] = True,
     digest: Annotated[str | None, typer.Option("--digest", help=_DIGEST_HELP)] = None,
+    keep_int8: Annotated[
+        bool,
+        typer.Option(
+            "--keep-int8",
+            help=".pt2/.pt: keep int8-quantised conv/dense weights int8 in the module "
+            "(QuantizedLinear/QuantizedConv, decoded in forward; ~4x smaller); other encoded "
+            "layers are dequantised, with a warning naming them.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
@@ -212,7 +221,7 @@ def convert(
     result = do_convert(
         source, destination, to=to, verify=verify, seed=seed, samples=samples,
         atol=atol, rtol=rtol, max_shard_size=max_shard_size, overwrite=overwrite, digest=digest,
-        progress=True, **options,
+        progress=True, keep_int8=keep_int8, **options,
     )
     _note_picked_key(result.archive, options)
     if as_json:

@@ -209,7 +209,9 @@ def refold_flatten(
     tags = tensor_layouts(spec)
     users = _consumers(spec)
     layers = list(spec.layers)
-    arrays = dict(archive.tensors)  # type: ignore[attr-defined]
+    # As stored: an encoded (int8) weight has its columns permuted as integers (exact; its
+    # scales run along the output axis), so a writer keeping it encoded still can.
+    arrays = dict(archive.stored)  # type: ignore[attr-defined]
     shapes: dict[str, tuple[int, ...]] | None = None
     changed = False
     for index, layer in enumerate(spec.layers):
@@ -232,7 +234,17 @@ def refold_flatten(
         if len(fmap) >= 2:
             key = dense.weight.key  # type: ignore[attr-defined]
             arrays[key] = dense_columns_for_flatten(arrays[key], fmap, source=current, target=want)
-            layers[dense_index] = dense.model_copy(update={"weight": tensor_ref(key, arrays[key])})
+            ref = dense.weight  # type: ignore[attr-defined]
+            if ref.encoding is not None and ref.encoding.axis not in (None, 0):
+                arrays[key] = dense_columns_for_flatten(archive.tensors[key], fmap,  # type: ignore[attr-defined]
+                                                        source=current, target=want)
+                for part in (ref.encoding.scale, ref.encoding.zero_point):  # scales along
+                    if part is not None:  # the permuted axis: the weight is decoded instead
+                        arrays.pop(part.key, None)
+                ref = tensor_ref(key, arrays[key])
+            else:
+                ref = ref.model_copy(update={"digest": None, "sha256": None})
+            layers[dense_index] = dense.model_copy(update={"weight": ref})
         layers[index] = layer.model_copy(update={"order": want})
         changed = True
     if not changed:

@@ -97,6 +97,7 @@ def convert(
     overwrite: bool = True,
     digest: str | None = None,
     progress: bool = False,
+    keep_int8: bool = False,
     **options: Any,
 ) -> ConversionResult:
     """Convert ``source`` into ``destination``, verifying outputs before writing anything.
@@ -121,6 +122,10 @@ def convert(
         digest: For an archive target, the digest recorded for every tensor and the source file:
             ``"blake3"`` (default) or ``"sha256"``.
         progress: Draw a progress bar on stderr while an archive over a few hundred MB is written.
+        keep_int8: For a ``.pt2`` or ``.pt`` target, keep int8-quantised conv/dense weights
+            int8 in the module (``to_torch(archive, keep_int8=True)``: ``QuantizedLinear`` /
+            ``QuantizedConv`` decoding them in ``forward``, a ~4x smaller file); other encoded
+            layers are dequantised and named in a ``UserWarning``.
         **options: Passed to the reader (``example_input=``, ``key=``, ``architecture=``; for scikit-learn
             sources ``head=``, ``dtype=``, ``trust_pickle=``).
 
@@ -131,7 +136,7 @@ def convert(
         return _convert_to_url(
             source, str(destination), to=to, verify=verify, seed=seed, samples=samples, atol=atol,
             rtol=rtol, max_shard_size=max_shard_size, overwrite=overwrite, digest=digest,
-            progress=progress, **options,
+            progress=progress, keep_int8=keep_int8, **options,
         )
     destination = remote.as_local(destination)
     # every option is checked before any work: a bad value must not cost a read first
@@ -143,6 +148,11 @@ def convert(
     target = target_for(destination, to)
     if not overwrite:
         refuse_existing(destination, sharded_too=target == "archive")
+    if keep_int8 and target not in ("pt", "pt2"):
+        raise UnsupportedSourceError(
+            f"keep_int8 (--keep-int8) applies to .pt2 and .pt targets, not to a {target} target",
+            file=destination,
+        )
     if max_shard_size is not None and target != "archive":
         raise UnsupportedSourceError(
             f"max_shard_size applies to .safetensors archives, not to a {target} target",
@@ -161,7 +171,8 @@ def convert(
             return _convert_opened(src, destination, target, pick(pending, src.archive),
                                    verify=verify, seed=seed, samples=samples, atol=atol, rtol=rtol,
                                    max_shard_size=max_shard_size, source_file=source_file,
-                                   overwrite=overwrite, digest=algorithm, progress=progress)
+                                   overwrite=overwrite, digest=algorithm, progress=progress,
+                                   keep_int8=keep_int8)
     finally:
         for digest in pending:
             digest.cancel()
@@ -229,10 +240,11 @@ def _convert_opened(
     overwrite: bool,
     digest: str | None,
     progress: bool,
+    keep_int8: bool = False,
 ) -> ConversionResult:
     archive = src.archive
     try:
-        native, runner = _build_target(archive, target)
+        native, runner = _build_target(archive, target, keep_int8=keep_int8)
     except WeightioError as exc:  # name the source file the unbuildable layer came from
         if source_file is not None:
             raise exc.with_file(source_file) from exc
@@ -296,8 +308,12 @@ def archive_bytes(archive: Archive) -> int:
     return sum(math.prod(ref.shape) * itemsize(ref.dtype) for _, _, ref in archive.spec.stored_refs())
 
 
-def _build_target(archive: Archive, target: TargetName) -> tuple[Any, Any]:
-    """Build the native target model and a runner for it (None where it cannot run here)."""
+def _build_target(archive: Archive, target: TargetName, *, keep_int8: bool = False) -> tuple[Any, Any]:
+    """Build the native target model and a runner for it (None where it cannot run here).
+
+    ``keep_int8`` (torch targets only, checked by ``convert``): the archive goes to the builder
+    encoded, so int8 weights stay int8 in the module.
+    """
     row = target_named(target)
     if archive.spec.weights_only:
         if row.weights_only:
@@ -307,6 +323,8 @@ def _build_target(archive: Archive, target: TargetName) -> tuple[Any, Any]:
             f"{target} model can be built; convert it to .safetensors or .pt, or copy it into "
             "a model with weightio.load_into",
         )
+    if keep_int8:
+        return row.build(archive, keep_int8=True)  # type: ignore[call-arg]
     return row.build(plain(archive))  # an encoded (quantised) parameter is built decoded
 
 

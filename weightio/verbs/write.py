@@ -23,8 +23,15 @@ def to_keras(archive: Archive) -> Any:
     return to_keras(plain(archive))  # encoded (quantised) parameters decoded, docs/format.md
 
 
-def to_torch(archive: Archive) -> Any:
+def to_torch(archive: Archive, *, keep_int8: bool = False) -> Any:
     """Build a runnable ``torch.nn.Module`` (``nn.Sequential`` for a chain, else an fx GraphModule).
+
+    Quantised (encoded) weights are dequantised into plain float parameters, unless
+    ``keep_int8=True``: then each dense/conv layer whose weight is int8 (or uint8) encoded
+    becomes a ``QuantizedLinear``/``QuantizedConv`` holding the integers, scale and zero point
+    as buffers and decoding them in ``forward`` by the rule of docs/format.md (the same
+    outputs, a ~4x smaller state dict). Other encoded layers (float8, separable or transposed
+    convolutions) are dequantised and named in a ``UserWarning``.
 
     Raises:
         WeightsOnlyArchiveError: the archive has no architecture (a bare state dict).
@@ -32,7 +39,7 @@ def to_torch(archive: Archive) -> Any:
     """
     from weightio.frameworks.torch.write.build import to_torch as build
 
-    return build(plain(archive))
+    return build(archive, keep_int8=keep_int8)  # dequantises (``plain``) unless keep_int8
 
 
 def to_sklearn(archive: Archive, *, classes: Any = None) -> Any:

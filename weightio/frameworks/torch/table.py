@@ -98,28 +98,28 @@ def _load_into(archive: Archive, module: Any, **options: Any) -> Any:
     return load_into_torch(archive, module, **options)
 
 
-def _build_module(archive: Archive) -> tuple[Any, Runner | None]:
+def _build_module(archive: Archive, *, keep_int8: bool = False) -> tuple[Any, Runner | None]:
     from weightio.frameworks.torch.write.build import run_torch, to_torch
 
-    module = to_torch(archive)
+    module = to_torch(archive, keep_int8=keep_int8)
     return module, lambda xs: run_torch(module, xs)
 
 
-def _build_program(archive: Archive) -> tuple[Any, Runner | None]:
+def _build_program(archive: Archive, *, keep_int8: bool = False) -> tuple[Any, Runner | None]:
     """The module ``.pt2`` exports, with torch.export (and dynamo, seconds of imports) imported
     now: while a source witness process runs (``convert``), not after the proof.
     """
-    built = _build_module(archive)
+    built = _build_module(archive, keep_int8=keep_int8)
     import torch.export._trace  # noqa: F401  (the import ``torch.export.export`` does first)
 
     return built
 
 
-def _build_state_dict(archive: Archive) -> tuple[Any, Runner | None]:
+def _build_state_dict(archive: Archive, *, keep_int8: bool = False) -> tuple[Any, Runner | None]:
     """A state dict needs no architecture; a full archive is still built, so it is verified."""
     if archive.spec.weights_only:
         return None, None
-    return _build_module(archive)
+    return _build_module(archive, keep_int8=keep_int8)
 
 
 def _write_pt2(archive: Archive, native: Any, destination: Path, **options: Any) -> Path:

@@ -10,10 +10,10 @@ import numpy as np
 
 from weightio.errors import UnsupportedLayerError
 from weightio.format.archive import tensor_ref
-from weightio.frameworks.torch.common import tensor_to_numpy
+from weightio.frameworks.torch.common import tensor_to_numpy, torch_dtype_name
 from weightio.registry import Registry
 from weightio.spec.base import LayerBase
-from weightio.spec.tensors import TensorRef
+from weightio.spec.tensors import TensorEncoding, TensorRef
 
 #: A reader: ``(call, ctx) -> spec layer``. ``call`` is the module for ``call_module`` nodes
 #: and the bound arguments (a dict, every parameter explicit) for functions and methods. A
@@ -99,6 +99,20 @@ class ReadContext:
     def refuse(self, message: str) -> UnsupportedLayerError:
         """An error naming this layer and its torch source."""
         return UnsupportedLayerError(f"{self.source}: {message}", layer=self.layer_name)
+
+
+def int8_weight(module: Any, ctx: ReadContext) -> TensorRef:
+    """The weight of weightio's ``QuantizedLinear``/``QuantizedConv`` (``to_torch(...,
+    keep_int8=True)``) as the encoded parameter it came from (format 1.2): the integers under
+    ``<path>.weight``, the scale and zero point under ``<path>.weight.scale`` / ``.zero_point``.
+    """
+    q = ctx.tensor("weight", module.weight_int8)
+    zero = module.zero_point
+    encoding = TensorEncoding(
+        stored_dtype=q.dtype, axis=module.axis, scale=ctx.tensor("weight.scale", module.scale),
+        zero_point=None if zero is None else ctx.tensor("weight.zero_point", zero),
+    )
+    return q.model_copy(update={"dtype": torch_dtype_name(module.compute_dtype), "encoding": encoding})
 
 
 def tensor_identity(value: Any) -> tuple | None:

@@ -19,6 +19,7 @@ from weightio.frameworks.torch.read.base import (
     REQUIRED,
     TORCH_READ,
     ReadContext,
+    int8_weight,
 )
 from weightio.frameworks.torch.read.static import is_batch
 from weightio.layouts.transforms import same_padding
@@ -85,6 +86,22 @@ def _conv(module: Any, ctx: ReadContext) -> LayerBase:
         dilation=_tuple(module.dilation, rank), groups=int(module.groups),
         padding=_conv_padding(module, ctx, rank), use_bias=bias is not None,
         weight=ctx.tensor("weight", module.weight),
+        bias=None if bias is None else ctx.tensor("bias", bias),
+    )
+
+
+@_register(["weightio.frameworks.torch.write.quantized.QuantizedConv"], "conv")
+def _quantized_conv(module: Any, ctx: ReadContext) -> LayerBase:
+    """Weightio's int8 ``QuantizedConv`` back to a conv layer with its encoded weight."""
+    rank, bias = int(module.rank), module.bias
+    padding = _tuple(module.padding, rank)
+    return ConvLayer(
+        **ctx.base(), rank=rank,
+        in_channels=int(module.in_channels), out_channels=int(module.out_channels),
+        kernel_size=tuple(module.kernel_size), strides=_tuple(module.stride, rank),
+        dilation=_tuple(module.dilation, rank), groups=int(module.groups),
+        padding="valid" if not any(padding) else tuple((p, p) for p in padding),
+        use_bias=bias is not None, weight=int8_weight(module, ctx),
         bias=None if bias is None else ctx.tensor("bias", bias),
     )
 

@@ -16,6 +16,7 @@ from weightio.frameworks.torch.read.base import (
     TORCH_READ,
     ReadContext,
     ReadFn,
+    int8_weight,
 )
 from weightio.spec.activations import ActivationFn
 from weightio.spec.base import LayerBase
@@ -40,6 +41,17 @@ def _linear(module: Any, ctx: ReadContext) -> LayerBase:
         in_features=int(module.in_features),
         use_bias=bias is not None,
         weight=ctx.tensor("weight", module.weight),  # [out, in]: torch is canonical already
+        bias=None if bias is None else ctx.tensor("bias", bias),
+    )
+
+
+@TORCH_READ.register("weightio.frameworks.torch.write.quantized.QuantizedLinear", produces=("dense",))
+def _quantized_linear(module: Any, ctx: ReadContext) -> LayerBase:
+    """Weightio's int8 ``QuantizedLinear`` back to a dense layer with its encoded weight."""
+    bias = module.bias
+    return DenseLayer(
+        **ctx.base(), units=int(module.out_features), in_features=int(module.in_features),
+        use_bias=bias is not None, weight=int8_weight(module, ctx),
         bias=None if bias is None else ctx.tensor("bias", bias),
     )
 

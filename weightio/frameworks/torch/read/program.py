@@ -418,6 +418,11 @@ class Rebuild:
             return self.module_call(node, make)
         function = self.function_ops.get(target)
         if function is None:
+            if any(str(self.keys.get(a, "")).endswith(".weight_int8") for a in node.args):
+                raise _refuse(node, "decodes an int8 weight (a program exported from weightio's "
+                              "QuantizedLinear/QuantizedConv, convert --keep-int8); weightio "
+                              "reads those modules live, not yet as a program: read the "
+                              "quantised .safetensors archive it was written from")
             raise _refuse(node, "has no reader")
         return self.graph.call_function(function, self.value(node.args), self.value(node.kwargs))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import keyword
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from weightio.errors import UnsupportedLayerError, WeightsOnlyArchiveError
-from weightio.format.archive import Archive
+from weightio.format.archive import Archive, plain
 from weightio.frameworks.torch.common import (
     numpy_to_tensor,
     tensor_to_numpy,
@@ -21,6 +22,7 @@ from weightio.frameworks.torch.common import (
 from weightio.frameworks.torch.write.base import TORCH_WRITE
 from weightio.frameworks.torch.write.conv import prepare as conv_prepare
 from weightio.frameworks.torch.write.merge import GRAPH_KINDS, graph_value, needs_graph
+from weightio.frameworks.torch.write.quantized import decoded_layers
 from weightio.spec.base import LayerBase
 from weightio.spec.model import ModelSpec
 
@@ -148,8 +150,13 @@ def _class_name(name: str) -> str:
     return cleaned if cleaned.isidentifier() else f"Model_{cleaned}"
 
 
-def to_torch(archive: Archive) -> Any:
+def to_torch(archive: Archive, *, keep_int8: bool = False) -> Any:
     """Build the ``torch.nn.Module`` an archive describes, in eval mode, weights bit-exact.
+
+    Encoded (quantised) parameters are decoded first (``plain``); with ``keep_int8`` a dense or
+    conv layer whose weight is integer-encoded becomes a ``QuantizedLinear``/``QuantizedConv``
+    holding the integers (``write/quantized.py``), and every other encoded layer is decoded and
+    named in a ``UserWarning``.
 
     Returns:
         An ``nn.Sequential`` for a chain, else a ``torch.fx.GraphModule`` (one output, or a
@@ -160,6 +167,16 @@ def to_torch(archive: Archive) -> Any:
         UnsupportedLayerError: a layer with no PyTorch mapping (e.g. opaque), by name.
     """
     torch = torch_module("to_torch")
+    if keep_int8:
+        decoded = decoded_layers(archive)
+        if decoded:
+            warnings.warn(
+                f"keep_int8: {len(decoded)} layer(s) are dequantised (only int8/uint8 weights of dense "
+                "and conv layers stay integer): "
+                + ", ".join(decoded[:10]) + (" …" if len(decoded) > 10 else ""), stacklevel=3,
+            )
+    else:
+        archive = plain(archive)
     spec = archive.spec
     if not spec.weights_only:
 

@@ -18,6 +18,7 @@ from weightio.errors import UnsupportedLayerError
 from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import torch_dtype_for, torch_module
 from weightio.frameworks.torch.read.conv import torch_pool_length
+from weightio.frameworks.torch.write import quantized
 from weightio.frameworks.torch.write.base import TORCH_WRITE, activation_module, parameter
 from weightio.layouts.flow import refold_flatten
 from weightio.layouts.transforms import channels_first_axes, channels_last_axes, same_padding
@@ -117,8 +118,16 @@ def _activation(layer: Any) -> list[Any]:
 
 @TORCH_WRITE.register("conv")
 def _conv(layer: ConvLayer, archive: Archive) -> list[Any]:
-    weight = archive.tensor(layer.name, "weight")
     padding, pre = _conv_padding(layer, archive)
+    if quantized.kept_encoding(layer) is not None:  # to_torch(keep_int8=True)
+        kept = quantized.int8_buffers(layer, archive)
+        conv = quantized.MODULES.get("QuantizedConv")(
+            kept["weight_int8"], kept["scale"], kept["zero_point"], kept["axis"], kept["dtype"],
+            quantized.bias_parameter(layer, archive), stride=tuple(layer.strides),
+            padding=padding, dilation=tuple(layer.dilation), groups=layer.groups,
+        )
+        return [*pre, conv, *_activation(layer)]
+    weight = archive.tensor(layer.name, "weight")
     conv = getattr(_nn(), f"Conv{layer.rank}d")(
         layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.strides,
         padding=padding, dilation=layer.dilation, groups=layer.groups, bias=layer.use_bias,

@@ -15,6 +15,7 @@ from weightio.frameworks.torch.common import (
     torch_dtype_for,
     torch_module,
 )
+from weightio.frameworks.torch.write import quantized
 from weightio.frameworks.torch.write.base import (
     TORCH_WRITE,
     ModuleClasses,
@@ -90,6 +91,14 @@ def _rescaling_class(nn: Any) -> type:
 @TORCH_WRITE.register("dense")
 def _dense(layer: Any, archive: Archive) -> list[Any]:
     torch = torch_module("building PyTorch modules")
+    if quantized.kept_encoding(layer) is not None:  # to_torch(keep_int8=True)
+        kept = quantized.int8_buffers(layer, archive)
+        linear = quantized.MODULES.get("QuantizedLinear")(
+            kept["weight_int8"], kept["scale"], kept["zero_point"], kept["axis"], kept["dtype"],
+            quantized.bias_parameter(layer, archive),
+        )
+        return [linear, *([] if layer.activation.name == "linear" else
+                          [activation_module(layer.activation, layer=layer.name)])]
     weight = archive.tensor(layer.name, "weight")
     # Built on the meta device: no random init to throw away, and any float dtype works.
     linear = torch.nn.Linear(
