@@ -45,6 +45,7 @@ _LAZY = {
     "fold": "weightio.verbs.transform",
     "prune": "weightio.verbs.transform",
     "quantize": "weightio.verbs.transform",
+    "weight_norm": "weightio.verbs.transform",
     "importance": "weightio.verbs.transform",
     "Importance": "weightio.verbs.transform",
     "TransformResult": "weightio.verbs.transform",
@@ -86,6 +87,7 @@ if TYPE_CHECKING:  # pragma: no cover
         importance,
         prune,
         quantize,
+        weight_norm,
     )
     from weightio.verbs.write import load_into, to_keras, to_sklearn, to_torch, verify
 

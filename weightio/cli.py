@@ -584,6 +584,21 @@ def _write_transform(result: Any, destination: Path, digest: str | None, as_json
 def fold_verb(
     source: Annotated[Path, typer.Argument(help="Archive or any model file weightio reads.")],
     destination: Annotated[Path, typer.Argument(help="Output archive (.safetensors).")],
+    to: Annotated[
+        str, typer.Option("--to", metavar="FORM",
+                          help="plain (default): fold as described below; weight-norm: the reverse, dense/conv "
+                          "weights stored as g and v (torch's weight_norm, dim=0), built by the torch "
+                          "writer with parametrizations.weight_norm.")
+    ] = "plain",
+    include: Annotated[
+        list[str] | None, typer.Option("--include", metavar="LAYER",
+                                       help="--to weight-norm: only these layers: a name, a glob or a kind "
+                                       "(repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", metavar="LAYER",
+                                       help="--to weight-norm: not these layers (repeatable).")
+    ] = None,
     seed: ProbeSeedOption = 0,
     samples: ProbeSamplesOption = 8,
     max_change: MaxChangeOption = None,
@@ -594,15 +609,26 @@ def fold_verb(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Fold batch norm into the conv/dense before it, drop dropout/identity layers, and make
-    torch weight norm plain weights; write DESTINATION and say how far the outputs moved.
+    torch weight norm plain weights (or, --to weight-norm, put dense/conv weights in weight-norm
+    form); write DESTINATION and say how far the outputs moved.
     """
+    from weightio.errors import InvalidInputError
     from weightio.transforms.measure import check_measure_options
-    from weightio.verbs.transform import fold
+    from weightio.verbs.transform import fold, weight_norm
 
+    if to not in ("plain", "weight-norm"):
+        raise InvalidInputError(f"--to must be plain or weight-norm. Received: --to {to!r}")
+    if to == "plain" and (include or exclude):
+        raise InvalidInputError("--include/--exclude choose the layers of --to weight-norm; "
+                                "fold (--to plain) folds every layer it can")
     check_measure_options(seed, samples, max_change)
     _transform_destination(destination, "fold", digest)
-    result = fold(source, seed=seed, samples=samples, max_change=max_change,
-                  **_source_options(key, architecture, trust_pickle))
+    options = _source_options(key, architecture, trust_pickle)
+    if to == "weight-norm":
+        result = weight_norm(source, include=include, exclude=exclude, seed=seed, samples=samples,
+                             max_change=max_change, **options)
+    else:
+        result = fold(source, seed=seed, samples=samples, max_change=max_change, **options)
     _write_transform(result, destination, digest, as_json)
 
 

@@ -271,15 +271,31 @@ def _decoded(spec: ModelSpec, stored: Mapping[str, np.ndarray]) -> TensorMap:
     return TensorMap(list(refs), lambda key: _frozen(decode(refs[key], stored)))
 
 
-def plain(archive: Archive) -> Archive:
+def plain(archive: Archive, *, keep: tuple[str, ...] = ()) -> Archive:
     """``archive`` with every encoded parameter (format 1.2) stored decoded, as a plain float
     tensor: what the writers build from, so a quantised archive converts like any other.
+
+    ``keep``: encoding schemes left encoded, for a writer that builds them as they are (the
+    torch writer's weight norm; its int8 modules with ``keep_int8``).
     """
-    if not archive.spec.encoded:
+    if not any(ref.encoding is not None and ref.encoding.scheme not in keep
+               for _, _, ref in archive.spec.tensor_refs()):
         return archive
-    layers = with_refs(archive.spec, lambda ref: ref.model_copy(update={"encoding": None, "digest": None}))
+
+    def decoded(ref: Any) -> Any:
+        if ref.encoding is None or ref.encoding.scheme in keep:
+            return ref
+        return ref.model_copy(update={"encoding": None, "digest": None})
+
+    layers = with_refs(archive.spec, decoded)
     spec = ModelSpec.model_validate(archive.spec.model_copy(update={"layers": layers}).model_dump())
-    return Archive(spec, {key: archive.tensors[key] for key in archive.tensors})
+    arrays = {}
+    for _, _, ref in spec.tensor_refs():
+        if ref.encoding is None:
+            arrays[ref.key] = archive.tensors[ref.key]
+        else:  # kept encoded: its stored values, scale (and zero point) as the file holds them
+            arrays.update((part.key, archive.stored[part.key]) for part in ref.stored_refs())
+    return Archive(spec, arrays)
 
 
 def check_spec_against_tensors(

@@ -49,9 +49,11 @@ class TensorRef(SpecModel):
     encoding: TensorEncoding | None = Field(
         default=None,
         description=(
-            "Format 1.2: the parameter is stored in fewer bits (quantised). The file's tensor "
-            "under 'key' then holds the stored values in 'encoding.stored_dtype' (its digest is "
-            "of those bytes); 'dtype' and 'shape' are the decoded parameter's (docs/format.md)."
+            "Format 1.2: the parameter is stored encoded: in fewer bits (quantised, scheme "
+            "'linear') or as a weight norm's direction and magnitude (scheme 'weight_norm'). "
+            "The file's tensor under 'key' then holds the stored values in "
+            "'encoding.stored_dtype' (its digest is of those bytes); 'dtype' and 'shape' are "
+            "the decoded parameter's (docs/format.md)."
         ),
     )
 
@@ -87,23 +89,37 @@ class TensorRef(SpecModel):
 #: Stored dtypes of encoded parameters: integers take a zero point, float8 does not.
 INTEGER_STORED = ("I8", "U8")
 FLOAT8_STORED = ("F8_E4M3", "F8_E5M2")
+#: Stored dtypes of a weight norm's direction ``v`` (the parameter's own float dtype).
+FLOAT_STORED = ("F16", "BF16", "F32", "F64")
 
 
 class TensorEncoding(SpecModel):
-    """How a float parameter is stored in fewer bits (format 1.2; docs/format.md "Encoded
-    parameters"): ``value = (float32(q) - float32(zero_point)) * scale``, computed in float32
-    with ``scale`` (and ``zero_point``) broadcast along ``axis``, then cast to the parameter's
-    ``dtype``. ``q`` is the file's tensor under the parameter's key.
+    """How a float parameter is stored encoded (format 1.2; docs/format.md "Encoded
+    parameters"). ``q`` is the file's tensor under the parameter's key.
+
+    * ``linear`` (quantised): ``value = (float32(q) - float32(zero_point)) * scale``, computed
+      in float32 with ``scale`` (and ``zero_point``) broadcast along ``axis``, then cast to the
+      parameter's ``dtype``;
+    * ``weight_norm`` (torch's weight norm, ``weightio.weight_norm``): ``q`` is the direction
+      ``v`` and ``scale`` the magnitude ``g``, both in the parameter's dtype;
+      ``value = g * v / ||v||``, the norm over every axis but ``axis`` (over all of ``v`` when
+      ``axis`` is absent), computed in float64, then cast to ``dtype``.
     """
 
-    scheme: Literal["linear"] = Field(default="linear", description="The one scheme: (q - zero_point) * scale.")
-    stored_dtype: Literal["I8", "U8", "F8_E4M3", "F8_E5M2"]
+    scheme: Literal["linear", "weight_norm"] = Field(
+        default="linear",
+        description="'linear': (q - zero_point) * scale; 'weight_norm': scale * q / ||q||.",
+    )
+    stored_dtype: Literal["I8", "U8", "F8_E4M3", "F8_E5M2", "F16", "BF16", "F32", "F64"]
     axis: int | None = Field(
         default=None, ge=0,
         description="None: one scale for the whole tensor; else the axis (0: output channels) "
         "along which 'scale' and 'zero_point' hold one value per index.",
     )
-    scale: TensorRef = Field(description="F32, shape [] (per tensor) or [shape[axis]].")
+    scale: TensorRef = Field(
+        description="shape [] (per tensor) or [shape[axis]]; F32 ('linear'), the parameter's "
+        "dtype ('weight_norm': the magnitude g)."
+    )
     zero_point: TensorRef | None = Field(
         default=None, description="Integer encodings: stored_dtype, scale's shape; absent means 0."
     )
@@ -118,7 +134,15 @@ class TensorEncoding(SpecModel):
                 continue
             if tuple(part.shape) != want or part.encoding is not None:
                 raise ValueError(f"encoding {name} shape {list(part.shape)} disagrees with {list(want)}")
-        if self.scale.dtype != "F32":
+        if self.scheme == "weight_norm":
+            if self.stored_dtype != ref.dtype or self.scale.dtype != ref.dtype or self.zero_point:
+                raise ValueError(
+                    f"a weight_norm encoding stores v and g in the parameter's dtype {ref.dtype} "
+                    f"(got {self.stored_dtype}, {self.scale.dtype}) and has no zero point"
+                )
+        elif self.stored_dtype in FLOAT_STORED:
+            raise ValueError(f"a linear encoding stores 8-bit values, not {self.stored_dtype}")
+        elif self.scale.dtype != "F32":
             raise ValueError(f"encoding scale is {self.scale.dtype}; scales are F32")
         if self.zero_point is not None and (
             self.stored_dtype not in INTEGER_STORED or self.zero_point.dtype != self.stored_dtype

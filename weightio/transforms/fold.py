@@ -10,7 +10,9 @@
   ``parametrizations.weight_norm``: ``parametrizations.weight.original0``/``original1``):
   ``weight = g * v / ||v||``, the norm over every axis where ``g`` has size 1 (over all of ``v``
   when ``g`` is a scalar), as torch computes it. These live in weights-only archives (a state
-  dict), whose layers are opaque; the result is the state dict of the plain module.
+  dict), whose layers are opaque; the result is the state dict of the plain module. A dense or
+  conv weight in weight-norm form (encoding ``weight_norm``, made by ``weightio.weight_norm``)
+  is decoded by the same rule (``weightio.format.encoding``) into a plain weight.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from weightio.format.archive import Archive
+from weightio.format.archive import Archive, plain
 from weightio.spec.model import activation_shapes
 from weightio.transforms.graph import Wiring, free_key
 from weightio.transforms.measure import TransformResult, finish
@@ -35,9 +37,15 @@ def fold_archive(
     archive: Archive, *, seed: int = 0, samples: int = 8, max_change: float | None = None
 ) -> TransformResult:
     """Fold ``archive`` (see the module's docstring); measured against it."""
+    original = archive
+    rows: list[dict[str, Any]] = [  # weight-norm form (``weightio.weight_norm``) made plain
+        {"layer": layer.name, "action": f"weight norm {ref.key}, {ref.encoding.scale.key} -> {ref.key}"}
+        for layer, _, ref in archive.spec.tensor_refs()
+        if ref.encoding is not None and ref.encoding.scheme == "weight_norm"
+    ]
+    archive = plain(archive)
     wiring = Wiring(archive.spec)
     tensors = {key: np.asarray(archive.tensors[key]) for key in archive.tensors}
-    rows: list[dict[str, Any]] = []
     for index, layer in enumerate(wiring.data["layers"]):
         if layer["kind"] in ("dropout", "identity") and len(wiring.inputs[index]) == 1:
             wiring.remove(index, replacement=wiring.inputs[index][0])
@@ -49,7 +57,7 @@ def fold_archive(
     tensors = {key: value for key, value in tensors.items() if key in kept}
     counts = _count(rows)
     line = f"fold: {counts}" if rows else "fold: nothing to fold"
-    return finish("fold", archive, data, tensors, [line], layers=rows, notes=[counts or "nothing to fold"],
+    return finish("fold", original, data, tensors, [line], layers=rows, notes=[counts or "nothing to fold"],
                   seed=seed, samples=samples, max_change=max_change)
 
 
@@ -57,6 +65,7 @@ def _count(rows: list[dict[str, Any]]) -> str:
     kinds: dict[str, int] = {}
     for row in rows:
         what = row["action"].split(" into ")[0].split(" (")[0]
+        what = "weight norm" if what.startswith("weight norm") else what
         kinds[what] = kinds.get(what, 0) + 1
     words = {"folded batch norm": "batch norm(s) folded", "removed": "dropout/identity layer(s) removed",
              "weight norm": "weight norm(s) made plain"}

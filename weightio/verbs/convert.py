@@ -311,8 +311,9 @@ def archive_bytes(archive: Archive) -> int:
 def _build_target(archive: Archive, target: TargetName, *, keep_int8: bool = False) -> tuple[Any, Any]:
     """Build the native target model and a runner for it (None where it cannot run here).
 
-    ``keep_int8`` (torch targets only, checked by ``convert``): the archive goes to the builder
-    encoded, so int8 weights stay int8 in the module.
+    A torch builder gets the archive encoded: it builds weight-norm weights as torch's
+    parametrization and, with ``keep_int8`` (torch targets only, checked by ``convert``),
+    int8 weights as int8 modules, and decodes the rest.
     """
     row = target_named(target)
     if archive.spec.weights_only:
@@ -323,8 +324,8 @@ def _build_target(archive: Archive, target: TargetName, *, keep_int8: bool = Fal
             f"{target} model can be built; convert it to .safetensors or .pt, or copy it into "
             "a model with weightio.load_into",
         )
-    if keep_int8:
-        return row.build(archive, keep_int8=True)  # type: ignore[call-arg]
+    if row.framework == "torch":  # to_torch decodes what it does not build encoded
+        return row.build(archive, keep_int8=keep_int8)  # type: ignore[call-arg]
     return row.build(plain(archive))  # an encoded (quantised) parameter is built decoded
 
 

@@ -20,8 +20,9 @@ from weightio.transforms.importance import Importance, first_layer_importance
 from weightio.transforms.measure import TransformResult, check_measure_options, stored_size
 from weightio.transforms.prune import check_prune_options, prune_archive
 from weightio.transforms.quantize import check_quantize_options, quantize_archive
+from weightio.transforms.weight_norm import weight_norm_archive
 
-__all__ = ["Importance", "TransformResult", "fold", "importance", "prune", "quantize"]
+__all__ = ["Importance", "TransformResult", "fold", "importance", "prune", "quantize", "weight_norm"]
 
 
 def open_source(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
@@ -36,13 +37,20 @@ def open_source(source: Any, options: dict[str, Any]) -> tuple[Archive, Any]:
 def _run(source: Any, options: dict[str, Any], transform: Any, **kwargs: Any) -> TransformResult:
     archive, file = open_source(source, options)
     try:
-        result = transform(plain(archive), **kwargs)  # a quantised archive is transformed decoded
+        # a quantised archive is transformed decoded; fold makes weight norm plain itself
+        keep = ("weight_norm",) if transform is fold_archive else ()
+        result = transform(plain(archive, keep=keep), **kwargs)
     except WeightioError as exc:
         raise (exc.with_file(file) if file is not None else exc) from None
     if archive.spec.encoded and not result.archive.spec.encoded:
         result.size_before = stored_size(archive)
-        result.notes.append("the source's quantised weights were decoded first and are stored as floats "
-                            "now; quantize the result to store them in 8 bits again")
+        schemes = {ref.encoding.scheme for _, _, ref in archive.spec.tensor_refs() if ref.encoding}
+        if "linear" in schemes:
+            result.notes.append("the source's quantised weights were decoded first and are stored as "
+                                "floats now; quantize the result to store them in 8 bits again")
+        if "weight_norm" in schemes and transform is not fold_archive:
+            result.notes.append("the source's weights in weight-norm form were made plain first "
+                                "(w = g * v / ||v||); weightio.weight_norm the result to store g, v again")
     return result
 
 
@@ -146,6 +154,39 @@ def quantize(
     return _run(source, read_options, quantize_archive, scheme=dtype, symmetric=symmetric,
                 per_channel=per_channel, include=include, exclude=exclude, seed=seed,
                 samples=samples, max_change=max_change)
+
+
+def weight_norm(
+    source: Any,
+    *,
+    include: Any = None,
+    exclude: Any = None,
+    seed: int = 0,
+    samples: int = 8,
+    max_change: float | None = None,
+    **read_options: Any,
+) -> TransformResult:
+    """Put dense/conv weights in weight-norm form (the reverse of ``fold``'s): each weight ``w``
+    is stored as ``v = w`` and ``g = ||w||`` over all axes but the output axis (torch's
+    ``weight_norm(dim=0)``), an encoded parameter of scheme ``weight_norm`` (docs/format.md).
+    ``to_torch`` (and ``.pt2``/``.pt``) then builds those layers with
+    ``torch.nn.utils.parametrizations.weight_norm`` (keys ``parametrizations.weight.original0``
+    / ``original1``); the runtime and the Keras writer recombine ``w = g * v / ||v||``.
+    ``weightio.fold`` makes them plain again.
+
+    Args:
+        source, include, exclude, seed, samples, max_change, **read_options: as for
+            ``weightio.prune`` (default: every dense and conv layer).
+
+    Returns:
+        A ``TransformResult`` with one row per weight (its ``g`` key, the worst weight error).
+
+    Raises:
+        UnsupportedLayerError: a weights-only source (no layer kinds to choose weights by).
+    """
+    check_measure_options(seed, samples, max_change)
+    return _run(source, read_options, weight_norm_archive, include=include, exclude=exclude,
+                seed=seed, samples=samples, max_change=max_change)
 
 
 def importance(source: Any, **read_options: Any) -> Importance:

@@ -115,6 +115,34 @@ def int8_weight(module: Any, ctx: ReadContext) -> TensorRef:
     return q.model_copy(update={"dtype": torch_dtype_name(module.compute_dtype), "encoding": encoding})
 
 
+#: The module path torch gives the classes ``torch.nn.utils.parametrize`` makes for a
+#: parametrized module (``ParametrizedLinear``, ``ParametrizedConv2d``).
+PARAMETRIZED = "torch.nn.utils.parametrize.Parametrized"
+
+
+def module_weight(module: Any, ctx: ReadContext) -> TensorRef:
+    """A Linear/Conv module's ``weight``; under torch's ``parametrizations.weight_norm`` (its one
+    parametrization of ``weight``) the weight-norm form it holds (format 1.2 encoding
+    ``weight_norm``): ``v`` (``original1``) under ``<path>.weight``, ``g`` (``original0``, one
+    value per index of its ``dim``, or a scalar) under ``<path>.weight.g``. Any other
+    parametrization is read as the weight it computes.
+    """
+    parametrizations = getattr(module, "parametrizations", None)
+    chain = None if parametrizations is None else getattr(parametrizations, "weight", None)
+    if chain is None or len(chain) != 1 or type(chain[0]).__name__ != "_WeightNorm":
+        return ctx.tensor("weight", module.weight)
+    dim = int(chain[0].dim)
+    g, v = chain.original0.detach(), chain.original1.detach()
+    axis = None if dim == -1 else dim % v.dim()
+    if g.dtype != v.dtype or g.numel() != (1 if axis is None else v.shape[axis]):
+        return ctx.tensor("weight", module.weight)
+    direction = ctx.tensor("weight", v)
+    magnitude = ctx.tensor("weight.g", g.reshape(() if axis is None else (-1,)))
+    encoding = TensorEncoding(scheme="weight_norm", stored_dtype=direction.dtype, axis=axis,
+                              scale=magnitude)
+    return direction.model_copy(update={"encoding": encoding})
+
+
 def tensor_identity(value: Any) -> tuple | None:
     """What makes two torch tensors the same one: storage, offset, shape, strides and dtype."""
     try:

@@ -16,10 +16,12 @@ from typing import Any
 
 from weightio.frameworks.torch.read.base import (
     FUNCTION_PARAMETERS,
+    PARAMETRIZED,
     REQUIRED,
     TORCH_READ,
     ReadContext,
     int8_weight,
+    module_weight,
 )
 from weightio.frameworks.torch.read.static import is_batch
 from weightio.layouts.transforms import same_padding
@@ -75,7 +77,7 @@ def _register(keys: list[str], produces: str | tuple[str, ...]) -> Any:
     return TORCH_READ.register(*keys, produces=(produces,) if isinstance(produces, str) else produces)
 
 
-@_register([f"{_N}Conv{r}" for r in _RANKS], "conv")
+@_register([f"{_N}Conv{r}" for r in _RANKS] + [f"{PARAMETRIZED}Conv{r}" for r in _RANKS], "conv")
 def _conv(module: Any, ctx: ReadContext) -> LayerBase:
     rank = _RANKS[type(module).__name__[-2:]]
     bias = module.bias
@@ -85,7 +87,7 @@ def _conv(module: Any, ctx: ReadContext) -> LayerBase:
         kernel_size=_tuple(module.kernel_size, rank), strides=_tuple(module.stride, rank),
         dilation=_tuple(module.dilation, rank), groups=int(module.groups),
         padding=_conv_padding(module, ctx, rank), use_bias=bias is not None,
-        weight=ctx.tensor("weight", module.weight),
+        weight=module_weight(module, ctx),
         bias=None if bias is None else ctx.tensor("bias", bias),
     )
 

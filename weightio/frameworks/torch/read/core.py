@@ -12,11 +12,13 @@ from weightio.frameworks.torch.common import torch_dtype_name
 from weightio.frameworks.torch.read.base import (
     FUNCTION_PARAMETERS,
     IGNORED_PARAMETERS,
+    PARAMETRIZED,
     REQUIRED,
     TORCH_READ,
     ReadContext,
     ReadFn,
     int8_weight,
+    module_weight,
 )
 from weightio.spec.activations import ActivationFn
 from weightio.spec.base import LayerBase
@@ -32,7 +34,7 @@ from weightio.spec.core import (
 # -- modules with parameters ------------------------------------------------------------------
 
 
-@TORCH_READ.register("torch.nn.Linear", produces=("dense",))
+@TORCH_READ.register("torch.nn.Linear", f"{PARAMETRIZED}Linear", produces=("dense",))
 def _linear(module: Any, ctx: ReadContext) -> LayerBase:
     bias = module.bias
     return DenseLayer(
@@ -40,7 +42,7 @@ def _linear(module: Any, ctx: ReadContext) -> LayerBase:
         units=int(module.out_features),
         in_features=int(module.in_features),
         use_bias=bias is not None,
-        weight=ctx.tensor("weight", module.weight),  # [out, in]: torch is canonical already
+        weight=module_weight(module, ctx),  # [out, in]: torch is canonical already
         bias=None if bias is None else ctx.tensor("bias", bias),
     )
 

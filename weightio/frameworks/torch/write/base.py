@@ -156,3 +156,29 @@ class ModuleClasses:
         if name in self.definitions:
             return self.get(name)
         raise AttributeError(f"module {self.home!r} has no attribute {name!r}")
+
+
+def weight_norm_form(module: Any, layer: LayerBase, archive: Archive, param: str = "weight") -> Any:
+    """``module`` with torch's weight-norm parametrization on ``param`` when the archive holds
+    that parameter in weight-norm form (encoding scheme ``weight_norm``, ``weightio.weight_norm``):
+    ``parametrizations.weight.original0`` is ``g`` (shaped as torch keeps it: ``[out, 1, …]``,
+    or ``[]`` over the whole tensor) and ``original1`` is ``v``, both as stored, so the module
+    computes ``g * v / ||v||`` as torch does; else ``module`` unchanged.
+    """
+    ref = layer.tensor_refs()[param]
+    encoding = ref.encoding
+    if encoding is None or encoding.scheme != "weight_norm":
+        return module
+    torch = torch_module("building PyTorch modules")
+    g = numpy_to_tensor(np.array(archive.stored[encoding.scale.key]))
+    v = numpy_to_tensor(np.array(archive.stored[ref.key]))
+    axis = encoding.axis
+    module = torch.nn.utils.parametrizations.weight_norm(module, name=param, dim=axis)
+    shape = [1] * v.dim()
+    if axis is not None:
+        shape[axis] = v.shape[axis]
+    parametrized = getattr(module.parametrizations, param)
+    with torch.no_grad():
+        parametrized.original0.copy_(g.reshape(shape) if axis is not None else g.reshape(()))
+        parametrized.original1.copy_(v)
+    return module

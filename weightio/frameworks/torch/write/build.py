@@ -153,7 +153,8 @@ def _class_name(name: str) -> str:
 def to_torch(archive: Archive, *, keep_int8: bool = False) -> Any:
     """Build the ``torch.nn.Module`` an archive describes, in eval mode, weights bit-exact.
 
-    Encoded (quantised) parameters are decoded first (``plain``); with ``keep_int8`` a dense or
+    Encoded (quantised) parameters are decoded first (``plain``), but a weight in weight-norm
+    form (``weightio.weight_norm``) becomes torch's ``parametrizations.weight_norm``; with ``keep_int8`` a dense or
     conv layer whose weight is integer-encoded becomes a ``QuantizedLinear``/``QuantizedConv``
     holding the integers (``write/quantized.py``), and every other encoded layer is decoded and
     named in a ``UserWarning``.
@@ -175,8 +176,8 @@ def to_torch(archive: Archive, *, keep_int8: bool = False) -> Any:
                 "and conv layers stay integer): "
                 + ", ".join(decoded[:10]) + (" …" if len(decoded) > 10 else ""), stacklevel=3,
             )
-    else:
-        archive = plain(archive)
+    # weight norm stays encoded: the dense/conv writers build torch's parametrization from it
+    archive = plain(archive, keep=("weight_norm", "linear") if keep_int8 else ("weight_norm",))
     spec = archive.spec
     if not spec.weights_only:
 

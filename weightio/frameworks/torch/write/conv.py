@@ -19,7 +19,12 @@ from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import torch_dtype_for, torch_module
 from weightio.frameworks.torch.read.conv import torch_pool_length
 from weightio.frameworks.torch.write import quantized
-from weightio.frameworks.torch.write.base import TORCH_WRITE, activation_module, parameter
+from weightio.frameworks.torch.write.base import (
+    TORCH_WRITE,
+    activation_module,
+    parameter,
+    weight_norm_form,
+)
 from weightio.layouts.flow import refold_flatten
 from weightio.layouts.transforms import channels_first_axes, channels_last_axes, same_padding
 from weightio.runtime.shapes import tensor_shapes
@@ -133,7 +138,7 @@ def _conv(layer: ConvLayer, archive: Archive) -> list[Any]:
         padding=padding, dilation=layer.dilation, groups=layer.groups, bias=layer.use_bias,
         device="meta", dtype=torch_dtype_for(weight.dtype),
     )
-    return [*pre, _weights(conv, archive, layer), *_activation(layer)]
+    return [*pre, weight_norm_form(_weights(conv, archive, layer), layer, archive), *_activation(layer)]
 
 
 @TORCH_WRITE.register("separable_conv")

@@ -22,6 +22,7 @@ from weightio.frameworks.torch.write.base import (
     activation_module,
     flowing_float_dtype,
     parameter,
+    weight_norm_form,
 )
 from weightio.spec.dtypes import numpy_dtype
 
@@ -108,7 +109,7 @@ def _dense(layer: Any, archive: Archive) -> list[Any]:
     linear.weight = parameter(weight)
     if layer.use_bias:
         linear.bias = parameter(archive.tensor(layer.name, "bias"))
-    modules = [linear]
+    modules = [weight_norm_form(linear, layer, archive)]
     if layer.activation.name != "linear":
         modules.append(activation_module(layer.activation, layer=layer.name))
     return modules

@@ -44,14 +44,17 @@ def kept_encoding(layer: Any) -> TensorEncoding | None:
     if param is None:
         return None
     encoding = layer.tensor_refs()[param].encoding
-    return encoding if encoding is not None and encoding.stored_dtype in INTEGER_DTYPES else None
+    if encoding is None or encoding.scheme != "linear" or encoding.stored_dtype not in INTEGER_DTYPES:
+        return None
+    return encoding
 
 
 def decoded_layers(archive: Any) -> list[str]:
     """Layers of ``archive`` with an encoded parameter that ``keep_int8`` still decodes."""
     names = []
     for layer in archive.spec.layers:
-        encoded = [p for p, ref in layer.tensor_refs().items() if ref.encoding is not None]
+        encoded = [p for p, ref in layer.tensor_refs().items()
+                   if ref.encoding is not None and ref.encoding.scheme == "linear"]
         kept = KEPT_KINDS.get(layer.kind) if kept_encoding(layer) is not None else None
         if any(p != kept for p in encoded):
             names.append(layer.name)
