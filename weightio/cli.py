@@ -750,19 +750,29 @@ def importance_verb(
         Path | None, typer.Option("--plot", metavar="DIR",
                                   help="Write importance.png (a heat map for image inputs) into this folder.")
     ] = None,
+    gradients: Annotated[
+        bool, typer.Option("--gradients",
+                           help="Rank every input element by the mean |df/dx| over seeded probe inputs "
+                           "instead (f: the top-class value of the first output, or the sum of its "
+                           "values), by central differences through the runtime in float64.")
+    ] = False,
+    seed: ProbeSeedOption = 0,
+    samples: ProbeSamplesOption = 8,
     trust_pickle: TrustPickleOption = False,
     key: KeyOption = None,
     architecture: ArchitectureOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Rank the inputs of SOURCE's first dense/conv layer by the share of its absolute weights
-    they meet (per feature, pixel or input channel).
+    they meet (per feature, pixel or input channel), or, with --gradients, every input element
+    by the probe-input gradients of the output.
     """
     from weightio.options import check_count
     from weightio.verbs.transform import importance
 
     check_count("top", top)
-    found = importance(source, **_source_options(key, architecture, trust_pickle))
+    found = importance(source, gradients=gradients, seed=seed, samples=samples,
+                       **_source_options(key, architecture, trust_pickle))
     if plot is not None:
         from weightio.report.plots import importance_png, write_pngs
 

@@ -218,7 +218,8 @@ def feature_importance(archive: Archive) -> bytes | None:
     return _bar_chart([str(j) for j in shown], [values[j] for j in shown], title, "share")
 
 
-def _importance_maps(values: np.ndarray, image: tuple[int, int, int, str], layer: str) -> bytes:
+def _importance_maps(values: np.ndarray, image: tuple[int, int, int, str], layer: str,
+                     gradients: bool = False) -> bytes:
     """Feature importance of an image input as one heat map per channel (28×28 for MNIST)."""
     channels, height, width, order = image
     if order == "channels_last":  # flattened (H, W, C): Keras's order
@@ -236,10 +237,14 @@ def _importance_maps(values: np.ndarray, image: tuple[int, int, int, str], layer
         if channels > 1:
             ax.set_title(f"channel {c}", fontsize=8)
     if picture is not None:
-        fig.colorbar(picture, ax=list(axes), shrink=0.8, label="share of Σ|W|")
+        fig.colorbar(picture, ax=list(axes), shrink=0.8,
+                     label="share of mean |∂f/∂x|" if gradients else "share of Σ|W|")
     more = f" (first {shown} of {channels} channels)" if shown < channels else ""
-    fig.suptitle(f"input-feature importance (|W| of {layer}, normalised) per pixel{more}",
-                 fontsize=9)
+    if gradients:
+        title = f"input importance per pixel{more}:\nmean |∂f/∂x| over probes, f from {layer}"
+    else:
+        title = f"input-feature importance (|W| of {layer}, normalised) per pixel{more}"
+    fig.suptitle(title, fontsize=9)
     return _png(fig)
 
 
@@ -249,8 +254,9 @@ def importance_png(found: Importance) -> bytes:
     of the largest shares.
     """
     values = np.asarray(found.scores)
+    gradients = found.method == "gradients"
     if found.image is not None:
-        return _importance_maps(values, found.image, found.layer)
+        return _importance_maps(values, found.image, printable(found.layer), gradients)
     if found.kind == "conv" and found.kernel_maps and np.asarray(found.kernel_maps[0]).ndim == 2:
         shown = min(len(found.kernel_maps), 16)
         fig = _figure(min(MAX_CHART_WIDTH, 2.2 * shown + 1.2), 2.8)
@@ -268,7 +274,8 @@ def importance_png(found: Importance) -> bytes:
                      fontsize=9)
         return _png(fig)
     ranked = found.ranked(MAX_FEATURE_BARS)
-    title = f"input importance (|W| of {printable(found.layer)}, share of Σ|W|)"
+    title = (f"input importance (mean |∂f/∂x| over probes, f from {printable(found.layer)}, share)"
+             if gradients else f"input importance (|W| of {printable(found.layer)}, share of Σ|W|)")
     if len(ranked) < len(values):
         title += f": the {len(ranked)} largest of {len(values)}"
     return _bar_chart([label for _, label, _ in ranked], [share for _, _, share in ranked], title, "share")

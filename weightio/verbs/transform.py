@@ -16,7 +16,7 @@ from typing import Any
 from weightio.errors import WeightioError
 from weightio.format.archive import Archive, plain
 from weightio.transforms.fold import fold_archive
-from weightio.transforms.importance import Importance, first_layer_importance
+from weightio.transforms.importance import Importance, first_layer_importance, gradient_importance
 from weightio.transforms.measure import TransformResult, check_measure_options, stored_size
 from weightio.transforms.prune import check_prune_options, prune_archive
 from weightio.transforms.quantize import check_quantize_options, quantize_archive
@@ -189,17 +189,29 @@ def weight_norm(
                 seed=seed, samples=samples, max_change=max_change)
 
 
-def importance(source: Any, **read_options: Any) -> Importance:
+def importance(
+    source: Any, *, gradients: bool = False, seed: int = 0, samples: int = 8, **read_options: Any
+) -> Importance:
     """How much of the first dense/conv layer's absolute weight each input meets: per input
     feature (dense; pixels of each channel when it reads a flattened image) or per input channel
     (conv). ``.ranked()``/``.table()`` rank them; ``weightio.report.plots.importance_png`` draws
     them (a heat map for image inputs). Works on archives from any framework, weights-only too.
 
+    Args:
+        gradients: Rank every input element instead by the mean ``|∂f/∂x|`` over ``samples``
+            seeded probe inputs (``seed``), ``f`` the top-class value of the first output
+            (``[batch, classes]`` outputs) or the sum of its values, by central differences
+            through the numpy runtime in float64 (``weightio.transforms.importance``).
+
     Raises:
-        UnsupportedLayerError: no dense or conv layer, nor any weight of two or more axes.
+        UnsupportedLayerError: no dense or conv layer, nor any weight of two or more axes;
+            with ``gradients``, a weights-only archive or a model without one float input.
     """
+    check_measure_options(seed, samples, None)
     archive, file = open_source(source, read_options)
     try:
+        if gradients:
+            return gradient_importance(plain(archive), seed=seed, samples=samples)
         return first_layer_importance(plain(archive))
     except WeightioError as exc:
         raise (exc.with_file(file) if file is not None else exc) from None
