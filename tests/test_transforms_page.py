@@ -48,6 +48,10 @@ def test_the_committed_page_has_every_transform_and_its_claims() -> None:
     for cells in rows.values():  # the converted models compute the outputs weightio reports
         assert _number(cells[8]) <= 1e-4 and _number(cells[9]) <= 1e-4
     assert "- prune 25% structured: 0.weight:12×1×3×3" in text
+    assert _number(rows["weight-norm form"][3]) <= 1e-6  # the same function up to one rounding
+    kept = re.search(r"the `\.pt` state dict ([\d.]+) kB \(([\d.]+) kB\)", text)
+    assert kept and float(kept.group(1)) < float(kept.group(2)) / 2.5  # --keep-int8 stays int8
+    assert "the five pixels it listens to most are pixel (" in text  # importance --gradients
 
 
 @pytest.mark.slow
@@ -61,3 +65,7 @@ def test_a_fresh_run_keeps_the_claims() -> None:
     assert by_label["prune 25% structured"]["parameters"] < by_label["original"]["parameters"]
     assert by_label["fold batch norm"]["probe_rel"] <= 1e-5
     assert all(r["keras"] <= 1e-4 and r["torch"] <= 1e-4 for r in results["rows"])
+    assert by_label["weight-norm form"]["probe_rel"] <= 1e-6
+    kept = by_label["quantize int8 per channel"]["kept"]
+    assert kept["pt_kept"] < kept["pt_plain"] / 2.5 and kept["pt2_kept"] < kept["pt2_plain"]
+    assert kept["torch"] <= 1e-4
