@@ -240,8 +240,8 @@ the five pixels it listens to most are {top_pixels}.
   `torch.nn.utils.parametrizations.weight_norm` (state-dict keys
   `parametrizations.weight.original0/1`), the runtime and the Keras writer recombine
   `w = g · v / ||v||` (in float64), and `weightio fold` makes them plain again (equal to the
-  original weights up to that one rounding). A live torch module under `weight_norm` reads in
-  this form too.
+  original weights up to that one rounding). A live torch module under `weight_norm`, and a
+  `.pt2` program of one (`aten._weight_norm`), read in this form too.
 - **`weightio importance SRC`** ranks the inputs of the first dense layer (the share of its
   `Σ|W|` each input feature meets; pixels of each channel when it reads a flattened image) or
   the input channels of the first conv; `--plot DIR` draws a heat map for image inputs. With

@@ -586,7 +586,7 @@ def fold_verb(
     destination: Annotated[Path, typer.Argument(help="Output archive (.safetensors).")],
     to: Annotated[
         str, typer.Option("--to", metavar="FORM",
-                          help="plain (default): fold as described below; weight-norm: the reverse, dense/conv "
+                          help="plain (default): the folds above; weight-norm: the reverse, dense/conv "
                           "weights stored as g and v (torch's weight_norm, dim=0), built by the torch "
                           "writer with parametrizations.weight_norm.")
     ] = "plain",

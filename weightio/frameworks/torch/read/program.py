@@ -282,6 +282,8 @@ class Rebuild:
         self.function_ops = _function_ops(torch)
         self.identities = _identities(aten)
         self.checks = {aten._assert_tensor_metadata.default}
+        #: ``aten._weight_norm`` nodes of a parametrized Linear/Conv: (owner path, v, g, dim).
+        self.weight_norms: dict[Any, tuple[str, Any, Any, int]] = {}
 
     def value(self, arg: Any) -> Any:
         """An argument in the new graph: a node's value, a stored tensor as a ``get_attr``."""
@@ -300,6 +302,8 @@ class Rebuild:
     def module_call(self, node: Any, make: ModuleMaker) -> Any:
         """An ATen call with parameters as the ``nn`` module ``make`` builds, at their owner."""
         args = list(node.args)
+        if len(args) > 1 and args[1] in self.weight_norms:
+            return self.weight_norm_call(node, make)
         tensors = [self.keys.get(a) if hasattr(a, "op") else None for a in args[1:]]
         stored = [_stored(self.gm, k) if k else a for k, a in zip(tensors, args[1:])]
         if any(hasattr(a, "op") and a not in self.keys for a in args[1:]):
@@ -321,6 +325,52 @@ class Rebuild:
             raise _refuse(node, f"reuses module {path!r}, whose parameters another call "
                           "reads (shared weights)") from None
         return self.graph.call_module(path, (self.value(args[0]),))
+
+    def weight_norm(self, node: Any) -> None:
+        """``aten._weight_norm(v, g, dim)`` of torch's ``parametrizations.weight_norm``: kept
+        for the Linear/Conv call reading it (``weight_norm_call``); nothing to compute here.
+        """
+        v, g = node.args[0], node.args[1]
+        dim = int(_arg(list(node.args), 2, 0))
+        suffix = ".parametrizations.weight.original"
+        v_key, g_key = self.keys.get(v, ""), self.keys.get(g, "")
+        owner = v_key[: -len(suffix + "1")]
+        if not (v_key.endswith(suffix + "1") and g_key == f"{owner}{suffix}0" and owner):
+            raise _refuse(node, "computes a weight norm of tensors that are not one module's "
+                          "parametrizations.weight.original0/1")
+        if any(user.target not in self.module_ops for user in node.users):
+            raise _refuse(node, "computes a weight norm read by something other than a Linear/Conv")
+        self.weight_norms[node] = (owner, _stored(self.gm, v_key), _stored(self.gm, g_key), dim)
+
+    def weight_norm_call(self, node: Any, make: ModuleMaker) -> Any:
+        """A Linear/Conv whose weight is a weight norm: the ``nn`` module under torch's
+        ``parametrizations.weight_norm`` again, at the parametrization's owner, so the module
+        reader reads it in weight-norm form (``read/base.py``, ``module_weight``).
+        """
+        args = list(node.args)
+        owner, v, g, dim = self.weight_norms[args[1]]
+        rest = args[2:]
+        if any(hasattr(a, "op") and a not in self.keys for a in rest):
+            raise _refuse(node, "takes a computed tensor as a parameter")
+        if any(self.keys[a].rpartition(".")[0] != owner for a in rest if hasattr(a, "op")):
+            raise _refuse(node, f"reads parameters of a module other than {owner!r}")
+        stored = [v, *[_stored(self.gm, self.keys[a]) if hasattr(a, "op") else a for a in rest]]
+        meta = args[0].meta.get("val") if hasattr(args[0], "meta") else None
+        try:
+            module, params = make(self.nn, [args[0], *stored], meta.dim() if meta is not None else 0)
+        except (ValueError, TypeError) as exc:
+            raise _refuse(node, f"has settings weightio cannot map ({exc})") from None
+        module = module.to(v.dtype)
+        self._load(module, node, owner, params)
+        module = self.nn.utils.parametrizations.weight_norm(module, dim=None if dim == -1 else dim)
+        with self.torch.no_grad():
+            module.parametrizations.weight.original0.copy_(g)
+            module.parametrizations.weight.original1.copy_(v)
+        try:
+            install(self.root, owner, module, self.nn)
+        except ValueError:
+            raise _refuse(node, f"reuses module {owner!r} (shared weights)") from None
+        return self.graph.call_module(owner, (self.value(args[0]),))
 
     def embedding(self, node: Any) -> Any:
         """``aten.embedding(weight, indices, padding_idx)``: the table comes first."""
@@ -413,6 +463,8 @@ class Rebuild:
             return self.graph.call_method("size", self.value(node.args))
         if target is self.torch.ops.aten.embedding.default:
             return self.embedding(node)
+        if target is self.torch.ops.aten._weight_norm.default:
+            return self.weight_norm(node)
         make = self.module_ops.get(target)
         if make is not None:
             return self.module_call(node, make)
@@ -460,7 +512,7 @@ def read_program(program: Any, *, source_file: Any = None) -> Archive:
         ) from None
     spec = archive.spec
     provenance = spec.provenance.model_copy(update={"source_class": PROGRAM_CLASS})
-    return Archive(spec.model_copy(update={"provenance": provenance}), archive.tensors)
+    return Archive(spec.model_copy(update={"provenance": provenance}), archive.stored)
 
 
 def run_program(program: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
