@@ -231,8 +231,8 @@ the five pixels it listens to most are {top_pixels}.
   zero point as buffers and decode them in `forward` by the same rule, so they compute the
   dequantising writer's outputs from a state dict about 4x smaller (the layout is in
   [format.md](format.md#encoded-parameters-12)). Float8 weights and other kinds (separable,
-  transposed convolutions) are dequantised and named in a warning. Read back live, such a module
-  gives the quantised archive again; a `.pt2` program of one is refused by name.
+  transposed convolutions) are dequantised and named in a warning. Read back, such a module or
+  its `.pt2` program gives the quantised archive again.
 - **`weightio fold SRC DST --to weight-norm`** (`weightio.weight_norm`) is the reverse of fold's
   weight-norm step: each conv/dense weight (`--include`/`--exclude` as for prune) is stored as
   `v = w` and `g = ||w||` over all axes but the output axis (torch's `weight_norm`, `dim=0`),

@@ -14,7 +14,7 @@ import pytest
 
 import weightio
 from tests.conftest import assert_close
-from weightio.errors import UnsupportedLayerError, UnsupportedSourceError
+from weightio.errors import UnsupportedSourceError
 from weightio.runtime.probes import probe_inputs
 
 torch = pytest.importorskip("torch")
@@ -85,7 +85,7 @@ def test_keep_int8_module_reads_back_as_the_quantised_archive(cnn) -> None:
     assert np.array_equal(weightio.run(back, x), weightio.run(quantized, x))
 
 
-def test_convert_keep_int8_writes_smaller_files_verified_and_refuses_reading_the_program_by_name(
+def test_convert_keep_int8_writes_smaller_files_verified_that_read_back_quantised(
     cnn, tmp_path, cli
 ) -> None:
     quantized = weightio.quantize(cnn, "int8").archive
@@ -105,8 +105,10 @@ def test_convert_keep_int8_writes_smaller_files_verified_and_refuses_reading_the
     program = torch.export.load(tmp_path / "kept.pt2").module()
     x = probe_inputs(quantized.spec, seed=0, samples=8)[0]
     assert_close(_outputs(program, x), weightio.run(quantized, x))
-    with pytest.raises(UnsupportedLayerError, match="int8 weight"):
-        weightio.read(tmp_path / "kept.pt2")
+    back = weightio.read(tmp_path / "kept.pt2")  # the program reads as the quantised archive
+    assert sorted(back.stored) == sorted(quantized.stored)
+    for key in quantized.stored:
+        assert np.array_equal(np.asarray(back.stored[key]), np.asarray(quantized.stored[key])), key
     with pytest.raises(UnsupportedSourceError, match="keep_int8"):
         weightio.convert(source, tmp_path / "kept.keras", keep_int8=True)
 

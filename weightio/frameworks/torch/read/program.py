@@ -11,6 +11,12 @@ dropped. An ATen operation without a mapping is refused by node name (``Unsuppor
 a weights-only fallback would only move the refusal to ``convert``, and ``inspect`` of the
 weights alone is a ``torch.save(program.state_dict, ...)`` away.
 
+Two decodings feeding a Linear/Conv become modules again: ``aten._weight_norm`` of a
+parametrization's ``original0/1`` (torch's ``parametrizations.weight_norm``) and the int8 decoding
+of weightio's ``QuantizedLinear``/``QuantizedConv`` (``weight_int8``, ``scale``, ``zero_point``
+buffers; checked bit for bit against the module's own decoding), so both read in their encoded
+form (format 1.2).
+
 The mapping covers what ``torch.export`` makes of the modules weightio writes and of plain
 Linear/Conv/BatchNorm/pooling/activation models; it grows by one entry per operation.
 """
@@ -284,6 +290,10 @@ class Rebuild:
         self.checks = {aten._assert_tensor_metadata.default}
         #: ``aten._weight_norm`` nodes of a parametrized Linear/Conv: (owner path, v, g, dim).
         self.weight_norms: dict[Any, tuple[str, Any, Any, int]] = {}
+        #: Nodes decoding the int8 weight of weightio's QuantizedLinear/QuantizedConv: owner path.
+        self.int8: dict[Any, str] = {}
+        self.int8_ops = {aten.to.dtype, aten._to_copy.default, aten.reshape.default,
+                         aten.view.default, aten.sub.Tensor, aten.mul.Tensor}
 
     def value(self, arg: Any) -> Any:
         """An argument in the new graph: a node's value, a stored tensor as a ``get_attr``."""
@@ -291,6 +301,8 @@ class Rebuild:
 
     def lookup(self, item: Any) -> Any:
         """One program node's counterpart in the new graph."""
+        if item in self.int8:
+            raise _refuse(item, "decodes an int8 weight read by something other than a Linear/Conv")
         if item in self.keys:
             key = self.keys[item]
             if key not in self.emitted:
@@ -304,6 +316,8 @@ class Rebuild:
         args = list(node.args)
         if len(args) > 1 and args[1] in self.weight_norms:
             return self.weight_norm_call(node, make)
+        if len(args) > 1 and args[1] in self.int8:
+            return self.int8_call(node)
         tensors = [self.keys.get(a) if hasattr(a, "op") else None for a in args[1:]]
         stored = [_stored(self.gm, k) if k else a for k, a in zip(tensors, args[1:])]
         if any(hasattr(a, "op") and a not in self.keys for a in args[1:]):
@@ -371,6 +385,80 @@ class Rebuild:
         except ValueError:
             raise _refuse(node, f"reuses module {owner!r} (shared weights)") from None
         return self.graph.call_module(owner, (self.value(args[0]),))
+
+    def int8_owner(self, node: Any) -> str | None:
+        """The module path whose ``weight_int8`` / ``scale`` / ``zero_point`` buffers ``node``
+        decodes (a ``QuantizedLinear``/``QuantizedConv`` written with ``keep_int8``), or None.
+        """
+        if node.target not in self.int8_ops:
+            return None
+        owners = set()
+        for arg in node.all_input_nodes:
+            if arg in self.int8:
+                owners.add(self.int8[arg])
+                continue
+            owner, _, name = self.keys.get(arg, "").rpartition(".")
+            if name not in ("weight_int8", "scale", "zero_point") or not owner:
+                return None
+            try:
+                _stored(self.gm, f"{owner}.weight_int8")
+            except AttributeError:
+                return None
+            owners.add(owner)
+        return owners.pop() if len(owners) == 1 else None
+
+    def int8_call(self, node: Any) -> Any:
+        """A Linear/Conv whose weight the program decodes from int8 buffers: weightio's
+        ``QuantizedLinear``/``QuantizedConv`` again, at their owner, after checking that the
+        program's decoding equals the module's (docs/format.md's rule) bit for bit.
+        """
+        from weightio.frameworks.torch.write.quantized import MODULES
+
+        args = list(node.args)
+        owner = self.int8[args[1]]
+        q = _stored(self.gm, f"{owner}.weight_int8")
+        scale = _stored(self.gm, f"{owner}.scale")
+        try:
+            zero = _stored(self.gm, f"{owner}.zero_point")
+        except AttributeError:
+            zero = None
+        decoded = self.evaluate(args[1])
+        axis = None if scale.dim() == 0 else next(
+            (a for a in range(q.dim()) if q.shape[a] == scale.numel() and scale.numel() > 1), 0)
+        bias = _arg(args, 2, None)
+        if bias is not None and (bias not in self.keys or self.keys[bias] != f"{owner}.bias"):
+            raise _refuse(node, f"adds a bias that is not {owner!r}'s own")
+        bias_value = None if bias is None else self.nn.Parameter(_stored(self.gm, self.keys[bias]).detach().clone())
+        common = (q.detach().clone(), scale.detach().clone(), None if zero is None else zero.detach().clone(),
+                  axis, decoded.dtype, bias_value)
+        if node.target is self.torch.ops.aten.linear.default:
+            module = MODULES.get("QuantizedLinear")(*common)
+        else:
+            rank = q.dim() - 2
+            module = MODULES.get("QuantizedConv")(
+                *common, stride=_ints(_arg(args, 3, [1]), rank, 1),
+                padding=_ints(_arg(args, 4, [0]), rank, 0) if not isinstance(_arg(args, 4, 0), str) else None,
+                dilation=_ints(_arg(args, 5, [1]), rank, 1), groups=int(_arg(args, 6, 1)),
+            )
+            if module.padding is None:
+                raise _refuse(node, "pads by name ('same'), which weightio's QuantizedConv does not")
+        with self.torch.no_grad():
+            if not self.torch.equal(module.dequantized_weight(), decoded):
+                raise _refuse(node, "decodes its int8 weight otherwise than docs/format.md's rule")
+        try:
+            install(self.root, owner, module, self.nn)
+        except ValueError:
+            raise _refuse(node, f"reuses module {owner!r} (shared weights)") from None
+        return self.graph.call_module(owner, (self.value(args[0]),))
+
+    def evaluate(self, node: Any) -> Any:
+        """The value of a decoding node, computed from the stored buffers as the program does."""
+        if node in self.keys:
+            return _stored(self.gm, self.keys[node])
+        args = self.torch.fx.node.map_arg(node.args, self.evaluate)
+        kwargs = self.torch.fx.node.map_arg(node.kwargs, self.evaluate)
+        with self.torch.no_grad():
+            return node.target(*args, **kwargs)
 
     def embedding(self, node: Any) -> Any:
         """``aten.embedding(weight, indices, padding_idx)``: the table comes first."""
@@ -453,6 +541,10 @@ class Rebuild:
     def call(self, node: Any) -> Any:
         """One ATen call in the new graph (None: nothing to compute, such as a metadata check)."""
         target = node.target
+        owner = self.int8_owner(node)
+        if owner is not None:
+            self.int8[node] = owner  # computed with the Linear/Conv reading it (``int8_call``)
+            return None
         if target in self.identities:
             return self.value(node.args[0])
         if target in self.checks:
@@ -471,10 +563,9 @@ class Rebuild:
         function = self.function_ops.get(target)
         if function is None:
             if any(str(self.keys.get(a, "")).endswith(".weight_int8") for a in node.args):
-                raise _refuse(node, "decodes an int8 weight (a program exported from weightio's "
-                              "QuantizedLinear/QuantizedConv, convert --keep-int8); weightio "
-                              "reads those modules live, not yet as a program: read the "
-                              "quantised .safetensors archive it was written from")
+                raise _refuse(node, "decodes an int8 weight with operations other than those of "
+                              "weightio's QuantizedLinear/QuantizedConv (convert --keep-int8); "
+                              "read the quantised .safetensors archive it was written from")
             raise _refuse(node, "has no reader")
         return self.graph.call_function(function, self.value(node.args), self.value(node.kwargs))
 
