@@ -154,7 +154,7 @@ def _sequential(
 
 def _canonical_inputs(
     layer: LayerBase, archive: Archive, names: NameAllocator, sources: list[str],
-    producers: list["KerasCall"], dtype: str,
+    producers: list[KerasCall], dtype: str,
 ) -> list[KerasLayer | None]:
     """For a merge or concatenate of feature maps with plain tensors (shufflenet joins a
     channel-shuffled half, plain after its ``view``, to a convolution's output): an exact
