@@ -43,6 +43,10 @@ TOLERANCE = 1e-5
 #: The least spread between the two probes' outputs (relative to the output's scale) for a
 #: comparison to mean something: a thousand times the tolerance.
 INPUT_EFFECT = 1000 * TOLERANCE
+#: The least batch-norm variance, as a fraction of its layer's mean: a channel the calibration
+#: batch hardly moves would otherwise be divided by almost nothing and amplify float32 rounding
+#: (torch's own float32 output then strayed 1e-5 to 1e-3 from float64, past the tolerance).
+FLOOR = 0.3
 
 #: (torchvision builder, input size): small inputs, every stage still sees a real feature map.
 FAST = [("resnet18", 64), ("mobilenet_v2", 32), ("vit_small", 32)]
@@ -101,7 +105,8 @@ def perturbed(name: str, seed: int = 0, size: int = 32) -> object:
     swapped parameter could hide. So one calibration batch (train mode, other seed than the
     probes') scales each convolution's and linear layer's weight so the part of its output the
     input moves has unit spread (LSUV, Mishkin & Matas 2016; biases stay), and gives every batch
-    norm that batch's statistics (cumulative average), which are then moved off by a little.
+    norm that batch's statistics (cumulative average), its variances floored (``FLOOR``) and
+    then moved off by a little.
     """
     torch.manual_seed(seed)
     if name in CLASSES:
@@ -130,6 +135,7 @@ def perturbed(name: str, seed: int = 0, size: int = 32) -> object:
             hook.remove()
         for module in norms:
             n = module.num_features
+            module.running_var.add_(FLOOR * module.running_var.mean())
             std = module.running_var.sqrt()
             module.running_mean.add_(0.1 * std * torch.randn(n, generator=gen))
             module.running_var.mul_(0.75 + 0.5 * torch.rand(n, generator=gen))

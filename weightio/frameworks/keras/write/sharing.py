@@ -18,6 +18,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
+
 from weightio.frameworks.keras.write.base import KerasLayer
 from weightio.spec.base import LayerBase
 from weightio.spec.model import ModelSpec
@@ -38,12 +40,12 @@ def calls_of(spec: ModelSpec) -> dict[str, str]:
     """``{spec layer: the earlier spec layer it is a further call of}``.
 
     A further call reads the same tensor refs (at least one), parameter for parameter, and is
-    the same kind with the same configuration. Layers are paired in ``spec.layers`` order, each
-    with the first layer it repeats.
+    the same kind with the same configuration. Layers are paired in topological order (the order
+    the assembly writes them), each with the first layer it repeats.
     """
     firsts: dict[tuple, str] = {}
     calls: dict[str, str] = {}
-    for layer in spec.layers:
+    for layer in (spec.layers[i] for i in spec.topological_order()):  # the order layers are written
         refs = layer.tensor_refs()
         if not refs:
             continue
@@ -58,7 +60,7 @@ def calls_of(spec: ModelSpec) -> dict[str, str]:
 
 def same_layer(copy: KerasLayer, first: KerasLayer) -> bool:
     """Whether ``copy`` is what calling ``first`` again computes: the same class, config (but
-    the name), call style and arrays' shapes.
+    the name), call style and arrays.
     """
     if (copy.class_name, copy.module, copy.call, copy.call_kwargs, copy.call_args, copy.nested) != (
         first.class_name, first.module, first.call, first.call_kwargs, first.call_args, first.nested
@@ -66,7 +68,11 @@ def same_layer(copy: KerasLayer, first: KerasLayer) -> bool:
         return False
     mine = {k: v for k, v in copy.config.items() if k != "name"}
     theirs = {k: v for k, v in first.config.items() if k != "name"}
-    return mine == theirs and [w.shape for w in copy.weights] == [w.shape for w in first.weights]
+    if mine != theirs or len(copy.weights) != len(first.weights):
+        return False
+    # The same tensors, unless a mapping rewrote them per call (a Dense folding its Flatten's order).
+    return all(a is b or (a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b))
+               for a, b in zip(copy.weights, first.weights))
 
 
 def reused_layers(copy: Sequence[KerasLayer], first: Sequence[KerasLayer]) -> list[KerasLayer | None]:
