@@ -40,7 +40,7 @@ def perturb(model: object, seed: int, calibration: np.ndarray | None = None) -> 
     and ConvNeXt's LayerScale factors (inside nested models too).
 
     With ``calibration`` (a batch other than the probes), the batch norms' moving statistics are
-    then that batch's own (one training-mode call with momentum 0), moved off by a little:
+    then that batch's own (one training-mode call with momentum 0), floored and moved off by a little:
     random statistics that do not fit the activations shrink the signal through a deep stack of
     batch norms while the betas keep their size, so EfficientNetB0 and both MobileNets gave one
     output for any input (to 1e-6) and a swapped parameter could hide.
@@ -61,6 +61,11 @@ def perturb(model: object, seed: int, calibration: np.ndarray | None = None) -> 
             else:
                 continue
             variable.assign(value.astype(variable.dtype))
+        if isinstance(layer, keras.layers.Normalization):
+            # it computes with a copy of its statistics, made from the variables at build: without
+            # this, the live model ignored the values just set (while a saved and loaded model,
+            # and weightio, use them) and, the output being constant, nothing showed
+            layer.finalize_state()
     norms = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if calibration is None or not norms:
         return
@@ -71,6 +76,7 @@ def perturb(model: object, seed: int, calibration: np.ndarray | None = None) -> 
     for layer, momentum in zip(norms, momenta):
         layer.momentum = momentum
         mean, variance = (np.asarray(v) for v in (layer.moving_mean, layer.moving_variance))
+        variance = variance + FLOOR * variance.mean()  # as the torchvision zoo's, for float32 rounding
         layer.moving_mean.assign((mean + 0.1 * np.sqrt(variance) * rng.standard_normal(mean.shape)).astype("float32"))
         layer.moving_variance.assign((variance * rng.uniform(0.75, 1.25, variance.shape)).astype("float32"))
 
@@ -78,6 +84,9 @@ def perturb(model: object, seed: int, calibration: np.ndarray | None = None) -> 
 #: The least spread between the two probes' outputs, relative to the output's scale, for a
 #: comparison to mean something: a thousand times the tolerance (``assert_close``'s 1e-5).
 INPUT_EFFECT = 1000 * 1e-5
+#: The least moving variance after calibration, as a fraction of its layer's mean (a channel the
+#: batch hardly moves would amplify float32 rounding past the tolerance).
+FLOOR = 0.3
 
 
 def images(seed: int, count: int = 2) -> np.ndarray:
