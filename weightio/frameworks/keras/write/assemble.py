@@ -38,10 +38,12 @@ from weightio.frameworks.keras.write.bridge import (
     write_layer,
 )
 from weightio.frameworks.keras.write.serialized import (
+    Shape,
     batch_shape,
     keras_tensor,
     policy,
 )
+from weightio.frameworks.keras.write.sharing import calls_of, reused_layers, warn_untied
 from weightio.layouts.flow import CHANNELS, MAP_MERGE_KINDS, PLAIN
 from weightio.spec.base import LayerBase
 from weightio.spec.layers import MULTI_INPUT_KINDS
@@ -110,7 +112,7 @@ def plan_keras_model(archive: Archive, settings: KerasSettings | None = None) ->
     inputs = {inp.name: _input_layer(spec, inp, names.by_spec[inp.name]) for inp in spec.inputs}
     dtypes = {inp.name: KERAS_FLOAT.get(inp.dtype, "float32") for inp in spec.inputs}
     settings = settings or KerasSettings()
-    if spec.is_chain:
+    if spec.is_chain and not calls_of(spec):  # a Sequential calls each layer once
         plan = _sequential(archive, names, inputs[spec.inputs[0].name], dtypes, model_name, settings)
         if not any(layer.needs_functional for layer in plan.layers):
             return plan
@@ -152,7 +154,7 @@ def _sequential(
 
 def _canonical_inputs(
     layer: LayerBase, archive: Archive, names: NameAllocator, sources: list[str],
-    producers: list[KerasLayer], dtype: str,
+    producers: list[KerasCall], dtype: str,
 ) -> list[KerasLayer | None]:
     """For a merge or concatenate of feature maps with plain tensors (shufflenet joins a
     channel-shuffled half, plain after its ``view``, to a convolution's output): an exact
@@ -201,40 +203,87 @@ def _write_merge(layer: LayerBase, ctx: WriteContext, sources: list[str]) -> lis
     return KERAS_WRITE.lookup(layer.kind, layer=layer.name)(layer, ctx)
 
 
-def _inbound(layer: KerasLayer, producers: list[KerasLayer]) -> list[dict[str, Any]]:
-    """The layer's one inbound node: its call's arguments, each tensor by ``keras_history``."""
-    refs = [keras_tensor(p.output_shape, p.dtype, p.name) for p in producers]
+@dataclass(frozen=True)
+class KerasCall:
+    """One call of a Keras layer (its ``node``-th inbound node) and the tensor it outputs: a
+    layer called again for a further call of a spec layer (``sharing.calls_of``) outputs, per
+    call, a tensor of the shape that call's input gives.
+    """
+
+    layer: KerasLayer
+    node: int
+    output_shape: Shape
+
+    @property
+    def name(self) -> str:
+        """The called layer's name."""
+        return self.layer.name
+
+    @property
+    def dtype(self) -> str:
+        """The dtype the call outputs."""
+        return self.layer.dtype
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """``(layer, node)``, as ``keras_history`` names the call."""
+        return (self.layer.name, self.node)
+
+
+def _first_call(layer: KerasLayer) -> KerasCall:
+    return KerasCall(layer, 0, layer.output_shape)
+
+
+def _inbound(layer: KerasLayer, producers: list[KerasCall]) -> dict[str, Any]:
+    """The layer's inbound node for one call: its arguments, each tensor by ``keras_history``."""
+    refs = [keras_tensor(p.output_shape, p.dtype, p.name, p.node) for p in producers]
     args: list[Any]
     if layer.call == "list":
         args = [refs]
     elif layer.call == "query_value":
         args = [refs[0], refs[0]]
     elif layer.call == "query_value_mask":
-        return [{"args": [refs[0], refs[0]], "kwargs": {**layer.call_kwargs, "value_mask": refs[1]}}]
+        return {"args": [refs[0], refs[0]], "kwargs": {**layer.call_kwargs, "value_mask": refs[1]}}
     elif layer.call == "args":
         args = [refs[0] if arg == INPUT else arg for arg in layer.call_args]
     else:
         args = [refs[0]]
-    return [{"args": args, "kwargs": dict(layer.call_kwargs)}]
+    return {"args": args, "kwargs": dict(layer.call_kwargs)}
 
 
-def _parents(layer: KerasLayer, producers: list[str]) -> list[str]:
-    """The tensors a call reads, in argument order (``mha(x, x)`` reads ``x`` twice)."""
+def _parents(layer: KerasLayer, producers: list[KerasCall]) -> list[tuple[str, int]]:
+    """The calls whose tensors a call reads, in argument order (``mha(x, x)`` reads ``x`` twice)."""
+    keys = [p.key for p in producers]
     if layer.call == "query_value_mask":
-        return [producers[0], producers[0], producers[1]]
-    return [producers[0], producers[0]] if layer.call == "query_value" else list(producers)
+        return [keys[0], keys[0], keys[1]]
+    return [keys[0], keys[0]] if layer.call == "query_value" else keys
 
 
 def _functional(
     archive: Archive, names: NameAllocator, inputs: dict[str, KerasLayer], dtypes: dict[str, str],
     model_name: str, settings: KerasSettings,
 ) -> KerasModelPlan:
-    """Wire the layers in topological order; each reads the tensors its spec inputs name."""
+    """Wire the layers in topological order; each reads the tensors its spec inputs name.
+
+    A further call of a spec layer (``sharing.calls_of``) calls the first call's Keras layers
+    holding arrays again (one more inbound node) instead of adding layers of its own.
+    """
     spec = archive.spec
-    ends: dict[str, KerasLayer] = dict(inputs)  # spec tensor -> the Keras layer producing it
+    ends = {name: _first_call(layer) for name, layer in inputs.items()}  # spec tensor -> its call
     by_name: dict[str, KerasLayer] = {layer.name: layer for layer in inputs.values()}
-    parents: dict[str, list[str]] = {name: [] for name in by_name}
+    parents: dict[tuple[str, int], list[tuple[str, int]]] = {(name, 0): [] for name in by_name}
     nodes: dict[str, list[dict[str, Any]]] = {name: [] for name in by_name}
+    calls = calls_of(spec)
+    written: dict[str, list[KerasLayer]] = {}  # spec layer -> the Keras layers written for it
+    tied: set[str] = set()
+
+    def call(keras_layer: KerasLayer, producers: list[KerasCall], shape: Shape) -> KerasCall:
+        made = KerasCall(keras_layer, len(nodes.setdefault(keras_layer.name, [])), shape)
+        by_name.setdefault(keras_layer.name, keras_layer)
+        nodes[keras_layer.name].append(_inbound(keras_layer, producers))
+        parents[made.key] = _parents(keras_layer, producers)
+        return made
+
     for index in spec.topological_order():
         layer = spec.layers[index]
         sources = spec.layer_inputs(index)
@@ -250,29 +299,30 @@ def _functional(
             moved = _canonical_inputs(layer, archive, names, sources, producers, dtypes[sources[0]])
             for index_, permute in enumerate(moved):
                 if permute is not None:
-                    by_name[permute.name] = permute
-                    nodes[permute.name] = _inbound(permute, [producers[index_]])
-                    parents[permute.name] = [producers[index_].name]
-                    producers[index_] = permute
+                    producers[index_] = call(permute, [producers[index_]], permute.output_shape)
         shapes = [p.output_shape for p in producers]
         ctx = WriteContext(archive, dtypes[sources[0]], names, shapes, settings=settings)
         single = len(sources) == 1 or masked
         built = write_layer(layer, ctx, sources[0]) if single else _write_merge(layer, ctx, sources)
-        for keras_layer in built:
-            by_name[keras_layer.name] = keras_layer
-            nodes[keras_layer.name] = _inbound(keras_layer, producers)
-            parents[keras_layer.name] = _parents(keras_layer, [p.name for p in producers])
-            producers = [keras_layer]
-        ends[layer.name] = built[-1]
+        first = calls.get(layer.name)
+        reused = reused_layers(built, written[first]) if first is not None else []
+        if reused:
+            tied.add(layer.name)
+        written[layer.name] = [again or own for own, again in zip(built, reused)] if reused else built
+        for position, keras_layer in enumerate(built):
+            target = reused[position] if reused and reused[position] is not None else keras_layer
+            producers = [call(target, producers, keras_layer.output_shape)]
+        ends[layer.name] = producers[0]
         dtypes[layer.name] = ctx.dtype
-    in_names = [inputs[inp.name].name for inp in spec.inputs]
-    out_names = [ends[out.layer].name for out in spec.outputs]
-    order = keras_layer_order(parents, out_names, in_names)
+    warn_untied(spec, tied)
+    in_calls = [(inputs[inp.name].name, 0) for inp in spec.inputs]
+    out_calls = [ends[out.layer].key for out in spec.outputs]
+    order = keras_layer_order(parents, out_calls, in_calls)
     layers = [by_name[name] for name in order]
     entries = [{**layer.serialized(), "name": layer.name, "inbound_nodes": nodes[layer.name]} for layer in layers]
 
-    def endpoints(points: list[str]) -> list[Any]:
-        refs = [[name, 0, 0] for name in points]
+    def endpoints(points: list[tuple[str, int]]) -> list[Any]:
+        refs = [[name, node, 0] for name, node in points]
         return refs[0] if len(refs) == 1 else refs
 
     config = {
@@ -280,7 +330,7 @@ def _functional(
         "class_name": "Functional",
         "config": {
             "name": model_name, "trainable": True, "layers": entries,
-            "input_layers": endpoints(in_names), "output_layers": endpoints(out_names),
+            "input_layers": endpoints(in_calls), "output_layers": endpoints(out_calls),
         },
         "registered_name": "Functional",
         "build_config": {"input_shape": None},
@@ -289,38 +339,45 @@ def _functional(
     return KerasModelPlan(config, layers, sequential=False)
 
 
-def keras_layer_order(parents: dict[str, list[str]], outputs: list[str], inputs: list[str]) -> list[str]:
-    """The order Keras gives a Functional model's operations (``map_graph``).
+def keras_layer_order(
+    parents: dict[tuple[str, int], list[tuple[str, int]]],
+    outputs: list[tuple[str, int]], inputs: list[tuple[str, int]],
+) -> list[str]:
+    """The order Keras gives a Functional model's operations (``map_graph``), from its calls
+    (``(layer, node)``) and the calls each reads.
 
     A depth-first walk from each output (in order) numbers every operation when first seen and
-    lists nodes inputs-first; an operation's depth is the longest path from it to an output.
-    Operations come deepest first, ties in the order the walk first saw them; inputs no output
-    depends on come last among depth 0 (Keras numbers them -1).
+    lists calls inputs-first; a call's depth is the longest path from it to an output, and an
+    operation's the deepest of its calls (which its later-listed calls then take on, as Keras
+    does for shared layers). Operations come deepest first, ties in the order the walk first saw
+    them; inputs no output depends on come last among depth 0 (Keras numbers them -1).
     """
-    finished: set[str] = set()
-    walk: list[str] = []
+    finished: set[tuple[str, int]] = set()
+    walk: list[tuple[str, int]] = []
     seen: dict[str, int] = {}
     for output in outputs:
         if output in finished:
             continue
-        seen.setdefault(output, len(seen))
+        seen.setdefault(output[0], len(seen))
         stack = [(output, iter(parents[output]))]
         while stack:
-            name, pending = stack[-1]
+            node, pending = stack[-1]
             parent = next(pending, None)
             if parent is None:
                 stack.pop()
-                finished.add(name)
-                walk.append(name)
+                finished.add(node)
+                walk.append(node)
             elif parent not in finished:
-                seen.setdefault(parent, len(seen))
+                seen.setdefault(parent[0], len(seen))
                 stack.append((parent, iter(parents[parent])))
+    node_depth: dict[tuple[str, int], int] = {}
     depth: dict[str, int] = {}
-    for name in reversed(walk):
-        own = depth.setdefault(name, 0)
-        for parent in parents[name]:
-            depth[parent] = max(own + 1, depth.get(parent, 0))
-    for name in inputs:
+    for node in reversed(walk):
+        own = max(node_depth.setdefault(node, 0), depth.get(node[0], 0))
+        depth[node[0]] = node_depth[node] = own
+        for parent in parents[node]:
+            node_depth[parent] = max(own + 1, node_depth.get(parent, 0))
+    for name, _node in inputs:
         if name not in depth:
             depth[name], seen[name] = 0, -1
     return sorted(depth, key=lambda name: (-depth[name], seen[name]))

@@ -79,11 +79,13 @@ def numpy_value(array: np.ndarray) -> dict[str, Any]:
     return {"class_name": "__numpy__", "config": {"value": array.tolist(), "dtype": str(array.dtype)}}
 
 
-def keras_tensor(shape: Shape, dtype: str, source: str) -> dict[str, Any]:
-    """A reference to the output of layer ``source`` in an ``inbound_nodes`` entry."""
+def keras_tensor(shape: Shape, dtype: str, source: str, node: int = 0) -> dict[str, Any]:
+    """A reference to the output of call ``node`` of layer ``source`` in an ``inbound_nodes``
+    entry (a layer called several times has one node per call).
+    """
     return {
         "class_name": "__keras_tensor__",
-        "config": {"shape": batch_shape(shape), "dtype": dtype, "keras_history": [source, 0, 0]},
+        "config": {"shape": batch_shape(shape), "dtype": dtype, "keras_history": [source, node, 0]},
     }
 
 
