@@ -955,6 +955,9 @@ def main() -> None:
     errors = _click_errors()
     command = typer.main.get_command(app)
     _name_values(command)
+    from weightio.cli_values import install
+
+    install()  # plain values need no pydantic adapter at start-up
     try:
         code = command(standalone_mode=False)
     except errors.NoArgsIsHelpError as exc:
