@@ -999,7 +999,7 @@ def entry() -> None:
     else:  # pragma: no cover - main always raises SystemExit
         code = 0
     run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
-    if run_exitfuncs is None:  # not CPython: exit the ordinary way
+    if run_exitfuncs is None or _observed():  # exit the ordinary way
         raise SystemExit(code)
     if code is None:
         code = 0
@@ -1016,6 +1016,18 @@ def entry() -> None:
         except (OSError, ValueError):  # a closed pipe: what the interpreter's exit reports too
             code = code or 120
     os._exit(code)
+
+
+def _observed() -> bool:
+    """True under a profiler, tracer or coverage (``python -m cProfile -m weightio``): they
+    write their results after the program returns, so the ordinary exit must happen.
+    """
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)  # Python >= 3.12 (coverage uses it there)
+    if monitoring is not None:
+        return any(monitoring.get_tool(tool) is not None for tool in range(6))
+    return False
 
 
 def _app_for(args: list[str]) -> typer.Typer:
