@@ -63,3 +63,23 @@ def test_inspect_builds_no_pydantic_adapter(tmp_path: Path) -> None:
                          timeout=120).stdout
     modules = set(json.loads(out.strip().splitlines()[-1]))
     assert "typer._adapters" not in modules
+
+
+def test_entry_runs_exit_handlers_and_keeps_the_exit_code(tmp_path: Path) -> None:
+    """``weightio.cli.entry`` skips the interpreter teardown, not what a normal exit does."""
+    marker = tmp_path / "atexit.txt"
+    for argv, code in ((["--version"], 0), (["inspect", str(tmp_path / "absent.safetensors")], 2)):
+        script = (
+            "import atexit, sys, threading, time\n"
+            f"atexit.register(lambda: open({str(marker)!r}, 'a').write('ran\\n'))\n"
+            f"threading.Thread(target=lambda: (time.sleep(0.2), open({str(marker)!r}, 'a')"
+            ".write('thread\\n'))).start()\n"
+            f"sys.argv = ['weightio', *{argv!r}]\n"
+            "from weightio.cli import entry\nentry()\n"
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == code, result.stderr
+        assert marker.read_text().splitlines()[-2:] == ["thread", "ran"]
+    assert "weightio" in subprocess.run([sys.executable, "-m", "weightio", "--version"],
+                                        capture_output=True, text=True, timeout=120).stdout
