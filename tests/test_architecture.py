@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "progress": 1,
     "terminal": 1,
     "options": 1,
+    "cli_values": 1,
 }
 FRAMEWORKS = ("keras", "torch", "sklearn")
 

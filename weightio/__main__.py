@@ -1,5 +1,5 @@
 """``python -m weightio`` runs the same CLI as ``weightio``."""
 
-from weightio.cli import main
+from weightio.cli import entry
 
-main()
+entry()

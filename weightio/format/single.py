@@ -100,8 +100,17 @@ def with_source_digest(spec: ModelSpec, digest: str) -> ModelSpec:
 
 def load_single(path: Path, *, verify: bool = False) -> Archive:
     """Open one archive file: the header is read now, tensors are mapped and read on use."""
+    archive = _load_single(path, verify=verify, plain_is_none=False)
+    assert archive is not None
+    return archive
+
+
+def _load_single(path: Path, *, verify: bool, plain_is_none: bool) -> Archive | None:
+    """``load_single``; with ``plain_is_none``, ``None`` for a header with no weightio spec."""
     with open_regular(path) as handle:  # mapped from this very handle: a rewrite cannot mix in
         header = read_header(handle, path)
+        if plain_is_none and META_SPEC not in header.metadata:
+            return None
         mapped = MappedTensors(path, header, handle)
     spec = spec_of_header(header, path)
     tensors = TensorMap(list(header.entries), mapped.get)
@@ -129,9 +138,6 @@ def open_archive_file(path: Path | str) -> Archive | None:
     path = Path(remote.as_local(path))
     if path.suffix != ".safetensors" or not path.is_file():
         return None
-    with open(path, "rb") as handle:
-        if META_SPEC not in read_header(handle, path).metadata:
-            return None
-    return load_single(path)
+    return _load_single(path, verify=False, plain_is_none=True)  # one read of the header
 
 
