@@ -232,7 +232,7 @@ def _convert_opened(
 ) -> ConversionResult:
     archive = src.archive
     try:
-        native, runner = _build_target(archive, target)
+        native, runner = _build_target(archive, target, seed=seed)
     except WeightioError as exc:  # name the source file the unbuildable layer came from
         if source_file is not None:
             raise exc.with_file(source_file) from exc
@@ -296,7 +296,7 @@ def archive_bytes(archive: Archive) -> int:
     return sum(math.prod(ref.shape) * itemsize(ref.dtype) for _, _, ref in archive.spec.stored_refs())
 
 
-def _build_target(archive: Archive, target: TargetName) -> tuple[Any, Any]:
+def _build_target(archive: Archive, target: TargetName, *, seed: int = 0) -> tuple[Any, Any]:
     """Build the native target model and a runner for it (None where it cannot run here)."""
     row = target_named(target)
     if archive.spec.weights_only:
@@ -307,7 +307,7 @@ def _build_target(archive: Archive, target: TargetName) -> tuple[Any, Any]:
             f"{target} model can be built; convert it to .safetensors or .pt, or copy it into "
             "a model with weightio.load_into",
         )
-    return row.build(plain(archive))  # an encoded (quantised) parameter is built decoded
+    return row.build(plain(archive), seed=seed)  # an encoded (quantised) parameter is built decoded
 
 
 def _write(

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 import weightio.errors as error_classes
-from weightio.errors import MalformedFileError, WeightioError
+from weightio.errors import MalformedFileError, MissingFrameworkError, WeightioError
+from weightio.optional import require
 
 #: Modules whose presence means Keras (and TensorFlow) are imported in this process already.
 _KERAS_MODULES = {"keras", "tensorflow", "tf_keras"}
@@ -60,6 +61,35 @@ def load_model_file(model_file: Path, weights: Path | None = None) -> Any:
                 file=weights,
             ) from None
     return model
+
+
+#: Packages ``import keras`` imports only for features a model file's load and call never use
+#: (``keras.visualization``'s plots import matplotlib.pyplot, ``keras.wrappers`` scikit-learn),
+#: each in a ``try: import ... except ImportError`` of its own. A fifth of ``import keras``.
+UNUSED_BY_KERAS_MODELS = ("matplotlib", "sklearn")
+
+
+def import_keras_lean() -> None:
+    """``import keras`` with the packages of ``UNUSED_BY_KERAS_MODELS`` absent while it runs.
+
+    Keras records them as not installed (its plotting and scikit-learn wrappers would say so);
+    they are importable again afterwards, so anything that does need one still gets it.
+    Nothing happens when Keras is imported already; a Keras that is not installed is left to
+    the typed error of the load that follows.
+    """
+    if "keras" in sys.modules:
+        return
+    hidden = [name for name in UNUSED_BY_KERAS_MODELS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # "import name" raises ImportError
+    try:
+        require("keras", purpose="running a Keras model file")  # TensorFlow's start-up log dropped
+    except MissingFrameworkError:
+        pass
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def _pack(arrays: list[np.ndarray]) -> bytes:
@@ -181,6 +211,7 @@ def main(argv: list[str]) -> int:
     try:
         from weightio.frameworks.keras.model import run_keras
 
+        import_keras_lean()
         model = load_model_file(Path(argv[0]), weights)
         outputs = run_keras(model, _unpack(sys.stdin.buffer.read()))
     except WeightioError as exc:
@@ -194,4 +225,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The answer is out; what is left is the interpreter's teardown with TensorFlow loaded
+    # (seconds on a busy machine), which the waiting ``convert`` would sit through: skip it.
+    # Nothing of this process needs finalising (the private copy is removed already).
+    os._exit(code)
