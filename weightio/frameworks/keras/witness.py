@@ -143,18 +143,30 @@ class KerasFileRunner:
             check_keras_objects(config, file=self.model_file)
         except WeightioError:
             return
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        command = [sys.executable, "-m", "weightio.frameworks.keras.witness", str(self.model_file)]
-        if self.weights is not None:
-            command += ["--weights", str(self.weights)]
+        early = take_early()
+        if early is not None:  # importing Keras since the CLI began: give it the file now
+            try:
+                assert early.stdin is not None
+                early.stdin.write(json.dumps(self._argv()).encode() + b"\n")
+                early.stdin.flush()
+            except OSError:
+                early.kill()
+            else:
+                self._process = early
+                atexit.register(self.close)
+                return
+        command = [sys.executable, "-m", "weightio.frameworks.keras.witness", *self._argv()]
         try:
             self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE, env=env)
+                                             stderr=subprocess.PIPE, env=witness_env())
         except OSError:
             self._process = None  # run in this process instead
             return
         atexit.register(self.close)
+
+    def _argv(self) -> list[str]:
+        argv = [str(self.model_file)]
+        return argv if self.weights is None else [*argv, "--weights", str(self.weights)]
 
     def close(self) -> None:
         """Stop the witness process if it is still running (a conversion that failed early)."""
@@ -181,6 +193,43 @@ class KerasFileRunner:
         return run_keras(self._model[0], xs)
 
 
+#: A witness process started before anything was read (``start_early``), not yet given a file.
+_EARLY: list[subprocess.Popen[bytes]] = []
+
+
+def witness_env() -> dict[str, str]:
+    """The environment of a witness process: this one's, with this ``weightio`` first on the path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def start_early(process: subprocess.Popen[bytes]) -> None:
+    """Hold ``process`` (``python -m weightio.frameworks.keras.witness`` with no file, started
+    by the CLI as its first step) for the next ``spawn()``: it imports Keras meanwhile and
+    reads nothing of the user's until ``spawn()`` has checked the file and sends its name.
+    Killed at exit if no runner took it.
+    """
+    _EARLY.append(process)
+    atexit.register(_kill_early)
+
+
+def take_early() -> subprocess.Popen[bytes] | None:
+    """The early process, if one is held and still running (then no longer held)."""
+    while _EARLY:
+        process = _EARLY.pop()
+        if process.poll() is None:
+            return process
+    return None
+
+
+def _kill_early() -> None:
+    while _EARLY:
+        process = _EARLY.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def _cores() -> int:
     """The cores this process may run on."""
     try:
@@ -205,9 +254,19 @@ def _error(data: dict[str, Any]) -> WeightioError:
 
 
 def main(argv: list[str]) -> int:
-    """The witness process: load the model, read the probe, write the outputs."""
-    weights = Path(argv[argv.index("--weights") + 1]) if "--weights" in argv else None
+    """The witness process: load the model, read the probe, write the outputs.
+
+    Without arguments (started early), Keras is imported first and the arguments come as a
+    JSON list on the first line of stdin; an empty stdin means the file was not needed.
+    """
     out = sys.stdout.buffer
+    if not argv:
+        import_keras_lean()
+        line = sys.stdin.buffer.readline()
+        if not line.strip():
+            return 0
+        argv = [str(item) for item in json.loads(line)]
+    weights = Path(argv[argv.index("--weights") + 1]) if "--weights" in argv else None
     try:
         from weightio.frameworks.keras.model import run_keras
 
