@@ -5,8 +5,11 @@ The issue's figures (a loaded machine): 16.6 s to .pt2, 5.4 s to .safetensors, 0
 the source, the witness), torch and torch.export's dynamo (to build and export the target). So
 the table has those imports alone, measured in the same run, as the floor every row stands on,
 and every row's ratio to ``python -c "import tensorflow, torch"`` (both imports in one process).
+One more floor is the witness's own: a fresh Python importing Keras as the witness does
+(``import_keras_lean``), loading the file and calling it once; a verified conversion cannot end
+before that (plus the start of the CLI that spawns it).
 
-    python benchmarks/small_model_latency.py [--repeats 5] [--before DIR]
+    python benchmarks/small_model_latency.py [--repeats 5] [--before DIR] [--jobs pt2] [--floors keras]
 
 ``--before DIR`` also runs the weightio rows from another source tree (``git archive REV | tar
 -x -C DIR``), interleaved with this one's, so both see the same load. Prints medians (and
