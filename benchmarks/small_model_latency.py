@@ -5,8 +5,11 @@ The issue's figures (a loaded machine): 16.6 s to .pt2, 5.4 s to .safetensors, 0
 the source, the witness), torch and torch.export's dynamo (to build and export the target). So
 the table has those imports alone, measured in the same run, as the floor every row stands on,
 and every row's ratio to ``python -c "import tensorflow, torch"`` (both imports in one process).
+One more floor is the witness's own: a fresh Python importing Keras as the witness does
+(``import_keras_lean``), loading the file and calling it once; a verified conversion cannot end
+before that (plus the start of the CLI that spawns it).
 
-    python benchmarks/small_model_latency.py [--repeats 5] [--before DIR]
+    python benchmarks/small_model_latency.py [--repeats 5] [--before DIR] [--jobs pt2] [--floors keras]
 
 ``--before DIR`` also runs the weightio rows from another source tree (``git archive REV | tar
 -x -C DIR``), interleaved with this one's, so both see the same load. Prints medians (and
@@ -49,6 +52,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--before", type=Path, help="another weightio source tree, run interleaved")
     parser.add_argument("--jobs", default="", help="run only the weightio jobs whose name holds this")
+    parser.add_argument("--floors", default="", help="run only the floors whose name holds this")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "KERAS_BACKEND": "tensorflow"}
     here = Path(__file__).resolve().parents[1]
@@ -64,6 +68,14 @@ def main() -> None:
         ("import keras (TensorFlow)", [PY, "-c", "import keras"]),
         ("import torch + torch.export", [PY, "-c", "import torch, torch.export._trace"]),
         ("import tensorflow, torch", [PY, "-c", "import tensorflow, torch"]),
+        # the witness's floor: a fresh Python importing Keras as the witness does (without
+        # matplotlib and scikit-learn), loading the file and calling it once
+        ("keras lean import + load + call", [PY, "-c", (
+            f"import sys, numpy as np; sys.path.insert(0, {str(here)!r})\n"
+            "from weightio.frameworks.keras.witness import import_keras_lean\n"
+            "import_keras_lean(); import keras\n"
+            f"keras.saving.load_model({str(model)!r}, compile=False)(np.ones((8, 4), 'float32'))\n"
+            "import os; os._exit(0)")]),
     ]
     jobs = [
         ("weightio --help", ["--help"]),
@@ -72,6 +84,9 @@ def main() -> None:
         ("convert -> .pt2 (verified)", ["convert", str(model), "{out}.pt2"]),
     ]
     jobs = [(name, argv) for name, argv in jobs if args.jobs in name]
+    floors = [(name, cmd) for name, cmd in floors
+              if args.floors in name or name == "import tensorflow, torch"]
+    loads = [os.getloadavg()[0]]
     times: dict[str, list[float]] = {}
     cpus: dict[str, list[float]] = {}
     for _ in range(args.repeats):  # round robin: every row sees the same drift in load
@@ -87,8 +102,9 @@ def main() -> None:
                 wall, cpu = timed(cmd, tree_env)
                 times.setdefault(f"{name} [{tree_name}]", []).append(wall)
                 cpus.setdefault(f"{name} [{tree_name}]", []).append(cpu)
+        loads.append(os.getloadavg()[0])
     both = statistics.median(times["import tensorflow, torch"])
-    print(f"load average {os.getloadavg()[0]:.1f}; {args.repeats} runs each, round robin; seconds; "
+    print(f"load average {' '.join(f'{x:.1f}' for x in loads)} (start, after each round); {args.repeats} runs each, round robin; seconds; "
           "ratio: median / median of `import tensorflow, torch`; cpu: median user+system seconds")
     print(f"{'job':44} {'median':>7} {'min':>7} {'max':>7} {'ratio':>6} {'cpu':>6}")
     for name, found in times.items():

@@ -217,6 +217,7 @@ def convert(
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
     from weightio.verbs.convert import convert as do_convert
 
+    _hand_over_early_witness()
     options = _source_options(key, architecture, trust_pickle, head)
     result = do_convert(
         source, destination, to=to, verify=verify, seed=seed, samples=samples,
@@ -997,6 +998,7 @@ def main() -> None:
     Click's own usage errors (an unknown option, ``--seed abc``, a missing argument) become one
     line and exit 2 too, like every weightio error, instead of click's usage block.
     """
+    _start_witness_early(sys.argv[1:])
     errors = _click_errors()
     command = typer.main.get_command(_app_for(sys.argv[1:]))
     _name_values(command)
@@ -1099,6 +1101,69 @@ def _app_for(args: list[str]) -> typer.Typer:
             single.registered_commands, single.registered_groups = [], [group]
             return single
     return app
+
+#: A Keras witness process ``main`` started before anything else (``_start_witness_early``).
+_EARLY_WITNESS: list[Any] = []
+#: Targets built by another framework than Keras, so ``convert`` runs a Keras source in a
+#: witness process (``verbs.convert._source_runner_started``).
+_WITNESSED_SUFFIXES = (".pt2", ".pt", ".pth", ".skops", ".joblib")
+
+
+def _start_witness_early(args: list[str]) -> None:
+    """For ``convert MODEL.keras OUT.pt2`` (or ``.h5``; to a torch or scikit-learn target,
+    verified), start the Keras witness process now, before weightio imports anything.
+
+    It imports Keras (seconds) while this process parses, reads the file and builds the target,
+    and touches no file until ``KerasFileRunner.spawn`` has checked the source and sends its
+    name; if the command turns out not to need it, it is killed at exit. A guess from the
+    command line only: whether a witness runs is still decided where it always was.
+    """
+    import os
+
+    if (args[:1] != ["convert"] or "--no-verify" in args or "--to" in args
+            or any(a in ("--help", "-h") for a in args)):
+        return
+    names = [a.lower() for a in args[1:] if not a.startswith("-")]
+    if not (any(n.endswith((".keras", ".h5")) and not n.endswith(".weights.h5") for n in names)
+            and any(n.endswith(_WITNESSED_SUFFIXES) for n in names)):
+        return
+    if any(m in sys.modules for m in ("keras", "tensorflow")):
+        return
+    try:
+        if len(os.sched_getaffinity(0)) < 2:  # one core: nothing overlaps
+            return
+    except (AttributeError, OSError):
+        if (os.cpu_count() or 1) < 2:
+            return
+    import atexit
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        _EARLY_WITNESS.append(subprocess.Popen(
+            [sys.executable, "-m", "weightio.frameworks.keras.witness"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env))
+    except OSError:
+        return
+    atexit.register(_kill_early_witness)  # a command that failed before handing it over
+
+
+def _kill_early_witness() -> None:
+    while _EARLY_WITNESS:
+        process = _EARLY_WITNESS.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _hand_over_early_witness() -> None:
+    """Give the early witness process (if any) to the Keras runner that will use it."""
+    if _EARLY_WITNESS:
+        from weightio.frameworks.keras.witness import start_early
+
+        start_early(_EARLY_WITNESS.pop())
 
 
 #: How ``--help`` names the value of an option (instead of the Python type, ``<list[str]>``).

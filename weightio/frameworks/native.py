@@ -124,7 +124,7 @@ def _is_safetensors(head: bytes) -> bool:
     return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
 
 
-def _build_archive(archive: Archive) -> tuple[Any, None]:
+def _build_archive(archive: Archive, **options: Any) -> tuple[Any, None]:
     return None, None
 
 

@@ -84,7 +84,8 @@ class Target:
     suffixes: tuple[str, ...]
     #: Builds the native model from an archive and returns ``(native, runner)``; ``runner`` is
     #: None when the target cannot be run here (the check then rests on the numpy runtime).
-    build: Callable[[Archive], tuple[Any, Runner | None]]
+    #: ``build(archive, seed=...)``: the probe's seed, for a target that needs example inputs.
+    build: Callable[..., tuple[Any, Runner | None]]
     #: Writes it: ``write(archive, native, destination, **write_options) -> Path``.
     write: Callable[..., Path]
     #: Whether a weights-only archive (no architecture) can be written to this target.

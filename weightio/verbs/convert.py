@@ -244,7 +244,7 @@ def _convert_opened(
 ) -> ConversionResult:
     archive = src.archive
     try:
-        native, runner = _build_target(archive, target, keep_int8=keep_int8)
+        native, runner = _build_target(archive, target, seed=seed, keep_int8=keep_int8)
     except WeightioError as exc:  # name the source file the unbuildable layer came from
         if source_file is not None:
             raise exc.with_file(source_file) from exc
@@ -308,7 +308,9 @@ def archive_bytes(archive: Archive) -> int:
     return sum(math.prod(ref.shape) * itemsize(ref.dtype) for _, _, ref in archive.spec.stored_refs())
 
 
-def _build_target(archive: Archive, target: TargetName, *, keep_int8: bool = False) -> tuple[Any, Any]:
+def _build_target(
+    archive: Archive, target: TargetName, *, seed: int = 0, keep_int8: bool = False
+) -> tuple[Any, Any]:
     """Build the native target model and a runner for it (None where it cannot run here).
 
     A torch builder gets the archive encoded: it builds weight-norm weights as torch's
@@ -325,8 +327,8 @@ def _build_target(archive: Archive, target: TargetName, *, keep_int8: bool = Fal
             "a model with weightio.load_into",
         )
     if row.framework == "torch":  # to_torch decodes what it does not build encoded
-        return row.build(archive, keep_int8=keep_int8)  # type: ignore[call-arg]
-    return row.build(plain(archive))  # an encoded (quantised) parameter is built decoded
+        return row.build(archive, seed=seed, keep_int8=keep_int8)
+    return row.build(plain(archive), seed=seed)  # an encoded (quantised) parameter is built decoded
 
 
 def _write(

@@ -111,13 +111,14 @@ def verify_conversion(
         source_runner = runner_in_layout(archive.spec, source_runner, layout_of(source_name))
     if target_runner is not None:
         target_runner = runner_in_layout(archive.spec, target_runner, layout_of(target))
-    witnesses: list[tuple[str, Sequence[np.ndarray]]] = []
-    if source_runner is not None:
-        witnesses.append((source_name or "source", source_runner(inputs)))
+    # The numpy runtime and the target run first: the source may be a witness process still
+    # importing its framework (``frameworks.keras.witness``), so they run while it does.
     runtime_outputs, _ = forward(archive, inputs)
-    witnesses.append(("numpy", runtime_outputs))
+    others: list[tuple[str, Sequence[np.ndarray]]] = [("numpy", runtime_outputs)]
     if target_runner is not None:
-        witnesses.append((target, target_runner(inputs)))
+        others.append((target, target_runner(inputs)))
+    witnesses = others if source_runner is None else [
+        (source_name or "source", source_runner(inputs)), *others]
     ref_name, ref_outputs = witnesses[0]
     checks = []
     for other_name, other_outputs in witnesses[1:]:

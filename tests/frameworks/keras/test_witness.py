@@ -93,3 +93,61 @@ def test_a_config_off_the_allowlist_starts_no_process(tmp_path) -> None:
     witness = KerasFileRunner(tmp_path / "model.keras", config=config)
     witness.spawn()
     assert witness._process is None
+
+
+@pytest.mark.slow
+def test_the_cli_starts_the_witness_first_and_convert_uses_it(model_file, tmp_path) -> None:
+    """``weightio convert MODEL.keras OUT.pt2`` starts the witness as its first step (it imports
+    Keras before the file is named to it); ``convert`` hands it the checked file, and the
+    ``.pt2`` it writes is the program the proof ran (loaded back from the file's bytes)."""
+    out = tmp_path / "out.pt2"
+    code = (
+        "import sys, weightio.cli as cli, weightio.frameworks.keras.witness as w\n"
+        "taken = []\n"
+        "take = w.take_early\n"
+        "w.take_early = lambda: taken.append(take()) or taken[-1]\n"
+        f"sys.argv = ['weightio', 'convert', {str(model_file)!r}, {str(out)!r}]\n"
+        "try:\n"
+        "    cli.main()\n"
+        "finally:\n"
+        "    print('early', [p is not None for p in taken], 'tensorflow' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "early [True] False" in done.stdout
+    assert "keras vs pt2" in done.stdout and done.stderr == ""
+    import torch
+
+    program = torch.export.load(out).module()
+    x = np.random.default_rng(2).standard_normal((3, 4)).astype("float32")
+    expected = np.asarray(keras.saving.load_model(model_file)(x, training=False))
+    got = program(torch.from_numpy(x)).detach().numpy()
+    assert np.max(np.abs(got - expected)) <= 1e-5 * max(1.0, float(np.max(np.abs(expected))))
+
+
+def test_no_early_witness_for_other_commands(model_file, tmp_path) -> None:
+    from weightio import cli
+
+    for args in (["convert", str(model_file), str(tmp_path / "a.safetensors")],
+                 ["convert", str(model_file), str(tmp_path / "a.pt2"), "--no-verify"],
+                 ["inspect", str(model_file)],
+                 ["convert", str(model_file), str(tmp_path / "a.pt2")]):  # keras imported here
+        cli._start_witness_early(args)
+        assert cli._EARLY_WITNESS == []
+
+
+def test_keras_imported_lean_leaves_the_hidden_packages_importable() -> None:
+    """Keras (in a fresh process) is imported with matplotlib and scikit-learn absent; both
+    import normally afterwards, and Keras runs a model."""
+    code = (
+        "import sys\n"
+        "from weightio.frameworks.keras.witness import import_keras_lean\n"
+        "import_keras_lean()\n"
+        "print('matplotlib' in sys.modules, 'sklearn' in sys.modules)\n"
+        "import sklearn, keras\n"
+        "m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])\n"
+        "print(m(keras.ops.ones((1, 2))).shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["False False", "(1, 1)"]

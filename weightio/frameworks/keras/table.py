@@ -103,7 +103,7 @@ def _load_into(archive: Archive, model: Any, *, strict: bool = True, rename: Any
     return load_into_keras(archive, model, strict=strict)
 
 
-def _build(archive: Archive) -> tuple[Any, Runner | None]:
+def _build(archive: Archive, **options: Any) -> tuple[Any, Runner | None]:
     """A live Keras model when Keras is installed; else None (written by weightio itself)."""
     if not keras_installed():
         return None, None

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 import weightio.errors as error_classes
-from weightio.errors import MalformedFileError, WeightioError
+from weightio.errors import MalformedFileError, MissingFrameworkError, WeightioError
+from weightio.optional import require
 
 #: Modules whose presence means Keras (and TensorFlow) are imported in this process already.
 _KERAS_MODULES = {"keras", "tensorflow", "tf_keras"}
@@ -60,6 +61,35 @@ def load_model_file(model_file: Path, weights: Path | None = None) -> Any:
                 file=weights,
             ) from None
     return model
+
+
+#: Packages ``import keras`` imports only for features a model file's load and call never use
+#: (``keras.visualization``'s plots import matplotlib.pyplot, ``keras.wrappers`` scikit-learn),
+#: each in a ``try: import ... except ImportError`` of its own. A fifth of ``import keras``.
+UNUSED_BY_KERAS_MODELS = ("matplotlib", "sklearn")
+
+
+def import_keras_lean() -> None:
+    """``import keras`` with the packages of ``UNUSED_BY_KERAS_MODELS`` absent while it runs.
+
+    Keras records them as not installed (its plotting and scikit-learn wrappers would say so);
+    they are importable again afterwards, so anything that does need one still gets it.
+    Nothing happens when Keras is imported already; a Keras that is not installed is left to
+    the typed error of the load that follows.
+    """
+    if "keras" in sys.modules:
+        return
+    hidden = [name for name in UNUSED_BY_KERAS_MODELS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # "import name" raises ImportError
+    try:
+        require("keras", purpose="running a Keras model file")  # TensorFlow's start-up log dropped
+    except MissingFrameworkError:
+        pass
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def _pack(arrays: list[np.ndarray]) -> bytes:
@@ -113,18 +143,30 @@ class KerasFileRunner:
             check_keras_objects(config, file=self.model_file)
         except WeightioError:
             return
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        command = [sys.executable, "-m", "weightio.frameworks.keras.witness", str(self.model_file)]
-        if self.weights is not None:
-            command += ["--weights", str(self.weights)]
+        early = take_early()
+        if early is not None:  # importing Keras since the CLI began: give it the file now
+            try:
+                assert early.stdin is not None
+                early.stdin.write(json.dumps(self._argv()).encode() + b"\n")
+                early.stdin.flush()
+            except OSError:
+                early.kill()
+            else:
+                self._process = early
+                atexit.register(self.close)
+                return
+        command = [sys.executable, "-m", "weightio.frameworks.keras.witness", *self._argv()]
         try:
             self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE, env=env)
+                                             stderr=subprocess.PIPE, env=witness_env())
         except OSError:
             self._process = None  # run in this process instead
             return
         atexit.register(self.close)
+
+    def _argv(self) -> list[str]:
+        argv = [str(self.model_file)]
+        return argv if self.weights is None else [*argv, "--weights", str(self.weights)]
 
     def close(self) -> None:
         """Stop the witness process if it is still running (a conversion that failed early)."""
@@ -151,6 +193,43 @@ class KerasFileRunner:
         return run_keras(self._model[0], xs)
 
 
+#: A witness process started before anything was read (``start_early``), not yet given a file.
+_EARLY: list[subprocess.Popen[bytes]] = []
+
+
+def witness_env() -> dict[str, str]:
+    """The environment of a witness process: this one's, with this ``weightio`` first on the path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def start_early(process: subprocess.Popen[bytes]) -> None:
+    """Hold ``process`` (``python -m weightio.frameworks.keras.witness`` with no file, started
+    by the CLI as its first step) for the next ``spawn()``: it imports Keras meanwhile and
+    reads nothing of the user's until ``spawn()`` has checked the file and sends its name.
+    Killed at exit if no runner took it.
+    """
+    _EARLY.append(process)
+    atexit.register(_kill_early)
+
+
+def take_early() -> subprocess.Popen[bytes] | None:
+    """The early process, if one is held and still running (then no longer held)."""
+    while _EARLY:
+        process = _EARLY.pop()
+        if process.poll() is None:
+            return process
+    return None
+
+
+def _kill_early() -> None:
+    while _EARLY:
+        process = _EARLY.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def _cores() -> int:
     """The cores this process may run on."""
     try:
@@ -175,12 +254,23 @@ def _error(data: dict[str, Any]) -> WeightioError:
 
 
 def main(argv: list[str]) -> int:
-    """The witness process: load the model, read the probe, write the outputs."""
-    weights = Path(argv[argv.index("--weights") + 1]) if "--weights" in argv else None
+    """The witness process: load the model, read the probe, write the outputs.
+
+    Without arguments (started early), Keras is imported first and the arguments come as a
+    JSON list on the first line of stdin; an empty stdin means the file was not needed.
+    """
     out = sys.stdout.buffer
+    if not argv:
+        import_keras_lean()
+        line = sys.stdin.buffer.readline()
+        if not line.strip():
+            return 0
+        argv = [str(item) for item in json.loads(line)]
+    weights = Path(argv[argv.index("--weights") + 1]) if "--weights" in argv else None
     try:
         from weightio.frameworks.keras.model import run_keras
 
+        import_keras_lean()
         model = load_model_file(Path(argv[0]), weights)
         outputs = run_keras(model, _unpack(sys.stdin.buffer.read()))
     except WeightioError as exc:
@@ -194,4 +284,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The answer is out; what is left is the interpreter's teardown with TensorFlow loaded
+    # (seconds on a busy machine), which the waiting ``convert`` would sit through: skip it.
+    # Nothing of this process needs finalising (the private copy is removed already).
+    os._exit(code)

@@ -68,7 +68,7 @@ def _open_pickle(path: Path, **options: Any) -> Source:
     return _from_file(load_pickle(path, trust_pickle=trust_pickle), path, options)
 
 
-def _build(archive: Archive) -> tuple[Any, Runner | None]:
+def _build(archive: Archive, **options: Any) -> tuple[Any, Runner | None]:
     from weightio.frameworks.sklearn.pipeline import runner_for
     from weightio.frameworks.sklearn.write import to_sklearn
 

@@ -98,35 +98,53 @@ def _load_into(archive: Archive, module: Any, **options: Any) -> Any:
     return load_into_torch(archive, module, **options)
 
 
-def _build_module(archive: Archive, *, keep_int8: bool = False) -> tuple[Any, Runner | None]:
+def _build_module(archive: Archive, *, keep_int8: bool = False, **options: Any) -> tuple[Any, Runner | None]:
     from weightio.frameworks.torch.write.build import run_torch, to_torch
 
     module = to_torch(archive, keep_int8=keep_int8)
     return module, lambda xs: run_torch(module, xs)
 
 
-def _build_program(archive: Archive, *, keep_int8: bool = False) -> tuple[Any, Runner | None]:
-    """The module ``.pt2`` exports, with torch.export (and dynamo, seconds of imports) imported
-    now: while a source witness process runs (``convert``), not after the proof.
+def _build_program(
+    archive: Archive, *, seed: int = 0, keep_int8: bool = False, **options: Any
+) -> tuple[Any, Runner | None]:
+    """The ``.pt2`` file's bytes, made now (torch.export, then ``torch.export.save`` into
+    memory), and a runner of the program loaded back from those bytes.
+
+    So the proof runs what the file holds (the program as torch will load it, not the module
+    it was exported from), and the export, seconds of dynamo imports, happens while a source
+    witness process runs (``convert``), not after the proof; writing is then a copy of bytes.
+    The example inputs (saved in the file as its sample inputs) are the seeded probe's.
     """
-    built = _build_module(archive, keep_int8=keep_int8)
-    import torch.export._trace  # noqa: F401  (the import ``torch.export.export`` does first)
+    import io
 
-    return built
+    from weightio.frameworks.torch.common import torch_module
+    from weightio.frameworks.torch.files.state_dict import export_program, program_bytes
+    from weightio.frameworks.torch.write.build import run_program
+
+    module, _ = _build_module(archive, keep_int8=keep_int8)
+    example = tuple(probe_inputs(archive.spec, seed=seed, samples=2))
+    data = program_bytes(export_program(module, example))
+    loaded = torch_module("save_pt2").export.load(io.BytesIO(data)).module(check_guards=False)
+    return data, lambda xs: run_program(loaded, xs)
 
 
-def _build_state_dict(archive: Archive, *, keep_int8: bool = False) -> tuple[Any, Runner | None]:
+def _build_state_dict(
+    archive: Archive, *, keep_int8: bool = False, **options: Any
+) -> tuple[Any, Runner | None]:
     """A state dict needs no architecture; a full archive is still built, so it is verified."""
     if archive.spec.weights_only:
         return None, None
     return _build_module(archive, keep_int8=keep_int8)
 
 
-def _write_pt2(archive: Archive, native: Any, destination: Path, **options: Any) -> Path:
-    from weightio.frameworks.torch.files.state_dict import save_pt2
+def _write_pt2(archive: Archive, native: bytes, destination: Path, **options: Any) -> Path:
+    """Write the bytes ``_build_program`` made (and the proof ran) to ``destination``, atomically."""
+    from weightio.format.atomic import atomic_write
 
-    example = tuple(probe_inputs(archive.spec, seed=options.get("seed", 0), samples=2))
-    return save_pt2(native, destination, example)
+    with atomic_write(destination, overwrite=options.get("overwrite", True)) as handle:
+        handle.write(native)
+    return destination
 
 
 def _write_state_dict(archive: Archive, native: Any, destination: Path, **options: Any) -> Path:

@@ -251,8 +251,16 @@ def save_pt2(module: Any, path: os.PathLike[str] | str, example_inputs: tuple[An
         path: Target file, conventionally ending in ``.pt2``.
         example_inputs: Tensors (or numpy arrays) the module accepts, one per input.
     """
-    torch = torch_module("save_pt2")
     path = Path(path)
+    data = program_bytes(export_program(module, example_inputs))
+    with atomic_write(path) as handle:
+        handle.write(data)
+    return path
+
+
+def export_program(module: Any, example_inputs: tuple[Any, ...]) -> Any:
+    """``torch.export.export(module, example_inputs)`` with the batch axis left free."""
+    torch = torch_module("save_pt2")
     examples = tuple(
         numpy_to_tensor(x) if isinstance(x, np.ndarray) else x for x in example_inputs
     )
@@ -265,7 +273,14 @@ def save_pt2(module: Any, path: os.PathLike[str] | str, example_inputs: tuple[An
         warnings.filterwarnings(
             "ignore", message=r"The tensor attributes .*_flat_weights.* were assigned during export"
         )
-        program = torch.export.export(module, examples, dynamic_shapes=dynamic)
-    with atomic_write(path) as handle:
-        torch.export.save(program, handle)
-    return path
+        return torch.export.export(module, examples, dynamic_shapes=dynamic)
+
+
+def program_bytes(program: Any) -> bytes:
+    """The ``.pt2`` file of ``program``, as ``torch.export.save`` writes it, in memory."""
+    import io
+
+    torch = torch_module("save_pt2")
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()

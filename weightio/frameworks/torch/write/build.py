@@ -217,6 +217,20 @@ def _flatten_outputs(value: Any) -> list[Any]:
     return [value]
 
 
+def run_program(module: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Run an exported program's module (``ExportedProgram.module()``) without gradients on
+    numpy inputs; one array per output. Unlike ``run_torch`` it sets no eval mode: the
+    program's graph was fixed at export (torch refuses ``.eval()`` on it).
+    """
+    torch = torch_module("run_program")
+    with torch.no_grad():
+        result = module(*[_to_tensor(a) for a in inputs])
+    return [
+        tensor_to_numpy(out, key=f"output {i}", copy=False)
+        for i, out in enumerate(_flatten_outputs(result))
+    ]
+
+
 def run_torch(module: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Run ``module`` in eval mode without gradients on numpy inputs; one array per output.
 
