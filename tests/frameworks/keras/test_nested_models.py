@@ -244,3 +244,61 @@ def test_malformed_nested_configs_are_typed_refusals(edit: str) -> None:
         config["config"]["output_layers"] = ["post", {"a": 1}, 0]
     with pytest.raises(MalformedFileError):
         inline_nested(config, {})
+
+
+def _structure(model: Any) -> list[Any]:
+    """Each layer's name, and for a nested model its own structure; InputLayers left out (a
+    Sequential lists none, and the rebuilt nested model's Input takes a fresh name).
+    """
+    return [
+        (layer.name, _structure(layer)) if isinstance(layer, keras.Model) else layer.name
+        for layer in model.layers if not isinstance(layer, L.InputLayer)
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_nested_models_are_rebuilt_nested_and_survive_keras_files(
+    name: str, built: dict, tmp_path: Path
+) -> None:
+    """``outer/inner`` names become a nested Functional ``outer`` again: the same structure
+    (names at every depth) and numbers, live, from its ``.keras`` and from ``model.weights.h5``.
+    """
+    model, x, _ = built[name]
+    reference = np.asarray(model(x, training=False))
+    back = weightio.to_keras(weightio.read(model), nested=True)
+    assert _structure(back) == _structure(model)
+    assert_close(reference, np.asarray(back(x, training=False)))
+    back.save(tmp_path / "back.keras")
+    loaded = keras.saving.load_model(tmp_path / "back.keras")
+    assert _structure(loaded) == _structure(model)
+    assert_close(reference, np.asarray(loaded(x, training=False)))
+    back.save_weights(tmp_path / "model.weights.h5")
+    fresh = weightio.to_keras(weightio.read(model), nested=True)
+    for variable in fresh.weights:
+        variable.assign(np.zeros(tuple(variable.shape), "float32"))
+    fresh.load_weights(tmp_path / "model.weights.h5")
+    assert_close(reference, np.asarray(fresh(x, training=False)))
+
+
+def test_the_flat_form_stays_available(built: dict) -> None:
+    model, x, _ = built["doubly_nested"]
+    flat = weightio.to_keras(weightio.read(model), nested=False)
+    assert not [layer for layer in flat.layers if isinstance(layer, keras.Model)]
+    assert "middle_core_dense" in [layer.name for layer in flat.layers]
+    assert_close(np.asarray(model(x)), np.asarray(flat(x)))
+
+
+def test_a_nested_model_with_two_inputs_and_two_outputs_is_rebuilt_nested() -> None:
+    a, b = keras.Input((4,)), keras.Input((4,))
+    s = L.Add(name="s")([L.Dense(3, name="da")(a), L.Dense(3, name="db")(b)])
+    two = keras.Model([a, b], [s, L.Dense(2, name="o2")(s)], name="two")
+    x, y = keras.Input((4,), name="x"), keras.Input((4,), name="y")
+    p, q = two([x, y])
+    model = _randomized(keras.Model([x, y], L.Concatenate(name="cat")([L.Dense(2, name="pp")(p), q])))
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((3, 4)).astype("float32") for _ in range(2)]
+    back = weightio.to_keras(weightio.read(model), nested=True)
+    assert isinstance(back.get_layer("two"), keras.Model)
+    assert [layer.name for layer in back.get_layer("two").layers if not isinstance(layer, L.InputLayer)] == [
+        "da", "db", "s", "o2"]
+    assert_close(np.asarray(model(xs)), np.asarray(back(xs)))
