@@ -302,3 +302,22 @@ def test_a_nested_model_with_two_inputs_and_two_outputs_is_rebuilt_nested() -> N
     assert [layer.name for layer in back.get_layer("two").layers if not isinstance(layer, L.InputLayer)] == [
         "da", "db", "s", "o2"]
     assert_close(np.asarray(model(xs)), np.asarray(back(xs)))
+
+
+def test_a_group_that_is_not_a_clean_sub_graph_is_kept_flat_or_refused() -> None:
+    """``g/a -> mid -> g/b``: ``mid`` runs between two of ``g``'s layers, so ``g`` cannot be one
+    nested model: the flat model with a warning, or NestingError naming ``g`` when required.
+    """
+    from weightio.frameworks.keras.write.nesting import NestingError, nest_model
+
+    x = keras.Input((3,), name="x")
+    model = _randomized(keras.Model(x, L.Dense(2, name="b")(L.Dense(3, name="mid")(L.Dense(3, name="a")(x)))))
+    paths = {"a": ("g", "a"), "mid": ("mid",), "b": ("g", "b")}
+    with pytest.warns(UserWarning, match="not one clean sub-graph"):
+        flat = nest_model(keras, model, paths, strict=False)
+    assert [layer.name for layer in flat.layers] == ["x", "a", "mid", "b"]
+    with pytest.raises(NestingError) as info:
+        nest_model(keras, model, paths, strict=True)
+    assert info.value.layer == "g"
+    data = np.random.default_rng(0).standard_normal((2, 3)).astype("float32")
+    assert_close(np.asarray(model(data)), np.asarray(flat(data)))

@@ -35,8 +35,9 @@ def nest_model(keras: Any, model: Any, paths: dict[str, tuple[str, ...]], *, str
     """
     graph = getattr(model, "_functional", None) or model  # a built Sequential's graph
     ops = [op for op in graph.operations if op.__class__.__name__ != "InputLayer"]
-    _GRAPH_NODES.clear()
-    _GRAPH_NODES.update(id(n) for nodes in graph._nodes_by_depth.values() for n in nodes)
+    nodes = {id(n) for by_depth in graph._nodes_by_depth.values() for n in by_depth}
+    for op in ops:  # the call of each op in the flat graph (a Sequential may have called it before)
+        _CALL[id(op)] = next((n for n in op._inbound_nodes if id(n) in nodes), op._inbound_nodes[0])
     owner: dict[int, tuple[str, ...]] = {}
     for op in reversed(ops):  # consumers come later: fill unlisted ops from their consumer
         path = paths.get(op.name)
@@ -47,23 +48,27 @@ def nest_model(keras: Any, model: Any, paths: dict[str, tuple[str, ...]], *, str
                         (op.name,))
         owner[id(op)] = path
     try:
-        return _rebuild(keras, graph, ops, owner, model.name)
+        nested = _rebuild(keras, graph, ops, owner, model.name)
     except NestingError as error:
         if strict:
             raise
         warnings.warn(f"{error}; the model is written flat", stacklevel=3)
         return model
+    finally:
+        for op in ops:
+            _CALL.pop(id(op), None)
+    for op in ops:  # only once every group was rebuilt: a refused nesting keeps the flat names
+        if len(owner[id(op)]) > 1:
+            op.name = owner[id(op)][-1]
+    return nested
 
 
-_GRAPH_NODES: set[int] = set()
+#: id(op) -> its node in the flat graph being rebuilt (set and cleared by ``nest_model``).
+_CALL: dict[int, Any] = {}
 
 
 def _node(op: Any) -> Any:
-    """The call of ``op`` in the flat graph (a Sequential may have called its layers before)."""
-    for node in op._inbound_nodes:
-        if id(node) in _GRAPH_NODES:
-            return node
-    return op._inbound_nodes[0]
+    return _CALL[id(op)]
 
 
 def _rebuild(
@@ -91,7 +96,6 @@ def _run(keras: Any, ops: list[Any], owner: dict[int, tuple[str, ...]], values: 
             out = op(*args, **kwargs)
             for t, v in zip(keras.tree.flatten(_node(op).outputs), keras.tree.flatten(out)):
                 values[id(t)] = v
-            op.name = owner[id(op)][-1] if depth else op.name
             done.add(id(op))
             continue
         members = [o for o in ops[index:] if _group_of(owner[id(o)], depth) == group]
