@@ -321,3 +321,18 @@ def test_a_group_that_is_not_a_clean_sub_graph_is_kept_flat_or_refused() -> None
     assert info.value.layer == "g"
     data = np.random.default_rng(0).standard_normal((2, 3)).astype("float32")
     assert_close(np.asarray(model(data)), np.asarray(flat(data)))
+
+
+def test_torch_keeps_the_nesting_as_submodules(built: dict) -> None:
+    """``middle/core/dense`` is the submodule ``middle.core.dense``: state-dict keys keep the
+    nesting, and the module computes what Keras and the numpy runtime do.
+    """
+    model, x, _ = built["doubly_nested"]
+    archive = weightio.read(model)
+    module = weightio.to_torch(archive)
+    assert isinstance(module.get_submodule("middle.core"), torch.nn.Module)
+    assert {"middle.core.dense.weight", "middle.after.weight", "side.weight"} <= set(module.state_dict())
+    with torch.no_grad():
+        out = module(torch.from_numpy(x)).numpy()
+    assert_close(np.asarray(model(x)), out)
+    assert_close(weightio.run(archive, x), out)
