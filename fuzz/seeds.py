@@ -145,7 +145,34 @@ def keras_seeds() -> list[Seed]:
     return [
         Seed("keras", "model.keras", stored),
         Seed("keras", "deflated.keras", _rezip(members, zipfile.ZIP_DEFLATED)),
+        Seed("keras", "nested.keras", _nested_keras(dict(members))),
     ]
+
+
+def _nested_keras(members: dict[str, bytes]) -> bytes:
+    """The dense model used as the one layer of an outer Sequential (a nested model, read by
+    ``frameworks.keras.read.nested``): its config inside the outer's ``layers``, its arrays one
+    group deeper (``layers/sequential/layers/dense/vars/0``), as Keras saves a nested model.
+    """
+    import h5py
+
+    inner = json.loads(members["config.json"])
+    first = inner["config"]["layers"][0]
+    outer = {
+        "module": "keras", "class_name": "Sequential", "registered_name": None,
+        "config": {"name": "outer", "trainable": True, "dtype": inner["config"]["dtype"],
+                   "layers": [first, inner], "build_input_shape": inner["config"]["build_input_shape"]},
+        "build_config": inner["build_config"], "compile_config": {},
+    }
+    buffer = io.BytesIO()
+    with h5py.File(io.BytesIO(members["model.weights.h5"]), "r") as src, h5py.File(buffer, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        dst.create_group("vars")
+        src.copy(src["layers"], dst.create_group("layers").create_group("sequential"), "layers")
+        dst["layers/sequential"].create_group("vars")
+    parts = dict(members, **{"config.json": json.dumps(outer).encode(), "model.weights.h5": buffer.getvalue()})
+    return _rezip(list(parts.items()), zipfile.ZIP_STORED)
 
 
 def _legacy_config() -> dict[str, Any]:

@@ -11,8 +11,12 @@ from weightio.format.store import load
 from weightio.frameworks.pairing import LoadReport
 
 
-def to_keras(archive: Archive) -> Any:
+def to_keras(archive: Archive, *, nested: bool | None = None) -> Any:
     """Build a runnable ``keras.Model`` holding the archive's weights.
+
+    Layers named ``outer/inner`` (a nested model read inlined) are rebuilt as a nested
+    Functional model ``outer`` (``nested=None``: when the group is a clean sub-graph, else flat
+    with a warning; ``True``: required; ``False``: always flat).
 
     Raises:
         WeightsOnlyArchiveError: the archive has no architecture (a bare state dict).
@@ -20,7 +24,7 @@ def to_keras(archive: Archive) -> Any:
     """
     from weightio.frameworks.keras.write.build import to_keras
 
-    return to_keras(plain(archive))  # encoded (quantised) parameters decoded, docs/format.md
+    return to_keras(plain(archive), nested=nested)  # encoded (quantised) parameters decoded, docs/format.md
 
 
 def to_torch(archive: Archive, *, keep_int8: bool = False) -> Any:

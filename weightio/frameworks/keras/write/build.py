@@ -12,7 +12,9 @@ from typing import Any
 from weightio.errors import WeightsOnlyArchiveError
 from weightio.format.archive import Archive
 from weightio.frameworks.keras.write.assemble import plan_keras_model
-from weightio.frameworks.keras.write.base import KerasSettings
+from weightio.frameworks.keras.write.base import KerasSettings, NameAllocator
+from weightio.frameworks.keras.write.bridge import prepare
+from weightio.frameworks.keras.write.nesting import nest_model
 from weightio.optional import require
 
 
@@ -23,10 +25,27 @@ def live_settings(keras: Any) -> KerasSettings:
     )
 
 
-def to_keras(archive: Archive) -> Any:
+def _spec_paths(archive: Archive) -> dict[str, tuple[str, ...]]:
+    """Each Keras layer name the plan gives a spec layer -> that spec name split on ``/``
+    (allocated exactly as ``plan_keras_model`` does).
+    """
+    spec = prepare(archive).spec
+    names = NameAllocator()
+    for inp in spec.inputs:
+        names.reserve(inp.name)
+    for layer in spec.layers:
+        names.reserve(layer.name)
+    return {names.by_spec[layer.name]: tuple(layer.name.split("/")) for layer in spec.layers}
+
+
+def to_keras(archive: Archive, *, nested: bool | None = None) -> Any:
     """Build a ``keras.Model`` computing what ``archive`` describes, with its weights set.
 
-    A chain becomes ``keras.Sequential``; any other graph a Functional model.
+    A chain becomes ``keras.Sequential``; any other graph a Functional model. Layers named
+    ``outer/inner`` (a nested model the reader inlined) become a nested Functional model
+    ``outer`` again unless ``nested=False``; ``nested=True`` requires it (a group that is not
+    a clean sub-graph raises ``NestingError``), the default ``None`` falls back to the flat
+    model with a warning.
 
     Raises:
         WeightsOnlyArchiveError: the archive has no architecture.
@@ -44,4 +63,6 @@ def to_keras(archive: Archive) -> Any:
     for layer in plan.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.weights)
-    return model
+    if nested is False or not any("/" in layer.name for layer in archive.spec.layers):
+        return model
+    return nest_model(keras, model, _spec_paths(archive), strict=bool(nested))

@@ -39,15 +39,25 @@ class ModuleNames:
         self.used: set[str] = set()
 
     def take(self, wanted: str) -> str:
-        """A unique attribute name for ``wanted`` (dots and other non-word characters replaced)."""
+        """A unique attribute name for ``wanted`` (dots and other non-word characters replaced).
+
+        A nested model's layer ``outer/inner`` becomes the submodule path ``outer.inner`` (each
+        part cleaned the same way), which an fx GraphModule installs as nested modules, so the
+        state dict holds ``outer.inner.weight``.
+        """
+        *outer, last = [self._part(part) for part in wanted.split("/")]
+        outer = [f"{part}_1" if part in module_attributes() else part for part in outer]
+        prefix = "".join(f"{part}." for part in outer)
+        name, n = last, 1
+        while prefix + name in self.used or name in module_attributes():
+            name, n = f"{last}_{n}", n + 1
+        self.used.add(prefix + name)
+        return prefix + name
+
+    @staticmethod
+    def _part(wanted: str) -> str:
         base = re.sub(r"\W", "_", wanted.replace(".", "_")) or "layer"
-        if keyword.iskeyword(base):
-            base = f"layer_{base}"
-        name, n = base, 1
-        while name in self.used or name in module_attributes():
-            name, n = f"{base}_{n}", n + 1
-        self.used.add(name)
-        return name
+        return f"layer_{base}" if keyword.iskeyword(base) else base
 
 
 @functools.cache
@@ -190,7 +200,8 @@ def to_torch(archive: Archive, *, keep_int8: bool = False) -> Any:
             "weightio.load_into(archive, module)",
             file=archive.path,
         )
-    if spec.is_chain and not needs_graph(spec):
+    nested = any("/" in layer.name for layer in spec.layers)
+    if spec.is_chain and not needs_graph(spec) and not nested:
         namer = ModuleNames()
         pairs, owners = [], {}
         for layer in spec.layers:
