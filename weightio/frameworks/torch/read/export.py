@@ -30,15 +30,25 @@ traced size, as on the fx path.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
-from weightio.errors import TraceError, UnsupportedLayerError
+from weightio.errors import InvalidInputError, SpecValidationError, TraceError, UnsupportedLayerError
 from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import qualified_name, torch_module
 from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES
 from weightio.frameworks.torch.read.base import TORCH_READ
 from weightio.frameworks.torch.read.program import Rebuild, install
-from weightio.frameworks.torch.read.trace import FxTraceError, eval_mode, read_torch_module
+from weightio.frameworks.torch.read.trace import (
+    FxTraceError,
+    eval_mode,
+    inferred_examples,
+    quiet,
+    read_torch_module,
+    tracer_record,
+)
 
 #: The registry key of ``ExportedCall`` (a group whose call the live module cannot take as is).
 EXPORTED_CALL = f"{__name__}.ExportedCall"
@@ -124,8 +134,13 @@ def _recorded(gm: Any, examples: tuple[Any, ...]) -> dict[Any, Any]:
 
     class _Recorder(torch.fx.Interpreter):
         def run_node(self, n: Any) -> Any:
-            values[n] = super().run_node(n)
-            return values[n]
+            value = super().run_node(n)
+            # An in-place user (F.relu(x, inplace=True) exports as aten.relu_) would change the
+            # recorded value under us: keep a copy of what this node computed.
+            mutated = any(str(getattr(u.target, "__name__", "")).split(".")[0].endswith("_")
+                          for u in n.users)
+            values[n] = value.clone() if mutated and isinstance(value, torch.Tensor) else value
+            return value
 
     with torch.no_grad():
         _Recorder(gm).run(*examples)
@@ -159,6 +174,12 @@ class ExportRebuild(Rebuild):
         self.done: set[str] = set()
         self.constants: dict[Any, Any] = {}  # node -> get_attr node of its stored value
         self.mask_of: dict[Any, Any] = {}  # prepared mask node -> the model input it reads
+        aten = torch.ops.aten
+        self.sized = {aten.view.default, aten.reshape.default, aten._unsafe_view.default,
+                      aten.expand.default}
+        #: Whether a size was settled for the traced input: a ``sym_size``, or the literal
+        #: sizes export bakes into a ``view`` (the archive then records the traced size).
+        self.settled = False
         self._find_masks()
 
     # -- what a node is -------------------------------------------------------------------
@@ -255,6 +276,11 @@ class ExportRebuild(Rebuild):
             return None  # the attention reads the model input; checked when the group is built
         group = self.groups.of.get(node)
         if group is None:
+            if node.target is self.torch.ops.aten.sym_size.int:
+                self.settled = True
+            if node.target in self.sized:
+                self.settled = True
+                node = self._free_batch(node)
             return super().call(node)
         key, path = group
         members = self.groups.members[key]
@@ -267,6 +293,53 @@ class ExportRebuild(Rebuild):
         if node is not outputs[0]:
             return None  # the group is one call, made at its output
         return self._group_call(node, key, path, members)
+
+    def source_key(self, node: Any) -> str | None:
+        """The registry key torch.fx gives the source call (``x.sigmoid()`` ->
+        ``method:sigmoid``, ``a + b`` -> ``operator.add``, ``F.relu`` ->
+        ``torch.nn.functional.relu``), from export's ``torch_fn`` record; a layer's
+        ``source_class`` says what the model's code called, not the ATen op it became.
+        """
+        torch_fn = node.meta.get("torch_fn") if hasattr(node, "meta") else None
+        if not torch_fn or not isinstance(torch_fn[1], str):
+            return None
+        kind, _, name = torch_fn[1].rpartition(".")
+        name = name.strip("_") if name.startswith("__") else name
+        if kind == "method_descriptor":
+            candidates = [f"method:{name}", f"operator.{name}", f"torch.{name}"]
+        elif kind == "function":
+            candidates = [f"torch.nn.functional.{name}", f"torch.{name}"]
+        else:
+            candidates = [f"torch.{name}", f"torch.nn.functional.{name}"]
+        return next((key for key in candidates if key in TORCH_READ), None)
+
+    def name_hint(self, node: Any) -> str | None:
+        """The source call's name, as torch.fx names it (``view``, ``add``, ``flatten``): export
+        records it in ``torch_fn`` (``('view_1', 'method_descriptor.view')``).
+        """
+        torch_fn = node.meta.get("torch_fn") if hasattr(node, "meta") else None
+        if not torch_fn or not isinstance(torch_fn[1], str):
+            return None
+        name = torch_fn[1].rpartition(".")[2].strip("_")
+        return name if name.isidentifier() else None
+
+    def _free_batch(self, node: Any) -> Any:
+        """``view(x, [2, 64])``: export bakes the traced batch into the sizes; where the first
+        size is the batch of ``x`` (which reads model input), it is written ``-1``, as
+        ``x.view(-1, 64)``, so the converted model takes any batch.
+        """
+        data, sizes = node.args[0], node.args[1] if len(node.args) > 1 else None
+        value = self.values.get(data)
+        if (self.batch is None or not isinstance(sizes, (list, tuple)) or not sizes
+                or not self.deps.get(data) or value is None or not value.dim()
+                or int(value.shape[0]) != self.batch or sizes[0] != self.batch):
+            return node
+        out = self.values.get(node)
+        if node.target is self.torch.ops.aten.expand.default or out is None:
+            return node
+        sizes = [-1, *(int(d) for d in out.shape[1:])]  # a -1 after the batch, as traced
+        return SimpleNamespace(name=node.name, op=node.op, target=node.target, meta=node.meta,
+                               args=(data, sizes, *node.args[2:]), kwargs=node.kwargs)
 
     def _group_call(self, node: Any, key: str, path: str, members: list[Any]) -> Any:
         torch = self.torch
@@ -356,46 +429,111 @@ def _not_mask(node: Any, why: str) -> UnsupportedLayerError:
         "a model input of 0/1 per key (HF's attention_mask)", layer=node.name)
 
 
-def _as_tuple(example_input: Any) -> tuple[Any, ...]:
-    return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+#: ``tracer=`` of ``read_module``: ``"export"`` (torch.export, falling back to torch.fx where
+#: export cannot go: the default), ``"export-only"``, ``"fx"`` (torch.fx only, the old reader).
+TRACERS = ("export", "export-only", "fx")
+EXPORT, FX = "torch.export", "torch.fx"
 
 
 def read_exported(module: Any, example_input: Any, *, source_file: Any = None) -> Archive:
     """Read ``module`` through ``torch.export`` (see the module doc)."""
     torch = torch_module("reading PyTorch modules")
-    examples = _as_tuple(example_input)
-    if not all(isinstance(t, torch.Tensor) for t in examples):
-        raise TraceError("example_input= must be a tensor or a tuple of tensors")
-    with eval_mode(module):
+    examples = inferred_examples(module, example_input)
+    with eval_mode(module), quiet(), _identities_marked(module):
         try:
             program = torch.export.export(module, examples, strict=False)
         except Exception as exc:  # export raises many types; each means "not exportable"
-            raise TraceError(
-                f"torch.export could not export {qualified_name(module)} either "
+            raise ExportTraceError(
+                f"torch.export could not export {qualified_name(module)} "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
             ) from None
         gm = program.module(check_guards=False)
-        rebuilt = ExportRebuild(torch, gm, module, examples).run()
-        archive = read_torch_module(rebuilt, example_input=examples, source_file=source_file)
+        rebuild = ExportRebuild(torch, gm, module, examples)
+        rebuilt = rebuild.run()
+        archive = read_torch_module(rebuilt, example_input=examples, source_file=source_file,
+                                    tracer=EXPORT, graph_module=rebuilt)
     spec = archive.spec
-    provenance = spec.provenance.model_copy(update={"source_class": qualified_name(module)})
+    transforms = spec.provenance.transforms
+    if rebuild.settled and not any(line.startswith("shape arithmetic") for line in transforms):
+        transforms = sorted({*transforms, *tracer_record(EXPORT, examples, True)})
+    provenance = spec.provenance.model_copy(
+        update={"source_class": qualified_name(module), "transforms": transforms})
     spec = spec.model_copy(update={"provenance": provenance, "name": type(module).__name__})
     return Archive(spec, archive.tensors)
 
 
-def read_module(module: Any, *, example_input: Any = None, source_file: Any = None) -> Archive:
-    """Read a live module: torch.fx first, torch.export when fx cannot trace it.
+@contextmanager
+def _identities_marked(module: Any) -> Iterator[None]:
+    """A module with a reader that returns its input itself in eval mode (``nn.Dropout``,
+    ``nn.Identity``, torchvision's ``StochasticDepth``) leaves no ATen node, so the program
+    would lose the layer fx reads. While exporting, such a call returns ``output.clone()``
+    (one ATen node inside the module's stack, grouped into a call of the live module as fx has
+    it); the clone is an identity and reads as the module's own layer.
+    """
+    torch = torch_module("reading PyTorch modules")
+
+    def mark(sub: Any, args: Any, output: Any) -> Any:
+        if isinstance(output, torch.Tensor) and args and output is args[0]:
+            return output.clone()
+        return None
+
+    handles = [sub.register_forward_hook(mark) for sub in module.modules()
+               if sub is not module and qualified_name(sub) in TORCH_READ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class ExportTraceError(TraceError):
+    """torch.export could not export the module: the fallback to torch.fx takes over."""
+
+
+def read_module(module: Any, *, example_input: Any = None, source_file: Any = None,
+                tracer: str = "export") -> Archive:
+    """Read a live module: torch.export first, torch.fx where export cannot go.
+
+    ``tracer="export"`` (the default) exports the module and reads the ATen program; when
+    export raises, or the program holds something the export path cannot map
+    (``UnsupportedLayerError``, ``TraceError``), the module is traced with torch.fx instead, and
+    when fx refuses it too, fx's refusal is raised (export's when fx cannot trace it at all).
+    ``"export-only"`` and ``"fx"`` use one tracer. The archive's ``provenance.transforms`` says
+    which tracer read it (``traced with torch.export``).
 
     Raises:
-        TraceError: neither can trace it (export needs ``example_input=``).
+        TraceError: neither can trace it (export needs ``example_input=`` unless an input
+            feeds an ``nn.Linear``).
+        InvalidInputError: an unknown ``tracer=``.
     """
-    try:
+    if tracer not in TRACERS:
+        raise InvalidInputError(f"tracer={tracer!r}: choose one of {', '.join(TRACERS)}")
+    if tracer == "fx":
         return read_torch_module(module, example_input=example_input, source_file=source_file)
-    except FxTraceError as exc:
-        if example_input is None:
-            raise TraceError(
-                f"{exc}. weightio reads such a module through torch.export when given "
-                "example_input= (a tensor, or a tuple of them, that forward accepts)"
-            ) from None
-    return read_exported(module, example_input, source_file=source_file)
-
+    if tracer == "export-only":
+        return read_exported(module, example_input, source_file=source_file)
+    torch = torch_module("reading PyTorch modules")
+    if not isinstance(module, torch.nn.Module):
+        raise TraceError(f"expected a torch.nn.Module, received {qualified_name(module)}")
+    try:
+        examples = inferred_examples(module, example_input)
+    except FxTraceError as exc:  # no example input, and fx cannot trace it to infer one
+        raise TraceError(
+            f"{exc}. weightio reads such a module through torch.export when given "
+            "example_input= (a tensor, or a tuple of them, that forward accepts)"
+        ) from None
+    except TraceError:  # no shape to export at: fx's reader says what it refuses first
+        return read_torch_module(module, example_input=example_input, source_file=source_file)
+    try:
+        return read_exported(module, examples, source_file=source_file)
+    except (TraceError, UnsupportedLayerError, SpecValidationError) as error:
+        export_error = error
+    try:
+        archive = read_torch_module(module, example_input=example_input, source_file=source_file)
+    except FxTraceError:
+        raise export_error from None
+    reason = f"{type(export_error).__name__}: {str(export_error).splitlines()[0]}"
+    spec = archive.spec
+    transforms = sorted({*spec.provenance.transforms, f"torch.export not used ({reason[:300]})"})
+    provenance = spec.provenance.model_copy(update={"transforms": transforms})
+    return Archive(spec.model_copy(update={"provenance": provenance}), archive.tensors)

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from weightio.errors import TraceError, UnsupportedLayerError
 from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import numpy_to_tensor, tensor_to_numpy, torch_module
-from weightio.frameworks.torch.read.trace import read_torch_module
+from weightio.frameworks.torch.read.trace import SOURCE_KEY, read_torch_module
 
 #: What the archive records as its source class (not the rebuilt GraphModule's local class).
 PROGRAM_CLASS = "torch.export.ExportedProgram"
@@ -198,6 +198,15 @@ def _function_ops(torch: Any) -> dict[Any, Any]:
         aten.gelu.default: F.gelu,
         aten.silu.default: F.silu,
         aten.elu.default: F.elu,
+        aten.relu6.default: F.relu6,
+        aten.celu.default: F.celu,
+        aten.selu.default: torch.selu,
+        aten.log_sigmoid.default: F.logsigmoid,
+        aten.hardsigmoid.default: F.hardsigmoid,
+        aten.hardswish.default: F.hardswish,
+        aten.mish.default: F.mish,
+        aten.softshrink.default: F.softshrink,
+        aten.hardshrink.default: F.hardshrink,
         aten.leaky_relu.default: F.leaky_relu,
         aten.hardtanh.default: F.hardtanh,
         aten.softplus.default: F.softplus,
@@ -233,8 +242,7 @@ def _function_ops(torch: Any) -> dict[Any, Any]:
 
 def _identities(aten: Any) -> set[Any]:
     """ATen calls that compute their input in eval mode (dropout) or only copy it."""
-    return {aten.dropout.default, aten.clone.default, aten.alias.default,
-            aten.contiguous.default, aten.detach.default}
+    return {aten.clone.default, aten.alias.default, aten.contiguous.default, aten.detach.default}
 
 
 def _stored(gm: Any, key: str) -> Any:
@@ -405,6 +413,10 @@ class Rebuild:
         target = node.target
         if target in self.identities:
             return self.value(node.args[0])
+        if target is self.torch.ops.aten.dropout.default:
+            if len(node.args) > 2 and node.args[2]:
+                raise _refuse(node, "is dropout with train=True, which applies even in eval mode")
+            return self.value(node.args[0])
         if target in self.checks:
             return None  # a check of the traced input's metadata, true for the traced size
         if target is self.torch.ops.aten.select.int:
@@ -419,7 +431,20 @@ class Rebuild:
         function = self.function_ops.get(target)
         if function is None:
             raise _refuse(node, "has no reader")
-        return self.graph.call_function(function, self.value(node.args), self.value(node.kwargs))
+        made = self.graph.create_node("call_function", function, self.value(node.args),
+                                      self.value(node.kwargs), name=self.name_hint(node))
+        source = self.source_key(node)
+        if source is not None:
+            made.meta[SOURCE_KEY] = source
+        return made
+
+    def source_key(self, node: Any) -> str | None:
+        """The registry key of the source call (None: the rebuilt function's own)."""
+        return None
+
+    def name_hint(self, node: Any) -> str | None:
+        """The name of the rebuilt call (None: torch.fx's default, after its target)."""
+        return None
 
 
 def program_module(program: Any) -> Any:
@@ -445,7 +470,8 @@ def read_program(program: Any, *, source_file: Any = None) -> Archive:
     module = program_module(program)
     examples = example_inputs(program)
     try:
-        archive = read_torch_module(module, example_input=examples or None, source_file=source_file)
+        archive = read_torch_module(module, example_input=examples or None, source_file=source_file,
+                                    tracer="torch.export (a saved program)")
     except ValidationError as exc:  # settings the spec refuses (a batch norm with eps=0)
         error = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in error.get("loc", ()))
