@@ -1,10 +1,11 @@
-"""Read a live ``nn.Module`` that torch.fx cannot trace, through ``torch.export``.
+"""Read a live ``nn.Module`` through ``torch.export``, with torch.fx where export cannot go.
 
-``read_module`` traces with torch.fx first (``trace.py``: every model that reads today reads the
-same way) and, when fx refuses the module's ``forward`` (HF ``transformers`` models build their
-masks with data-dependent Python), exports it instead:
-``torch.export.export(module.eval(), example_inputs, strict=False)``. The program's ATen graph is
-rebuilt in the terms the module reader knows, then read by ``read_torch_module``:
+``read_module`` exports the module first:
+``torch.export.export(module.eval(), example_inputs, strict=False)`` (the example inputs are
+``example_input=``, or zeros of the shape an input's first ``nn.Linear`` takes, found by an fx
+trace). The program's ATen graph has parameters under their state-dict keys and records, per
+node, the ``nn_module_stack`` it ran in. It is rebuilt in the terms the module reader knows,
+then read by ``read_torch_module`` (on the rebuilt graph itself, not a re-trace):
 
 - **Groups.** Every ATen node records ``nn_module_stack``, the modules whose ``forward`` it ran
   in. A node belongs to the outermost module of its stack that weightio has a reader for (an
@@ -24,8 +25,24 @@ rebuilt in the terms the module reader knows, then read by ``read_torch_module``
 - **Other nodes** go through the ``.pt2`` reader's ATen mapping (``program.Rebuild.call``),
   one mapping for both.
 
+- **Names.** A rebuilt call is named, and its layer's ``source_class`` recorded, after the source
+  call export notes in ``torch_fn`` (``x.view`` -> ``view``, ``method:view``), so an archive read
+  either way has the same layer names and sources.
+- **Identity modules** (``nn.Dropout``, ``nn.Identity``, stochastic depth in eval mode) return
+  their input and would leave no node: while exporting, such a call returns a clone, which
+  groups into the module's own layer as on the fx path.
+
 Shape arithmetic (``sym_size``, the literal sizes export bakes into ``view``) is settled for the
-traced size, as on the fx path.
+traced size, as on the fx path, the batch of a ``view`` kept free (``-1``); provenance then says
+``shape arithmetic settled for the traced input shape(s) [...]``, on both paths alike.
+
+**Where fx reads instead** (``tracer="export"``, the default; provenance says
+``traced with torch.fx`` and ``torch.export not used (<why>)``): export raises (data-dependent
+shapes, a ``forward`` that fails on the inferred example), the program holds an ATen operation
+the rebuild does not map (``prelu``, a function export decomposes such as ``F.softsign``), a
+module the program calls with repeated arguments (``nn.MultiheadAttention(x, x, x)`` in ViT,
+whose group cannot tell query from key), or ``F.dropout`` called as a function (export drops it
+in eval mode, fx keeps a dropout layer). ``tracer="fx"`` and ``tracer="export-only"`` use one.
 """
 
 from __future__ import annotations
@@ -35,7 +52,11 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from weightio.errors import InvalidInputError, SpecValidationError, TraceError, UnsupportedLayerError
+from weightio.errors import (
+    InvalidInputError,
+    TraceError,
+    UnsupportedLayerError,
+)
 from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import qualified_name, torch_module
 from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES
@@ -174,6 +195,9 @@ class ExportRebuild(Rebuild):
         self.done: set[str] = set()
         self.constants: dict[Any, Any] = {}  # node -> get_attr node of its stored value
         self.mask_of: dict[Any, Any] = {}  # prepared mask node -> the model input it reads
+        seeded = torch.Tag.nondeterministic_seeded
+        self.random = {n for n in gm.graph.nodes
+                       if n.op == "call_function" and seeded in getattr(n.target, "tags", ())}
         aten = torch.ops.aten
         self.sized = {aten.view.default, aten.reshape.default, aten._unsafe_view.default,
                       aten.expand.default}
@@ -186,6 +210,11 @@ class ExportRebuild(Rebuild):
 
     def is_constant(self, node: Any) -> bool:
         """A computed tensor no model input changes (settled for the traced size)."""
+        if node in self.random:
+            raise UnsupportedLayerError(
+                f"the program's node {node.name!r} ({node.target}) draws random numbers "
+                "(dropout or stochastic depth applied in eval mode?); its traced value is one "
+                "draw, not a constant", layer=node.name)
         return (node.op == "call_function" and not self.deps.get(node)
                 and isinstance(self.values.get(node), self.torch.Tensor))
 
@@ -442,6 +471,8 @@ def read_exported(module: Any, example_input: Any, *, source_file: Any = None) -
     with eval_mode(module), quiet(), _identities_marked(module):
         try:
             program = torch.export.export(module, examples, strict=False)
+        except ExportGap:
+            raise
         except Exception as exc:  # export raises many types; each means "not exportable"
             raise ExportTraceError(
                 f"torch.export could not export {qualified_name(module)} "
@@ -472,18 +503,50 @@ def _identities_marked(module: Any) -> Iterator[None]:
     """
     torch = torch_module("reading PyTorch modules")
 
+    inside = [0]  # calls of modules with readers under way: their own F.dropout is theirs
+
+    def enter(sub: Any, args: Any) -> None:
+        inside[0] += 1
+
     def mark(sub: Any, args: Any, output: Any) -> Any:
+        inside[0] -= 1
         if isinstance(output, torch.Tensor) and args and output is args[0]:
             return output.clone()
         return None
 
-    handles = [sub.register_forward_hook(mark) for sub in module.modules()
-               if sub is not module and qualified_name(sub) in TORCH_READ]
+    handles = []
+    for sub in module.modules():
+        if sub is not module and qualified_name(sub) in TORCH_READ:
+            handles += [sub.register_forward_pre_hook(enter), sub.register_forward_hook(mark)]
     try:
-        yield
+        with _FunctionalDropoutRefused(inside):
+            yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _FunctionalDropoutRefused(inside: list[int]) -> Any:  # noqa: N802 - a context manager class made on demand
+    """``F.dropout(x, p, training=False)`` in a ``forward`` leaves no ATen node at all, so the
+    program cannot show the dropout layer fx reads: seeing one, export gives way to fx.
+    """
+    torch = torch_module("reading PyTorch modules")
+    F = torch.nn.functional
+    dropouts = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                F.feature_alpha_dropout}
+
+    class Refuse(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if func in dropouts and not inside[0]:
+                raise ExportGap(f"{func.__name__} called as a function, which torch.export "
+                                "drops in eval mode (fx keeps it as a dropout layer)")
+            return func(*args, **(kwargs or {}))
+
+    return Refuse()
+
+
+class ExportGap(UnsupportedLayerError):
+    """The program would lose something fx reads (a functional dropout): fx reads the module."""
 
 
 class ExportTraceError(TraceError):
@@ -526,7 +589,7 @@ def read_module(module: Any, *, example_input: Any = None, source_file: Any = No
         return read_torch_module(module, example_input=example_input, source_file=source_file)
     try:
         return read_exported(module, examples, source_file=source_file)
-    except (TraceError, UnsupportedLayerError, SpecValidationError) as error:
+    except Exception as error:  # anything export's path cannot map: fx reads it as before
         export_error = error
     try:
         archive = read_torch_module(module, example_input=example_input, source_file=source_file)

@@ -1,4 +1,8 @@
-"""Read a live ``torch.nn.Module`` into an archive by tracing it with ``torch.fx``.
+"""Read a live ``torch.nn.Module`` into an archive from its module-level graph.
+
+The graph is the export path's rebuild of the module's ``torch.export`` program
+(``export.read_module``, the first choice) or, where export cannot go, a ``torch.fx`` trace
+(``read_torch_module`` traces when it is not given the graph).
 
 Tracing turns any module (``nn.Sequential`` or a custom ``forward``) into a graph of module
 calls, function calls and tensor-method calls; each node is then mapped by one reader from
