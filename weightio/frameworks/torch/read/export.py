@@ -196,8 +196,13 @@ class ExportRebuild(Rebuild):
         self.constants: dict[Any, Any] = {}  # node -> get_attr node of its stored value
         self.mask_of: dict[Any, Any] = {}  # prepared mask node -> the model input it reads
         seeded = torch.Tag.nondeterministic_seeded
-        self.random = {n for n in gm.graph.nodes
-                       if n.op == "call_function" and seeded in getattr(n.target, "tags", ())}
+        self.random: set[Any] = set()  # random draws, and what is computed from them
+        for n in gm.graph.nodes:
+            if n.op == "call_function" and (
+                seeded in getattr(n.target, "tags", ()) and not _eval_dropout(n, torch)
+                or any(dep in self.random for dep in _direct(n))
+            ):
+                self.random.add(n)
         aten = torch.ops.aten
         self.sized = {aten.view.default, aten.reshape.default, aten._unsafe_view.default,
                       aten.expand.default}
@@ -210,7 +215,7 @@ class ExportRebuild(Rebuild):
 
     def is_constant(self, node: Any) -> bool:
         """A computed tensor no model input changes (settled for the traced size)."""
-        if node in self.random:
+        if node in self.random and node.op == "call_function" and not self.deps.get(node):
             raise UnsupportedLayerError(
                 f"the program's node {node.name!r} ({node.target}) draws random numbers "
                 "(dropout or stochastic depth applied in eval mode?); its traced value is one "
@@ -334,6 +339,8 @@ class ExportRebuild(Rebuild):
             return None
         kind, _, name = torch_fn[1].rpartition(".")
         name = name.strip("_") if name.startswith("__") else name
+        if kind == "method_descriptor" and name.endswith("_"):
+            name = name[:-1]  # ``out += x``: Tensor.add_, which fx records as operator.add
         if kind == "method_descriptor":
             candidates = [f"method:{name}", f"operator.{name}", f"torch.{name}"]
         elif kind == "function":
@@ -350,7 +357,7 @@ class ExportRebuild(Rebuild):
         if not torch_fn or not isinstance(torch_fn[1], str):
             return None
         name = torch_fn[1].rpartition(".")[2].strip("_")
-        return name if name.isidentifier() else None
+        return name if name.isidentifier() else None  # ``add_`` is named ``add``, as fx has it
 
     def _free_batch(self, node: Any) -> Any:
         """``view(x, [2, 64])``: export bakes the traced batch into the sizes; where the first
@@ -417,6 +424,12 @@ class ExportRebuild(Rebuild):
         self.done.add(path)
         target = path
         return self.graph.call_module(target, tuple(self.lookup(a) for a in args))
+
+
+def _eval_dropout(node: Any, torch: Any) -> bool:
+    """``aten.dropout(x, p, train=False)``: an identity (HF's ``F.dropout(training=False)``)."""
+    return node.target is torch.ops.aten.dropout.default and not (
+        node.args[2] if len(node.args) > 2 else node.kwargs.get("train", True))
 
 
 def _looks_like_mask(value: Any) -> bool:

@@ -240,6 +240,10 @@ def _function_ops(torch: Any) -> dict[Any, Any]:
     }
 
 
+def F_hardtanh(torch: Any) -> Any:  # noqa: N802 - F.hardtanh, named as torch has it
+    return torch.nn.functional.hardtanh
+
+
 def _identities(aten: Any) -> set[Any]:
     """ATen calls that compute their input in eval mode (dropout) or only copy it."""
     return {aten.clone.default, aten.alias.default, aten.contiguous.default, aten.detach.default}
@@ -290,6 +294,10 @@ class Rebuild:
         self.function_ops = _function_ops(torch)
         self.identities = _identities(aten)
         self.checks = {aten._assert_tensor_metadata.default}
+        self.in_place = {aten.add_.Tensor: torch.add, aten.sub_.Tensor: torch.sub,
+                         aten.mul_.Tensor: torch.mul, aten.hardtanh_.default: F_hardtanh(torch),
+                         aten.silu_.default: torch.nn.functional.silu,
+                         aten.sigmoid_.default: torch.sigmoid}
 
     def value(self, arg: Any) -> Any:
         """An argument in the new graph: a node's value, a stored tensor as a ``get_attr``."""
@@ -429,6 +437,8 @@ class Rebuild:
         if make is not None:
             return self.module_call(node, make)
         function = self.function_ops.get(target)
+        if function is None and target in self.in_place:
+            function = self._in_place(node)
         if function is None:
             raise _refuse(node, "has no reader")
         made = self.graph.create_node("call_function", function, self.value(node.args),
@@ -441,6 +451,16 @@ class Rebuild:
     def source_key(self, node: Any) -> str | None:
         """The registry key of the source call (None: the rebuilt function's own)."""
         return None
+
+    def _in_place(self, node: Any) -> Any:
+        """``out += identity`` (resnet's residual, ``aten.add_``) as ``torch.add``: the same
+        value, where nothing reads the overwritten input after the update.
+        """
+        order = {n: i for i, n in enumerate(self.gm.graph.nodes)}
+        data = node.args[0]
+        if hasattr(data, "users") and any(order[u] > order[node] for u in data.users if u is not node):
+            raise _refuse(node, f"updates {data.name} in place, which later nodes read")
+        return self.in_place[node.target]
 
     def name_hint(self, node: Any) -> str | None:
         """The name of the rebuilt call (None: torch.fx's default, after its target)."""
