@@ -47,6 +47,7 @@ in eval mode, fx keeps a dropout layer). ``tracer="fx"`` and ``tracer="export-on
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -73,6 +74,7 @@ from weightio.frameworks.torch.read.trace import (
 
 #: The registry key of ``ExportedCall`` (a group whose call the live module cannot take as is).
 EXPORTED_CALL = f"{__name__}.ExportedCall"
+_MHA = "torch.nn.MultiheadAttention"
 #: Random masks the preparation of a key padding mask is checked on.
 MASK_PROBES = 8
 _CLASSES: dict[str, type] = {}
@@ -93,9 +95,9 @@ def exported_call_class() -> type:
                 self.pick = pick
                 object.__setattr__(self, "masks", masks)
 
-            def forward(self, *args: Any) -> Any:
+            def forward(self, *args: Any, **kwargs: Any) -> Any:
                 args = tuple(self.masks[i](a) if i in self.masks else a for i, a in enumerate(args))
-                out = self.inner(*args)
+                out = self.inner(*args, **kwargs)
                 return out if self.pick is None else out[self.pick]
 
         ExportedCall.__module__, ExportedCall.__qualname__ = __name__, "ExportedCall"
@@ -109,7 +111,8 @@ MULTI_ARGUMENT_MODULES[EXPORTED_CALL] = lambda node: None  # its inner module's 
 @TORCH_READ.register(EXPORTED_CALL, produces=())
 def _exported_call(call: Any, ctx: Any) -> Any:
     """Read the live module the call wraps, with its own reader (which sees the mask inputs)."""
-    return TORCH_READ.lookup(qualified_name(call.inner), layer=ctx.layer_name)(call, ctx)
+    reader = TORCH_READ.lookup(qualified_name(call.inner), layer=ctx.layer_name)
+    return reader(call if call.masks else call.inner, ctx)  # no masks: the module as it is
 
 
 def key_padding_inputs(call: Any) -> frozenset[int]:
@@ -209,6 +212,15 @@ class ExportRebuild(Rebuild):
         #: Whether a size was settled for the traced input: a ``sym_size``, or the literal
         #: sizes export bakes into a ``view`` (the archive then records the traced size).
         self.settled = False
+        self.inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        #: ``self.class_token.expand(n, -1, -1)``: a stored tensor repeated over the batch,
+        #: read as the expand fx reads (not a constant of the traced batch).
+        self.expanded = {
+            n for n in gm.graph.nodes
+            if n.target is aten.expand.default and n.args[0].op == "get_attr" and self.batch
+            and self.inputs and list(n.args[1])[:1] == [self.batch]
+            and self.values[n.args[0]].dim() and int(self.values[n.args[0]].shape[0]) == 1
+        }
         self._find_masks()
 
     # -- what a node is -------------------------------------------------------------------
@@ -220,7 +232,7 @@ class ExportRebuild(Rebuild):
                 f"the program's node {node.name!r} ({node.target}) draws random numbers "
                 "(dropout or stochastic depth applied in eval mode?); its traced value is one "
                 "draw, not a constant", layer=node.name)
-        return (node.op == "call_function" and not self.deps.get(node)
+        return (node.op == "call_function" and not self.deps.get(node) and node not in self.expanded
                 and isinstance(self.values.get(node), self.torch.Tensor))
 
     def _users_outside(self, nodes: list[Any]) -> list[Any]:
@@ -309,6 +321,12 @@ class ExportRebuild(Rebuild):
         if node in self.mask_chain:
             return None  # the attention reads the model input; checked when the group is built
         group = self.groups.of.get(node)
+        if node in self.expanded and group is None:
+            self.settled = True
+            size = self.graph.call_method("size", (self.lookup(self._batch_source(node)), 0))
+            return self.graph.create_node(
+                "call_method", "expand", (self.lookup(node.args[0]), size, *node.args[1][1:]),
+                name=self.name_hint(node))
         if group is None:
             if node.target is self.torch.ops.aten.sym_size.int:
                 self.settled = True
@@ -359,6 +377,29 @@ class ExportRebuild(Rebuild):
         name = torch_fn[1].rpartition(".")[2].strip("_")
         return name if name.isidentifier() else None  # ``add_`` is named ``add``, as fx has it
 
+    def _batch_source(self, node: Any) -> Any:
+        """The tensor whose batch an expand repeats over: the model tensor its user joins it to
+        (ViT's ``cat([class_token.expand(n, -1, -1), x])`` with ``n = x.shape[0]``), else the
+        first model input.
+        """
+        for user in node.users:
+            for dep in _direct(user):
+                if dep is not node and self.deps.get(dep) and not self.is_constant(dep):
+                    return dep
+        return self.inputs[0]
+
+    def select(self, node: Any) -> Any:
+        """``x[:, 0]`` as torch.fx has it: ``getitem`` with an integer index on one axis."""
+        data, dim, index = node.args[0], int(node.args[1]), int(node.args[2])
+        value = self.values.get(data)
+        rank = value.dim() if value is not None else 0
+        dim = dim + rank if dim < 0 else dim
+        if dim < 1 or index < 0:
+            return super().select(node)
+        return self.graph.create_node(
+            "call_function", operator.getitem, (self.value(data), (slice(None),) * dim + (index,)),
+            name=self.name_hint(node))
+
     def _free_batch(self, node: Any) -> Any:
         """``view(x, [2, 64])``: export bakes the traced batch into the sizes; where the first
         size is the batch of ``x`` (which reads model input), it is written ``-1``, as
@@ -402,8 +443,12 @@ class ExportRebuild(Rebuild):
                 args.append(self.mask_of[dep])
             else:
                 args.append(dep)
+        kwargs: dict[str, Any] = {}
+        if qualified_name(module) == _MHA and len(external) == 1:
+            # self-attention: query, key and value are one tensor, which the group reads once
+            external, args, kwargs = external * 3, args * 3, {"need_weights": False}
         with torch.no_grad():
-            result = module(*[self.values[dep] for dep in external])
+            result = module(*[self.values[dep] for dep in external], **kwargs)
         pick = None
         if isinstance(result, (tuple, list)):
             pick, result = 0, result[0]
@@ -423,7 +468,7 @@ class ExportRebuild(Rebuild):
                                         "results; weightio reads one such call", layer=path)
         self.done.add(path)
         target = path
-        return self.graph.call_module(target, tuple(self.lookup(a) for a in args))
+        return self.graph.call_module(target, tuple(self.lookup(a) for a in args), kwargs)
 
 
 def _eval_dropout(node: Any, torch: Any) -> bool:
@@ -497,13 +542,26 @@ def read_exported(module: Any, example_input: Any, *, source_file: Any = None) -
         archive = read_torch_module(rebuilt, example_input=examples, source_file=source_file,
                                     tracer=EXPORT, graph_module=rebuilt)
     spec = archive.spec
+    layers = [_unwrapped(layer, module) for layer in spec.layers]
     transforms = spec.provenance.transforms
     if rebuild.settled and not any(line.startswith("shape arithmetic") for line in transforms):
         transforms = sorted({*transforms, *tracer_record(EXPORT, examples, True)})
     provenance = spec.provenance.model_copy(
         update={"source_class": qualified_name(module), "transforms": transforms})
-    spec = spec.model_copy(update={"provenance": provenance, "name": type(module).__name__})
+    spec = spec.model_copy(update={"provenance": provenance, "name": type(module).__name__,
+                                   "layers": layers})
     return Archive(spec, archive.tensors)
+
+
+def _unwrapped(layer: Any, module: Any) -> Any:
+    """A layer read from an ``ExportedCall`` names the live module's class, as fx has it."""
+    if layer.source_class != EXPORTED_CALL:
+        return layer
+    try:
+        inner = module.get_submodule(layer.name)
+    except AttributeError:
+        return layer
+    return layer.model_copy(update={"source_class": qualified_name(inner)})
 
 
 @contextmanager

@@ -240,10 +240,6 @@ def _function_ops(torch: Any) -> dict[Any, Any]:
     }
 
 
-def F_hardtanh(torch: Any) -> Any:  # noqa: N802 - F.hardtanh, named as torch has it
-    return torch.nn.functional.hardtanh
-
-
 def _identities(aten: Any) -> set[Any]:
     """ATen calls that compute their input in eval mode (dropout) or only copy it."""
     return {aten.clone.default, aten.alias.default, aten.contiguous.default, aten.detach.default}
@@ -295,7 +291,7 @@ class Rebuild:
         self.identities = _identities(aten)
         self.checks = {aten._assert_tensor_metadata.default}
         self.in_place = {aten.add_.Tensor: torch.add, aten.sub_.Tensor: torch.sub,
-                         aten.mul_.Tensor: torch.mul, aten.hardtanh_.default: F_hardtanh(torch),
+                         aten.mul_.Tensor: torch.mul, aten.hardtanh_.default: torch.nn.functional.hardtanh,
                          aten.silu_.default: torch.nn.functional.silu,
                          aten.sigmoid_.default: torch.sigmoid}
 
