@@ -39,10 +39,11 @@ traced size, as on the fx path, the batch of a ``view`` kept free (``-1``); prov
 **Where fx reads instead** (``tracer="export"``, the default; provenance says
 ``traced with torch.fx`` and ``torch.export not used (<why>)``): export raises (data-dependent
 shapes, a ``forward`` that fails on the inferred example), the program holds an ATen operation
-the rebuild does not map (``prelu``, a function export decomposes such as ``F.softsign``), a
-module the program calls with repeated arguments (``nn.MultiheadAttention(x, x, x)`` in ViT,
-whose group cannot tell query from key), or ``F.dropout`` called as a function (export drops it
-in eval mode, fx keeps a dropout layer). ``tracer="fx"`` and ``tracer="export-only"`` use one.
+the rebuild does not map (``prelu``, ``lstm``, a function export decomposes such as
+``F.softsign``), or ``F.dropout`` is called as a function (export drops it in eval mode, fx keeps
+a dropout layer). ``tracer="fx"`` and ``tracer="export-only"`` use one tracer. A random draw no
+input changes (``torch.rand`` in ``forward``) is refused with no fallback (``RandomDraw``): fx
+would store the one draw it saw as a constant.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ class ExportRebuild(Rebuild):
     def is_constant(self, node: Any) -> bool:
         """A computed tensor no model input changes (settled for the traced size)."""
         if node in self.random and node.op == "call_function" and not self.deps.get(node):
-            raise UnsupportedLayerError(
+            raise RandomDraw(
                 f"the program's node {node.name!r} ({node.target}) draws random numbers "
                 "(dropout or stochastic depth applied in eval mode?); its traced value is one "
                 "draw, not a constant", layer=node.name)
@@ -616,6 +617,12 @@ def _FunctionalDropoutRefused(inside: list[int]) -> Any:  # noqa: N802 - a conte
     return Refuse()
 
 
+class RandomDraw(UnsupportedLayerError):
+    """The program draws random numbers no input changes (``torch.rand`` in ``forward``): torch.fx
+    would bake the one draw it saw into a constant, so this refusal is final, with no fallback.
+    """
+
+
 class ExportGap(UnsupportedLayerError):
     """The program would lose something fx reads (a functional dropout): fx reads the module."""
 
@@ -660,6 +667,8 @@ def read_module(module: Any, *, example_input: Any = None, source_file: Any = No
         return read_torch_module(module, example_input=example_input, source_file=source_file)
     try:
         return read_exported(module, examples, source_file=source_file)
+    except RandomDraw:
+        raise
     except Exception as error:  # anything export's path cannot map: fx reads it as before
         export_error = error
     try:
