@@ -223,6 +223,13 @@ class ExportRebuild(Rebuild):
             and self.values[n.args[0]].dim() and int(self.values[n.args[0]].shape[0]) == 1
         }
         self._find_masks()
+        self.calls: dict[Any, int] = {}  # source call (torch_fn id) -> its ATen nodes read here
+        for n in gm.graph.nodes:
+            call_id = (n.meta.get("torch_fn") or (None,))[0]
+            if (n.op == "call_function" and call_id and n not in self.groups.of
+                    and n not in self.mask_chain and n.target not in self.identities
+                    and n.target not in self.checks and not self.is_constant(n)):
+                self.calls[call_id] = self.calls.get(call_id, 0) + 1
 
     # -- what a node is -------------------------------------------------------------------
 
@@ -334,6 +341,12 @@ class ExportRebuild(Rebuild):
             if node.target in self.sized:
                 self.settled = True
                 node = self._free_batch(node)
+            call_id = (node.meta.get("torch_fn") or (None,))[0]
+            if self.calls.get(call_id, 0) > 1:
+                raise ExportGap(
+                    f"the call {node.meta['torch_fn'][1]} became {self.calls[call_id]} ATen "
+                    f"operations (at {node.name!r}), which read as a different composition than "
+                    "the function fx reads", layer=node.name)
             return super().call(node)
         key, path = group
         members = self.groups.members[key]
@@ -395,7 +408,7 @@ class ExportRebuild(Rebuild):
         value = self.values.get(data)
         rank = value.dim() if value is not None else 0
         dim = dim + rank if dim < 0 else dim
-        if dim < 1 or index < 0:
+        if dim < 1:
             return super().select(node)
         return self.graph.create_node(
             "call_function", operator.getitem, (self.value(data), (slice(None),) * dim + (index,)),

@@ -452,8 +452,9 @@ class Rebuild:
         """``out += identity`` (resnet's residual, ``aten.add_``) as ``torch.add``: the same
         value, where nothing reads the overwritten input after the update.
         """
-        order = {n: i for i, n in enumerate(self.gm.graph.nodes)}
-        data = node.args[0]
+        if not hasattr(self, "_order"):
+            self._order = {n: i for i, n in enumerate(self.gm.graph.nodes)}
+        order, data = self._order, node.args[0]
         if hasattr(data, "users") and any(order[u] > order[node] for u in data.users if u is not node):
             raise _refuse(node, f"updates {data.name} in place, which later nodes read")
         return self.in_place[node.target]
