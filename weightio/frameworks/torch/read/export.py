@@ -76,6 +76,7 @@ from weightio.frameworks.torch.read.trace import (
 #: The registry key of ``ExportedCall`` (a group whose call the live module cannot take as is).
 EXPORTED_CALL = f"{__name__}.ExportedCall"
 _MHA = "torch.nn.MultiheadAttention"
+_RECURRENT = frozenset({"torch.nn.LSTM", "torch.nn.GRU", "torch.nn.RNN"})
 #: Random masks the preparation of a key padding mask is checked on.
 MASK_PROBES = 8
 _CLASSES: dict[str, type] = {}
@@ -464,6 +465,9 @@ class ExportRebuild(Rebuild):
         with torch.no_grad():
             result = module(*[self.values[dep] for dep in external], **kwargs)
         pick = None
+        if isinstance(result, (tuple, list)) and qualified_name(module) in _RECURRENT:
+            raise ExportGap(f"module {path!r} ({qualified_name(module)}) returns a tuple whose "
+                            "picks fx reads as the sequence or final state", layer=path)
         if isinstance(result, (tuple, list)):
             pick, result = 0, result[0]
         want = self.values[node]
