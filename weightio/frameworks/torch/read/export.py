@@ -39,11 +39,15 @@ traced size, as on the fx path, the batch of a ``view`` kept free (``-1``); prov
 **Where fx reads instead** (``tracer="export"``, the default; provenance says
 ``traced with torch.fx`` and ``torch.export not used (<why>)``): export raises (data-dependent
 shapes, a ``forward`` that fails on the inferred example), the program holds an ATen operation
-the rebuild does not map (``prelu``, ``lstm``, a function export decomposes such as
-``F.softsign``), or ``F.dropout`` is called as a function (export drops it in eval mode, fx keeps
-a dropout layer). ``tracer="fx"`` and ``tracer="export-only"`` use one tracer. A random draw no
-input changes (``torch.rand`` in ``forward``) is refused with no fallback (``RandomDraw``): fx
-would store the one draw it saw as a constant.
+the rebuild does not map (``prelu``, ``chunk``, a function export decomposes into several
+operations such as ``F.softsign``), a recurrent module (fx reads its tuple by pick), a
+``batch_first=False`` attention between transposes (fx folds them), or ``F.dropout`` is called
+as a function (export drops it in eval mode, fx keeps a dropout layer). A function layer's
+numeric suffix can differ from fx's where fx's graph held more calls of that function (shape
+reads and tuple unpacking are ``getitem`` nodes too). ``tracer="fx"`` and
+``tracer="export-only"`` use one tracer. A random draw no input changes (``torch.rand`` in
+``forward``) is refused with no fallback (``RandomDraw``): fx would store the one draw it saw
+as a constant.
 """
 
 from __future__ import annotations
