@@ -60,8 +60,10 @@ def _compare(module: Any, *, _return: str | None = None, **options: Any) -> Any:
             "fx_cpu": round(fx_time, 3), "export_cpu": round(ex_time, 3),
             "diff": _diff(_spec(fx), _spec(ex))[:8] if fx is not None and ex is not None else None,
         }
-        with open(os.environ.get("WEIGHTIO_TRACER_DIFF", "tracer_diff.jsonl"), "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        target = os.environ.get("WEIGHTIO_TRACER_DIFF")
+        if target:  # unset: nothing written (a test's subprocess inherits no record file)
+            with open(target, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
     finally:
         _DEPTH[0] -= 1
     return _ORIGINAL(module, **options) if _return is None else _ORIGINAL(
