@@ -413,8 +413,8 @@ class ExportRebuild(Rebuild):
         value = self.values.get(data)
         rank = value.dim() if value is not None else 0
         dim = dim + rank if dim < 0 else dim
-        if dim < 1:
-            return super().select(node)
+        if dim < 1 or (rank >= 3 and dim == rank - 2 and index >= 0):
+            return super().select(node)  # x[:, 0] of a sequence: slice + flatten, as before
         return self.graph.create_node(
             "call_function", operator.getitem, (self.value(data), (slice(None),) * dim + (index,)),
             name=self.name_hint(node))
