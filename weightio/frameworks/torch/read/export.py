@@ -55,7 +55,6 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
 from typing import Any
 
 from weightio.errors import (
@@ -344,7 +343,6 @@ class ExportRebuild(Rebuild):
             if node.target is self.torch.ops.aten.sym_size.int:
                 self.settled = True
             if node.target in self.sized:
-                self.settled = True
                 node = self._free_batch(node)
             call_id = (node.meta.get("torch_fn") or (None,))[0]
             if self.calls.get(call_id, 0) > 1:
@@ -430,12 +428,11 @@ class ExportRebuild(Rebuild):
                 or not self.deps.get(data) or value is None or not value.dim()
                 or int(value.shape[0]) != self.batch or sizes[0] != self.batch):
             return node
-        out = self.values.get(node)
-        if node.target is self.torch.ops.aten.expand.default or out is None:
+        if node.target is self.torch.ops.aten.expand.default:
             return node
-        sizes = [-1, *(int(d) for d in out.shape[1:])]  # a -1 after the batch, as traced
-        return SimpleNamespace(name=node.name, op=node.op, target=node.target, meta=node.meta,
-                               args=(data, sizes, *node.args[2:]), kwargs=node.kwargs)
+        # x.view(x.size(0), -1) and x.view(2, 8) are one program; fx tells them apart
+        raise ExportGap(f"{node.name!r} views with the traced batch {self.batch} as a literal "
+                        "size, which export cannot tell from x.size(0)", layer=node.name)
 
     def _group_call(self, node: Any, key: str, path: str, members: list[Any]) -> Any:
         torch = self.torch
