@@ -64,9 +64,10 @@ from weightio.errors import (
 )
 from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import qualified_name, torch_module
-from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES
+from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES, TRACED_FORWARDS
 from weightio.frameworks.torch.read.base import TORCH_READ
 from weightio.frameworks.torch.read.program import Rebuild, install
+from weightio.frameworks.torch.read.program import _stored as _stored_value
 from weightio.frameworks.torch.read.trace import (
     FxTraceError,
     eval_mode,
@@ -321,6 +322,12 @@ class ExportRebuild(Rebuild):
             ):
                 value = value[0]  # repeated over the batch: one sample's, as a stored tensor
             group = self.groups.of.get(node)
+            if group is None and any(isinstance(self.values.get(dep), self.nn.Parameter)
+                                     or (dep in self.keys and isinstance(
+                                         _stored_value(self.gm, self.keys[dep]), self.nn.Parameter))
+                                     for dep in _direct(node)):
+                raise ExportGap(f"{node.name!r} computes with parameters only; fx reads it (or "
+                                "refuses it) with the parameters kept", layer=node.name)
             key = f"{group[1]}.output" if group else f"{node.name}.value"
             install(self.root, key, value.clone(), self.nn)
             self.constants[node] = self.graph.get_attr(key)
@@ -545,6 +552,10 @@ def read_exported(module: Any, example_input: Any, *, source_file: Any = None) -
     """Read ``module`` through ``torch.export`` (see the module doc)."""
     torch = torch_module("reading PyTorch modules")
     examples = inferred_examples(module, example_input)
+    traced = [name for name, sub in module.named_modules() if qualified_name(sub) in TRACED_FORWARDS]
+    if traced:  # torch's own forward takes a fast path in eval mode that export does not see
+        raise ExportGap(f"{traced[0] or 'the model'} ({qualified_name(module.get_submodule(traced[0]))}) "
+                        "is read through weightio's traced forward, which fx follows", layer=traced[0])
     with eval_mode(module), quiet(), _identities_marked(module):
         try:
             program = torch.export.export(module, examples, strict=False)
