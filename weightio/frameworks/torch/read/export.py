@@ -696,8 +696,9 @@ def read_module(module: Any, *, example_input: Any = None, source_file: Any = No
         return read_torch_module(module, example_input=example_input, source_file=source_file)
     try:
         return read_exported(module, examples, source_file=source_file)
-    except RandomDraw:
-        raise
+    except RandomDraw as draw:  # fx's own refusal where it has one, else this one: fx would
+        read_torch_module(module, example_input=example_input, source_file=source_file)
+        raise draw from None  # ... have read the draw it saw as a constant
     except Exception as error:  # anything export's path cannot map: fx reads it as before
         export_error = error
     try:
