@@ -67,7 +67,6 @@ from weightio.frameworks.torch.common import qualified_name, torch_module
 from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES, TRACED_FORWARDS
 from weightio.frameworks.torch.read.base import TORCH_READ
 from weightio.frameworks.torch.read.program import Rebuild, install
-from weightio.frameworks.torch.read.program import _stored as _stored_value
 from weightio.frameworks.torch.read.trace import (
     FxTraceError,
     eval_mode,
@@ -495,6 +494,12 @@ class ExportRebuild(Rebuild):
         self.done.add(path)
         target = path
         return self.graph.call_module(target, tuple(self.lookup(a) for a in args), kwargs)
+
+
+def _stored_value(gm: Any, key: str) -> Any:
+    """The tensor at state-dict ``key`` of the program's module."""
+    owner, _, name = key.rpartition(".")
+    return getattr(gm.get_submodule(owner) if owner else gm, name)
 
 
 def _eval_dropout(node: Any, torch: Any) -> bool:
