@@ -1,10 +1,11 @@
-"""Read a live ``nn.Module`` that torch.fx cannot trace, through ``torch.export``.
+"""Read a live ``nn.Module`` through ``torch.export``, with torch.fx where export cannot go.
 
-``read_module`` traces with torch.fx first (``trace.py``: every model that reads today reads the
-same way) and, when fx refuses the module's ``forward`` (HF ``transformers`` models build their
-masks with data-dependent Python), exports it instead:
-``torch.export.export(module.eval(), example_inputs, strict=False)``. The program's ATen graph is
-rebuilt in the terms the module reader knows, then read by ``read_torch_module``:
+``read_module`` exports the module first:
+``torch.export.export(module.eval(), example_inputs, strict=False)`` (the example inputs are
+``example_input=``, or zeros of the shape an input's first ``nn.Linear`` takes, found by an fx
+trace). The program's ATen graph has parameters under their state-dict keys and records, per
+node, the ``nn_module_stack`` it ran in. It is rebuilt in the terms the module reader knows,
+then read by ``read_torch_module`` (on the rebuilt graph itself, not a re-trace):
 
 - **Groups.** Every ATen node records ``nn_module_stack``, the modules whose ``forward`` it ran
   in. A node belongs to the outermost module of its stack that weightio has a reader for (an
@@ -24,24 +25,61 @@ rebuilt in the terms the module reader knows, then read by ``read_torch_module``
 - **Other nodes** go through the ``.pt2`` reader's ATen mapping (``program.Rebuild.call``),
   one mapping for both.
 
+- **Names.** A rebuilt call is named, and its layer's ``source_class`` recorded, after the source
+  call export notes in ``torch_fn`` (``x.view`` -> ``view``, ``method:view``), so an archive read
+  either way has the same layer names and sources.
+- **Identity modules** (``nn.Dropout``, ``nn.Identity``, stochastic depth in eval mode) return
+  their input and would leave no node: while exporting, such a call returns a clone, which
+  groups into the module's own layer as on the fx path.
+
 Shape arithmetic (``sym_size``, the literal sizes export bakes into ``view``) is settled for the
-traced size, as on the fx path.
+traced size, as on the fx path, the batch of a ``view`` kept free (``-1``); provenance then says
+``shape arithmetic settled for the traced input shape(s) [...]``, on both paths alike.
+
+**Where fx reads instead** (``tracer="export"``, the default; provenance says
+``traced with torch.fx`` and ``torch.export not used (<why>)``): export raises (data-dependent
+shapes, a ``forward`` that fails on the inferred example), the program holds an ATen operation
+the rebuild does not map (``prelu``, ``chunk``, a function export decomposes into several
+operations such as ``F.softsign``), a recurrent module (fx reads its tuple by pick), a
+``batch_first=False`` attention between transposes (fx folds them), or ``F.dropout`` is called
+as a function (export drops it in eval mode, fx keeps a dropout layer). A function layer's
+numeric suffix can differ from fx's where fx's graph held more calls of that function (shape
+reads and tuple unpacking are ``getitem`` nodes too). ``tracer="fx"`` and
+``tracer="export-only"`` use one tracer. A random draw no input changes (``torch.rand`` in
+``forward``) is refused with no fallback (``RandomDraw``): fx would store the one draw it saw
+as a constant.
 """
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from weightio.errors import TraceError, UnsupportedLayerError
+from weightio.errors import (
+    InvalidInputError,
+    TraceError,
+    UnsupportedLayerError,
+)
 from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import qualified_name, torch_module
-from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES
+from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES, TRACED_FORWARDS
 from weightio.frameworks.torch.read.base import TORCH_READ
 from weightio.frameworks.torch.read.program import Rebuild, install
-from weightio.frameworks.torch.read.trace import FxTraceError, eval_mode, read_torch_module
+from weightio.frameworks.torch.read.trace import (
+    FxTraceError,
+    eval_mode,
+    inferred_examples,
+    quiet,
+    read_torch_module,
+    tracer_record,
+)
 
 #: The registry key of ``ExportedCall`` (a group whose call the live module cannot take as is).
 EXPORTED_CALL = f"{__name__}.ExportedCall"
+_MHA = "torch.nn.MultiheadAttention"
+_RECURRENT = frozenset({"torch.nn.LSTM", "torch.nn.GRU", "torch.nn.RNN"})
 #: Random masks the preparation of a key padding mask is checked on.
 MASK_PROBES = 8
 _CLASSES: dict[str, type] = {}
@@ -62,9 +100,9 @@ def exported_call_class() -> type:
                 self.pick = pick
                 object.__setattr__(self, "masks", masks)
 
-            def forward(self, *args: Any) -> Any:
+            def forward(self, *args: Any, **kwargs: Any) -> Any:
                 args = tuple(self.masks[i](a) if i in self.masks else a for i, a in enumerate(args))
-                out = self.inner(*args)
+                out = self.inner(*args, **kwargs)
                 return out if self.pick is None else out[self.pick]
 
         ExportedCall.__module__, ExportedCall.__qualname__ = __name__, "ExportedCall"
@@ -78,7 +116,8 @@ MULTI_ARGUMENT_MODULES[EXPORTED_CALL] = lambda node: None  # its inner module's 
 @TORCH_READ.register(EXPORTED_CALL, produces=())
 def _exported_call(call: Any, ctx: Any) -> Any:
     """Read the live module the call wraps, with its own reader (which sees the mask inputs)."""
-    return TORCH_READ.lookup(qualified_name(call.inner), layer=ctx.layer_name)(call, ctx)
+    reader = TORCH_READ.lookup(qualified_name(call.inner), layer=ctx.layer_name)
+    return reader(call if call.masks else call.inner, ctx)  # no masks: the module as it is
 
 
 def key_padding_inputs(call: Any) -> frozenset[int]:
@@ -124,8 +163,13 @@ def _recorded(gm: Any, examples: tuple[Any, ...]) -> dict[Any, Any]:
 
     class _Recorder(torch.fx.Interpreter):
         def run_node(self, n: Any) -> Any:
-            values[n] = super().run_node(n)
-            return values[n]
+            value = super().run_node(n)
+            # An in-place user (F.relu(x, inplace=True) exports as aten.relu_) would change the
+            # recorded value under us: keep a copy of what this node computed.
+            mutated = any(str(getattr(u.target, "__name__", "")).split(".")[0].endswith("_")
+                          for u in n.users)
+            values[n] = value.clone() if mutated and isinstance(value, torch.Tensor) else value
+            return value
 
     with torch.no_grad():
         _Recorder(gm).run(*examples)
@@ -159,13 +203,48 @@ class ExportRebuild(Rebuild):
         self.done: set[str] = set()
         self.constants: dict[Any, Any] = {}  # node -> get_attr node of its stored value
         self.mask_of: dict[Any, Any] = {}  # prepared mask node -> the model input it reads
+        seeded = torch.Tag.nondeterministic_seeded
+        self.random: set[Any] = set()  # random draws, and what is computed from them
+        for n in gm.graph.nodes:
+            if n.op == "call_function" and (
+                seeded in getattr(n.target, "tags", ()) and not _eval_dropout(n, torch)
+                or any(dep in self.random for dep in _direct(n))
+            ):
+                self.random.add(n)
+        aten = torch.ops.aten
+        self.sized = {aten.view.default, aten.reshape.default, aten._unsafe_view.default,
+                      aten.expand.default}
+        #: Whether a size was settled for the traced input: a ``sym_size``, or the literal
+        #: sizes export bakes into a ``view`` (the archive then records the traced size).
+        self.settled = False
+        self.inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        #: ``self.class_token.expand(n, -1, -1)``: a stored tensor repeated over the batch,
+        #: read as the expand fx reads (not a constant of the traced batch).
+        self.expanded = {
+            n for n in gm.graph.nodes
+            if n.target is aten.expand.default and n.args[0].op == "get_attr" and self.batch
+            and self.inputs and list(n.args[1])[:1] == [self.batch]
+            and self.values[n.args[0]].dim() and int(self.values[n.args[0]].shape[0]) == 1
+        }
         self._find_masks()
+        self.calls: dict[Any, int] = {}  # source call (torch_fn id) -> its ATen nodes read here
+        for n in gm.graph.nodes:
+            call_id = (n.meta.get("torch_fn") or (None,))[0]
+            if (n.op == "call_function" and call_id and n not in self.groups.of
+                    and n not in self.mask_chain and n.target not in self.identities
+                    and n.target not in self.checks and not self.is_constant(n)):
+                self.calls[call_id] = self.calls.get(call_id, 0) + 1
 
     # -- what a node is -------------------------------------------------------------------
 
     def is_constant(self, node: Any) -> bool:
         """A computed tensor no model input changes (settled for the traced size)."""
-        return (node.op == "call_function" and not self.deps.get(node)
+        if node in self.random and node.op == "call_function" and not self.deps.get(node):
+            raise RandomDraw(
+                f"the program's node {node.name!r} ({node.target}) draws random numbers "
+                "(dropout or stochastic depth applied in eval mode?); its traced value is one "
+                "draw, not a constant", layer=node.name)
+        return (node.op == "call_function" and not self.deps.get(node) and node not in self.expanded
                 and isinstance(self.values.get(node), self.torch.Tensor))
 
     def _users_outside(self, nodes: list[Any]) -> list[Any]:
@@ -242,6 +321,12 @@ class ExportRebuild(Rebuild):
             ):
                 value = value[0]  # repeated over the batch: one sample's, as a stored tensor
             group = self.groups.of.get(node)
+            if group is None and any(isinstance(self.values.get(dep), self.nn.Parameter)
+                                     or (dep in self.keys and isinstance(
+                                         _stored_value(self.gm, self.keys[dep]), self.nn.Parameter))
+                                     for dep in _direct(node)):
+                raise ExportGap(f"{node.name!r} computes with parameters only; fx reads it (or "
+                                "refuses it) with the parameters kept", layer=node.name)
             key = f"{group[1]}.output" if group else f"{node.name}.value"
             install(self.root, key, value.clone(), self.nn)
             self.constants[node] = self.graph.get_attr(key)
@@ -254,7 +339,23 @@ class ExportRebuild(Rebuild):
         if node in self.mask_chain:
             return None  # the attention reads the model input; checked when the group is built
         group = self.groups.of.get(node)
+        if node in self.expanded and group is None:
+            self.settled = True
+            size = self.graph.call_method("size", (self.lookup(self._batch_source(node)), 0))
+            return self.graph.create_node(
+                "call_method", "expand", (self.lookup(node.args[0]), size, *node.args[1][1:]),
+                name=self.name_hint(node))
         if group is None:
+            if node.target is self.torch.ops.aten.sym_size.int:
+                self.settled = True
+            if node.target in self.sized:
+                node = self._free_batch(node)
+            call_id = (node.meta.get("torch_fn") or (None,))[0]
+            if self.calls.get(call_id, 0) > 1:
+                raise ExportGap(
+                    f"the call {node.meta['torch_fn'][1]} became {self.calls[call_id]} ATen "
+                    f"operations (at {node.name!r}), which read as a different composition than "
+                    "the function fx reads", layer=node.name)
             return super().call(node)
         key, path = group
         members = self.groups.members[key]
@@ -267,6 +368,77 @@ class ExportRebuild(Rebuild):
         if node is not outputs[0]:
             return None  # the group is one call, made at its output
         return self._group_call(node, key, path, members)
+
+    def source_key(self, node: Any) -> str | None:
+        """The registry key torch.fx gives the source call (``x.sigmoid()`` ->
+        ``method:sigmoid``, ``a + b`` -> ``operator.add``, ``F.relu`` ->
+        ``torch.nn.functional.relu``), from export's ``torch_fn`` record; a layer's
+        ``source_class`` says what the model's code called, not the ATen op it became.
+        """
+        torch_fn = node.meta.get("torch_fn") if hasattr(node, "meta") else None
+        if not torch_fn or not isinstance(torch_fn[1], str):
+            return None
+        kind, _, name = torch_fn[1].rpartition(".")
+        name = name.strip("_") if name.startswith("__") else name
+        if kind == "method_descriptor" and name.endswith("_"):
+            name = name[:-1]  # ``out += x``: Tensor.add_, which fx records as operator.add
+        if kind == "method_descriptor":
+            candidates = [f"method:{name}", f"operator.{name}", f"torch.{name}"]
+        elif kind == "function":
+            candidates = [f"torch.nn.functional.{name}", f"torch.{name}"]
+        else:
+            candidates = [f"torch.{name}", f"torch.nn.functional.{name}"]
+        return next((key for key in candidates if key in TORCH_READ), None)
+
+    def name_hint(self, node: Any) -> str | None:
+        """The source call's name, as torch.fx names it (``view``, ``add``, ``flatten``): export
+        records it in ``torch_fn`` (``('view_1', 'method_descriptor.view')``).
+        """
+        torch_fn = node.meta.get("torch_fn") if hasattr(node, "meta") else None
+        if not torch_fn or not isinstance(torch_fn[1], str):
+            return None
+        name = torch_fn[1].rpartition(".")[2].strip("_")
+        return name if name.isidentifier() else None  # ``add_`` is named ``add``, as fx has it
+
+    def _batch_source(self, node: Any) -> Any:
+        """The tensor whose batch an expand repeats over: the model tensor its user joins it to
+        (ViT's ``cat([class_token.expand(n, -1, -1), x])`` with ``n = x.shape[0]``), else the
+        first model input.
+        """
+        for user in node.users:
+            for dep in _direct(user):
+                if dep is not node and self.deps.get(dep) and not self.is_constant(dep):
+                    return dep
+        return self.inputs[0]
+
+    def select(self, node: Any) -> Any:
+        """``x[:, 0]`` as torch.fx has it: ``getitem`` with an integer index on one axis."""
+        data, dim, index = node.args[0], int(node.args[1]), int(node.args[2])
+        value = self.values.get(data)
+        rank = value.dim() if value is not None else 0
+        dim = dim + rank if dim < 0 else dim
+        if dim < 1 or (rank >= 3 and dim == rank - 2 and index >= 0):
+            return super().select(node)  # x[:, 0] of a sequence: slice + flatten, as before
+        return self.graph.create_node(
+            "call_function", operator.getitem, (self.value(data), (slice(None),) * dim + (index,)),
+            name=self.name_hint(node))
+
+    def _free_batch(self, node: Any) -> Any:
+        """``view(x, [2, 64])``: export bakes the traced batch into the sizes; where the first
+        size is the batch of ``x`` (which reads model input), it is written ``-1``, as
+        ``x.view(-1, 64)``, so the converted model takes any batch.
+        """
+        data, sizes = node.args[0], node.args[1] if len(node.args) > 1 else None
+        value = self.values.get(data)
+        if (self.batch is None or not isinstance(sizes, (list, tuple)) or not sizes
+                or not self.deps.get(data) or value is None or not value.dim()
+                or int(value.shape[0]) != self.batch or sizes[0] != self.batch):
+            return node
+        if node.target is self.torch.ops.aten.expand.default:
+            return node
+        # x.view(x.size(0), -1) and x.view(2, 8) are one program; fx tells them apart
+        raise ExportGap(f"{node.name!r} views with the traced batch {self.batch} as a literal "
+                        "size, which export cannot tell from x.size(0)", layer=node.name)
 
     def _group_call(self, node: Any, key: str, path: str, members: list[Any]) -> Any:
         torch = self.torch
@@ -293,9 +465,16 @@ class ExportRebuild(Rebuild):
                 args.append(self.mask_of[dep])
             else:
                 args.append(dep)
+        kwargs: dict[str, Any] = {}
+        if qualified_name(module) == _MHA and len(external) == 1:
+            # self-attention: query, key and value are one tensor, which the group reads once
+            external, args, kwargs = external * 3, args * 3, {"need_weights": False}
         with torch.no_grad():
-            result = module(*[self.values[dep] for dep in external])
+            result = module(*[self.values[dep] for dep in external], **kwargs)
         pick = None
+        if isinstance(result, (tuple, list)) and qualified_name(module) in _RECURRENT:
+            raise ExportGap(f"module {path!r} ({qualified_name(module)}) returns a tuple whose "
+                            "picks fx reads as the sequence or final state", layer=path)
         if isinstance(result, (tuple, list)):
             pick, result = 0, result[0]
         want = self.values[node]
@@ -314,7 +493,19 @@ class ExportRebuild(Rebuild):
                                         "results; weightio reads one such call", layer=path)
         self.done.add(path)
         target = path
-        return self.graph.call_module(target, tuple(self.lookup(a) for a in args))
+        return self.graph.call_module(target, tuple(self.lookup(a) for a in args), kwargs)
+
+
+def _stored_value(gm: Any, key: str) -> Any:
+    """The tensor at state-dict ``key`` of the program's module."""
+    owner, _, name = key.rpartition(".")
+    return getattr(gm.get_submodule(owner) if owner else gm, name)
+
+
+def _eval_dropout(node: Any, torch: Any) -> bool:
+    """``aten.dropout(x, p, train=False)``: an identity (HF's ``F.dropout(training=False)``)."""
+    return node.target is torch.ops.aten.dropout.default and not (
+        node.args[2] if len(node.args) > 2 else node.kwargs.get("train", True))
 
 
 def _looks_like_mask(value: Any) -> bool:
@@ -356,46 +547,171 @@ def _not_mask(node: Any, why: str) -> UnsupportedLayerError:
         "a model input of 0/1 per key (HF's attention_mask)", layer=node.name)
 
 
-def _as_tuple(example_input: Any) -> tuple[Any, ...]:
-    return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+#: ``tracer=`` of ``read_module``: ``"export"`` (torch.export, falling back to torch.fx where
+#: export cannot go: the default), ``"export-only"``, ``"fx"`` (torch.fx only, the old reader).
+TRACERS = ("export", "export-only", "fx")
+EXPORT, FX = "torch.export", "torch.fx"
 
 
 def read_exported(module: Any, example_input: Any, *, source_file: Any = None) -> Archive:
     """Read ``module`` through ``torch.export`` (see the module doc)."""
     torch = torch_module("reading PyTorch modules")
-    examples = _as_tuple(example_input)
-    if not all(isinstance(t, torch.Tensor) for t in examples):
-        raise TraceError("example_input= must be a tensor or a tuple of tensors")
-    with eval_mode(module):
+    examples = inferred_examples(module, example_input)
+    traced = [name for name, sub in module.named_modules() if qualified_name(sub) in TRACED_FORWARDS]
+    if traced:  # torch's own forward takes a fast path in eval mode that export does not see
+        raise ExportGap(f"{traced[0] or 'the model'} ({qualified_name(module.get_submodule(traced[0]))}) "
+                        "is read through weightio's traced forward, which fx follows", layer=traced[0])
+    with eval_mode(module), quiet(), _identities_marked(module):
         try:
             program = torch.export.export(module, examples, strict=False)
+        except ExportGap:
+            raise
         except Exception as exc:  # export raises many types; each means "not exportable"
-            raise TraceError(
-                f"torch.export could not export {qualified_name(module)} either "
+            raise ExportTraceError(
+                f"torch.export could not export {qualified_name(module)} "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
             ) from None
         gm = program.module(check_guards=False)
-        rebuilt = ExportRebuild(torch, gm, module, examples).run()
-        archive = read_torch_module(rebuilt, example_input=examples, source_file=source_file)
+        rebuild = ExportRebuild(torch, gm, module, examples)
+        rebuilt = rebuild.run()
+        archive = read_torch_module(rebuilt, example_input=examples, source_file=source_file,
+                                    tracer=EXPORT, graph_module=rebuilt)
     spec = archive.spec
-    provenance = spec.provenance.model_copy(update={"source_class": qualified_name(module)})
-    spec = spec.model_copy(update={"provenance": provenance, "name": type(module).__name__})
+    layers = [_unwrapped(layer, module) for layer in spec.layers]
+    transforms = spec.provenance.transforms
+    if rebuild.settled and not any(line.startswith("shape arithmetic") for line in transforms):
+        transforms = sorted({*transforms, *tracer_record(EXPORT, examples, True)})
+    provenance = spec.provenance.model_copy(
+        update={"source_class": qualified_name(module), "transforms": transforms})
+    spec = spec.model_copy(update={"provenance": provenance, "name": type(module).__name__,
+                                   "layers": layers})
     return Archive(spec, archive.tensors)
 
 
-def read_module(module: Any, *, example_input: Any = None, source_file: Any = None) -> Archive:
-    """Read a live module: torch.fx first, torch.export when fx cannot trace it.
+def _unwrapped(layer: Any, module: Any) -> Any:
+    """A layer read from an ``ExportedCall`` names the live module's class, as fx has it."""
+    if layer.source_class != EXPORTED_CALL:
+        return layer
+    try:
+        inner = module.get_submodule(layer.name)
+    except AttributeError:
+        return layer
+    return layer.model_copy(update={"source_class": qualified_name(inner)})
+
+
+@contextmanager
+def _identities_marked(module: Any) -> Iterator[None]:
+    """A module with a reader that returns its input itself in eval mode (``nn.Dropout``,
+    ``nn.Identity``, torchvision's ``StochasticDepth``) leaves no ATen node, so the program
+    would lose the layer fx reads. While exporting, such a call returns ``output.clone()``
+    (one ATen node inside the module's stack, grouped into a call of the live module as fx has
+    it); the clone is an identity and reads as the module's own layer.
+    """
+    torch = torch_module("reading PyTorch modules")
+
+    inside = [0]  # calls of modules with readers under way: their own F.dropout is theirs
+
+    def enter(sub: Any, args: Any) -> None:
+        inside[0] += 1
+
+    def mark(sub: Any, args: Any, output: Any) -> Any:
+        inside[0] -= 1
+        if isinstance(output, torch.Tensor) and args and output is args[0]:
+            return output.clone()
+        return None
+
+    handles = []
+    for sub in module.modules():
+        if sub is not module and qualified_name(sub) in TORCH_READ:
+            handles += [sub.register_forward_pre_hook(enter), sub.register_forward_hook(mark)]
+    try:
+        with _FunctionalDropoutRefused(inside):
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _FunctionalDropoutRefused(inside: list[int]) -> Any:  # noqa: N802 - a context manager class made on demand
+    """``F.dropout(x, p, training=False)`` in a ``forward`` leaves no ATen node at all, so the
+    program cannot show the dropout layer fx reads: seeing one, export gives way to fx.
+    """
+    torch = torch_module("reading PyTorch modules")
+    F = torch.nn.functional
+    dropouts = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                F.feature_alpha_dropout}
+
+    class Refuse(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if func in dropouts and not inside[0]:
+                raise ExportGap(f"{func.__name__} called as a function, which torch.export "
+                                "drops in eval mode (fx keeps it as a dropout layer)")
+            return func(*args, **(kwargs or {}))
+
+    return Refuse()
+
+
+class RandomDraw(UnsupportedLayerError):
+    """The program draws random numbers no input changes (``torch.rand`` in ``forward``): torch.fx
+    would bake the one draw it saw into a constant, so this refusal is final, with no fallback.
+    """
+
+
+class ExportGap(UnsupportedLayerError):
+    """The program would lose something fx reads (a functional dropout): fx reads the module."""
+
+
+class ExportTraceError(TraceError):
+    """torch.export could not export the module: the fallback to torch.fx takes over."""
+
+
+def read_module(module: Any, *, example_input: Any = None, source_file: Any = None,
+                tracer: str = "export") -> Archive:
+    """Read a live module: torch.export first, torch.fx where export cannot go.
+
+    ``tracer="export"`` (the default) exports the module and reads the ATen program; when
+    export raises, or the program holds something the export path cannot map
+    (``UnsupportedLayerError``, ``TraceError``), the module is traced with torch.fx instead, and
+    when fx refuses it too, fx's refusal is raised (export's when fx cannot trace it at all).
+    ``"export-only"`` and ``"fx"`` use one tracer. The archive's ``provenance.transforms`` says
+    which tracer read it (``traced with torch.export``).
 
     Raises:
-        TraceError: neither can trace it (export needs ``example_input=``).
+        TraceError: neither can trace it (export needs ``example_input=`` unless an input
+            feeds an ``nn.Linear``).
+        InvalidInputError: an unknown ``tracer=``.
     """
-    try:
+    if tracer not in TRACERS:
+        raise InvalidInputError(f"tracer={tracer!r}: choose one of {', '.join(TRACERS)}")
+    if tracer == "fx":
         return read_torch_module(module, example_input=example_input, source_file=source_file)
-    except FxTraceError as exc:
-        if example_input is None:
-            raise TraceError(
-                f"{exc}. weightio reads such a module through torch.export when given "
-                "example_input= (a tensor, or a tuple of them, that forward accepts)"
-            ) from None
-    return read_exported(module, example_input, source_file=source_file)
-
+    if tracer == "export-only":
+        return read_exported(module, example_input, source_file=source_file)
+    torch = torch_module("reading PyTorch modules")
+    if not isinstance(module, torch.nn.Module):
+        raise TraceError(f"expected a torch.nn.Module, received {qualified_name(module)}")
+    try:
+        examples = inferred_examples(module, example_input)
+    except FxTraceError as exc:  # no example input, and fx cannot trace it to infer one
+        raise TraceError(
+            f"{exc}. weightio reads such a module through torch.export when given "
+            "example_input= (a tensor, or a tuple of them, that forward accepts)"
+        ) from None
+    except TraceError:  # no shape to export at: fx's reader says what it refuses first
+        return read_torch_module(module, example_input=example_input, source_file=source_file)
+    try:
+        return read_exported(module, examples, source_file=source_file)
+    except RandomDraw as draw:  # fx's own refusal where it has one, else this one: fx would
+        read_torch_module(module, example_input=example_input, source_file=source_file)
+        raise draw from None  # ... have read the draw it saw as a constant
+    except Exception as error:  # anything export's path cannot map: fx reads it as before
+        export_error = error
+    try:
+        archive = read_torch_module(module, example_input=example_input, source_file=source_file)
+    except FxTraceError:
+        raise export_error from None
+    reason = f"{type(export_error).__name__}: {str(export_error).splitlines()[0]}"
+    spec = archive.spec
+    transforms = sorted({*spec.provenance.transforms, f"torch.export not used ({reason[:300]})"})
+    provenance = spec.provenance.model_copy(update={"transforms": transforms})
+    return Archive(spec.model_copy(update={"provenance": provenance}), archive.tensors)

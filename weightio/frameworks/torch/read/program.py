@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from weightio.errors import TraceError, UnsupportedLayerError
 from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import numpy_to_tensor, tensor_to_numpy, torch_module
-from weightio.frameworks.torch.read.trace import read_torch_module
+from weightio.frameworks.torch.read.trace import SOURCE_KEY, read_torch_module
 
 #: What the archive records as its source class (not the rebuilt GraphModule's local class).
 PROGRAM_CLASS = "torch.export.ExportedProgram"
@@ -204,6 +204,15 @@ def _function_ops(torch: Any) -> dict[Any, Any]:
         aten.gelu.default: F.gelu,
         aten.silu.default: F.silu,
         aten.elu.default: F.elu,
+        aten.relu6.default: F.relu6,
+        aten.celu.default: F.celu,
+        aten.selu.default: torch.selu,
+        aten.log_sigmoid.default: F.logsigmoid,
+        aten.hardsigmoid.default: F.hardsigmoid,
+        aten.hardswish.default: F.hardswish,
+        aten.mish.default: F.mish,
+        aten.softshrink.default: F.softshrink,
+        aten.hardshrink.default: F.hardshrink,
         aten.leaky_relu.default: F.leaky_relu,
         aten.hardtanh.default: F.hardtanh,
         aten.softplus.default: F.softplus,
@@ -239,8 +248,7 @@ def _function_ops(torch: Any) -> dict[Any, Any]:
 
 def _identities(aten: Any) -> set[Any]:
     """ATen calls that compute their input in eval mode (dropout) or only copy it."""
-    return {aten.dropout.default, aten.clone.default, aten.alias.default,
-            aten.contiguous.default, aten.detach.default}
+    return {aten.clone.default, aten.alias.default, aten.contiguous.default, aten.detach.default}
 
 
 def _stored(gm: Any, key: str) -> Any:
@@ -294,6 +302,10 @@ class Rebuild:
         self.int8: dict[Any, str] = {}
         self.int8_ops = {aten.to.dtype, aten._to_copy.default, aten.reshape.default,
                          aten.view.default, aten.sub.Tensor, aten.mul.Tensor}
+        self.in_place = {aten.add_.Tensor: torch.add, aten.sub_.Tensor: torch.sub,
+                         aten.mul_.Tensor: torch.mul, aten.hardtanh_.default: torch.nn.functional.hardtanh,
+                         aten.silu_.default: torch.nn.functional.silu,
+                         aten.sigmoid_.default: torch.sigmoid}
 
     def value(self, arg: Any) -> Any:
         """An argument in the new graph: a node's value, a stored tensor as a ``get_attr``."""
@@ -547,6 +559,10 @@ class Rebuild:
             return None
         if target in self.identities:
             return self.value(node.args[0])
+        if target is self.torch.ops.aten.dropout.default:
+            if len(node.args) > 2 and node.args[2]:
+                raise _refuse(node, "is dropout with train=True, which applies even in eval mode")
+            return self.value(node.args[0])
         if target in self.checks:
             return None  # a check of the traced input's metadata, true for the traced size
         if target is self.torch.ops.aten.select.int:
@@ -561,13 +577,39 @@ class Rebuild:
         if make is not None:
             return self.module_call(node, make)
         function = self.function_ops.get(target)
+        if function is None and target in self.in_place:
+            function = self._in_place(node)
         if function is None:
             if any(str(self.keys.get(a, "")).endswith(".weight_int8") for a in node.args):
                 raise _refuse(node, "decodes an int8 weight with operations other than those of "
                               "weightio's QuantizedLinear/QuantizedConv (convert --keep-int8); "
                               "read the quantised .safetensors archive it was written from")
             raise _refuse(node, "has no reader")
-        return self.graph.call_function(function, self.value(node.args), self.value(node.kwargs))
+        made = self.graph.create_node("call_function", function, self.value(node.args),
+                                      self.value(node.kwargs), name=self.name_hint(node))
+        source = self.source_key(node)
+        if source is not None:
+            made.meta[SOURCE_KEY] = source
+        return made
+
+    def source_key(self, node: Any) -> str | None:
+        """The registry key of the source call (None: the rebuilt function's own)."""
+        return None
+
+    def _in_place(self, node: Any) -> Any:
+        """``out += identity`` (resnet's residual, ``aten.add_``) as ``torch.add``: the same
+        value, where nothing reads the overwritten input after the update.
+        """
+        if not hasattr(self, "_order"):
+            self._order = {n: i for i, n in enumerate(self.gm.graph.nodes)}
+        order, data = self._order, node.args[0]
+        if hasattr(data, "users") and any(order[u] > order[node] for u in data.users if u is not node):
+            raise _refuse(node, f"updates {data.name} in place, which later nodes read")
+        return self.in_place[node.target]
+
+    def name_hint(self, node: Any) -> str | None:
+        """The name of the rebuilt call (None: torch.fx's default, after its target)."""
+        return None
 
 
 def program_module(program: Any) -> Any:
@@ -593,7 +635,8 @@ def read_program(program: Any, *, source_file: Any = None) -> Archive:
     module = program_module(program)
     examples = example_inputs(program)
     try:
-        archive = read_torch_module(module, example_input=examples or None, source_file=source_file)
+        archive = read_torch_module(module, example_input=examples or None, source_file=source_file,
+                                    tracer="torch.export (a saved program)")
     except ValidationError as exc:  # settings the spec refuses (a batch norm with eps=0)
         error = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in error.get("loc", ()))

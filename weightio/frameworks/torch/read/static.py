@@ -204,10 +204,17 @@ def static_nodes(graph: Any) -> set[Any]:
     return found
 
 
-def fold_static(gm: Any) -> None:
-    """Resolve shape arithmetic, drop ``contiguous()``, turn chunk/split pieces into slices."""
+def fold_static(gm: Any) -> bool:
+    """Resolve shape arithmetic, drop ``contiguous()``, turn chunk/split pieces into slices.
+
+    Returns whether any size was settled for the traced input (shape arithmetic or a split's
+    pieces): the archive then records the traced size it holds for.
+    """
     graph = gm.graph
-    _resolve(graph, shape_nodes(graph))
+    shapes = shape_nodes(graph)
+    settled = bool(shapes) or any(_pieces_read_by_index(node) for node in graph.nodes)
+    _resolve(graph, shapes)
     _drop_contiguous(graph)
     _split_pieces(graph)
     gm.recompile()
+    return settled

@@ -1,4 +1,8 @@
-"""Read a live ``torch.nn.Module`` into an archive by tracing it with ``torch.fx``.
+"""Read a live ``torch.nn.Module`` into an archive from its module-level graph.
+
+The graph is the export path's rebuild of the module's ``torch.export`` program
+(``export.read_module``, the first choice) or, where export cannot go, a ``torch.fx`` trace
+(``read_torch_module`` traces when it is not given the graph).
 
 Tracing turns any module (``nn.Sequential`` or a custom ``forward``) into a graph of module
 calls, function calls and tensor-method calls; each node is then mapped by one reader from
@@ -44,6 +48,10 @@ from weightio.spec.core import OpaqueLayer
 from weightio.spec.model import InputSpec, ModelSpec, OutputSpec
 
 _FUNCTION_KEYS: dict[Any, str] | None = None
+#: A node's meta entry naming the source call it was rebuilt from (the export path's ATen
+#: call ``aten.sigmoid`` of a source ``x.sigmoid()`` records ``method:sigmoid``): the layer's
+#: ``source_class``, as torch.fx would have recorded it.
+SOURCE_KEY = "weightio_source_key"
 #: Weightio's own module for ``affine`` (its input shape is its ``features``).
 AFFINE_MODULE = "weightio.frameworks.torch.write.core.Affine"
 
@@ -97,6 +105,18 @@ def eval_mode(module: Any) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Tracing is weightio's work, not the user's run: the warnings torch emits while tracing
+    or exporting (deprecations inside torch.export, "tensor attributes assigned during
+    export" from nn.LSTM) and what it prints to stderr would only be noise. A failure is still
+    raised, and weightio's own error says what went wrong.
+    """
+    with warnings.catch_warnings(), redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
 
 
 @contextmanager
@@ -414,7 +434,7 @@ def _read_node(
     ctx = ReadContext(
         layer_name=namer.take(node.target if is_module else node.name),
         inputs=_sources(node, names, root),
-        source=key,
+        source=node.meta.get(SOURCE_KEY) or key,
         input_rank=_rank(data) if hasattr(data, "meta") else _first_rank(data),
         module_path=node.target if is_module else None,
         arrays=arrays,
@@ -491,8 +511,41 @@ def _unused_keys(module: Any, arrays: dict) -> list[str]:
     return [key for key in module.state_dict() if key not in arrays]
 
 
+def inferred_examples(module: Any, example_input: Any = None) -> tuple[Any, ...]:
+    """The example inputs to trace ``module`` at: ``example_input=`` as a tuple, or zeros of the
+    shape an input's first ``nn.Linear`` takes (found by an fx trace, which export cannot do
+    without an input).
+
+    Raises:
+        TraceError: no example and no shape to infer (FxTraceError: fx cannot trace it either).
+    """
+    torch = torch_module("reading PyTorch modules")
+    if example_input is not None:
+        examples = _as_tuple(example_input)
+        if not all(isinstance(t, torch.Tensor) for t in examples):
+            raise TraceError("example_input= must be a tensor or a tuple of tensors")
+        return examples
+    with eval_mode(module):
+        gm = _trace(module)
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        return _example_inputs(placeholders, module, None)
+
+
+def tracer_record(tracer: str, examples: tuple[Any, ...], settled: bool) -> list[str]:
+    """The provenance lines of a traced read: which tracer, and, when shape arithmetic (sizes,
+    literal view sizes) was settled for the traced size, that size.
+    """
+    lines = [f"traced with {tracer}"]
+    if settled:
+        shapes = ", ".join(str(list(t.shape)) for t in examples)
+        lines.append(f"shape arithmetic settled for the traced input shape(s) {shapes} "
+                     "(the batch axis kept free)")
+    return lines
+
+
 def read_torch_module(
-    module: Any, *, example_input: Any = None, source_file: Any = None
+    module: Any, *, example_input: Any = None, source_file: Any = None,
+    tracer: str = "torch.fx", graph_module: Any = None,
 ) -> Archive:
     """Read a live ``nn.Module`` into an archive whose tensor keys are its state-dict keys.
 
@@ -501,6 +554,10 @@ def read_torch_module(
         example_input: A batch tensor (or tuple of them) the model accepts. Needed when an input
             does not feed an ``nn.Linear``, whose ``in_features`` otherwise gives its shape.
         source_file: The file the module was loaded from, recorded in provenance.
+        tracer: The tracer provenance names (``read_exported`` passes ``torch.export``, whose
+            rebuilt module this reads).
+        graph_module: The module-level graph of ``module`` already built (the export path's
+            rebuild, whose node names follow the source's calls), read instead of an fx trace.
 
     Raises:
         TraceError: the module cannot be traced or probed.
@@ -511,12 +568,12 @@ def read_torch_module(
     if not isinstance(module, torch.nn.Module):
         raise TraceError(f"expected a torch.nn.Module, received {qualified_name(module)}")
     with eval_mode(module):
-        gm = _trace(module)
+        gm = _trace(module) if graph_module is None else graph_module
         _check_graph(gm, module)
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         examples = _example_inputs(placeholders, module, example_input)
         _propagate_shapes(gm, module, examples)
-        fold_static(gm)
+        settled = fold_static(gm)
         fold_sequence_first(gm, module)
     namer, names, arrays = _Namer(), {}, {}
     shared = ReadContext("", [], "", None, arrays=arrays)  # the tensors stored so far, and ties
@@ -544,7 +601,8 @@ def read_torch_module(
     spec = mark_channel_inputs(ModelSpec(
         name=type(module).__name__,
         provenance=provenance("torch", framework_version=torch.__version__,
-                              source_class=qualified_name(module), source_file=source_file),
+                              source_class=qualified_name(module), source_file=source_file,
+                              transforms=tracer_record(tracer, examples, settled)),
         inputs=inputs,
         layers=_unchain(layers, inputs, outputs),
         outputs=outputs,
