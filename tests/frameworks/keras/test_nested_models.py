@@ -24,6 +24,7 @@ keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
 from conftest import assert_close  # noqa: E402
+from test_applications import perturb  # noqa: E402  (the applications tests' calibrated perturbation)
 from test_keras_write import run_without_keras  # noqa: E402
 
 import weightio  # noqa: E402
@@ -340,17 +341,18 @@ def test_torch_keeps_the_nesting_as_submodules(built: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="unexplained: with every weight N(0, 1) (_randomized) weightio.run of the "
-                   "archive already differs from Keras (worst 171 of 303); to check with only BN "
-                   "statistics perturbed, as issue 14 asks", strict=False)
 def test_mobilenetv2_transfer_model_keeps_its_base_as_a_nested_model() -> None:
     """The transfer-learning recipe with perturbed BN statistics: archive -> torch (a nested
     submodule) and archive -> Keras (the base a Model again, same layer names), all matching.
     """
     base = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False)
-    model = _randomized(keras.Sequential([base, L.GlobalAveragePooling2D(name="gap"),
-                                          L.Dropout(0.2, name="drop"), L.Dense(4, name="head")]))
+    model = keras.Sequential([base, L.GlobalAveragePooling2D(name="gap"),
+                              L.Dropout(0.2, name="drop"), L.Dense(4, name="head")])
     x = np.random.default_rng(2).standard_normal((2, 32, 32, 3)).astype("float32")
+    # batch-norm statistics, betas, gammas and biases perturbed and calibrated on another batch
+    # (N(0, 1) weights everywhere made ReLU6 stacks amplify rounding past any tolerance)
+    calibration = np.random.default_rng(3).standard_normal((8, 32, 32, 3)).astype("float32")
+    perturb(model, seed=0, calibration=calibration)
     reference = np.asarray(model(x, training=False))
     archive = weightio.read(model)
     module = weightio.to_torch(archive)
