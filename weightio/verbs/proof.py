@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from weightio.errors import WeightioError
 from weightio.format.archive import Archive
 from weightio.runtime.forward import forward, output_dtype
 from weightio.runtime.probes import probe_inputs
@@ -113,7 +114,14 @@ def verify_conversion(
         target_runner = runner_in_layout(archive.spec, target_runner, layout_of(target))
     # The numpy runtime and the target run first: the source may be a witness process still
     # importing its framework (``frameworks.keras.witness``), so they run while it does.
-    runtime_outputs, _ = forward(archive, inputs)
+    try:
+        runtime_outputs, _ = forward(archive, inputs)
+    except WeightioError:
+        if source_runner is not None:
+            # the source's own refusal (a config Keras may not load, named with its file) is
+            # the one the user gets, as when the source ran first
+            source_runner(inputs)
+        raise
     others: list[tuple[str, Sequence[np.ndarray]]] = [("numpy", runtime_outputs)]
     if target_runner is not None:
         others.append((target, target_runner(inputs)))

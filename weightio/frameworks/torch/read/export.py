@@ -42,7 +42,9 @@ shapes, a ``forward`` that fails on the inferred example), the program holds an 
 the rebuild does not map (``prelu``, ``chunk``, a function export decomposes into several
 operations such as ``F.softsign``), a recurrent module (fx reads its tuple by pick), a
 ``batch_first=False`` attention between transposes (fx folds them), or ``F.dropout`` is called
-as a function (export drops it in eval mode, fx keeps a dropout layer). A function layer's
+as a function (export drops it in eval mode, fx keeps a dropout layer), or a module stores
+its weight encoded (a torch parametrization such as weight norm, weightio's int8 modules:
+the program computes the decoded weight, fx reads the stored tensors as they are). A function layer's
 numeric suffix can differ from fx's where fx's graph held more calls of that function (shape
 reads and tuple unpacking are ``getitem`` nodes too). ``tracer="fx"`` and
 ``tracer="export-only"`` use one tracer. A random draw no input changes (``torch.rand`` in
@@ -550,6 +552,8 @@ def _not_mask(node: Any, why: str) -> UnsupportedLayerError:
 #: ``tracer=`` of ``read_module``: ``"export"`` (torch.export, falling back to torch.fx where
 #: export cannot go: the default), ``"export-only"``, ``"fx"`` (torch.fx only, the old reader).
 TRACERS = ("export", "export-only", "fx")
+#: weightio's int8 modules (``write/quantized.py``, ``convert --keep-int8``): read through fx.
+_ENCODED_MODULES = ("QuantizedLinear", "QuantizedConv")
 EXPORT, FX = "torch.export", "torch.fx"
 
 
@@ -561,6 +565,12 @@ def read_exported(module: Any, example_input: Any, *, source_file: Any = None) -
     if traced:  # torch's own forward takes a fast path in eval mode that export does not see
         raise ExportGap(f"{traced[0] or 'the model'} ({qualified_name(module.get_submodule(traced[0]))}) "
                         "is read through weightio's traced forward, which fx follows", layer=traced[0])
+    encoded = [name for name, sub in module.named_modules()
+               if hasattr(sub, "parametrizations") or type(sub).__name__ in _ENCODED_MODULES]
+    if encoded:  # the program holds the decoded weight; fx reads the stored g, v or int8 tensors
+        raise ExportGap(f"{encoded[0] or 'the model'} ({qualified_name(module.get_submodule(encoded[0]))}) "
+                        "stores its weight encoded (a parametrization or int8), which fx reads as "
+                        "stored", layer=encoded[0])
     with eval_mode(module), quiet(), _identities_marked(module):
         try:
             program = torch.export.export(module, examples, strict=False)
@@ -585,7 +595,7 @@ def read_exported(module: Any, example_input: Any, *, source_file: Any = None) -
         update={"source_class": qualified_name(module), "transforms": transforms})
     spec = spec.model_copy(update={"provenance": provenance, "name": type(module).__name__,
                                    "layers": layers})
-    return Archive(spec, archive.tensors)
+    return Archive(spec, archive.stored)
 
 
 def _unwrapped(layer: Any, module: Any) -> Any:
@@ -714,4 +724,4 @@ def read_module(module: Any, *, example_input: Any = None, source_file: Any = No
     spec = archive.spec
     transforms = sorted({*spec.provenance.transforms, f"torch.export not used ({reason[:300]})"})
     provenance = spec.provenance.model_copy(update={"transforms": transforms})
-    return Archive(spec.model_copy(update={"provenance": provenance}), archive.tensors)
+    return Archive(spec.model_copy(update={"provenance": provenance}), archive.stored)
