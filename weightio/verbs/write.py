@@ -102,12 +102,45 @@ def load_into(
     return row.load_into(plain(archive), model, **options)
 
 
+#: Magic bytes of the model files verify is sometimes handed: zip, pickle protocol 2+, HDF5.
+_OTHER_FORMATS = (b"PK\x03\x04", b"\x80", b"\x89HDF")
+
+
+def _refuse_other_formats(path: os.PathLike[str] | str) -> None:
+    """A local file recognisably of another format (a zip such as ``.pt2``/``.pt``/``.keras``,
+    a legacy pickle, HDF5) gets a refusal that says what verify checks, instead of the
+    safetensors reader's "header claims ... bytes". A damaged archive still gets that reader's
+    own ``MalformedFileError``.
+    """
+    from pathlib import Path
+
+    from weightio.frameworks.native import _is_safetensors
+
+    if "://" in str(path):
+        return
+    local = Path(path)
+    if not local.is_file() or local.name.endswith(".json"):
+        return  # a folder, a shard index or a missing file: load's own message says which
+    with open(local, "rb") as handle:
+        head = handle.read(9)
+    if head.startswith(_OTHER_FORMATS) and not _is_safetensors(head):  # a length may start 0x80
+        raise UnsupportedSourceError(
+            f"{local.name} is not a weightio archive (.safetensors): verify checks the digests "
+            f"an archive records; `weightio convert {local.name} out.safetensors` makes one, "
+            "with a proof",
+            file=local,
+        )
+
+
 def verify(path: os.PathLike[str] | str, *, progress: bool = False) -> Archive:
     """Load an archive and check every tensor against its recorded digest (BLAKE3 or sha256).
 
     Raises:
         IntegrityError: naming every tensor whose bytes changed.
+        UnsupportedSourceError: ``path`` is a local file of another format (a ``.pt2``, a
+            checkpoint): only an archive records digests to check.
     """
+    _refuse_other_formats(path)
     archive = load(path)
     archive.verify(progress=progress)
     return archive
