@@ -114,8 +114,6 @@ def _refuse_other_formats(path: os.PathLike[str] | str) -> None:
     """
     from pathlib import Path
 
-    from weightio.frameworks.native import _is_safetensors
-
     if "://" in str(path):
         return
     local = Path(path)
@@ -123,7 +121,8 @@ def _refuse_other_formats(path: os.PathLike[str] | str) -> None:
         return  # a folder, a shard index or a missing file: load's own message says which
     with open(local, "rb") as handle:
         head = handle.read(9)
-    if head.startswith(_OTHER_FORMATS) and not _is_safetensors(head):  # a length may start 0x80
+    # a safetensors header length may start with 0x80 too: its JSON brace at byte 8 decides
+    if head.startswith(_OTHER_FORMATS) and head[8:9] != b"{":
         raise UnsupportedSourceError(
             f"{local.name} is not a weightio archive (.safetensors): verify checks the digests "
             f"an archive records; `weightio convert {local.name} out.safetensors` makes one, "
