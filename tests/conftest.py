@@ -38,6 +38,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _models_report():
+    """At the session's end, merge the model tests' rows into ``WEIGHTIO_MODELS_REPORT``
+    (tests/models_report.py); nothing happens when it is not set."""
+    yield
+    import models_report
+
+    models_report.write()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

