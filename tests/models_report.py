@@ -3,7 +3,7 @@
 The model-zoo tests (torchvision, Keras applications' attention cases, BERT/MiniLM) record a row
 per model in :data:`RESULTS`; when ``WEIGHTIO_MODELS_REPORT=<file.json>`` is set, the session
 fixture in ``tests/conftest.py`` merges them into that file at the end (each xdist worker merges
-its own), which ``scripts`` turn into the page. Imported as ``models_report`` (the tests
+its own), which scripts/gen_models_page.py renders as the page. Imported as ``models_report`` (the tests
 directory is on ``sys.path``), so the tests and the fixture share one dictionary.
 """
 
