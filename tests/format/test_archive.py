@@ -18,6 +18,7 @@ import weightio
 from weightio.errors import IntegrityError, MalformedFileError, SpecValidationError, WriteError
 from weightio.format.archive import Archive, tensor_ref
 from weightio.format.store import load, save
+from weightio.spec import FORMAT_VERSION
 from weightio.spec.core import DenseLayer, OpaqueLayer
 from weightio.spec.dtypes import ALL_DTYPE_NAMES, numpy_dtype
 from weightio.spec.model import InputSpec, ModelSpec, OutputSpec, Provenance
@@ -80,7 +81,7 @@ def test_spec_rides_in_header_metadata(tmp_path: Path, rng: np.random.Generator)
     n = struct.unpack("<Q", path.read_bytes()[:8])[0]
     header = json.loads(path.read_bytes()[8 : 8 + n])
     meta = header["__metadata__"]
-    assert meta["weightio.format_version"] == "1.2"
+    assert meta["weightio.format_version"] == FORMAT_VERSION
     spec = json.loads(meta["weightio.spec"])
     assert spec["layers"][0]["weight"]["digest"].startswith("blake3:")
     assert "sha256" not in spec["layers"][0]["weight"]
@@ -230,7 +231,9 @@ def test_target_that_is_a_folder_is_refused(tmp_path: Path, rng: np.random.Gener
 
 def test_future_major_version_is_refused(tmp_path: Path, rng: np.random.Generator) -> None:
     path = save(dense_archive(rng), tmp_path / "m.safetensors")
-    raw = path.read_bytes().replace(b'"weightio.format_version":"1.2"', b'"weightio.format_version":"9.1"')
+    old = f'"weightio.format_version":"{FORMAT_VERSION}"'.encode()
+    raw = path.read_bytes().replace(old, b'"weightio.format_version":"9.1"')
+    assert raw != path.read_bytes()
     path.write_bytes(raw)
     with pytest.raises(SpecValidationError, match="upgrade weightio"):
         load(path)

@@ -16,6 +16,7 @@ import weightio
 from tests.conftest import assert_close
 from weightio.errors import IntegrityError, InvalidInputError
 from weightio.runtime.probes import probe_inputs
+from weightio.spec import FORMAT_VERSION
 
 torch = pytest.importorskip("torch")
 
@@ -53,7 +54,7 @@ def test_int8_per_channel_symmetric_stores_integers_and_decodes_by_the_documente
     header, _ = _header(path)
     assert header["3.weight"]["dtype"] == "I8" and header["3.weight.scale"]["shape"] == [10]
     assert "3.weight.zero_point" not in header and header["3.bias"]["dtype"] == "F32"
-    assert header["__metadata__"]["weightio.format_version"] == "1.2"
+    assert header["__metadata__"]["weightio.format_version"] == FORMAT_VERSION
     q, scale = _raw(path, "3.weight", np.int8), _raw(path, "3.weight.scale", "<f4")
     decoded = (q.astype(np.float32) * scale.reshape(10, 1)).astype(np.float32)  # docs/format.md
     loaded = weightio.load(path, verify=True)

@@ -16,7 +16,10 @@ from weightio.spec.tensors import DIGEST_PATTERN, SpecModel, TensorRef
 #: ``"<algorithm>:<hex>"`` in ``digest`` / ``source_digest`` (BLAKE3 by default) instead of a
 #: plain sha256 in ``sha256`` / ``source_sha256``, which are still read. 1.2: a parameter may be
 #: stored encoded (``TensorRef.encoding``: int8 or float8 values with a scale and zero point).
-FORMAT_VERSION = "1.2"
+#: 1.3: the encoding scheme ``weight_norm`` (direction and magnitude), and layer names holding
+#: ``/`` between the parts of a nested model (``outer/inner``). A 1.2 reader refuses both (closed
+#: fields, the name pattern) rather than misreading them.
+FORMAT_VERSION = "1.3"
 
 Layout = Literal["features_last", "channels_last", "channels_first"]
 

@@ -50,7 +50,7 @@ class TensorRef(SpecModel):
         default=None,
         description=(
             "Format 1.2: the parameter is stored encoded: in fewer bits (quantised, scheme "
-            "'linear') or as a weight norm's direction and magnitude (scheme 'weight_norm'). "
+            "'linear') or (1.3) as a weight norm's direction and magnitude (scheme 'weight_norm'). "
             "The file's tensor under 'key' then holds the stored values in "
             "'encoding.stored_dtype' (its digest is of those bytes); 'dtype' and 'shape' are "
             "the decoded parameter's (docs/format.md)."
@@ -94,8 +94,8 @@ FLOAT_STORED = ("F16", "BF16", "F32", "F64")
 
 
 class TensorEncoding(SpecModel):
-    """How a float parameter is stored encoded (format 1.2; docs/format.md "Encoded
-    parameters"). ``q`` is the file's tensor under the parameter's key.
+    """How a float parameter is stored encoded (format 1.2; the ``weight_norm`` scheme 1.3;
+    docs/format.md "Encoded parameters"). ``q`` is the file's tensor under the parameter's key.
 
     * ``linear`` (quantised): ``value = (float32(q) - float32(zero_point)) * scale``, computed
       in float32 with ``scale`` (and ``zero_point``) broadcast along ``axis``, then cast to the
