@@ -365,3 +365,12 @@ def test_mobilenetv2_transfer_model_keeps_its_base_as_a_nested_model() -> None:
     assert_close(reference, np.asarray(back(x, training=False)))
     with torch.no_grad():
         assert_close(reference, module(torch.from_numpy(np.moveaxis(x, -1, 1))).numpy())
+    # Keras -> PyTorch -> Keras: the torch module read back names its layers
+    # '<base>/<layer>' again (NestedModel groups), so the base is a nested Model once more
+    again = weightio.to_keras(weightio.read(module, example_input=torch.from_numpy(np.moveaxis(x, -1, 1))),
+                              nested=True)
+    rebuilt = again.get_layer(base.name)
+    assert isinstance(rebuilt, keras.Model)
+    weighted = {layer.name for layer in base.layers if layer.weights}
+    assert weighted <= {layer.name for layer in rebuilt.layers}
+    assert_close(reference, np.asarray(again(x, training=False)))

@@ -82,13 +82,15 @@ def _open_program(path: Path, **options: Any) -> Source:
     """A ``torch.export`` program, checked for code before torch loads it (``files/pt2.py``)
     unless ``trust_pickle=True``; read through the module reader (``read/program.py``).
     """
-    from weightio.frameworks.torch.files.pt2 import load_program
+    from weightio.frameworks.torch.files.pt2 import load_program, program_groups
     from weightio.frameworks.torch.read.program import read_program, run_program
 
     trusted = bool(options.pop("trust_pickle", False))
     no_options(options, "a torch.export program (.pt2)", allowed=("trust_pickle",))
+    from weightio.frameworks.torch.nesting import regrouped
+
     program = load_program(path, trusted=trusted)
-    archive = read_program(program, source_file=path)
+    archive = regrouped(read_program(program, source_file=path), program_groups(path))
     return Source(archive, "torch", lambda xs: run_program(program, xs), program)
 
 
@@ -124,7 +126,7 @@ def _build_program(
 
     module, _ = _build_module(archive, keep_int8=keep_int8)
     example = tuple(probe_inputs(archive.spec, seed=seed, samples=2))
-    data = program_bytes(export_program(module, example))
+    data = program_bytes(export_program(module, example), module)
     loaded = torch_module("save_pt2").export.load(io.BytesIO(data)).module(check_guards=False)
     return data, lambda xs: run_program(loaded, xs)
 

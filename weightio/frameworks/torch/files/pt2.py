@@ -336,3 +336,26 @@ def load_program(path: Path, *, trusted: bool = False) -> Any:
         ) from None
     finally:
         log.setLevel(level)
+
+
+def program_groups(path: Path) -> dict[str, str]:
+    """The nested-model groups a ``.pt2`` weightio wrote keeps beside its program (the member
+    ``extra/weightio.groups.json``, ``weightio.frameworks.torch.nesting``); ``{}`` without one.
+
+    Read as data under the same zip limits as the program; a damaged member is a
+    ``MalformedFileError`` naming the file.
+    """
+    from weightio.frameworks.torch.nesting import EXTRA_FILE, parse_groups
+
+    with open_regular(path) as handle:
+        try:
+            zf = zipfile.ZipFile(handle)
+        except ZIP_ERRORS as exc:
+            raise MalformedFileError(f"unreadable zip ({type(exc).__name__}: {exc})",
+                                     file=path) from None
+        with zf, zip_errors(path, "the .pt2 zip"):
+            members = _Members(zf, path)
+            name = f"extra/{EXTRA_FILE}"
+            if name not in members.infos:
+                return {}
+            return parse_groups(members.read(name, limit=1 << 20), file=path)

@@ -252,7 +252,7 @@ def save_pt2(module: Any, path: os.PathLike[str] | str, example_inputs: tuple[An
         example_inputs: Tensors (or numpy arrays) the module accepts, one per input.
     """
     path = Path(path)
-    data = program_bytes(export_program(module, example_inputs))
+    data = program_bytes(export_program(module, example_inputs), module)
     with atomic_write(path) as handle:
         handle.write(data)
     return path
@@ -276,11 +276,20 @@ def export_program(module: Any, example_inputs: tuple[Any, ...]) -> Any:
         return torch.export.export(module, examples, dynamic_shapes=dynamic)
 
 
-def program_bytes(program: Any) -> bytes:
-    """The ``.pt2`` file of ``program``, as ``torch.export.save`` writes it, in memory."""
+def program_bytes(program: Any, module: Any = None) -> bytes:
+    """The ``.pt2`` file of ``program``, as ``torch.export.save`` writes it, in memory.
+
+    When ``module`` (the one exported) holds nested-model groups (``NestedModel``), they are
+    saved beside the program (``weightio.frameworks.torch.nesting``), so reading the file gives
+    ``outer/inner`` names back.
+    """
     import io
 
+    from weightio.frameworks.torch.nesting import EXTRA_FILE, groups_json, module_groups
+
     torch = torch_module("save_pt2")
+    groups = module_groups(module) if module is not None else {}
     buffer = io.BytesIO()
-    torch.export.save(program, buffer)
+    torch.export.save(program, buffer,
+                      extra_files={EXTRA_FILE: groups_json(groups)} if groups else None)
     return buffer.getvalue()

@@ -66,6 +66,7 @@ from weightio.errors import (
 )
 from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import qualified_name, torch_module
+from weightio.frameworks.torch.nesting import module_groups, regrouped
 from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES, TRACED_FORWARDS
 from weightio.frameworks.torch.read.base import TORCH_READ
 from weightio.frameworks.torch.read.program import Rebuild, install
@@ -693,6 +694,14 @@ def read_module(module: Any, *, example_input: Any = None, source_file: Any = No
     """
     if tracer not in TRACERS:
         raise InvalidInputError(f"tracer={tracer!r}: choose one of {', '.join(TRACERS)}")
+    archive = _read_either(module, example_input, source_file, tracer)
+    if hasattr(module, "named_modules"):  # a nested model to_torch built reads as ``outer/inner``
+        archive = regrouped(archive, module_groups(module))
+    return archive
+
+
+def _read_either(module: Any, example_input: Any, source_file: Any, tracer: str) -> Archive:
+    """``read_module``'s reading, before nested groups are named."""
     if tracer == "fx":
         return read_torch_module(module, example_input=example_input, source_file=source_file)
     if tracer == "export-only":

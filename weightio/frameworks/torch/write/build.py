@@ -22,6 +22,7 @@ from weightio.frameworks.torch.common import (
 from weightio.frameworks.torch.write.base import TORCH_WRITE
 from weightio.frameworks.torch.write.conv import prepare as conv_prepare
 from weightio.frameworks.torch.write.merge import GRAPH_KINDS, graph_value, needs_graph
+from weightio.frameworks.torch.write.nesting import mark_groups
 from weightio.frameworks.torch.write.quantized import decoded_layers
 from weightio.spec.base import LayerBase
 from weightio.spec.model import ModelSpec
@@ -37,17 +38,23 @@ class ModuleNames:
 
     def __init__(self) -> None:
         self.used: set[str] = set()
+        #: Each nested group's torch path -> its spec name part (``outer/inner`` -> ``outer``).
+        self.groups: dict[str, str] = {}
 
     def take(self, wanted: str) -> str:
         """A unique attribute name for ``wanted`` (dots and other non-word characters replaced).
 
         A nested model's layer ``outer/inner`` becomes the submodule path ``outer.inner`` (each
         part cleaned the same way), which an fx GraphModule installs as nested modules, so the
-        state dict holds ``outer.inner.weight``.
+        state dict holds ``outer.inner.weight``; ``groups`` records each group's path and spec
+        name, for the ``NestedModel`` that replaces its plain parent (``write/nesting.py``).
         """
+        *given, _ = wanted.split("/")
         *outer, last = [self._part(part) for part in wanted.split("/")]
         outer = [f"{part}_1" if part in module_attributes() else part for part in outer]
         prefix = "".join(f"{part}." for part in outer)
+        for depth, part in enumerate(given):
+            self.groups.setdefault(".".join(outer[: depth + 1]), part)
         name, n = last, 1
         while prefix + name in self.used or name in module_attributes():
             name, n = f"{last}_{n}", n + 1
@@ -147,7 +154,8 @@ def _graph_module(archive: Archive) -> Any:
     results = [values[out.layer] for out in spec.outputs]
     graph.output(results[0] if len(results) == 1 else tuple(results))
     tie_shared(archive, owners)
-    return fx.GraphModule(submodules, graph, class_name=_class_name(spec.name))
+    module = fx.GraphModule(submodules, graph, class_name=_class_name(spec.name))
+    return mark_groups(module, namer.groups)
 
 
 def _add(submodules: dict[str, Any], name: str, module: Any) -> str:
