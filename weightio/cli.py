@@ -212,6 +212,16 @@ def convert(
             "layers are dequantised, with a warning naming them.",
         ),
     ] = False,
+    nested: Annotated[
+        bool | None,
+        typer.Option(
+            "--nested/--flat",
+            help=".keras: write a nested model's layers (outer/inner names) as nested models "
+            "(--nested: refuse if a group is not a clean sub-graph) or flat (--flat); default: "
+            "nested where clean, else flat with a warning. Nesting needs Keras installed.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
@@ -222,7 +232,7 @@ def convert(
     result = do_convert(
         source, destination, to=to, verify=verify, seed=seed, samples=samples,
         atol=atol, rtol=rtol, max_shard_size=max_shard_size, overwrite=overwrite, digest=digest,
-        progress=True, keep_int8=keep_int8, **options,
+        progress=True, keep_int8=keep_int8, nested=nested, **options,
     )
     _note_picked_key(result.archive, options)
     if as_json:

@@ -98,6 +98,7 @@ def convert(
     digest: str | None = None,
     progress: bool = False,
     keep_int8: bool = False,
+    nested: bool | None = None,
     **options: Any,
 ) -> ConversionResult:
     """Convert ``source`` into ``destination``, verifying outputs before writing anything.
@@ -126,6 +127,11 @@ def convert(
             int8 in the module (``to_torch(archive, keep_int8=True)``: ``QuantizedLinear`` /
             ``QuantizedConv`` decoding them in ``forward``, a ~4x smaller file); other encoded
             layers are dequantised and named in a ``UserWarning``.
+        nested: For a ``.keras`` target, how a nested model's layers (``outer/inner`` names)
+            are written: ``None`` (default) as nested models where each group is a clean
+            sub-graph, else flat with a warning; ``True`` nested or ``NestingError``; ``False``
+            flat (``to_keras(archive, nested=...)``). Nesting needs Keras installed: without
+            it the file is written flat (with a warning; ``True`` is refused).
         **options: Passed to the reader (``example_input=``, ``key=``, ``architecture=``; for scikit-learn
             sources ``head=``, ``dtype=``, ``trust_pickle=``).
 
@@ -136,7 +142,7 @@ def convert(
         return _convert_to_url(
             source, str(destination), to=to, verify=verify, seed=seed, samples=samples, atol=atol,
             rtol=rtol, max_shard_size=max_shard_size, overwrite=overwrite, digest=digest,
-            progress=progress, keep_int8=keep_int8, **options,
+            progress=progress, keep_int8=keep_int8, nested=nested, **options,
         )
     destination = remote.as_local(destination)
     # every option is checked before any work: a bad value must not cost a read first
@@ -151,6 +157,11 @@ def convert(
     if keep_int8 and target not in ("pt", "pt2"):
         raise UnsupportedSourceError(
             f"keep_int8 (--keep-int8) applies to .pt2 and .pt targets, not to a {target} target",
+            file=destination,
+        )
+    if nested is not None and target != "keras":
+        raise UnsupportedSourceError(
+            f"nested (--nested/--flat) applies to .keras targets, not to a {target} target",
             file=destination,
         )
     if max_shard_size is not None and target != "archive":
@@ -172,7 +183,7 @@ def convert(
                                    verify=verify, seed=seed, samples=samples, atol=atol, rtol=rtol,
                                    max_shard_size=max_shard_size, source_file=source_file,
                                    overwrite=overwrite, digest=algorithm, progress=progress,
-                                   keep_int8=keep_int8)
+                                   keep_int8=keep_int8, nested=nested)
     finally:
         for digest in pending:
             digest.cancel()
@@ -241,10 +252,12 @@ def _convert_opened(
     digest: str | None,
     progress: bool,
     keep_int8: bool = False,
+    nested: bool | None = None,
 ) -> ConversionResult:
     archive = src.archive
     try:
-        native, runner = _build_target(archive, target, seed=seed, keep_int8=keep_int8)
+        native, runner = _build_target(archive, target, seed=seed, keep_int8=keep_int8,
+                                       nested=nested)
     except WeightioError as exc:  # name the source file the unbuildable layer came from
         if source_file is not None:
             raise exc.with_file(source_file) from exc
@@ -309,7 +322,8 @@ def archive_bytes(archive: Archive) -> int:
 
 
 def _build_target(
-    archive: Archive, target: TargetName, *, seed: int = 0, keep_int8: bool = False
+    archive: Archive, target: TargetName, *, seed: int = 0, keep_int8: bool = False,
+    nested: bool | None = None,
 ) -> tuple[Any, Any]:
     """Build the native target model and a runner for it (None where it cannot run here).
 
@@ -328,6 +342,8 @@ def _build_target(
         )
     if row.framework == "torch":  # to_torch decodes what it does not build encoded
         return row.build(archive, seed=seed, keep_int8=keep_int8)
+    if target == "keras":  # how nested models are written (checked by ``convert``)
+        return row.build(plain(archive), seed=seed, nested=nested)
     return row.build(plain(archive), seed=seed)  # an encoded (quantised) parameter is built decoded
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
 from conftest import assert_close  # noqa: E402
+from test_keras_write import run_without_keras  # noqa: E402
 from test_nested_models import MODELS, _randomized  # noqa: E402
 
 import weightio  # noqa: E402
@@ -152,3 +155,58 @@ def test_a_pt2_without_groups_reads_with_dotted_names(tmp_path: Path) -> None:
     (tmp_path / "plain.pt2").write_bytes(buffer.getvalue())
     archive = weightio.read(tmp_path / "plain.pt2")
     assert not any("/" in layer.name for layer in archive.spec.layers)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "weightio", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def _layers(path: Path) -> list[tuple[str, str]]:
+    return [(layer.name, type(layer).__name__) for layer in keras.saving.load_model(path).layers]
+
+
+def test_convert_nested_and_flat_flags(made: dict, tmp_path: Path) -> None:
+    """``weightio convert model.pt2 back.keras``: the nesting back by default and with
+    ``--nested``; ``--flat`` writes ``middle_core_dense``; both compute Keras's numbers."""
+    model, x, _, path = made["doubly_nested"]
+    reference = np.asarray(model(x, training=False))
+    for flag, nested in [(None, True), ("--nested", True), ("--flat", False)]:
+        target = tmp_path / f"back{flag or ''}.keras"
+        done = _cli("convert", str(path), str(target), *([flag] if flag else []))
+        assert done.returncode == 0, done.stderr
+        layers = _layers(target)
+        assert (("middle", "Functional") in layers) is nested, layers
+        assert ("middle_core_dense", "Dense") in layers or nested
+        assert_close(reference, np.asarray(keras.saving.load_model(target)(x, training=False)))
+
+
+def test_nested_flag_on_another_target_is_one_line_and_exit_2(made: dict, tmp_path: Path) -> None:
+    _, _, _, path = made["doubly_nested"]
+    done = _cli("convert", str(path), str(tmp_path / "out.pt2"), "--nested")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "applies to .keras targets" in done.stderr
+    assert not (tmp_path / "out.pt2").exists()
+
+
+def test_without_keras_nesting_is_flat_with_a_warning_or_refused(made: dict, tmp_path: Path) -> None:
+    model, x, _, _ = made["doubly_nested"]
+    path = weightio.save(weightio.read(model), tmp_path / "nested.safetensors")
+    code = f"""
+import warnings, weightio
+from weightio.frameworks.keras.write.nesting import NestingError
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    weightio.convert({str(path)!r}, {str(tmp_path / "flat.keras")!r})
+print([str(w.message) for w in caught if "written flat" in str(w.message)])
+try:
+    weightio.convert({str(path)!r}, {str(tmp_path / "never.keras")!r}, nested=True)
+except NestingError as exc:
+    print("refused", exc.layer)
+"""
+    out = run_without_keras(code).splitlines()
+    assert "middle" in out[0] and out[1] == "refused middle"
+    assert not (tmp_path / "never.keras").exists()
+    assert ("middle_core_dense", "Dense") in _layers(tmp_path / "flat.keras")
+    loaded = keras.saving.load_model(tmp_path / "flat.keras")
+    assert_close(np.asarray(model(x, training=False)), np.asarray(loaded(x, training=False)))

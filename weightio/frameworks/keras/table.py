@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +104,31 @@ def _load_into(archive: Archive, model: Any, *, strict: bool = True, rename: Any
     return load_into_keras(archive, model, strict=strict)
 
 
-def _build(archive: Archive, **options: Any) -> tuple[Any, Runner | None]:
-    """A live Keras model when Keras is installed; else None (written by weightio itself)."""
+def _build(archive: Archive, *, nested: bool | None = None, **options: Any) -> tuple[Any, Runner | None]:
+    """A live Keras model when Keras is installed; else None (written by weightio itself).
+
+    ``nested`` is ``to_keras``'s. The Keras-free file writer writes a nested model's layers
+    flat: said in a warning, and refused where nesting was required.
+    """
     if not keras_installed():
+        groups = sorted({layer.name.split("/")[0] for layer in archive.spec.layers
+                         if "/" in layer.name})
+        if groups and nested:
+            from weightio.frameworks.keras.write.nesting import NestingError
+
+            raise NestingError(
+                "nesting was required (nested=True, --nested), but Keras is not installed and "
+                "weightio's own .keras writer writes nested models flat; install keras, or "
+                "pass --flat", layer=groups[0])
+        if groups and nested is None:
+            warnings.warn(
+                f"Keras is not installed: the nested model(s) {', '.join(groups[:5])} are "
+                "written flat ('/' as '_'); install keras to keep them nested", stacklevel=3)
         return None, None
     from weightio.frameworks.keras.model import run_keras
     from weightio.frameworks.keras.write.build import to_keras
 
-    model = to_keras(archive)
+    model = to_keras(archive, nested=nested)
     return model, lambda xs: run_keras(model, xs)
 
 
