@@ -13,6 +13,7 @@ caller required nesting.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
@@ -36,8 +37,9 @@ def nest_model(keras: Any, model: Any, paths: dict[str, tuple[str, ...]], *, str
     graph = getattr(model, "_functional", None) or model  # a built Sequential's graph
     ops = [op for op in graph.operations if op.__class__.__name__ != "InputLayer"]
     nodes = {id(n) for by_depth in graph._nodes_by_depth.values() for n in by_depth}
+    calls = _CALLS.__dict__.setdefault("by_op", {})
     for op in ops:  # the call of each op in the flat graph (a Sequential may have called it before)
-        _CALL[id(op)] = next((n for n in op._inbound_nodes if id(n) in nodes), op._inbound_nodes[0])
+        calls[id(op)] = next((n for n in op._inbound_nodes if id(n) in nodes), op._inbound_nodes[0])
     owner: dict[int, tuple[str, ...]] = {}
     for op in reversed(ops):  # consumers come later: fill unlisted ops from their consumer
         path = paths.get(op.name)
@@ -56,19 +58,20 @@ def nest_model(keras: Any, model: Any, paths: dict[str, tuple[str, ...]], *, str
         return model
     finally:
         for op in ops:
-            _CALL.pop(id(op), None)
+            calls.pop(id(op), None)
     for op in ops:  # only once every group was rebuilt: a refused nesting keeps the flat names
         if len(owner[id(op)]) > 1:
             op.name = owner[id(op)][-1]
     return nested
 
 
-#: id(op) -> its node in the flat graph being rebuilt (set and cleared by ``nest_model``).
-_CALL: dict[int, Any] = {}
+#: Per thread, ``by_op``: id(op) -> its node in the flat graph being rebuilt (set and cleared by
+#: ``nest_model``), so two threads writing Keras models at once do not see each other's ops.
+_CALLS = threading.local()
 
 
 def _node(op: Any) -> Any:
-    return _CALL[id(op)]
+    return _CALLS.by_op[id(op)]
 
 
 def _rebuild(
