@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightio.batch.conversion import BatchReport, FileResult
     from weightio.batch.runs import RunDiff
     from weightio.batch.tracking import TrackReport
+    from weightio.report.plain import PlainConsole
 
 _STYLES = {"converted": "green", "skipped": "cyan", "failed": "red"}
 
@@ -28,7 +29,7 @@ def result_line(result: FileResult) -> str:
     return f"{result.status:<9} {result.source} -> {result.destination} ({result.seconds:.2f} s)"
 
 
-def print_batch(report: BatchReport, console: Console) -> None:
+def print_batch(report: BatchReport, console: Console | PlainConsole) -> None:
     """The summary table: one row per file, failures with their error, then the totals."""
     table = Table(title=cell(f"batch convert into {report.out} ({report.scheduler}, "
                              f"{report.workers} worker(s))"))
@@ -52,7 +53,7 @@ def print_batch(report: BatchReport, console: Console) -> None:
     ))
 
 
-def print_track(report: TrackReport, console: Console) -> None:
+def print_track(report: TrackReport, console: Console | PlainConsole) -> None:
     """Per layer: the last checkpoint's change from the first, the mean update ratio, when it
     stopped, its dead units; then one line per stopped layer and per layer with dead units.
     """
@@ -81,7 +82,7 @@ def print_track(report: TrackReport, console: Console) -> None:
                                f"units whose weights are all zero (from step {layer.dead_since})"))
 
 
-def print_run_diff(report: RunDiff, console: Console) -> None:
+def print_run_diff(report: RunDiff, console: Console | PlainConsole) -> None:
     """Per step both runs hold: the relative difference of each layer, B against A."""
     layers = report.layer_names()
     table = Table(title=cell(f"{report.a}  vs  {report.b}: {len(report.steps)} common step(s)"))

@@ -6,11 +6,13 @@ reading its header. Without colour (output piped to a file or a program, or ``NO
 that shows, so when every row fits on one line the table here lays the same cells out in one
 pass as plain text: the same box characters, padding, title and cell markup as rich's default
 (``box.HEAVY_HEAD``; a test compares the two character for character). On a colour terminal, or
-when a row would need wrapping, it is rich's own table.
+when a row would need wrapping, it is rich's own table. ``weightio.report.plain.PlainConsole``
+writes the same lines without importing rich at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,56 +22,68 @@ if TYPE_CHECKING:  # pragma: no cover
 class Table:
     """``add_column(header, justify=)`` and ``add_row(*cells)`` as rich's; ``console.print(it)``."""
 
-    def __init__(self, title: str | None = None) -> None:
+    def __init__(self, title: Any = None) -> None:
         self.title = title
         self.columns: list[tuple[str, str]] = []
-        self.rows: list[tuple[str, ...]] = []
+        self.rows: list[tuple[Any, ...]] = []
 
     def add_column(self, header: str, justify: str = "left") -> None:
         """Add a column (``justify``: left, center or right)."""
         self.columns.append((header, justify))
 
-    def add_row(self, *cells: str) -> None:
-        """Add a row of cells (strings, rich markup allowed)."""
+    def add_row(self, *cells: Any) -> None:
+        """Add a row of cells: ``weightio.report.plain.Cell`` (text), or strings (rich markup)."""
         self.rows.append(tuple(cells))
 
     def _rich(self) -> Any:
+        from rich.protocol import rich_cast
         from rich.table import Table as RichTable
 
-        table = RichTable(title=self.title)
+        # cells are ``weightio.report.plain.Cell`` (text, never markup) or markup strings
+        table = RichTable(title=None if self.title is None else rich_cast(self.title))  # type: ignore[arg-type]
         for header, justify in self.columns:
             table.add_column(header, justify=justify)  # type: ignore[arg-type]
         for row in self.rows:
-            table.add_row(*row)
+            table.add_row(*(rich_cast(cell) for cell in row))  # type: ignore[arg-type]
         return table
 
     def __rich_console__(self, console: Console, options: Any) -> Any:
         """Rich's own table on a colour terminal; without colour (piped, ``NO_COLOR``) the same
         layout as one plain ``Text``, laid out in one pass.
         """
-        if console.color_system is not None or not self.columns:
+        lines = None
+        if console.color_system is None:
+            lines = self.plain_lines(lambda value: _plain(console, value), options.max_width)
+        if lines is None:
             yield self._rich()
             return
         from rich.text import Text
 
-        # what rich would show of each cell: markup and emoji codes rendered, no highlighting
-        cells = [[_plain(console, cell) for cell in row] for row in self.rows]
-        headers = [_plain(console, header) for header, _ in self.columns]
+        yield Text("\n".join(lines), no_wrap=True, overflow="ignore")
+
+    def plain_lines(self, measure: Callable[[Any], tuple[str, int]], max_width: int) -> list[str] | None:
+        """The lines rich's default table would draw without colour, or ``None`` when rich must
+        lay it out (no columns, a row of another length, cells that would need wrapping).
+
+        ``measure`` gives a cell's plain text and its width in terminal columns, as rich shows it.
+        """
+        if not self.columns:
+            return None
+        cells = [[measure(cell) for cell in row] for row in self.rows]
+        headers = [measure(header) for header, _ in self.columns]
         widths = [width for _, width in headers]
         for row in cells:
             if len(row) != len(widths):
-                yield self._rich()
-                return
+                return None
             for index, (_, width) in enumerate(row):
                 widths[index] = max(widths[index], width)
         total = sum(widths) + 3 * len(widths) + 1
-        if total > options.max_width:  # rich would wrap cells: let it
-            yield self._rich()
-            return
+        if total > max_width:  # rich would wrap cells: let it
+            return None
         justify = [j for _, j in self.columns]
         lines = []
         if self.title:
-            title, width = _plain(console, self.title)
+            title, width = measure(self.title)
             pad = max(0, total - width)
             lines.append(" " * (pad // 2) + title + " " * (pad - pad // 2))
         lines.append("┏" + "┳".join("━" * (w + 2) for w in widths) + "┓")
@@ -77,7 +91,7 @@ class Table:
         lines.append("┡" + "╇".join("━" * (w + 2) for w in widths) + "┩")
         lines.extend(_line(row, widths, justify, "│", "│") for row in cells)
         lines.append("└" + "┴".join("─" * (w + 2) for w in widths) + "┘")
-        yield Text("\n".join(lines), no_wrap=True, overflow="ignore")
+        return lines
 
 
 def _plain(console: Console, value: Any) -> tuple[str, int]:

@@ -1,20 +1,20 @@
 """Text renderings: rich tables for inspect and diff, plain text for explain.
 
-Names come from files: every string a table shows is a ``rich.text.Text`` of
-``weightio.terminal.printable(...)`` (``cell``), and the console has markup, emoji codes and
-highlighting off, so ``[bold red]``, ``[/x]``, ``:smile:``, ANSI escapes and bidi overrides in a
-layer or tensor name are shown literally, never interpreted.
+Names come from files: every string a table shows is a ``Cell`` of
+``weightio.terminal.printable(...)`` (``cell``; rich draws it as a ``rich.text.Text``), and the
+console has markup, emoji codes and highlighting off, so ``[bold red]``, ``[/x]``, ``:smile:``,
+ANSI escapes and bidi overrides in a layer or tensor name are shown literally, never interpreted.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from weightio.report.plain import Cell, PlainConsole
 from weightio.terminal import printable
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
-    from rich.text import Text
 
     from weightio.analysis.diff import DiffReport
     from weightio.analysis.inspect import Inspection
@@ -25,24 +25,29 @@ def fmt(value: float | None, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def console() -> Console:
+def console() -> Console | PlainConsole:
     """A rich console on stdout; wide when piped, so tables are not squeezed to 80 columns.
 
-    Markup, emoji codes and highlighting are off: everything printed is text.
+    Markup, emoji codes and highlighting are off: everything printed is text. Piped (no
+    terminal, so no colour), it is a ``PlainConsole``: the same characters, without rich.
     """
+    from weightio.report.plain import PIPED_WIDTH, PlainConsole, plain_output_possible
+
+    if plain_output_possible():
+        return PlainConsole(PIPED_WIDTH)
     import sys
 
     from rich.console import Console
 
     options = {"markup": False, "emoji": False, "highlight": False}
-    return Console(**options) if sys.stdout.isatty() else Console(width=200, **options)
+    return Console(**options) if sys.stdout.isatty() else Console(width=PIPED_WIDTH, **options)
 
 
-def cell(value: object, style: str = "") -> Text:
-    """A table cell or line: ``value`` made printable, as rich ``Text`` (never markup)."""
-    from rich.text import Text
-
-    return Text(printable(value), style=style)
+def cell(value: object, style: str = "") -> Cell:
+    """A table cell or line: ``value`` made printable, as text (never markup) with a style
+    for colour terminals (rich draws it as ``Text(…, style=style)``).
+    """
+    return Cell(printable(value), style)
 
 
 def shape_text(shape: list[int] | None) -> str:
@@ -90,7 +95,7 @@ _NATIVE = {"keras": "Keras' names and shapes", "torch": "PyTorch state-dict keys
            "file": "the file's own names"}
 
 
-def print_inspection(report: Inspection, console: Console) -> None:
+def print_inspection(report: Inspection, console: Console | PlainConsole) -> None:
     """The ``inspect`` table: one row per layer, or one per tensor when stats were read."""
     from weightio.report.table import Table
 
@@ -159,7 +164,7 @@ def print_inspection(report: Inspection, console: Console) -> None:
         console.print(cell("weights only: no architecture (read from a bare state dict)"))
 
 
-def print_diff(report: DiffReport, console: Console) -> None:
+def print_diff(report: DiffReport, console: Console | PlainConsole) -> None:
     """The ``diff`` table: one row per tensor, then the summary."""
     from weightio.report.table import Table
 
