@@ -59,8 +59,23 @@ def dotted_group() -> Any:
     return keras.Model(x, L.Dense(2, name="head")(inner(x)), name="outer")
 
 
-CASES = {**{name: build for name, (build, _) in MODELS.items()}, "dotted_group": dotted_group}
-SHAPES = {**{name: shape for name, (_, shape) in MODELS.items()}, "dotted_group": (4,)}
+def clashing_groups() -> Any:
+    """Names that clean to one torch attribute: nested models ``a.b`` and ``a_b`` next to a
+    layer ``a_b_1``, each model with a ``relu6`` (``aten.hardtanh(x, 0, 6)`` in a ``.pt2``).
+    """
+    def block(name: str) -> Any:
+        return keras.Sequential([keras.Input((4,)), L.Dense(4, activation="relu6", name="d")],
+                                name=name)
+
+    x = keras.Input((4,), name="x")
+    y = block("a_b")(block("a.b")(x))
+    return keras.Model(x, L.Dense(2, name="a_b_1")(y), name="outer")
+
+
+CASES = {**{name: build for name, (build, _) in MODELS.items()}, "dotted_group": dotted_group,
+         "clashing_groups": clashing_groups}
+SHAPES = {**{name: shape for name, (_, shape) in MODELS.items()}, "dotted_group": (4,),
+          "clashing_groups": (4,)}
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +139,31 @@ def test_a_users_own_containers_keep_their_dotted_names() -> None:
     archive = weightio.read(model, example_input=torch.randn(2, 4))
     assert not any("/" in layer.name for layer in archive.spec.layers)
     assert "0.fc" in [layer.name for layer in archive.spec.layers]
+
+
+def test_a_users_container_around_a_built_module_keeps_its_dotted_path(made: dict) -> None:
+    """``nn.Sequential(to_torch(archive), head)``: the groups read back under ``0.``, the
+    user's own path, and the numbers are the wrapped module's."""
+    model, x, module, _ = made["dotted_group"]
+    wrapped = torch.nn.Sequential(module, torch.nn.Tanh()).eval()
+    archive = weightio.read(wrapped, example_input=torch.from_numpy(x))
+    names = {layer.name for layer in archive.spec.layers}
+    assert {"0.core.v1/d1", "0.core.v1/d2"} <= names, names
+    reference = np.tanh(np.asarray(model(x, training=False)))
+    assert_close(reference, weightio.run(archive, x))
+    assert_close(reference, np.asarray(weightio.to_keras(archive)(x, training=False)))
+
+
+def test_relu6_in_a_pt2_reads_as_relu6(tmp_path: Path) -> None:
+    """``torch.export`` records ``nn.ReLU6`` as ``aten.hardtanh(x, 0.0, 6.0)``."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU6()).eval()
+    program = torch.export.export(model, (torch.randn(2, 4),))
+    torch.export.save(program, tmp_path / "relu6.pt2")
+    archive = weightio.read(tmp_path / "relu6.pt2")
+    assert "relu6" in repr(archive.spec.layers)
+    x = 4 * np.random.default_rng(0).standard_normal((5, 4)).astype("float32")
+    with torch.no_grad():
+        assert_close(model(torch.from_numpy(x)).numpy(), weightio.run(archive, x))
 
 
 def _with_member(path: Path, target: Path, text: bytes) -> None:

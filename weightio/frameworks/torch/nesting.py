@@ -63,7 +63,8 @@ def parse_groups(text: str | bytes, *, file: Any = None) -> dict[str, str]:
     for path, name in data.items():
         if not (isinstance(name, str) and path and name and len(path) <= MAX_NAME
                 and len(name) <= MAX_NAME and "/" not in name and "\\" not in name
-                and name == name.strip() and all(part.isidentifier() for part in path.split("."))):
+                and name == name.strip() and all(part.isidentifier() or (part.isascii() and part.isdigit())
+                                           for part in path.split("."))):
             raise MalformedFileError(
                 f"{EXTRA_FILE}: {path!r} -> {name!r} is not a torch path and a nested-model name "
                 "(no '/', no surrounding spaces)", file=file)
@@ -80,12 +81,20 @@ def _group_of(name: str, groups: Mapping[str, str]) -> str | None:
 
 
 def _spec_prefix(path: str, groups: Mapping[str, str]) -> str:
-    """``outer_1.inner`` -> ``outer.1/inner/``: each group level by its spec name."""
+    """``outer_1.inner`` -> ``outer.1/inner/``: each group level by its spec name. The user's
+    own containers above a group keep torch's dotted path (``0.head`` + group ``v1`` ->
+    ``0.head.v1/``), as every layer of a user's module is named.
+    """
     parts = path.split(".")
-    names = []
+    prefix, plain = "", []
     for depth in range(1, len(parts) + 1):
-        names.append(groups.get(".".join(parts[:depth]), parts[depth - 1]))
-    return "".join(f"{name}/" for name in names)
+        name = groups.get(".".join(parts[:depth]))
+        if name is None:
+            plain.append(parts[depth - 1])
+        else:
+            prefix += ".".join([*plain, name]) + "/"
+            plain = []
+    return prefix
 
 
 def _common(a: str | None, b: str | None, groups: Mapping[str, str]) -> str | None:

@@ -5,7 +5,7 @@ heap collections (``GCOL``). HDF5 1.14's ``H5HG__cache_heap_deserialize`` walks 
 objects by adding each object's stated size to a pointer; an object with index 0 and size 0 (or a
 size that wraps the pointer around) never advances, and the C loop spins forever: a 14 kB file
 hangs any reader, and no Python timeout can interrupt C code. So before h5py reads anything,
-``check_global_heaps`` finds every ``GCOL`` signature in the bytes (anything HDF5 could load as a
+``check_global_heaps`` finds every ``GCOL`` version-1 signature in the bytes (anything HDF5 could load as a
 collection) and replays that walk with the superblock's size of lengths; a walk that does not move
 forward is refused with ``MalformedFileError``.
 
@@ -21,6 +21,10 @@ from pathlib import Path
 from weightio.errors import MalformedFileError, ResourceLimitError
 
 _SIGNATURE = b"GCOL"
+#: What the scan looks for: the signature and version 1, the only version HDF5 walks (any
+#: other is refused before the walk), so weight bytes that happen to spell ``GCOL`` are
+#: rarely replayed, and ``find`` matches a longer needle (0.24 -> 0.20 s per 256 MiB).
+_CANDIDATE = _SIGNATURE + b"\x01"
 _SUPERBLOCK = b"\x89HDF\r\n\x1a\n"
 _MASK = (1 << 64) - 1
 #: Most objects weightio replays in one collection (a real Keras file holds a handful).
@@ -75,7 +79,7 @@ def check_global_heaps(data: bytes | memoryview | object, *, file: Path, start: 
     if length is None:  # no superblock: HDF5 will refuse to open it anyway
         return
     find = data.find  # type: ignore[attr-defined]
-    at = find(_SIGNATURE, start, end)
+    at = find(_CANDIDATE, start, end)
     while at >= 0:
         try:
             loops = _walk_loops(read, at, end, length)
@@ -87,7 +91,7 @@ def check_global_heaps(data: bytes | memoryview | object, *, file: Path, start: 
                 "advance (HDF5 would loop forever reading it); the file is corrupt or hostile",
                 file=file,
             )
-        at = find(_SIGNATURE, at + 1, end)
+        at = find(_CANDIDATE, at + 1, end)
 
 
 def _length_size(read: Callable[[int, int], bytes], start: int, end: int) -> int | None:

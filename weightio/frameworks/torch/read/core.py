@@ -151,10 +151,17 @@ def _gelu(ctx: ReadContext, approximate: str) -> ActivationFn:
 
 
 def _hard_tanh(ctx: ReadContext, min_val: float, max_val: float) -> ActivationFn:
-    if (float(min_val), float(max_val)) != (-1.0, 1.0):
+    """``hard_tanh`` for the default bounds; ``relu6`` for (0, 6), which is what ``nn.ReLU6``
+    is in torch (``ReLU6`` subclasses ``Hardtanh``) and what ``torch.export`` records for it
+    (``aten.hardtanh(x, 0.0, 6.0)``), so a ``.pt2`` of a MobileNet reads as the module does.
+    """
+    bounds = (float(min_val), float(max_val))
+    if bounds == (0.0, 6.0):
+        return ActivationFn(name="relu6")
+    if bounds != (-1.0, 1.0):
         raise ctx.refuse(
             f"Hardtanh(min_val={min_val}, max_val={max_val}) has no exact equivalent; only "
-            "min_val=-1, max_val=1 (hard_tanh) is supported"
+            "min_val=-1, max_val=1 (hard_tanh) and min_val=0, max_val=6 (relu6) are supported"
         )
     return ActivationFn(name="hard_tanh")
 

@@ -40,6 +40,7 @@ class ModuleNames:
         self.used: set[str] = set()
         #: Each nested group's torch path -> its spec name part (``outer/inner`` -> ``outer``).
         self.groups: dict[str, str] = {}
+        self._paths: dict[tuple[str, str], str] = {}
 
     def take(self, wanted: str) -> str:
         """A unique attribute name for ``wanted`` (dots and other non-word characters replaced).
@@ -49,17 +50,33 @@ class ModuleNames:
         state dict holds ``outer.inner.weight``; ``groups`` records each group's path and spec
         name, for the ``NestedModel`` that replaces its plain parent (``write/nesting.py``).
         """
-        *given, _ = wanted.split("/")
-        *outer, last = [self._part(part) for part in wanted.split("/")]
-        outer = [f"{part}_1" if part in module_attributes() else part for part in outer]
-        prefix = "".join(f"{part}." for part in outer)
-        for depth, part in enumerate(given):
-            self.groups.setdefault(".".join(outer[: depth + 1]), part)
+        *given, leaf = wanted.split("/")
+        prefix = ""
+        for part in given:
+            prefix = self._group(prefix, part) + "."
+        last = self._part(leaf)
         name, n = last, 1
         while prefix + name in self.used or name in module_attributes():
             name, n = f"{last}_{n}", n + 1
         self.used.add(prefix + name)
         return prefix + name
+
+    def _group(self, parent: str, part: str) -> str:
+        """The torch path of group ``part`` under ``parent`` (``""`` or ``"outer."``), the same
+        one for every layer of the group, and unique: two groups whose names clean to one
+        (``a.b`` and ``a_b``) or a group and a layer (``a.b`` next to a layer ``a_b``) get
+        ``a_b`` and ``a_b_1``, so no group's layers land in another's module.
+        """
+        key = (parent, part)
+        if key not in self._paths:
+            base = self._part(part)
+            name, n = base, 1
+            while parent + name in self.used or name in module_attributes():
+                name, n = f"{base}_{n}", n + 1
+            self.used.add(parent + name)
+            self._paths[key] = parent + name
+            self.groups[parent + name] = part
+        return self._paths[key]
 
     @staticmethod
     def _part(wanted: str) -> str:
