@@ -51,3 +51,20 @@ class NativeTensor:
     role: str
     #: The framework class that holds it (``Dense``), or None.
     source_class: str | None = None
+
+
+#: The Keras model classes ``spec.extra["keras"]["model_classes"]`` may name.
+KERAS_MODEL_CLASSES = ("Sequential", "Functional")
+
+
+def model_classes(archive: Archive) -> dict[str, str]:
+    """Which Keras models of ``archive`` were ``Sequential``: the Keras reader's record
+    (``spec.extra["keras"]["model_classes"]``, ``""`` for the model, else a nested model's
+    ``/`` path), checked as data; anything else in it is ignored. Never used to compute.
+    """
+    hint = archive.spec.extra.get("keras")
+    classes = hint.get("model_classes") if isinstance(hint, dict) else None
+    if not isinstance(classes, dict):
+        return {}
+    return {path: kind for path, kind in classes.items()
+            if isinstance(path, str) and kind in KERAS_MODEL_CLASSES}

@@ -253,7 +253,8 @@ def _structure(model: Any) -> list[Any]:
     Sequential lists none, and the rebuilt nested model's Input takes a fresh name).
     """
     return [
-        (layer.name, _structure(layer)) if isinstance(layer, keras.Model) else layer.name
+        (layer.name, type(layer).__name__, _structure(layer)) if isinstance(layer, keras.Model)
+        else layer.name
         for layer in model.layers if not isinstance(layer, L.InputLayer)
     ]
 
@@ -262,13 +263,14 @@ def _structure(model: Any) -> list[Any]:
 def test_nested_models_are_rebuilt_nested_and_survive_keras_files(
     name: str, built: dict, tmp_path: Path
 ) -> None:
-    """``outer/inner`` names become a nested Functional ``outer`` again: the same structure
-    (names at every depth) and numbers, live, from its ``.keras`` and from ``model.weights.h5``.
+    """``outer/inner`` names become a nested model ``outer`` again: the same structure (names
+    and Sequential/Functional at every depth) and numbers, live, from its ``.keras`` and from ``model.weights.h5``.
     """
     model, x, _ = built[name]
     reference = np.asarray(model(x, training=False))
     back = weightio.to_keras(weightio.read(model), nested=True)
-    assert _structure(back) == _structure(model)
+    assert _structure(back) == _structure(model)  # names and classes at every depth
+    assert type(back).__name__ == type(model).__name__
     assert_close(reference, np.asarray(back(x, training=False)))
     back.save(tmp_path / "back.keras")
     loaded = keras.saving.load_model(tmp_path / "back.keras")
@@ -371,6 +373,8 @@ def test_mobilenetv2_transfer_model_keeps_its_base_as_a_nested_model() -> None:
                               nested=True)
     rebuilt = again.get_layer(base.name)
     assert isinstance(rebuilt, keras.Model)
+    # the user's classes at both levels: a Sequential around the Functional base
+    assert [type(m).__name__ for m in (back, again, rebuilt)] == ["Sequential"] * 2 + ["Functional"]
     weighted = {layer.name for layer in base.layers if layer.weights}
     assert weighted <= {layer.name for layer in rebuilt.layers}
     assert_close(reference, np.asarray(again(x, training=False)))

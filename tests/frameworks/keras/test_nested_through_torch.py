@@ -51,6 +51,15 @@ def _groups(model: Any, prefix: str = "") -> dict[str, set[str]]:
     return found
 
 
+def _classes(model: Any, prefix: str = "") -> dict[str, str]:
+    """The model's class (at ``""``) and each nested model's, by path."""
+    found = {prefix.rstrip("/"): type(model).__name__}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.update(_classes(layer, f"{prefix}{layer.name}/"))
+    return found
+
+
 def dotted_group() -> Any:
     """A nested model whose name holds a '.', which torch cannot keep in an attribute."""
     inner = keras.Sequential([keras.Input((4,)), L.Dense(5, activation="relu", name="d1"),
@@ -112,6 +121,7 @@ def test_nesting_survives_a_torch_round_trip(name: str, carrier: str, made: dict
     assert set(got) == set(want)  # the same nested models, by name, at every depth
     for group, layers in want.items():
         assert layers <= got[group], (group, layers, got[group])
+    assert _classes(back) == _classes(model)  # a Sequential comes back a Sequential
     assert_close(reference, np.asarray(back(x, training=False)))
     assert_close(reference, weightio.run(archive, _channels_first(x)))
     with torch.no_grad():
@@ -123,6 +133,7 @@ def test_the_group_module_keeps_the_spec_name_and_the_state_dict_keys(made: dict
     _, _, module, _ = made["dotted_group"]
     group = module.get_submodule("core_v1")
     assert type(group).__name__ == "NestedModel" and group.weightio_name == "core.v1"
+    assert group.weightio_class == "Sequential" and module.weightio_class == "Functional"
     assert {"core_v1.d1.weight", "core_v1.d2.bias", "head.weight"} <= set(module.state_dict())
 
 
@@ -174,8 +185,12 @@ def _with_member(path: Path, target: Path, text: bytes) -> None:
             zout.writestr(info, text if info.filename.endswith(f"extra/{EXTRA_FILE}") else data)
 
 
-@pytest.mark.parametrize("text", [b"[1, 2]", b"{not json", b'{"core_v1": "a/b"}',
-                                  b'{"core_v1": 3}', b'{"import os": "x"}'])
+@pytest.mark.parametrize("text", [
+    b"[1, 2]", b"{not json", b'{"core_v1": "core.v1"}',
+    b'{"groups": {"core_v1": "a/b"}, "classes": {}}', b'{"groups": {"core_v1": 3}, "classes": {}}',
+    b'{"groups": {"import os": "x"}, "classes": {}}',
+    b'{"groups": {"core_v1": "core.v1"}, "classes": {"core_v1": "os.system"}}',
+    b'{"groups": {"core_v1": "core.v1"}, "classes": {"elsewhere": "Sequential"}}'])
 def test_a_damaged_groups_member_is_a_typed_refusal(text: bytes, made: dict, tmp_path: Path) -> None:
     _, _, _, path = made["dotted_group"]
     with zipfile.ZipFile(path) as zf:
@@ -216,7 +231,7 @@ def test_convert_nested_and_flat_flags(made: dict, tmp_path: Path) -> None:
         done = _cli("convert", str(path), str(target), *([flag] if flag else []))
         assert done.returncode == 0, done.stderr
         layers = _layers(target)
-        assert (("middle", "Functional") in layers) is nested, layers
+        assert (("middle", "Sequential") in layers) is nested, layers  # the user's class
         assert ("middle_core_dense", "Dense") in layers or nested
         assert_close(reference, np.asarray(keras.saving.load_model(target)(x, training=False)))
 

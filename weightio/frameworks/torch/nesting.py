@@ -12,19 +12,20 @@ architecture, so nothing to regroup.
 ``outer.1/conv``) and pulls in the unnamed layers between them: a layer with no module path
 (an ``add``, or the activation a ``.pt2`` read names ``relu``) joins the deepest group that
 holds every layer it reads and one that reads it, so a group is one clean sub-graph again for
-the Keras writer (``to_keras(nested=...)``). A function ending a group (read only outside it)
-stays at the top level, after the group: the same numbers, one layer moved. Tensor keys stay
-the state dict's.
+the Keras writer (``to_keras(nested=...)``). A function ending a group (read only outside it:
+the residual ``add`` closing a block) joins it when all it reads is the group's or read inside
+the group too. Tensor keys stay the state dict's.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from weightio.errors import MalformedFileError
 from weightio.format.archive import Archive
+from weightio.frameworks.common import KERAS_MODEL_CLASSES
 from weightio.frameworks.torch.common import qualified_name
 
 #: The class ``to_torch`` gives a nested model's module (``write/nesting.py``).
@@ -35,40 +36,77 @@ EXTRA_FILE = "weightio.groups.json"
 MAX_GROUPS, MAX_NAME = 10_000, 512
 
 
-def module_groups(module: Any) -> dict[str, str]:
-    """Torch path -> spec name of every ``NestedModel`` in a live ``module``."""
-    return {
-        path: str(sub.weightio_name)
-        for path, sub in module.named_modules()
+class Nesting(NamedTuple):
+    """What a torch module (or the ``.pt2`` weightio wrote) keeps of a Keras model's nesting.
+
+    ``groups``: torch path -> spec name of each ``NestedModel``; ``classes``: torch path
+    (``""``: the model itself) -> ``"Sequential"`` where the Keras model there was one (the
+    reader's ``model_classes``), so ``to_keras`` can build a ``Sequential`` again.
+    """
+
+    groups: dict[str, str]
+    classes: dict[str, str]
+
+
+#: No nesting: a user's own module, a bare state dict.
+NO_NESTING = Nesting({}, {})
+
+
+def module_nesting(module: Any) -> Nesting:
+    """The ``NestedModel`` groups of a live ``module``, and the Keras classes recorded on them
+    (``weightio_class``; on the module itself for the model's own class).
+    """
+    groups, classes = {}, {}
+    for path, sub in module.named_modules():
         if path and qualified_name(sub) == GROUP_CLASS and isinstance(
-            getattr(sub, "weightio_name", None), str)
-    }
+                getattr(sub, "weightio_name", None), str):
+            groups[path] = str(sub.weightio_name)
+        else:
+            continue
+        if getattr(sub, "weightio_class", None) in KERAS_MODEL_CLASSES:
+            classes[path] = sub.weightio_class
+    if groups and getattr(module, "weightio_class", None) in KERAS_MODEL_CLASSES:
+        classes[""] = module.weightio_class
+    return Nesting(groups, classes)
 
 
-def groups_json(groups: Mapping[str, str]) -> str:
-    """The ``.pt2`` member's text for ``groups``."""
-    return json.dumps(dict(sorted(groups.items())), sort_keys=True)
+def nesting_json(nesting: Nesting) -> str:
+    """The ``.pt2`` member's text for ``nesting``."""
+    return json.dumps({"groups": dict(sorted(nesting.groups.items())),
+                       "classes": dict(sorted(nesting.classes.items()))}, sort_keys=True)
 
 
-def parse_groups(text: str | bytes, *, file: Any = None) -> dict[str, str]:
-    """The groups a ``.pt2`` member holds; anything but a small map of names is refused."""
+def _torch_path(path: Any) -> bool:
+    return (isinstance(path, str) and bool(path) and len(path) <= MAX_NAME
+            and all(part.isidentifier() or (part.isascii() and part.isdigit())
+                    for part in path.split(".")))
+
+
+def parse_nesting(text: str | bytes, *, file: Any = None) -> Nesting:
+    """The nesting a ``.pt2`` member holds; anything but small maps of names is refused."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise MalformedFileError(f"{EXTRA_FILE} is not JSON ({exc})", file=file) from None
-    if not isinstance(data, dict) or len(data) > MAX_GROUPS:
+    if (not isinstance(data, dict) or set(data) != {"groups", "classes"}
+            or not isinstance(data["groups"], dict) or not isinstance(data["classes"], dict)
+            or len(data["groups"]) > MAX_GROUPS or len(data["classes"]) > MAX_GROUPS + 1):
         raise MalformedFileError(
-            f"{EXTRA_FILE} must map at most {MAX_GROUPS} torch paths to nested-model names",
-            file=file)
-    for path, name in data.items():
-        if not (isinstance(name, str) and path and name and len(path) <= MAX_NAME
-                and len(name) <= MAX_NAME and "/" not in name and "\\" not in name
-                and name == name.strip() and all(part.isidentifier() or (part.isascii() and part.isdigit())
-                                           for part in path.split("."))):
+            f"{EXTRA_FILE} must hold 'groups' (at most {MAX_GROUPS} torch paths to nested-model "
+            "names) and 'classes' (torch paths to Keras model classes)", file=file)
+    groups, classes = data["groups"], data["classes"]
+    for path, name in groups.items():
+        if not (_torch_path(path) and isinstance(name, str) and name and len(name) <= MAX_NAME
+                and "/" not in name and "\\" not in name and name == name.strip()):
             raise MalformedFileError(
                 f"{EXTRA_FILE}: {path!r} -> {name!r} is not a torch path and a nested-model name "
                 "(no '/', no surrounding spaces)", file=file)
-    return data
+    for path, kind in classes.items():
+        if not ((path == "" or path in groups) and kind in KERAS_MODEL_CLASSES):
+            raise MalformedFileError(
+                f"{EXTRA_FILE}: classes {path!r} -> {kind!r} is not a group (or '') and one of "
+                f"{', '.join(KERAS_MODEL_CLASSES)}", file=file)
+    return Nesting(groups, classes)
 
 
 def _group_of(name: str, groups: Mapping[str, str]) -> str | None:
@@ -112,7 +150,8 @@ def _common(a: str | None, b: str | None, groups: Mapping[str, str]) -> str | No
 
 
 def _joined(sources: list[str], consumers: list[str],
-            owner: Mapping[str, str | None], groups: Mapping[str, str]) -> str | None:
+            owner: Mapping[str, str | None], groups: Mapping[str, str], *,
+            ends: bool = False) -> str | None:
     """The group an unnamed layer belongs to: the deepest one holding every layer it reads and
     one layer reading it (model inputs are read anywhere); ``None`` keeps it at the top.
     """
@@ -124,13 +163,34 @@ def _joined(sources: list[str], consumers: list[str],
         held = _common(held, group, groups)
     found = [_common(held, owner.get(c), groups) for c in consumers]
     found = [g for g in found if g is not None]
-    return max(found, key=lambda g: g.count(".")) if found else None
+    if found:
+        return max(found, key=lambda g: g.count("."))
+    return held if ends else None
 
 
-def regrouped(archive: Archive, groups: Mapping[str, str]) -> Archive:
-    """``archive`` with the layers under ``groups`` (torch path -> spec name) named
-    ``<group>/<layer>``; unchanged without groups.
+def _ends(name: str, sources: Mapping[str, list[str]], owner: Mapping[str, str | None],
+          groups: Mapping[str, str]) -> bool:
+    """Whether the unnamed layer ``name`` ends a group: it reads a grouped layer, and whatever
+    else it reads (a model input, a top-level layer) is read inside that group too, as the
+    residual ``add`` closing a block reads the block's input. Such a function was the nested
+    model's last step (Keras names it; a torch function has no path), so it joins the group.
     """
+    reads = sources[name]
+    held = [owner.get(s) for s in reads if owner.get(s) is not None]
+    if not held or len(set(held)) != 1:
+        return False
+    group = held[0]
+    inside = {s for layer, g in owner.items() if g is not None and (g == group or g.startswith(
+        group + ".")) for s in sources.get(layer, [])}
+    return all(owner.get(s) is not None or s in inside for s in reads)
+
+
+def regrouped(archive: Archive, nesting: Nesting) -> Archive:
+    """``archive`` with the layers under ``nesting.groups`` (torch path -> spec name) named
+    ``<group>/<layer>``, and the recorded Keras classes in ``spec.extra["keras"]`` (by ``/``
+    path, as the Keras reader records them); unchanged without groups.
+    """
+    groups = nesting.groups
     spec = archive.spec
     if not groups or not spec.layers:
         return archive
@@ -148,6 +208,8 @@ def regrouped(archive: Archive, groups: Mapping[str, str]) -> Archive:
             if owner[layer.name] is not None or "." in layer.name:
                 continue
             group = _joined(sources[layer.name], consumers[layer.name], owner, groups)
+            if group is None and _ends(layer.name, sources, owner, groups):
+                group = _joined(sources[layer.name], [], owner, groups, ends=True)
             if group is not None:
                 owner[layer.name] = group
                 changed = True
@@ -169,5 +231,10 @@ def regrouped(archive: Archive, groups: Mapping[str, str]) -> Archive:
         new_layers.append(layer.model_copy(update=update))
     outputs = [out.model_copy(update={"layer": renames.get(out.layer, out.layer)})
                for out in spec.outputs]
-    return Archive(spec.model_copy(update={"layers": new_layers, "outputs": outputs}),
-                   archive.stored)
+    update: dict[str, Any] = {"layers": new_layers, "outputs": outputs}
+    if nesting.classes:
+        classes = {(_spec_prefix(path, groups).rstrip("/") if path else ""): kind
+                   for path, kind in nesting.classes.items()}
+        update["extra"] = {**spec.extra, "keras": {**spec.extra.get("keras", {}),
+                                                   "model_classes": classes}}
+    return Archive(spec.model_copy(update=update), archive.stored)

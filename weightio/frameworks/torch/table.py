@@ -82,7 +82,7 @@ def _open_program(path: Path, **options: Any) -> Source:
     """A ``torch.export`` program, checked for code before torch loads it (``files/pt2.py``)
     unless ``trust_pickle=True``; read through the module reader (``read/program.py``).
     """
-    from weightio.frameworks.torch.files.pt2 import load_program, program_groups
+    from weightio.frameworks.torch.files.pt2 import load_program, program_nesting
     from weightio.frameworks.torch.read.program import read_program, run_program
 
     trusted = bool(options.pop("trust_pickle", False))
@@ -90,7 +90,7 @@ def _open_program(path: Path, **options: Any) -> Source:
     from weightio.frameworks.torch.nesting import regrouped
 
     program = load_program(path, trusted=trusted)
-    archive = regrouped(read_program(program, source_file=path), program_groups(path))
+    archive = regrouped(read_program(program, source_file=path), program_nesting(path))
     return Source(archive, "torch", lambda xs: run_program(program, xs), program)
 
 

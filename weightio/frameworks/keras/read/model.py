@@ -30,7 +30,7 @@ from weightio.frameworks.keras.read.layout import (
     move_dims,
     multi_output_layers,
 )
-from weightio.frameworks.keras.read.nested import inline_nested
+from weightio.frameworks.keras.read.nested import inline_nested, model_classes
 from weightio.frameworks.keras.read.ops import parameter_chains, parameter_layer, split_layers
 from weightio.frameworks.keras.read.shared import share_tensors, split_calls
 from weightio.spec import spec_from_data
@@ -126,6 +126,7 @@ def archive_from_keras_config(
         raise UnsupportedSourceError(
             f"the model is {foreign}; weightio reads Keras' own Sequential and Functional models"
         )
+    classes = model_classes(model_config)
     model_config, layer_weights = inline_nested(model_config, layer_weights)
     model_config, layer_weights, copies = split_calls(model_config, layer_weights)
     class_name = model_config.get("class_name")
@@ -222,5 +223,7 @@ def archive_from_keras_config(
         "layers": [layer.model_dump() for layer in layers],
         "outputs": [o.model_dump() for o in outputs],
     }
+    if classes:
+        spec_data["extra"] = {"keras": {"model_classes": classes}}
     spec: ModelSpec = spec_from_data(spec_data)
     return Archive(spec, tensors.arrays)

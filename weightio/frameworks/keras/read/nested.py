@@ -233,6 +233,27 @@ class _Inliner:
         return []
 
 
+def model_classes(model_config: Mapping[str, Any]) -> dict[str, str]:
+    """The class of the model and of each nested model by its ``/`` path (``""`` for the model
+    itself): ``{"": "Sequential", "mobilenetv2": "Functional"}``; empty without nesting.
+
+    Inlining reads every model as one Functional graph; this is what lets a writer give a user's
+    ``Sequential`` back as one (``spec.extra["keras"]["model_classes"]``, never used to compute).
+    """
+    if not has_nested_models(model_config):
+        return {}
+    found: dict[str, str] = {}
+
+    def walk(raw: Mapping[str, Any], path: str) -> None:
+        found[path] = "Sequential" if raw.get("class_name") == "Sequential" else "Functional"
+        for layer in (raw.get("config") or {}).get("layers") or []:
+            if is_model(layer):
+                walk(layer, f"{path}{NEST}{_name(layer)}" if path else _name(layer))
+
+    walk(model_config, "")
+    return found
+
+
 def inline_nested(
     model_config: Mapping[str, Any], layer_weights: Mapping[str, list[np.ndarray]]
 ) -> tuple[dict[str, Any], Mapping[str, list[np.ndarray]]]:

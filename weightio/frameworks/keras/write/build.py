@@ -11,6 +11,7 @@ from typing import Any
 
 from weightio.errors import WeightsOnlyArchiveError
 from weightio.format.archive import Archive
+from weightio.frameworks.common import model_classes
 from weightio.frameworks.keras.write.assemble import plan_keras_model
 from weightio.frameworks.keras.write.base import KerasSettings, NameAllocator
 from weightio.frameworks.keras.write.bridge import prepare
@@ -42,8 +43,9 @@ def to_keras(archive: Archive, *, nested: bool | None = None) -> Any:
     """Build a ``keras.Model`` computing what ``archive`` describes, with its weights set.
 
     A chain becomes ``keras.Sequential``; any other graph a Functional model. Layers named
-    ``outer/inner`` (a nested model the reader inlined) become a nested Functional model
-    ``outer`` again unless ``nested=False``; ``nested=True`` requires it (a group that is not
+    ``outer/inner`` (a nested model the reader inlined) become a nested model ``outer`` again
+    (a ``Sequential`` where the reader recorded one and it is still a chain, else Functional)
+    unless ``nested=False``; ``nested=True`` requires it (a group that is not
     a clean sub-graph raises ``NestingError``), the default ``None`` falls back to the flat
     model with a warning.
 
@@ -65,4 +67,5 @@ def to_keras(archive: Archive, *, nested: bool | None = None) -> Any:
             model.get_layer(layer.name).set_weights(layer.weights)
     if nested is False or not any("/" in layer.name for layer in archive.spec.layers):
         return model
-    return nest_model(keras, model, _spec_paths(archive), strict=bool(nested))
+    return nest_model(keras, model, _spec_paths(archive), strict=bool(nested),
+                      classes=model_classes(archive))

@@ -28,12 +28,17 @@ def _group_of(path: tuple[str, ...], depth: int) -> str | None:
     return path[depth] if len(path) > depth + 1 else None
 
 
-def nest_model(keras: Any, model: Any, paths: dict[str, tuple[str, ...]], *, strict: bool) -> Any:
+def nest_model(keras: Any, model: Any, paths: dict[str, tuple[str, ...]], *, strict: bool,
+               classes: dict[str, str] | None = None) -> Any:
     """``model`` (flat) rebuilt with a nested Functional model per ``/`` group.
 
     ``paths`` maps each Keras layer name to its spec name split on ``/``; layers it does not
     list (inserted activations, permutes) join the group of the layer that consumes them.
+    ``classes`` (the reader's ``model_classes``: ``""`` for the model, else a group's path) says
+    which models were ``Sequential``: each of those that is still a chain of layers is built as
+    a ``keras.Sequential`` of the same layer objects, the rest stay Functional.
     """
+    _CALLS.classes = classes or {}
     graph = getattr(model, "_functional", None) or model  # a built Sequential's graph
     ops = [op for op in graph.operations if op.__class__.__name__ != "InputLayer"]
     nodes = {id(n) for by_depth in graph._nodes_by_depth.values() for n in by_depth}
@@ -66,7 +71,8 @@ def nest_model(keras: Any, model: Any, paths: dict[str, tuple[str, ...]], *, str
 
 
 #: Per thread, ``by_op``: id(op) -> its node in the flat graph being rebuilt (set and cleared by
-#: ``nest_model``), so two threads writing Keras models at once do not see each other's ops.
+#: ``nest_model``), so two threads writing Keras models at once do not see each other's ops;
+#: ``classes``: the ``model_classes`` of the model being rebuilt.
 _CALLS = threading.local()
 
 
@@ -83,7 +89,42 @@ def _rebuild(
     final = [t for t in keras.tree.flatten(graph._outputs_struct)]
     _run(keras, ops, owner, values, depth=0, final=final)
     outputs = keras.tree.map_structure(lambda t: values[id(t)], graph._outputs_struct)
-    return keras.Model(fresh if len(fresh) > 1 else fresh[0], outputs, name=name)
+    rebuilt = keras.Model(fresh if len(fresh) > 1 else fresh[0], outputs, name=name)
+    if _CALLS.classes.get("") == "Sequential":
+        return as_sequential(keras, rebuilt) or rebuilt
+    return rebuilt
+
+
+def as_sequential(keras: Any, model: Any) -> Any | None:
+    """A ``keras.Sequential`` of ``model``'s layers (the same objects, so the same weights) when
+    the Functional ``model`` is a chain: one input, each layer called on the previous output
+    alone, one output. ``None`` otherwise, or where Keras refuses to build it.
+    """
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        return None
+    nodes = {id(n) for by_depth in model._nodes_by_depth.values() for n in by_depth}
+    layers, current = [], model.inputs[0]
+    for op in model.operations:
+        if isinstance(op, keras.layers.InputLayer):
+            continue
+        node = next((n for n in op._inbound_nodes if id(n) in nodes), None)
+        if (not isinstance(op, keras.layers.Layer) or node is None
+                or len(node.arguments.args) != 1
+                or any(v is not None and (k, v) != ("training", False)  # as the flat writer's
+                       for k, v in node.arguments.kwargs.items())  # Sequential of a chain
+                or node.arguments.args[0] is not current or len(node.outputs) != 1):
+            return None
+        layers.append(op)
+        current = node.outputs[0]
+    if current is not model.outputs[0] or not layers:
+        return None
+    source = model.inputs[0]
+    try:
+        return keras.Sequential(
+            [keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name), *layers],
+            name=model.name)
+    except Exception:  # noqa: BLE001 - the Functional form computes the same; keep it
+        return None
 
 
 def _run(keras: Any, ops: list[Any], owner: dict[int, tuple[str, ...]], values: dict[int, Any],
@@ -138,6 +179,8 @@ def _call_group(keras: Any, group: str, members: list[Any], ops: list[Any],
     inner = keras.Model(inner_inputs if len(inner_inputs) > 1 else inner_inputs[0],
                         [inner_values[id(t)] for t in read_outside] if len(read_outside) > 1
                         else inner_values[id(read_outside[0])], name=group)
+    if _CALLS.classes.get("/".join(owner[id(members[0])][: depth + 1])) == "Sequential":
+        inner = as_sequential(keras, inner) or inner
     called = inner([values[id(t)] for t in outer_in] if len(outer_in) > 1 else values[id(outer_in[0])])
     for t, v in zip(read_outside, keras.tree.flatten(called)):
         values[id(t)] = v

@@ -38,13 +38,16 @@ import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightio.errors import MalformedFileError, ResourceLimitError, UnsafeFormatError
 from weightio.format.paths import check_regular, open_regular
 from weightio.format.zip import ZIP_ERRORS, is_zip, read_member, zip_errors
 from weightio.frameworks.torch.common import torch_module
 from weightio.frameworks.torch.files.state_dict import check_safe_torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from weightio.frameworks.torch.nesting import Nesting
 
 #: Largest JSON member (the program, the payload configs) read into memory.
 MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -338,14 +341,15 @@ def load_program(path: Path, *, trusted: bool = False) -> Any:
         log.setLevel(level)
 
 
-def program_groups(path: Path) -> dict[str, str]:
-    """The nested-model groups a ``.pt2`` weightio wrote keeps beside its program (the member
-    ``extra/weightio.groups.json``, ``weightio.frameworks.torch.nesting``); ``{}`` without one.
+def program_nesting(path: Path) -> Nesting:
+    """The nested-model groups (and their Keras classes) a ``.pt2`` weightio wrote keeps beside
+    its program (the member ``extra/weightio.groups.json``, ``weightio.frameworks.torch.nesting``);
+    none without one.
 
     Read as data under the same zip limits as the program; a damaged member is a
     ``MalformedFileError`` naming the file.
     """
-    from weightio.frameworks.torch.nesting import EXTRA_FILE, parse_groups
+    from weightio.frameworks.torch.nesting import EXTRA_FILE, NO_NESTING, parse_nesting
 
     with open_regular(path) as handle:
         try:
@@ -357,5 +361,5 @@ def program_groups(path: Path) -> dict[str, str]:
             members = _Members(zf, path)
             name = f"extra/{EXTRA_FILE}"
             if name not in members.infos:
-                return {}
-            return parse_groups(members.read(name, limit=1 << 20), file=path)
+                return NO_NESTING
+            return parse_nesting(members.read(name, limit=1 << 20), file=path)

@@ -285,11 +285,16 @@ def program_bytes(program: Any, module: Any = None) -> bytes:
     """
     import io
 
-    from weightio.frameworks.torch.nesting import EXTRA_FILE, groups_json, module_groups
+    from weightio.frameworks.torch.nesting import (
+        EXTRA_FILE,
+        NO_NESTING,
+        module_nesting,
+        nesting_json,
+    )
 
     torch = torch_module("save_pt2")
-    groups = module_groups(module) if module is not None else {}
+    nesting = module_nesting(module) if module is not None else NO_NESTING
     buffer = io.BytesIO()
-    torch.export.save(program, buffer,
-                      extra_files={EXTRA_FILE: groups_json(groups)} if groups else None)
+    torch.export.save(program, buffer, extra_files={EXTRA_FILE: nesting_json(nesting)}
+                      if nesting.groups else None)
     return buffer.getvalue()

@@ -66,7 +66,7 @@ from weightio.errors import (
 )
 from weightio.format.archive import Archive
 from weightio.frameworks.torch.common import qualified_name, torch_module
-from weightio.frameworks.torch.nesting import module_groups, regrouped
+from weightio.frameworks.torch.nesting import module_nesting, regrouped
 from weightio.frameworks.torch.read.attention import MULTI_ARGUMENT_MODULES, TRACED_FORWARDS
 from weightio.frameworks.torch.read.base import TORCH_READ
 from weightio.frameworks.torch.read.program import Rebuild, install
@@ -696,7 +696,7 @@ def read_module(module: Any, *, example_input: Any = None, source_file: Any = No
         raise InvalidInputError(f"tracer={tracer!r}: choose one of {', '.join(TRACERS)}")
     archive = _read_either(module, example_input, source_file, tracer)
     if hasattr(module, "named_modules"):  # a nested model to_torch built reads as ``outer/inner``
-        archive = regrouped(archive, module_groups(module))
+        archive = regrouped(archive, module_nesting(module))
     return archive
 
 

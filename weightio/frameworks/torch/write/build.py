@@ -14,6 +14,7 @@ import numpy as np
 
 from weightio.errors import UnsupportedLayerError, WeightsOnlyArchiveError
 from weightio.format.archive import Archive, plain
+from weightio.frameworks.common import model_classes
 from weightio.frameworks.torch.common import (
     numpy_to_tensor,
     tensor_to_numpy,
@@ -41,6 +42,8 @@ class ModuleNames:
         #: Each nested group's torch path -> its spec name part (``outer/inner`` -> ``outer``).
         self.groups: dict[str, str] = {}
         self._paths: dict[tuple[str, str], str] = {}
+        #: Each group's torch path -> its ``/`` path in the spec (``outer.inner`` -> ``outer/inner``).
+        self.spec_paths: dict[str, str] = {}
 
     def take(self, wanted: str) -> str:
         """A unique attribute name for ``wanted`` (dots and other non-word characters replaced).
@@ -52,8 +55,9 @@ class ModuleNames:
         """
         *given, leaf = wanted.split("/")
         prefix = ""
-        for part in given:
+        for depth, part in enumerate(given):
             prefix = self._group(prefix, part) + "."
+            self.spec_paths[prefix[:-1]] = "/".join(given[: depth + 1])
         last = self._part(leaf)
         name, n = last, 1
         while prefix + name in self.used or name in module_attributes():
@@ -172,7 +176,16 @@ def _graph_module(archive: Archive) -> Any:
     graph.output(results[0] if len(results) == 1 else tuple(results))
     tie_shared(archive, owners)
     module = fx.GraphModule(submodules, graph, class_name=_class_name(spec.name))
-    return mark_groups(module, namer.groups)
+    return mark_groups(module, namer.groups, _torch_classes(archive, namer))
+
+
+def _torch_classes(archive: Archive, namer: ModuleNames) -> dict[str, str]:
+    """The Keras reader's ``model_classes`` (by ``/`` path) by torch path, ``""`` for the model."""
+    classes = model_classes(archive)
+    by_torch = {path: classes[spec] for path, spec in namer.spec_paths.items() if spec in classes}
+    if "" in classes:
+        by_torch[""] = classes[""]
+    return by_torch
 
 
 def _add(submodules: dict[str, Any], name: str, module: Any) -> str:

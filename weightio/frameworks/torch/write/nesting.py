@@ -34,6 +34,8 @@ def _nested_class(nn: Any) -> type:
         def __init__(self, weightio_name: str) -> None:
             super().__init__()
             self.weightio_name = weightio_name
+            #: ``"Sequential"`` or ``"Functional"`` when the Keras reader recorded it.
+            self.weightio_class: str | None = None
 
         def extra_repr(self) -> str:
             return f"weightio_name={self.weightio_name!r}"
@@ -41,19 +43,28 @@ def _nested_class(nn: Any) -> type:
     return NestedModel
 
 
-def mark_groups(module: Any, groups: Mapping[str, str]) -> Any:
+def mark_groups(module: Any, groups: Mapping[str, str],
+                classes: Mapping[str, str] | None = None) -> Any:
     """Replace the plain parent module at each path of ``groups`` (torch path -> the group's
     spec name) with a ``NestedModel`` holding the same children; returns ``module``.
 
-    Parents go first, so a twice nested group is replaced inside its replaced parent.
+    ``classes`` (torch path, ``""`` for ``module`` itself -> ``"Sequential"``/``"Functional"``)
+    become ``weightio_class`` attributes, what the Keras model there was, so reading the module
+    back lets ``to_keras`` build a ``Sequential`` again. Parents go first, so a twice nested
+    group is replaced inside its replaced parent.
     """
     cls = MODULES.get("NestedModel")
+    classes = classes or {}
     for path in sorted(groups, key=lambda p: p.count(".")):
         parent_path, _, attr = path.rpartition(".")
         parent = module.get_submodule(parent_path) if parent_path else module
         plain = getattr(parent, attr)
         group = cls(groups[path])
+        if path in classes:
+            group.weightio_class = classes[path]
         for child_name, child in plain.named_children():
             group.add_module(child_name, child)
         setattr(parent, attr, group)
+    if groups and "" in classes:
+        module.weightio_class = classes[""]
     return module
