@@ -254,3 +254,80 @@ def test_transposed_tensors_are_written_from_reused_buffers_bit_exact(tmp_path: 
         digests = streaming.write_hashed(handle, kernels)
     assert (tmp_path / "raw.bin").read_bytes() == expected
     assert digests == {name: _b3(np.ascontiguousarray(a).tobytes()) for name, a in kernels}
+
+
+def _big_checkpoint(tmp_path: Path, name: str = "big.pt") -> Path:
+    """A checkpoint over ``HEAD_START_BYTES``, so the CLI's head start applies to it."""
+    torch = pytest.importorskip("torch")
+    from weightio.format.digests import HEAD_START_BYTES
+
+    rows = HEAD_START_BYTES // (4 * 1024) + 8
+    path = tmp_path / name
+    torch.save({"w": torch.randn(rows, 1024, generator=torch.Generator().manual_seed(1))}, path)
+    return path
+
+
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
+def test_a_head_started_digest_is_taken_over_and_is_the_files(tmp_path: Path, algorithm: str) -> None:
+    """``head_start`` (the CLI, before its imports) hashes the source; ``convert`` records it."""
+    from weightio.format import digests
+
+    path = _big_checkpoint(tmp_path)
+    digests.head_start(str(path), algorithm)
+    assert len(digests._HEAD_STARTS) == 1
+    archive = weightio.convert(path, tmp_path / "out.safetensors", digest=algorithm).archive
+    assert not digests._HEAD_STARTS  # taken over
+    want = {"blake3": blake3.blake3, "sha256": hashlib.sha256}[algorithm](path.read_bytes())
+    assert archive.spec.provenance.source_digest == f"{algorithm}:{want.hexdigest()}"
+    assert weightio.load(tmp_path / "out.safetensors").spec.provenance.source_digest == \
+        archive.spec.provenance.source_digest
+
+
+def test_a_file_changed_after_the_head_start_is_hashed_again(tmp_path: Path) -> None:
+    """The head start's digest is used only for the same file (inode, size, times): a source
+    replaced in between gets the digest of the bytes that were read."""
+    import os
+
+    from weightio.format import digests
+
+    path = _big_checkpoint(tmp_path)
+    digests.head_start(str(path), "blake3")
+    replacement = _big_checkpoint(tmp_path, "other.pt")
+    with open(replacement, "ab") as handle:  # other bytes, and another size
+        handle.write(b"\0" * 64)
+    os.replace(replacement, path)
+    archive = weightio.convert(path, tmp_path / "out.safetensors").archive
+    assert archive.spec.provenance.source_digest == f"blake3:{blake3.blake3(path.read_bytes()).hexdigest()}"
+    assert not digests._HEAD_STARTS
+
+
+def test_a_head_start_also_serves_a_non_archive_target(tmp_path: Path) -> None:
+    """``read`` outside ``convert``'s deferral (any target but an archive) takes it over too."""
+    from weightio.format import digests
+
+    path = _big_checkpoint(tmp_path)
+    digests.head_start(str(path), None)
+    archive = weightio.read(path)
+    assert not digests._HEAD_STARTS
+    assert archive.spec.provenance.source_digest == f"blake3:{blake3.blake3(path.read_bytes()).hexdigest()}"
+
+
+@pytest.mark.parametrize("source", ["s3://bucket/model.pt", "missing.pt", "small"])
+def test_no_head_start_for_urls_missing_or_small_files(tmp_path: Path, source: str) -> None:
+    from weightio.format import digests
+
+    if source == "small":
+        source = str(_checkpoint(tmp_path)[0])
+    digests.head_start(source if "://" in source or source.startswith("/") else str(tmp_path / source),
+                       "blake3")
+    assert not digests._HEAD_STARTS
+
+
+def test_the_head_start_imports_no_spec_classes() -> None:
+    """What the CLI imports before the head start stays light: no pydantic layer classes."""
+    import subprocess
+    import sys
+
+    code = "import sys, weightio.format.digests; print('weightio.spec' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
