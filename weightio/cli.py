@@ -225,9 +225,6 @@ def convert(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Convert SOURCE into DESTINATION, verifying that both compute the same outputs."""
-    from weightio.format.digests import head_start
-
-    head_start(source, digest)  # hash the source beside the imports below (it records the digest)
     from weightio.verbs.convert import convert as do_convert
 
     _hand_over_early_witness()

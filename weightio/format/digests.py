@@ -11,11 +11,6 @@ the same bytes, computed by the same code, it is only computed at the same time 
 
 Outside that context (``weightio.read`` and every other caller) the digest is computed at once,
 as before, so nobody ever sees an archive whose provenance silently lacks it.
-
-``weightio convert`` on the command line starts even earlier: ``head_start`` begins the hash
-before the CLI imports the readers (pydantic, the spec classes, numpy: ~0.3 s of one core with
-the GIL held, while BLAKE3 releases it), and ``start`` or ``head_started`` take it over when
-the file is unchanged. On a 1 GiB ``.pt`` that took ~0.25 s off the whole command.
 """
 
 from __future__ import annotations
@@ -23,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,72 +74,10 @@ def deferring() -> bool:
     return _COLLECTOR.get() is not None
 
 
-#: Files whose digest ``head_start`` began: (real path, algorithm) -> (the file's identity
-#: then, the pending digest). ``start`` takes one over if the file is still the same.
-_HEAD_STARTS: dict[tuple[str, str], tuple[tuple[int, ...], PendingDigest]] = {}
-#: ``head_start`` only bothers for files this large (a small file hashes in microseconds).
-HEAD_START_BYTES = 16 * 1024 * 1024
-
-
-def _identity(path: str) -> tuple[int, ...] | None:
-    """What says a regular file has not changed: device, inode, size, mtime and ctime (ns)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def head_start(source: str, algorithm: str | None) -> None:
-    """Begin hashing a large local ``source`` file now, on a thread, for a ``convert`` that will
-    record its digest.
-
-    The CLI calls this before it imports the readers: the import (~0.3 s of one core, the GIL
-    held) then runs beside the hash (BLAKE3 releases the GIL), where the second core was idle.
-    ``start`` takes the result over only when the same algorithm is asked for the same file
-    with the same identity (device, inode, size, times); otherwise it is cancelled and the
-    file hashed again, so the digest is always of the bytes that were read. Nothing happens
-    for URLs, small or unreadable files, or an algorithm the caller has not validated yet.
-    """
-    algorithm = DEFAULT_ALGORITHM if algorithm is None else algorithm
-    if algorithm not in ("blake3", "sha256") or "://" in source:
-        return
-    real = os.path.realpath(source)
-    identity = _identity(real)
-    if identity is None or identity[2] < HEAD_START_BYTES or (real, algorithm) in _HEAD_STARTS:
-        return
-    _HEAD_STARTS[(real, algorithm)] = (identity, PendingDigest(real, algorithm))
-
-
-def _taken_over(path: os.PathLike[str] | str, algorithm: str) -> PendingDigest | None:
-    real = os.path.realpath(path)
-    started = _HEAD_STARTS.pop((real, algorithm), None)
-    if started is None:
-        return None
-    identity, pending = started
-    if _identity(real) != identity:
-        pending.cancel()
-        return None
-    return pending
-
-
-def head_started(path: os.PathLike[str] | str) -> str | None:
-    """The default digest of ``path`` if ``head_start`` began it and the file is unchanged
-    (waiting for it to finish), else ``None``.
-    """
-    pending = _taken_over(path, DEFAULT_ALGORITHM)
-    return None if pending is None else pending.result()
-
-
 def start(path: os.PathLike[str] | str) -> PendingDigest:
-    """Start hashing ``path`` (or take over ``head_start``'s hash of it) and register it with
-    the enclosing ``deferring_source_digests``.
-    """
+    """Start hashing ``path`` and register it with the enclosing ``deferring_source_digests``."""
     collector = _COLLECTOR.get()
-    algorithm = collector[1] if collector is not None else DEFAULT_ALGORITHM
-    pending = _taken_over(path, algorithm) or PendingDigest(path, algorithm)
+    pending = PendingDigest(path, collector[1] if collector is not None else DEFAULT_ALGORITHM)
     if collector is not None:
         collector[0].append(pending)
     return pending

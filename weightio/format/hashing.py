@@ -28,6 +28,7 @@ from typing import Any
 from blake3 import blake3
 
 from weightio.errors import InvalidInputError
+from weightio.spec.tensors import DIGEST_ALGORITHMS
 
 #: What ``save`` and ``convert`` record unless told otherwise.
 DEFAULT_ALGORITHM = "blake3"
@@ -41,10 +42,6 @@ def check_algorithm(name: str | None) -> str:
     """``None`` -> the default; a known name as is; anything else ``InvalidInputError``."""
     if name is None:
         return DEFAULT_ALGORITHM
-    # here, not at the top: ``weightio.spec`` builds every layer class (~50 ms), and the CLI
-    # hashes a source file (``digests.head_start``) before it needs any of them
-    from weightio.spec.tensors import DIGEST_ALGORITHMS
-
     if not isinstance(name, str) or name.lower() not in DIGEST_ALGORITHMS:
         raise InvalidInputError(
             f"unknown digest algorithm {name!r}; weightio records {' or '.join(DIGEST_ALGORITHMS)}. "

@@ -101,7 +101,7 @@ def provenance(
         if source_digest.deferring():
             source_digest.start(source_file)
         else:
-            digest = source_digest.head_started(source_file) or source_file_digest(source_file)
+            digest = source_file_digest(source_file)
     return Provenance(
         source_framework=framework,  # type: ignore[arg-type]
         source_framework_version=framework_version,
