@@ -169,3 +169,16 @@ def test_diff_of_state_dicts_differing_only_in_a_colliding_key_is_refused(tmp_pa
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     assert "'x' and 'x.x'" in out.stderr and "a.safetensors" in out.stderr
+
+
+def test_the_cli_lets_blas_threads_sleep_unless_the_user_chose() -> None:
+    """OpenBLAS's idle threads spin ~0.1 s by default; the CLI shortens that, never overriding
+    a value the user set (``weightio.cli.quiet_blas_threads``)."""
+    from weightio.cli import BLAS_THREAD_TIMEOUT, quiet_blas_threads
+
+    environ: dict[str, str] = {}
+    quiet_blas_threads(environ)
+    assert environ == {"OPENBLAS_THREAD_TIMEOUT": BLAS_THREAD_TIMEOUT}
+    chosen = {"OPENBLAS_THREAD_TIMEOUT": "28"}
+    quiet_blas_threads(chosen)
+    assert chosen == {"OPENBLAS_THREAD_TIMEOUT": "28"}
