@@ -26,10 +26,27 @@ def _ignore(nbytes: int) -> None:
     return None
 
 
+def _bar_visible() -> bool:
+    """Whether rich would draw the bar: stderr is a terminal (or ``FORCE_COLOR`` /
+    ``TTY_COMPATIBLE=1`` says to act as one), or this is a Jupyter kernel (rich draws a
+    widget there). Otherwise rich draws nothing, and importing it (~70 ms) and running its
+    refresh thread would only cost a piped or scripted ``convert`` time.
+    """
+    import os
+    import sys
+
+    try:
+        tty = sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    return (tty or bool(os.environ.get("FORCE_COLOR")) or os.environ.get("TTY_COMPATIBLE") == "1"
+            or "ipykernel" in sys.modules)
+
+
 @contextmanager
 def byte_progress(description: str, total_bytes: int, *, enabled: bool) -> Iterator[Advance]:
     """Yield an ``advance(nbytes)`` callable; draw a bar only when enabled and the pass is big."""
-    if not enabled or total_bytes <= THRESHOLD_BYTES:
+    if not enabled or total_bytes <= THRESHOLD_BYTES or not _bar_visible():
         yield _ignore
         return
     from rich.console import Console

@@ -71,6 +71,7 @@ def test_progress_bar_draws_for_big_passes(monkeypatch, capsys) -> None:
     import weightio.progress as progress
 
     monkeypatch.setattr(progress, "THRESHOLD_BYTES", 10)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # stderr is not a terminal under pytest
     seen = []
     with byte_progress("x", 100, enabled=True) as advance:
         advance(50)
