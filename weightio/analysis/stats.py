@@ -18,9 +18,11 @@ from pydantic import BaseModel, Field
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np  # imported by each function: `inspect` of a header needs no numpy
 
-#: Elements per chunk: 1 Mi float64 values = 8 MiB per temporary (large enough to amortise
-#: the per-call cost of multithreaded BLAS dot products, small enough to bound memory).
-CHUNK_ELEMENTS = 1 << 20
+#: Elements per chunk: 128 Ki float64 values = 1 MiB per temporary, so the ~6 passes over each
+#: chunk (widen, squares, mean, min/max, centred squares) run in L2 instead of memory. Against
+#: 1 Mi elements (8 MiB, the old value) on 64 Mi float32 values here: ``tensor_stats`` 0.22 ->
+#: 0.11 s, ``compare`` 0.47 -> 0.19 s; 64 Ki was slower again (per-call overhead).
+CHUNK_ELEMENTS = 1 << 17
 
 
 class TensorStats(BaseModel):
