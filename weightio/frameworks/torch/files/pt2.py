@@ -31,6 +31,7 @@ so a broken file is one ``MalformedFileError`` naming it, never a traceback from
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -301,6 +302,15 @@ def check_program(path: Path) -> None:
             "is not a zip archive; a torch.export program (.pt2) is one. The file is truncated "
             "or not a .pt2", file=path,
         )
+    with _opened(path) as members:
+        _check_payloads(members)
+        _check_program(members)
+        _check_sample_inputs(members, torch)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[_Members]:
+    """The members of the ``.pt2`` zip at ``path``, under its limits; zip errors typed."""
     with open_regular(path) as handle:
         try:
             zf = zipfile.ZipFile(handle)
@@ -308,10 +318,7 @@ def check_program(path: Path) -> None:
             raise MalformedFileError(f"unreadable zip ({type(exc).__name__}: {exc})",
                                      file=path) from None
         with zf, zip_errors(path, "the .pt2 zip"):
-            members = _Members(zf, path)
-            _check_payloads(members)
-            _check_program(members)
-            _check_sample_inputs(members, torch)
+            yield _Members(zf, path)
 
 
 def load_program(path: Path, *, trusted: bool = False) -> Any:
@@ -351,15 +358,8 @@ def program_nesting(path: Path) -> Nesting:
     """
     from weightio.frameworks.torch.nesting import EXTRA_FILE, NO_NESTING, parse_nesting
 
-    with open_regular(path) as handle:
-        try:
-            zf = zipfile.ZipFile(handle)
-        except ZIP_ERRORS as exc:
-            raise MalformedFileError(f"unreadable zip ({type(exc).__name__}: {exc})",
-                                     file=path) from None
-        with zf, zip_errors(path, "the .pt2 zip"):
-            members = _Members(zf, path)
-            name = f"extra/{EXTRA_FILE}"
-            if name not in members.infos:
-                return NO_NESTING
-            return parse_nesting(members.read(name, limit=1 << 20), file=path)
+    with _opened(path) as members:
+        name = f"extra/{EXTRA_FILE}"
+        if name not in members.infos:
+            return NO_NESTING
+        return parse_nesting(members.read(name, limit=1 << 20), file=path)
