@@ -5,7 +5,10 @@ sizes) from the kinds weightio maps for sequences and vectors: Embedding, Dense,
 SimpleRNN/LSTM/GRU (either ``return_sequences``, optionally Bidirectional), 1-D pooling,
 global pooling, MultiHeadAttention blocks, LayerNormalization, Add, Flatten, Reshape, Permute,
 Dropout, activations, a sequence joined (add, concatenate, multiply) with a convolution of
-itself (a plain tensor meeting a feature map) and ``keras.ops`` arithmetic with a constant. Every size comes from one small pool, so steps, features, channels and
+itself (a plain tensor meeting a feature map) and ``keras.ops`` arithmetic with a constant; a
+quarter of the models hold some of their steps in a nested model (Sequential or Functional),
+which must come back nested, of its class, through the archive and through the torch module
+weightio writes. Every size comes from one small pool, so steps, features, channels and
 units collide on purpose: the class of bug where a reader takes steps for features computes
 plausible numbers exactly when the sizes agree.
 
@@ -169,13 +172,25 @@ def recipes(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(draw(st.integers(1, 5))):
         step, shape = draw(_sequence_step(shape) if len(shape) == 2 else _vector_step(shape))
         plan.append(step)
+    layered = [s[0] not in _FUNCTIONAL_ONLY for s in plan]
+    nest = None
+    if draw(st.integers(0, 3)) == 0:  # a quarter of the models hold a nested model
+        first = draw(st.integers(0, len(plan) - 1))
+        last = draw(st.integers(first + 1, len(plan)))
+        kind = "sequential" if all(layered[first:last]) and draw(st.booleans()) else "functional"
+        nest = (first, last, kind)
     return {
         "input": start,
         "steps": plan,
-        "sequential": draw(st.booleans())
-        and all(s[0] not in ("attention", "residual", "branch", "scale") for s in plan),
+        "sequential": draw(st.booleans()) and all(layered)
+        and (nest is None or nest[2] == "sequential"),
+        "nest": nest,
         "seed": draw(st.integers(0, 2**16)),
     }
+
+
+#: Steps built with the Functional API only (a Sequential cannot hold them).
+_FUNCTIONAL_ONLY = ("attention", "residual", "branch", "scale")
 
 
 # -- building a recipe in Keras ---------------------------------------------------------------
@@ -256,17 +271,46 @@ def build(recipe: dict[str, Any]) -> Any:
     else:
         inp = keras.Input((start["features"],))
         first = []
+    steps, nest = recipe["steps"], recipe.get("nest")
     if recipe["sequential"]:
         layers = list(first)
-        for step in recipe["steps"]:
-            layers += _layers_for(step, ())
+        for index, step in enumerate(steps):
+            if nest is not None and index == nest[0]:  # a nested Sequential, built when called
+                inner = [layer for s in steps[nest[0]:nest[1]] for layer in _layers_for(s, ())]
+                layers.append(keras.Sequential(inner, name="inner"))
+            if nest is None or not nest[0] <= index < nest[1]:
+                layers += _layers_for(step, ())
         return keras.Sequential([inp, *layers])
     x = inp
     for layer in first:
         x = layer(x)
-    for step in recipe["steps"]:
-        x = _apply(step, x)
+    for index, step in enumerate(steps):
+        if nest is not None and index == nest[0]:
+            x = _nested(steps[nest[0]:nest[1]], nest[2], x)
+        if nest is None or not nest[0] <= index < nest[1]:
+            x = _apply(step, x)
     return keras.Model(inp, x)
+
+
+def _nested(steps: list[Step], kind: str, x: Any) -> Any:
+    """``steps`` as one nested model called on ``x``: a Sequential or a Functional model."""
+    if kind == "sequential":
+        inner_layers = [layer for s in steps for layer in _layers_for(s, ())]
+        return keras.Sequential([keras.Input(tuple(x.shape[1:])), *inner_layers], name="inner")(x)
+    start = keras.Input(tuple(x.shape[1:]))
+    y = start
+    for step in steps:
+        y = _apply(step, y)
+    return keras.Model(start, y, name="inner")(x)
+
+
+def _classes(model: Any, prefix: str = "") -> dict[str, str]:
+    """The model's class (at ``""``) and each nested model's, by path."""
+    found = {prefix.rstrip("/"): type(model).__name__}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.update(_classes(layer, f"{prefix}{layer.name}/"))
+    return found
 
 
 def _sample(recipe: dict[str, Any]) -> np.ndarray:
@@ -305,13 +349,27 @@ def check(recipe: dict[str, Any]) -> str:
         # every kind drawn here is one weightio maps: a refusal, typed as it is, is a bug
         raise AssertionError(f"weightio refused a model of supported kinds: {exc}") from exc
 
+    torch_inputs: list[np.ndarray] = []
+
     def torch_run(xs: list[np.ndarray]) -> list[np.ndarray]:
+        torch_inputs.append(np.ascontiguousarray(xs[0]))
         with torch.no_grad():
-            return [module(torch.from_numpy(np.ascontiguousarray(xs[0]))).numpy()]
+            return [module(torch.from_numpy(torch_inputs[-1])).numpy()]
 
     assert_close(reference, got)
     assert_close(reference, keras_view(spec, torch_run)([x])[0])
     assert_close(reference, np.asarray(back(x)))
+    if recipe.get("nest") is not None:
+        # the nesting survives Keras -> archive -> Keras and Keras -> PyTorch -> Keras: the
+        # same nested model, of the user's class, and the same numbers
+        assert _classes(back) == _classes(model)
+        try:
+            again = weightio.to_keras(
+                weightio.read(module, example_input=torch.from_numpy(torch_inputs[0])), nested=True)
+        except WeightioError as exc:
+            raise AssertionError(f"the torch module weightio wrote was refused: {exc}") from exc
+        assert _classes(again) == _classes(model)
+        assert_close(reference, np.asarray(again(x)))
     return "matched"
 
 

@@ -87,13 +87,24 @@ def doubly_nested() -> Any:
     return keras.Model(x, L.Concatenate(name="cat")([left, right]), name="outer")
 
 
+def functional_last() -> Any:
+    """A nested Functional model giving the outer model's output: Keras numbers that call 1
+    in ``output_layers`` (0 in ``inbound_nodes``)."""
+    i = keras.Input((4,))
+    inner = keras.Model(i, L.LayerNormalization(name="norm")(L.Dense(3, name="d")(i)), name="tail")
+    x = keras.Input((4,), name="x")
+    return keras.Model(x, inner(L.Dense(4, name="pre")(x)), name="outer")
+
+
 MODELS = {
+    "functional_last": (functional_last, (4,)),
     "sequential_in_functional": (sequential_in_functional, (4,)),
     "functional_in_sequential": (functional_in_sequential, (6, 6, 2)),
     "doubly_nested": (doubly_nested, (5,)),
     "base_called_in_functional": (base_called_in_functional, (6, 6, 2)),
 }
 NAMES = {
+    "functional_last": ["pre", "tail/d", "tail/norm"],
     "sequential_in_functional": ["pre", "inner/d1", "inner/d2", "post"],
     "functional_in_sequential": ["base/conv", "base/bn", "base/residual", "gap", "drop", "head"],
     "doubly_nested": ["middle/core/dense", "middle/after", "side", "cat"],

@@ -182,14 +182,18 @@ class _Inliner:
         elif _SEQUENTIAL_INPUT in inputs:
             binding[_SEQUENTIAL_INPUT] = ("input_layer", 0, 0)  # named as sequential_build_input
         outputs_of: dict[str, list[Ref]] = {}
+        functional: set[str] = set()
 
-        def resolve(ref: Ref) -> Ref:
+        def resolve(ref: Ref, endpoint: bool = False) -> Ref:
             source, node, tensor = ref
             if source in binding:
                 return binding[source]
             if source in outputs_of:
                 outs = outputs_of[source]
-                if node != 0 or tensor >= len(outs):
+                # Keras numbers a nested Functional's calls from 1 in ``output_layers`` (its
+                # own construction counts as node 0 there), from 0 in ``inbound_nodes``
+                first = 1 if endpoint and source in functional else 0
+                if node != first or tensor >= len(outs):
                     raise UnsupportedLayerError(
                         f"reads output {tensor} of call {node} of the nested model {source!r}, "
                         f"which has {len(outs)} output(s) and one call",
@@ -205,6 +209,8 @@ class _Inliner:
             full = prefix + name
             if is_model(raw):
                 outputs_of[name] = self.model(raw, full + NEST, [resolve(r) for r in _call_refs(raw, full)])
+                if raw.get("class_name") != "Sequential":
+                    functional.add(name)
                 continue
             if full in self.names:
                 raise MalformedFileError(
@@ -218,7 +224,7 @@ class _Inliner:
             self.layers.append(entry)
             if raw.get("class_name") != "InputLayer":
                 self.weights_out[full] = self._arrays(full, prefix)
-        return [resolve(ref) for ref in endpoint_refs(output_endpoints)]
+        return [resolve(ref, endpoint=True) for ref in endpoint_refs(output_endpoints)]
 
     def _arrays(self, full: str, prefix: str) -> list[np.ndarray]:
         if full in self.weights:
