@@ -183,6 +183,17 @@ class Recurrent(nn.Module):
         if self.take == "lstm_h_n":
             _, (h_n, _) = self.rnn(x)
             return h_n[-1]
+        if self.take == "both_h_n":  # the usual bidirectional classifier's final state
+            _, h_n = self.rnn(x)
+            return torch.cat((h_n[-2], h_n[-1]), dim=1)
+        if self.take == "lstm_both_h_n":
+            _, (h_n, _) = self.rnn(x)
+            return torch.cat((h_n[-2], h_n[-1]), dim=-1)
+        if self.take == "backward_h_n_first":  # not Keras's order: refused
+            h_n = self.rnn(x)[1]
+            return torch.cat((h_n[-1], h_n[-2]), dim=1)
+        if self.take == "forward_h_n_alone":
+            return self.rnn(x)[1][-2]
         raise AssertionError(self.take)
 
 
@@ -237,6 +248,9 @@ TORCH_CASES = {
     "gru_stacked_h_n": (lambda: Recurrent(_bf(nn.GRU, 3, 5, num_layers=3), "h_n"), lambda: floats(6, 3)),
     "bidirectional_lstm_sequence": (lambda: Recurrent(_bf(nn.LSTM, 3, 4, bidirectional=True), "sequence"), lambda: floats(6, 3)),
     "bidirectional_gru_last_step": (lambda: Recurrent(_bf(nn.GRU, 3, 4, bidirectional=True), "last"), lambda: floats(6, 3)),
+    "bidirectional_lstm_h_n": (lambda: Recurrent(_bf(nn.LSTM, 3, 4, bidirectional=True), "lstm_both_h_n"), lambda: floats(6, 3)),
+    "bidirectional_gru_h_n": (lambda: Recurrent(_bf(nn.GRU, 3, 4, bidirectional=True), "both_h_n"), lambda: floats(6, 3)),
+    "bidirectional_stacked_rnn_h_n": (lambda: Recurrent(_bf(nn.RNN, 3, 4, bidirectional=True, num_layers=2), "both_h_n"), lambda: floats(6, 3)),
     "bidirectional_stacked_rnn": (lambda: Recurrent(_bf(nn.RNN, 3, 4, bidirectional=True, num_layers=2), "sequence"), lambda: floats(6, 3)),
     "residual": (Residual, lambda: floats(6)),
     "multi_head_attention": (SelfAttention, lambda: floats(5, 8)),
@@ -298,3 +312,13 @@ def test_static_output_shapes_agree_with_the_runtime(case: str) -> None:
     for name, shape in activation_shapes(archive.spec).items():
         if shape is not None:
             assert tuple(shape) == ran[name], (name, shape, ran[name])
+
+
+@pytest.mark.parametrize("take", ["backward_h_n_first", "forward_h_n_alone"])
+def test_other_uses_of_a_bidirectional_state_are_typed_refusals(take: str) -> None:
+    """Only ``cat([h_n[-2], h_n[-1]], -1)`` is Keras's ``Bidirectional`` final state."""
+    from weightio.errors import UnsupportedLayerError
+
+    module = Recurrent(_bf(nn.GRU, 3, 4, bidirectional=True), take).eval()
+    with pytest.raises(UnsupportedLayerError, match=r"h_n\[-2\], h_n\[-1\]"):
+        weightio.read(module, example_input=torch.from_numpy(floats(6, 3)))

@@ -46,6 +46,37 @@ def _pick(layer: LayerBase) -> int | None:
     return None
 
 
+#: What the graph may read of a recurrent module's result.
+_READABLE = ("weightio reads its output sequence, output[:, -1], (one direction) h_n[-1], and "
+             "(bidirectional) torch.cat([h_n[-2], h_n[-1]], dim=-1)")
+
+
+def _join_directions(layers: list[LayerBase], meaning: dict[str, tuple[str, str]],
+                     consumers: dict[str, list[str]], by_name: dict[str, LayerBase]) -> None:
+    """``torch.cat([h_n[-2], h_n[-1]], -1)`` of one bidirectional layer is its final state, as
+    Keras's ``Bidirectional(..., return_sequences=False)`` gives it (forward, then backward):
+    the cat takes the picks' place. Any other use of a direction's state is refused.
+    """
+    joined: set[str] = set()
+    for layer in layers:
+        inputs = layer.inputs or []
+        if layer.kind != "concatenate" or len(inputs) != 2:
+            continue
+        first, second = (meaning.get(name) for name in inputs)
+        if (first and second and first[0] == "forward" and second[0] == "backward"
+                and first[1] == second[1] and layer.axis in (-1, 1)  # type: ignore[attr-defined]
+                and all(consumers.get(name) == [layer.name] for name in inputs)):
+            meaning[layer.name] = ("final", first[1])
+            joined.update(inputs)
+    for name, (what, base) in list(meaning.items()):
+        if what in ("forward", "backward"):
+            if name not in joined:
+                raise UnsupportedLayerError(
+                    f"reads the {what} final state of the bidirectional {by_name[base].kind} "
+                    f"{base!r} alone; {_READABLE}", layer=name)
+            del meaning[name]
+
+
 def resolve_tuples(
     layers: list[LayerBase], outputs: list[OutputSpec]
 ) -> tuple[list[LayerBase], list[OutputSpec]]:
@@ -101,18 +132,21 @@ def resolve_tuples(
                 layer=layer.name,
             )
         state_path = [1, 0, -1] if rnn.kind == "lstm" else [1, -1]
+        both = rnn.bidirectional  # type: ignore[attr-defined]
         if path == [0]:
             meaning[layer.name] = ("seq", base)
-        elif (
-            path == state_path or (path == [0, -1] and not rnn.batch_first)
-        ) and not rnn.bidirectional:  # type: ignore[attr-defined]
+        elif (path == state_path or (path == [0, -1] and not rnn.batch_first)) and not both:
             meaning[layer.name] = ("final", base)
+        elif both and path in (state_path, [*state_path[:-1], -2]):
+            # h_n[-2] / h_n[-1]: the last layer's forward / backward final state, valid only as
+            # torch.cat([h_n[-2], h_n[-1]], -1) (Keras's Bidirectional without sequences)
+            meaning[layer.name] = ("forward" if path[-1] == -2 else "backward", base)
         else:
             raise UnsupportedLayerError(
-                f"reads element {path} of the {rnn.kind} {base!r}'s result; weightio reads its output "
-                "sequence, output[:, -1] and (one direction) h_n[-1]",
+                f"reads element {path} of the {rnn.kind} {base!r}'s result; {_READABLE}",
                 layer=layer.name,
             )
+    _join_directions(layers, meaning, consumers, by_name)
 
     # A last step of a one-directional batch-first sequence is the final state too.
     for layer in layers:
