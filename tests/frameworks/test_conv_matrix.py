@@ -55,7 +55,9 @@ def _torch_out(module: object, x: np.ndarray) -> np.ndarray:
 #: Keras 'same' pooling at stride 1 with an even window becomes a wider torch pool and a crop;
 #: for average pooling Keras has no exact layer for that excluded padding, so it does not
 #: round-trip (max pooling comes back as an explicit -inf pad and a valid pooling).
-ONE_WAY = {"avgpool2d_same_stride1"}
+#: Cases whose torch module has no exact Keras form (none now: an uneven "same" pooling that
+#: torch builds as even padding plus a crop reads back as the pooling, ``read/cropped.py``).
+ONE_WAY: set[str] = set()
 
 # (id, channels-last input shape, layers)
 KERAS_CASES = [
@@ -79,6 +81,9 @@ KERAS_CASES = [
     ("maxpool2d_same_odd", (7, 7, 3), lambda: [L.MaxPooling2D(2, padding="same")]),
     ("maxpool2d_same_stride1", (6, 6, 2), lambda: [L.MaxPooling2D(2, strides=1, padding="same")]),
     ("avgpool1d_same", (9, 3), lambda: [L.AveragePooling1D(2, padding="same")]),
+    ("avgpool1d_same_stride1", (6, 3), lambda: [L.AveragePooling1D(2, strides=1, padding="same")]),
+    ("maxpool2d_same_stride1", (5, 6, 3), lambda: [L.MaxPooling2D(2, strides=1, padding="same")]),
+    ("avgpool2d_same_stride2_odd", (7, 7, 3), lambda: [L.AveragePooling2D(2, strides=2, padding="same")]),
     ("avgpool2d_same_3x3_s2", (8, 7, 3), lambda: [L.AveragePooling2D(3, strides=2, padding="same")]),
     ("avgpool2d_same_stride1", (6, 5, 2), lambda: [L.AveragePooling2D(2, strides=1, padding="same")]),
     ("global_avg2d", (6, 6, 3), lambda: [L.GlobalAveragePooling2D()]),

@@ -298,6 +298,8 @@ def _pool(layer: PoolLayer, ctx: WriteContext) -> list[KerasLayer]:
     if not isinstance(padding, str):
         if not any(v for pair in padding for v in pair):
             padding = "valid"
+        elif _is_keras_same(layer, ctx.shape) and not (layer.op == "avg" and layer.count_include_pad):
+            padding = "same"  # Keras's own uneven padding: max ignores it, average excludes it
         elif layer.op == "avg" and layer.count_include_pad:
             pre, padding = _explicit_padding(layer, ctx, layer.padding, ctx.dtype, ctx.shape), "valid"
         elif layer.op == "max":
@@ -312,6 +314,20 @@ def _pool(layer: PoolLayer, ctx: WriteContext) -> list[KerasLayer]:
     out = windowed(_after(pre, ctx), layer.pool_size, layer.strides, ones, padding, None)
     config = layer_config(ctx.name_of(layer), ctx.dtype, **_window(layer.pool_size, layer.strides, padding))
     return [*pre, KerasLayer(f"{cls}{layer.rank}D", config, out)]
+
+
+def _is_keras_same(layer: PoolLayer, shape: Shape) -> bool:
+    """Whether the explicit pads are the ones Keras's ``"same"`` gives this channels-last input:
+    ``ceil(n / s)`` outputs, the padding they need split with the odd one after.
+    """
+    sizes = shape[:-1]
+    if len(sizes) != layer.rank or any(n is None for n in sizes):
+        return False
+    for n, k, s, (before, after) in zip(sizes, layer.pool_size, layer.strides, layer.padding):
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        if (before, after) != (total // 2, total - total // 2):
+            return False
+    return True
 
 
 def _minus_inf_padding(layer: PoolLayer, ctx: WriteContext) -> KerasLayer:

@@ -40,6 +40,7 @@ from weightio.frameworks.torch.read.base import (
     bind_arguments,
 )
 from weightio.frameworks.torch.read.conv import SHAPE_CHANGING
+from weightio.frameworks.torch.read.cropped import fold_cropped_pools
 from weightio.frameworks.torch.read.static import fold_static, is_batch, static_nodes
 from weightio.frameworks.torch.read.tuples import MULTI_TENSOR_KEYS, resolve_tuples
 from weightio.layouts.flow import mark_channel_inputs
@@ -596,7 +597,7 @@ def read_torch_module(
                 namer.used.add(layer.name)
             names[node] = read[-1].name
             layers.extend(read)
-    layers, outputs = resolve_tuples(layers, outputs)
+    layers, outputs = fold_cropped_pools(*resolve_tuples(layers, outputs))
     unused = [key for key in _unused_keys(module, arrays) if key not in shared.tied]
     spec = mark_channel_inputs(ModelSpec(
         name=type(module).__name__,
