@@ -183,7 +183,12 @@ class NameAllocator:
         return name
 
     def fresh(self, base: str) -> str:
-        """Return ``base``, or ``base_1``, ``base_2``… whichever is free, and mark it used."""
+        """Return ``base``, or ``base_1``, ``base_2``… whichever is free, and mark it used.
+
+        ``base`` is cleaned too: a layer a mapping inserts is named after its spec layer
+        (``inner/flatten`` -> ``inner_flatten_permute``), and Keras refuses a ``/``.
+        """
+        base = self.clean(base)
         name, n = base, 0
         while name in self.used:
             n += 1
