@@ -411,6 +411,19 @@ FOUND = [
     _nested_once(_VECTOR, ("reshape", (2, 1)), ("pool", "avg", 2, 1, "same")),
     _nested_once(_TOKENS, ("global", "max", False)),
     _nested_once(_TOKENS, ("permute",)),
+    # 1,500-example run: a residual add closing a nested block that reads a top-level layer;
+    # a keras.ops call inside a nested model (no arrays of its own); top-level modules after a
+    # group (never pulled into it)
+    {**_nested_once({"kind": "tokens", "steps": 2, "embed": 3}, ("permute",), ("scale", "add"),
+                    ("attention", 1, True), ("dense", 2, None), ("dense", 2, None)),
+     "nest": (2, 4, "functional")},
+    {**_nested_once({"kind": "tokens", "steps": 2, "embed": 3}, ("permute",), ("scale", "add"),
+                    ("attention", 1, True), ("dense", 2, None), ("dense", 2, None)),
+     "nest": (0, 4, "functional")},
+    {**_nested_once({"kind": "tokens", "steps": 2, "embed": 3}, ("scale", "add"), ("permute",),
+                    ("conv", 3, 3, 2, 1, "valid"), ("pool", "avg", 1, 2, "valid"),
+                    ("branch", "concatenate", 1)),
+     "nest": (1, 3, "sequential"), "seed": 41532},
 ]
 
 

@@ -150,8 +150,7 @@ def _common(a: str | None, b: str | None, groups: Mapping[str, str]) -> str | No
 
 
 def _joined(sources: list[str], consumers: list[str],
-            owner: Mapping[str, str | None], groups: Mapping[str, str], *,
-            ends: bool = False) -> str | None:
+            owner: Mapping[str, str | None], groups: Mapping[str, str]) -> str | None:
     """The group an unnamed layer belongs to: the deepest one holding every layer it reads and
     one layer reading it (model inputs are read anywhere); ``None`` keeps it at the top.
     """
@@ -163,26 +162,34 @@ def _joined(sources: list[str], consumers: list[str],
         held = _common(held, group, groups)
     found = [_common(held, owner.get(c), groups) for c in consumers]
     found = [g for g in found if g is not None]
-    if found:
-        return max(found, key=lambda g: g.count("."))
-    return held if ends else None
+    return max(found, key=lambda g: g.count(".")) if found else None
 
 
-def _ends(name: str, sources: Mapping[str, list[str]], owner: Mapping[str, str | None],
-          groups: Mapping[str, str]) -> bool:
-    """Whether the unnamed layer ``name`` ends a group: it reads a grouped layer, and whatever
-    else it reads (a model input, a top-level layer) is read inside that group too, as the
-    residual ``add`` closing a block reads the block's input. Such a function was the nested
-    model's last step (Keras names it; a torch function has no path), so it joins the group.
+def _a_module(layer: Any) -> bool:
+    """Whether the reader read ``layer`` from a module (``torch.nn.AvgPool1d``) rather than a
+    function (``torch.cat``, ``method:permute``, ``operator.add``): a top-level module is named
+    by its attribute, without a dot, yet it is the user's layer there, not a function to place.
+    """
+    source = layer.source_class or ""
+    last = source.replace(":", ".").rsplit(".", 1)[-1]
+    return last[:1].isupper()
+
+
+def _ends(name: str, sources: Mapping[str, list[str]], owner: Mapping[str, str | None]
+          ) -> str | None:
+    """The group the unnamed layer ``name`` ends, if any: it reads layers of one group, and
+    whatever else it reads (a model input, a top-level layer) is read inside that group too,
+    as the residual ``add`` closing a block reads the block's input. Such a function was the
+    nested model's step (Keras names it; a torch function has no path), so it joins the group.
     """
     reads = sources[name]
-    held = [owner.get(s) for s in reads if owner.get(s) is not None]
-    if not held or len(set(held)) != 1:
-        return False
-    group = held[0]
+    held = {owner.get(s) for s in reads if owner.get(s) is not None}
+    if len(held) != 1:
+        return None
+    group = held.pop()
     inside = {s for layer, g in owner.items() if g is not None and (g == group or g.startswith(
         group + ".")) for s in sources.get(layer, [])}
-    return all(owner.get(s) is not None or s in inside for s in reads)
+    return group if all(owner.get(s) is not None or s in inside for s in reads) else None
 
 
 def regrouped(archive: Archive, nesting: Nesting) -> Archive:
@@ -205,11 +212,11 @@ def regrouped(archive: Archive, nesting: Nesting) -> Archive:
     while changed:  # functions between grouped layers join their group (chains of them too)
         changed = False
         for layer in layers:
-            if owner[layer.name] is not None or "." in layer.name:
-                continue
+            if owner[layer.name] is not None or "." in layer.name or _a_module(layer):
+                continue  # grouped, under a module path, or a top-level module of its own
             group = _joined(sources[layer.name], consumers[layer.name], owner, groups)
-            if group is None and _ends(layer.name, sources, owner, groups):
-                group = _joined(sources[layer.name], [], owner, groups, ends=True)
+            if group is None:
+                group = _ends(layer.name, sources, owner)
             if group is not None:
                 owner[layer.name] = group
                 changed = True

@@ -230,7 +230,9 @@ class _Inliner:
         if full in self.weights:
             return self.weights[full]
         owner = prefix.split(NEST, 1)[0]
-        if prefix and self.weights.get(owner):
+        # the model's arrays as one list and none per layer: which are whose is unknown (a
+        # layer missing among per-layer arrays is an operation, keras.ops.add: no arrays)
+        if prefix and self.weights.get(owner) and not any(k.startswith(prefix) for k in self.weights):
             raise UnsupportedSourceError(
                 f"the arrays of the nested model {owner!r} are given as one list, not per "
                 f"layer; pass them by the inner layers' names ({full!r})",
