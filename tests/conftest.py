@@ -90,3 +90,15 @@ def keras_view(spec: object, runner: object) -> object:
         return [to_channels_last(np.asarray(y)) if c else np.asarray(y) for y, c in zip(ys, outs)]
 
     return run
+
+
+def keras_model_classes(model: object, prefix: str = "") -> dict[str, str]:
+    """A Keras model's class (at ``""``) and each nested model's (``Sequential`` or
+    ``Functional``), by its ``/`` path: what a round trip must give back."""
+    import keras
+
+    found = {prefix.rstrip("/"): type(model).__name__}
+    for layer in model.layers:  # type: ignore[attr-defined]
+        if isinstance(layer, keras.Model):
+            found.update(keras_model_classes(layer, f"{prefix}{layer.name}/"))
+    return found

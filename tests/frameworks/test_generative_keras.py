@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
-from conftest import assert_close, keras_view  # noqa: E402
+from conftest import assert_close, keras_model_classes, keras_view  # noqa: E402
 
 import weightio  # noqa: E402
 from weightio.errors import WeightioError  # noqa: E402
@@ -309,7 +309,7 @@ def _assert_torch_kept_the_nesting(model: Any, again: Any) -> None:
     weights comes back, each nested model that comes back is one the user had, of the user's
     class, and so is the model itself when any did. (A nested model of parameter-free steps
     only may have no torch module to carry its name: a ``Permute`` alone is a function.)"""
-    want, got = _classes(model), _classes(again)
+    want, got = keras_model_classes(model), keras_model_classes(again)
     for path in want:
         if path and _holds_weights(model, path.split("/")):
             assert path in got, (path, got)
@@ -324,15 +324,6 @@ def _holds_weights(model: Any, path: list[str]) -> bool:
     for name in path:
         model = model.get_layer(name)
     return bool(model.weights)
-
-
-def _classes(model: Any, prefix: str = "") -> dict[str, str]:
-    """The model's class (at ``""``) and each nested model's, by path."""
-    found = {prefix.rstrip("/"): type(model).__name__}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            found.update(_classes(layer, f"{prefix}{layer.name}/"))
-    return found
 
 
 def _sample(recipe: dict[str, Any]) -> np.ndarray:
@@ -384,7 +375,7 @@ def check(recipe: dict[str, Any]) -> str:
     if recipe.get("nest") is not None:
         # the nesting survives Keras -> archive -> Keras and Keras -> PyTorch -> Keras: the
         # same nested model, of the user's class, and the same numbers
-        assert _classes(back) == _classes(model)
+        assert keras_model_classes(back) == keras_model_classes(model)
         try:
             again = weightio.to_keras(
                 weightio.read(module, example_input=torch.from_numpy(torch_inputs[0])), nested=True)

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
-from conftest import assert_close  # noqa: E402
+from conftest import assert_close, keras_model_classes  # noqa: E402
 from test_keras_write import run_without_keras  # noqa: E402
 from test_nested_models import MODELS, _randomized  # noqa: E402
 
@@ -48,15 +48,6 @@ def _groups(model: Any, prefix: str = "") -> dict[str, set[str]]:
             found[path] = {sub.name for sub in layer.layers
                            if sub.weights and not isinstance(sub, keras.Model)}
             found.update(_groups(layer, f"{path}/"))
-    return found
-
-
-def _classes(model: Any, prefix: str = "") -> dict[str, str]:
-    """The model's class (at ``""``) and each nested model's, by path."""
-    found = {prefix.rstrip("/"): type(model).__name__}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            found.update(_classes(layer, f"{prefix}{layer.name}/"))
     return found
 
 
@@ -121,7 +112,7 @@ def test_nesting_survives_a_torch_round_trip(name: str, carrier: str, made: dict
     assert set(got) == set(want)  # the same nested models, by name, at every depth
     for group, layers in want.items():
         assert layers <= got[group], (group, layers, got[group])
-    assert _classes(back) == _classes(model)  # a Sequential comes back a Sequential
+    assert keras_model_classes(back) == keras_model_classes(model)  # a Sequential comes back a Sequential
     assert_close(reference, np.asarray(back(x, training=False)))
     assert_close(reference, weightio.run(archive, _channels_first(x)))
     with torch.no_grad():
