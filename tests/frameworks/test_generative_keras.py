@@ -415,6 +415,10 @@ FOUND = [
                     ("conv", 3, 3, 2, 1, "valid"), ("pool", "avg", 1, 2, "valid"),
                     ("branch", "concatenate", 1)),
      "nest": (1, 3, "sequential"), "seed": 41532},
+    # and a Sequential whose Activation (no build_config) follows a Reshape into a feature map
+    {"input": _VECTOR, "steps": [("reshape", (2, 1)), ("activation", "softmax"),
+                                 ("conv", 2, 1, 1, 2, "valid")], "sequential": True, "nest": None,
+     "seed": 0},
 ]
 
 

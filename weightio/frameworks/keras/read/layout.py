@@ -104,7 +104,8 @@ def _tensor_ranks(
     First what each call recorded of the tensors it reads (Keras 3 nodes, ``build_config``),
     then, in graph order, what the kinds imply: inputs have their declared rank, spatial,
     elementwise, per-channel, merging and permuting layers keep their input's, spatial
-    classes (``Conv1D``…) have theirs, global pooling drops the steps unless kept.
+    classes (``Conv1D``…) have theirs, global pooling drops the steps unless kept, a
+    ``Reshape`` has its target's, a ``Flatten`` is a batch of vectors.
     """
     ranks: dict[str, int] = {}
     for name in order:
@@ -132,6 +133,10 @@ def _tensor_ranks(
             ranks[name] = _class_rank(cls) if config.get("keepdims") else 2  # type: ignore[assignment]
         elif cls == "Embedding" and first is not None:
             ranks[name] = first + 1
+        elif cls == "Reshape" and isinstance(config.get("target_shape"), (list, tuple)):
+            ranks[name] = len(config["target_shape"]) + 1
+        elif cls == "Flatten":
+            ranks[name] = 2
         elif cls in _RECURRENT and isinstance(inner, dict):
             sequences = (inner.get("config") or {}).get("return_sequences") if cls == "Bidirectional" \
                 else inner.get("return_sequences")
