@@ -14,7 +14,7 @@ import functools
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -1039,7 +1039,7 @@ def main() -> None:
 BLAS_THREAD_TIMEOUT = "16"
 
 
-def quiet_blas_threads(environ: Any) -> None:
+def quiet_blas_threads(environ: MutableMapping[str, str]) -> None:
     """Let OpenBLAS's worker threads sleep after ~26 µs idle instead of ~0.1 s (the CLI only;
     a value the user set wins).
 

@@ -57,7 +57,7 @@ class NativeTensor:
 KERAS_MODEL_CLASSES = ("Sequential", "Functional")
 
 
-def model_classes(archive: Archive) -> dict[str, str]:
+def recorded_model_classes(archive: Archive) -> dict[str, str]:
     """Which Keras models of ``archive`` were ``Sequential``: the Keras reader's record
     (``spec.extra["keras"]["model_classes"]``, ``""`` for the model, else a nested model's
     ``/`` path), checked as data; anything else in it is ignored. Never used to compute.

@@ -58,11 +58,10 @@ def module_nesting(module: Any) -> Nesting:
     """
     groups, classes = {}, {}
     for path, sub in module.named_modules():
-        if path and qualified_name(sub) == GROUP_CLASS and isinstance(
-                getattr(sub, "weightio_name", None), str):
-            groups[path] = str(sub.weightio_name)
-        else:
+        if not (path and qualified_name(sub) == GROUP_CLASS
+                and isinstance(getattr(sub, "weightio_name", None), str)):
             continue
+        groups[path] = str(sub.weightio_name)
         if getattr(sub, "weightio_class", None) in KERAS_MODEL_CLASSES:
             classes[path] = sub.weightio_class
     if groups and getattr(module, "weightio_class", None) in KERAS_MODEL_CLASSES:

@@ -11,7 +11,7 @@ from typing import Any
 
 from weightio.errors import WeightsOnlyArchiveError
 from weightio.format.archive import Archive
-from weightio.frameworks.common import model_classes
+from weightio.frameworks.common import recorded_model_classes
 from weightio.frameworks.keras.write.assemble import plan_keras_model
 from weightio.frameworks.keras.write.base import KerasSettings, NameAllocator
 from weightio.frameworks.keras.write.bridge import prepare
@@ -68,4 +68,4 @@ def to_keras(archive: Archive, *, nested: bool | None = None) -> Any:
     if nested is False or not any("/" in layer.name for layer in archive.spec.layers):
         return model
     return nest_model(keras, model, _spec_paths(archive), strict=bool(nested),
-                      classes=model_classes(archive))
+                      classes=recorded_model_classes(archive))

@@ -317,17 +317,14 @@ def _pool(layer: PoolLayer, ctx: WriteContext) -> list[KerasLayer]:
 
 
 def _is_keras_same(layer: PoolLayer, shape: Shape) -> bool:
-    """Whether the explicit pads are the ones Keras's ``"same"`` gives this channels-last input:
-    ``ceil(n / s)`` outputs, the padding they need split with the odd one after.
-    """
+    """Whether the explicit pads are the ones Keras's ``"same"`` gives this channels-last input."""
+    from weightio.layouts.transforms import same_padding
+
     sizes = shape[:-1]
     if len(sizes) != layer.rank or any(n is None for n in sizes):
         return False
-    for n, k, s, (before, after) in zip(sizes, layer.pool_size, layer.strides, layer.padding):
-        total = max((-(-n // s) - 1) * s + k - n, 0)
-        if (before, after) != (total // 2, total - total // 2):
-            return False
-    return True
+    return all(tuple(pads) == same_padding(n, k, s) for n, k, s, pads in
+               zip(sizes, layer.pool_size, layer.strides, layer.padding))
 
 
 def _minus_inf_padding(layer: PoolLayer, ctx: WriteContext) -> KerasLayer:

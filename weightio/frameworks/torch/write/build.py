@@ -14,7 +14,7 @@ import numpy as np
 
 from weightio.errors import UnsupportedLayerError, WeightsOnlyArchiveError
 from weightio.format.archive import Archive, plain
-from weightio.frameworks.common import model_classes
+from weightio.frameworks.common import recorded_model_classes
 from weightio.frameworks.torch.common import (
     numpy_to_tensor,
     tensor_to_numpy,
@@ -39,11 +39,14 @@ class ModuleNames:
 
     def __init__(self) -> None:
         self.used: set[str] = set()
-        #: Each nested group's torch path -> its spec name part (``outer/inner`` -> ``outer``).
-        self.groups: dict[str, str] = {}
         self._paths: dict[tuple[str, str], str] = {}
         #: Each group's torch path -> its ``/`` path in the spec (``outer.inner`` -> ``outer/inner``).
         self.spec_paths: dict[str, str] = {}
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """Each nested group's torch path -> its spec name part (``outer/inner`` -> ``inner``)."""
+        return {path: spec.rsplit("/", 1)[-1] for path, spec in self.spec_paths.items()}
 
     def take(self, wanted: str) -> str:
         """A unique attribute name for ``wanted`` (dots and other non-word characters replaced).
@@ -79,7 +82,6 @@ class ModuleNames:
                 name, n = f"{base}_{n}", n + 1
             self.used.add(parent + name)
             self._paths[key] = parent + name
-            self.groups[parent + name] = part
         return self._paths[key]
 
     @staticmethod
@@ -181,7 +183,7 @@ def _graph_module(archive: Archive) -> Any:
 
 def _torch_classes(archive: Archive, namer: ModuleNames) -> dict[str, str]:
     """The Keras reader's ``model_classes`` (by ``/`` path) by torch path, ``""`` for the model."""
-    classes = model_classes(archive)
+    classes = recorded_model_classes(archive)
     by_torch = {path: classes[spec] for path, spec in namer.spec_paths.items() if spec in classes}
     if "" in classes:
         by_torch[""] = classes[""]
